@@ -1,0 +1,67 @@
+"""The ``remotehands`` command: a thin layer over the client, the server and the agent.
+
+Subcommands live in their own modules and are loaded lazily, so ``remotehands --help`` stays fast
+and a role's extras are only imported when its command runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+from remotehands import __version__
+
+# name -> "module:attribute" of a click command; imported only when used.
+_COMMANDS: dict[str, str] = {
+    "desktop": "remotehands.cli.desktop_cmd:desktop",
+    "agent": "remotehands.cli.agent_cmd:agent",
+    "server": "remotehands.cli.server_cmd:server",
+    "demo": "remotehands.cli.demo_cmd:demo",
+}
+_HELP: dict[str, str] = {
+    "desktop": "Run a virtual desktop (Xvfb, a window manager and a terminal).",
+    "agent": "Serve a device: the native HTTP API and/or the link to a server.",
+    "server": "Run or initialise the fleet server.",
+    "demo": "Run the whole system on one machine: server, virtual desktop, enrolled agent.",
+}
+
+
+def register(name: str, target: str, help_text: str) -> None:
+    """Add a lazily imported subcommand (used by the device command table)."""
+    _COMMANDS[name] = target
+    _HELP[name] = help_text
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = _COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module_name), attr)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, _HELP.get(name, "")) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="remotehands")
+def cli() -> None:
+    """remotehands: hands on remote computers for people and AI agents.
+
+    Talk to a standalone agent with --agent URL (or REMOTEHANDS_AGENT_URL) or to a fleet server
+    with REMOTEHANDS_URL and REMOTEHANDS_TOKEN. Every command takes --json.
+    """
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console-script entry point."""
+    return cli.main(args=argv, prog_name="remotehands")

@@ -1,0 +1,197 @@
+"""The agent link: messages between an agent and the server over one WebSocket.
+
+The agent dials ``/v1/agent/ws`` with ``Authorization: Bearer agt_...``. Every message is one
+WebSocket frame:
+
+- a **text** frame holds one JSON object with a ``type``;
+- a **binary** frame holds a message that carries images: 4 bytes big-endian header length, the
+  JSON header (a message like the text ones, where each ``bytes`` value was replaced by
+  ``{"$blob": i, "len": n}``), then the blobs back to back. One reply is always one frame, so
+  concurrent replies never interleave, and images never travel as base64.
+
+Agent -> server: ``hello`` (first), ``heartbeat``, ``reply``.
+Server -> agent: ``welcome`` (answer to hello), ``request``.
+
+A request carries ``id``, ``action`` (a name of :data:`remotehands.protocol.actions.ACTIONS`),
+``params`` and ``timeout_ms``; its reply carries the same ``id`` and either ``result`` or
+``error`` (``{"error": code, "details": text}``).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from remotehands.errors import ValidationError
+from remotehands.protocol.models import Health, ScreenInfo
+
+__all__ = [
+    "CLOSE_CREDENTIAL_REFUSED",
+    "CLOSE_FENCED",
+    "CLOSE_PROTOCOL_ERROR",
+    "LINK_PATH",
+    "Heartbeat",
+    "Hello",
+    "Reply",
+    "Request",
+    "Welcome",
+    "decode",
+    "encode",
+]
+
+LINK_PATH = "/v1/agent/ws"
+
+CLOSE_CREDENTIAL_REFUSED = 4001
+"""The device credential is unknown or revoked (the device was deleted): do not retry with it."""
+CLOSE_FENCED = 4002
+"""A newer connection of the same device replaced this one."""
+CLOSE_PROTOCOL_ERROR = 4003
+"""The peer sent something that is not a valid link message."""
+
+_HEADER = struct.Struct(">I")
+MAX_HEADER = 4 * 1024 * 1024
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Hello(_Msg):
+    """First message of an agent: who it is and what it can do."""
+
+    type: Literal["hello"] = "hello"
+    device_id: str
+    agent_version: str
+    driver: str
+    device_type: str
+    capabilities: list[str]
+    screens: list[ScreenInfo] = Field(default_factory=list)
+    hardware_id: str
+    health: Health | None = None
+
+
+class Welcome(_Msg):
+    """The server accepted the link."""
+
+    type: Literal["welcome"] = "welcome"
+    device_id: str
+    heartbeat_interval_s: float
+
+
+class Heartbeat(_Msg):
+    """Periodic proof of life with the machine's health."""
+
+    type: Literal["heartbeat"] = "heartbeat"
+    health: Health
+
+
+class Request(_Msg):
+    """An action for the agent to carry out."""
+
+    type: Literal["request"] = "request"
+    id: str
+    action: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    timeout_ms: int = 30_000
+
+
+class Reply(_Msg):
+    """The outcome of a request: ``result`` on success, ``error`` on failure."""
+
+    type: Literal["reply"] = "reply"
+    id: str
+    result: Any = None
+    error: dict[str, str] | None = None
+
+
+def _strip_blobs(value: Any, blobs: list[bytes]) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        blobs.append(bytes(value))
+        return {"$blob": len(blobs) - 1, "len": len(value)}
+    if isinstance(value, dict):
+        return {k: _strip_blobs(v, blobs) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strip_blobs(v, blobs) for v in value]
+    return value
+
+
+def _restore_blobs(value: Any, blobs: list[bytes]) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"$blob", "len"} and isinstance(value["$blob"], int):
+            index = value["$blob"]
+            if not 0 <= index < len(blobs):
+                raise ValidationError(f"link message names blob {index} but carries {len(blobs)}")
+            return blobs[index]
+        return {k: _restore_blobs(v, blobs) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restore_blobs(v, blobs) for v in value]
+    return value
+
+
+def encode(message: BaseModel | dict[str, Any]) -> str | bytes:
+    """One frame for ``message``: text JSON, or a binary frame when it holds ``bytes`` values."""
+    data = message.model_dump(mode="python") if isinstance(message, BaseModel) else message
+    blobs: list[bytes] = []
+    stripped = _strip_blobs(data, blobs)
+    header = orjson.dumps(stripped)
+    if not blobs:
+        return header.decode()
+    return b"".join([_HEADER.pack(len(header)), header, *blobs])
+
+
+def decode(frame: str | bytes) -> dict[str, Any]:
+    """Parse one frame into a message dict with its ``bytes`` values restored.
+
+    Raises :class:`ValidationError` on anything malformed, so a peer sending garbage can be
+    disconnected cleanly.
+    """
+    try:
+        if isinstance(frame, str):
+            data = orjson.loads(frame)
+            blobs: list[bytes] = []
+        else:
+            if len(frame) < _HEADER.size:
+                raise ValidationError("binary link frame shorter than its header")
+            (size,) = _HEADER.unpack_from(frame)
+            if size > MAX_HEADER or _HEADER.size + size > len(frame):
+                raise ValidationError("binary link frame with a bad header length")
+            data = orjson.loads(frame[_HEADER.size : _HEADER.size + size])
+            payload = memoryview(frame)[_HEADER.size + size :]
+            blobs, offset = [], 0
+            for ref in _blob_refs(data):
+                blobs.append(bytes(payload[offset : offset + ref]))
+                offset += ref
+            if offset != len(payload):
+                raise ValidationError("binary link frame whose blobs do not add up")
+    except orjson.JSONDecodeError as err:
+        raise ValidationError(f"link frame is not JSON: {err}") from err
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        raise ValidationError("link message without a type")
+    restored: dict[str, Any] = _restore_blobs(data, blobs)
+    return restored
+
+
+def _blob_refs(value: Any) -> list[int]:
+    """Blob lengths in index order, from the ``{"$blob", "len"}`` markers of a header."""
+    found: dict[int, int] = {}
+
+    def walk(v: Any) -> None:
+        if isinstance(v, dict):
+            if set(v) == {"$blob", "len"} and isinstance(v["$blob"], int):
+                if not isinstance(v["len"], int) or v["len"] < 0:
+                    raise ValidationError("binary link frame with a bad blob length")
+                found[v["$blob"]] = v["len"]
+                return
+            for item in v.values():
+                walk(item)
+        elif isinstance(v, list):
+            for item in v:
+                walk(item)
+
+    walk(value)
+    if sorted(found) != list(range(len(found))):
+        raise ValidationError("binary link frame with missing blob indexes")
+    return [found[i] for i in range(len(found))]
