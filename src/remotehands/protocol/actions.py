@@ -78,6 +78,7 @@ class ScreenshotParams(StabilityFields, UploadFields):
     cursor_ring: bool = False
     format: ImageFormat = "jpeg"
     quality: int = Field(75, ge=1, le=100)
+    jpeg_quality: int | None = Field(None, ge=1, le=100)
     scale: float = Field(1.0, gt=0, le=4)
 
 

@@ -1,0 +1,133 @@
+"""Authentication of the agent's local faces: one password, expiring bearer tokens.
+
+The password comes from ``REMOTEHANDS_AGENT_PASSWORD``, from a file, or is the Unix password of
+the user running the agent (PAM), as desktopkit does. Tokens are random, kept only as SHA-256
+digests, and expire. Failed logins are rate limited per client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import hashlib
+import hmac
+import secrets
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from remotehands.errors import AuthError, ConfigError, RateLimitedError
+
+__all__ = ["PasswordCheck", "TokenStore", "password_check"]
+
+PasswordCheck = Callable[[str], "asyncio.Future[bool] | bool"]
+
+
+@dataclass(frozen=True)
+class _Static:
+    digest: bytes
+
+    def __call__(self, candidate: str) -> bool:
+        return hmac.compare_digest(self.digest, hashlib.sha256(candidate.encode()).digest())
+
+
+class _Pam:
+    """Checks the password of the user running the agent through PAM."""
+
+    def __init__(self) -> None:
+        try:
+            import pam  # noqa: PLC0415 - optional, only when PAM login is configured
+        except ImportError as err:
+            raise ConfigError(
+                "PAM login needs the python-pam package: install remotehands[agent]"
+            ) from err
+        self._pam = pam
+        self.user = getpass.getuser()
+
+    def __call__(self, candidate: str) -> bool:
+        return bool(self._pam.authenticate(self.user, candidate))
+
+
+def password_check(
+    *, password: str | None, password_file: Path | None, pam: bool
+) -> Callable[[str], bool]:
+    """Build the password check from the first source configured; refuse to start without one."""
+    if password:
+        return _Static(hashlib.sha256(password.encode()).digest())
+    if password_file is not None:
+        try:
+            text = password_file.read_text(encoding="utf-8").strip()
+        except OSError as err:
+            raise ConfigError(f"cannot read the password file {password_file}: {err}") from err
+        if not text:
+            raise ConfigError(f"the password file {password_file} is empty")
+        return _Static(hashlib.sha256(text.encode()).digest())
+    if pam:
+        return _Pam()
+    raise ConfigError(
+        "no password for the agent's API: set REMOTEHANDS_AGENT_PASSWORD, pass "
+        "--password-file FILE, or --pam to use the Unix password of the user running the agent"
+    )
+
+
+class TokenStore:
+    """Bearer tokens of the native face, hashed, with a time to live."""
+
+    def __init__(
+        self,
+        check: Callable[[str], bool],
+        *,
+        ttl_s: int = 28_800,
+        max_failures: int = 10,
+        window_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._check = check
+        self.ttl_s = ttl_s
+        self._tokens: dict[bytes, float] = {}
+        self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self._max_failures = max_failures
+        self._window_s = window_s
+        self._clock = clock
+
+    @staticmethod
+    def _digest(token: str) -> bytes:
+        return hashlib.sha256(token.encode()).digest()
+
+    async def login(self, password: str, client: str) -> tuple[str, int]:
+        """Check the password and answer a new token and its lifetime in seconds."""
+        now = self._clock()
+        failures = self._failures[client]
+        while failures and failures[0] < now - self._window_s:
+            failures.popleft()
+        if len(failures) >= self._max_failures:
+            raise RateLimitedError(
+                f"too many failed logins from {client}; wait {int(self._window_s)} s and retry"
+            )
+        ok = await asyncio.to_thread(self._check, password)
+        if not ok:
+            failures.append(now)
+            raise AuthError("wrong password")
+        self._failures.pop(client, None)
+        self._expire(now)
+        token = "rha_" + secrets.token_urlsafe(32)
+        self._tokens[self._digest(token)] = now + self.ttl_s
+        return token, self.ttl_s
+
+    def _expire(self, now: float) -> None:
+        for key in [k for k, exp in self._tokens.items() if exp <= now]:
+            del self._tokens[key]
+
+    def remaining(self, token: str) -> float:
+        """Seconds the token has left; raises :class:`AuthError` when unknown or expired."""
+        expires = self._tokens.get(self._digest(token))
+        now = self._clock()
+        if expires is None or expires <= now:
+            raise AuthError("the token is unknown or expired: log in again at POST /auth/login")
+        return expires - now
+
+    def logout(self, token: str) -> None:
+        """Forget a token."""
+        self._tokens.pop(self._digest(token), None)

@@ -1,0 +1,179 @@
+"""The agent's native HTTP face: the desktopkit API, route for route.
+
+Routes are generated from :data:`remotehands.protocol.actions.ACTIONS`; each one validates its
+parameters (query string for ``GET``, JSON body otherwise, plus path parameters), checks the
+bearer token and hands the action to the :class:`~remotehands.agent.dispatch.Dispatcher`.
+Errors are ``{"error": code, "details": text}`` with the status of the error's class.
+
+It is a plain Starlette app (no FastAPI): the screenshot path is hot and Starlette costs a third
+of FastAPI per request (PERFORMANCE.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import typing
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from remotehands.agent.auth import TokenStore
+from remotehands.agent.dispatch import Dispatcher
+from remotehands.errors import AuthError, NotFoundError, RemoteHandsError, ValidationError
+from remotehands.protocol.actions import ACTIONS, ActionSpec
+from remotehands.protocol.encoding import jsonable
+
+__all__ = ["create_native_app"]
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024 * 1024
+
+
+class _ORJSON(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def _error(err: RemoteHandsError) -> Response:
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(err, AuthError) else None
+    return _ORJSON(err.to_wire(), status_code=err.http_status, headers=headers)
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError(
+            'missing bearer token: log in with POST /auth/login {"password": ...} and send '
+            "Authorization: Bearer <token>"
+        )
+    return token.strip()
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise ValidationError(f"request body over {MAX_BODY} bytes")
+    if not body.strip():
+        return {}
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        raise ValidationError(f"the body is not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise ValidationError("the body must be a JSON object")
+    return data
+
+
+def _list_fields(spec: ActionSpec) -> frozenset[str]:
+    names = set()
+    for name, info in spec.params.model_fields.items():
+        if typing.get_origin(info.annotation) is list:
+            names.add(name)
+    return frozenset(names)
+
+
+def _query(request: Request, list_fields: frozenset[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for key in request.query_params:
+        values = request.query_params.getlist(key)
+        params[key] = values if key in list_fields else values[-1]
+    return params
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def create_native_app(dispatcher: Dispatcher, tokens: TokenStore) -> Starlette:
+    """The native face of one device, ready for uvicorn."""
+
+    def guarded(handler: Endpoint) -> Endpoint:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RemoteHandsError as err:
+                return _error(err)
+            except Exception:
+                log.exception("unexpected failure in %s %s", request.method, request.url.path)
+                return _ORJSON(
+                    {"error": "internal", "details": "the agent failed unexpectedly; see its log"},
+                    status_code=500,
+                )
+
+        return endpoint
+
+    def authed(handler: Endpoint) -> Endpoint:
+        async def endpoint(request: Request) -> Response:
+            tokens.remaining(_bearer(request))
+            return await handler(request)
+
+        return guarded(endpoint)
+
+    def action_endpoint(spec: ActionSpec) -> Endpoint:
+        list_fields = _list_fields(spec)
+
+        async def endpoint(request: Request) -> Response:
+            params = _query(request, list_fields)
+            if spec.method != "GET":
+                body = await _json_body(request)
+                # query parameters such as lock_timeout_ms may ride along a body
+                params = {**params, **body}
+            params.update(request.path_params)
+            result = await dispatcher.run(spec.name, params)
+            if spec.status == 204:
+                return Response(status_code=204)
+            return _ORJSON(jsonable(result), status_code=spec.status)
+
+        return authed(endpoint)
+
+    async def login(request: Request) -> Response:
+        body = await _json_body(request)
+        password = body.get("password")
+        if not isinstance(password, str) or not password:
+            raise ValidationError('give {"password": "..."} as the JSON body')
+        client = request.client.host if request.client else "unknown"
+        token, ttl = await tokens.login(password, client)
+        return _ORJSON({"token": token, "expires_in_s": ttl})
+
+    async def logout(request: Request) -> Response:
+        tokens.logout(_bearer(request))
+        return _ORJSON({"status": "ok"})
+
+    async def token_info(request: Request) -> Response:
+        remaining = tokens.remaining(_bearer(request))
+        return _ORJSON({"valid": True, "remaining_ttl_s": int(remaining)})
+
+    async def health(request: Request) -> Response:
+        return _ORJSON({"status": "ok"})
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 404
+        if status == 405:
+            return _ORJSON(
+                {"error": "invalid", "details": f"{request.method} is not allowed on "
+                 f"{request.url.path}"},
+                status_code=405,
+            )  # fmt: skip
+        return _error(NotFoundError(f"no route {request.method} {request.url.path}"))
+
+    routes = [
+        Route("/health", guarded(health), methods=["GET"]),
+        Route("/auth/login", guarded(login), methods=["POST"]),
+        Route("/auth/logout", authed(logout), methods=["POST"]),
+        Route("/auth/token-info", authed(token_info), methods=["GET"]),
+    ]
+    # Routes with the same path but different methods must share one Route object list entry
+    # per method; Starlette tries them in order and answers 405 only when none matches.
+    routes += [
+        Route(spec.path, action_endpoint(spec), methods=[spec.method], name=spec.name)
+        for spec in ACTIONS
+        if spec.name != "sleep"
+    ]
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})

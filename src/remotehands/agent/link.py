@@ -1,0 +1,288 @@
+"""The agent's side of the link to a fleet server.
+
+``enroll`` trades a single-use enrollment token for a device credential, which is kept in a state
+file (mode 0600) so the agent enrolls once. :class:`AgentLink` then dials the server's WebSocket,
+says hello, sends heartbeats with real health, carries out requests through the dispatcher and
+answers them (images as binary frames), and reconnects with capped exponential backoff and full
+jitter when the link drops. A credential the server refuses (the device was deleted) stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import random
+import socket
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from remotehands import __version__
+from remotehands.agent.dispatch import Dispatcher
+from remotehands.errors import (
+    AuthError,
+    ConfigError,
+    DeviceTimeoutError,
+    RemoteHandsError,
+    ValidationError,
+    error_from_wire,
+)
+from remotehands.protocol import link as wire
+from remotehands.protocol.models import Health
+
+__all__ = ["AgentLink", "Credential", "enroll", "hardware_id", "health", "load_or_enroll"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Credential:
+    """What enrollment gives a device: its id, its secret and where to connect."""
+
+    server_url: str
+    device_id: str
+    auth_token: str
+    ws_url: str
+
+
+def hardware_id(suffix: str = "") -> str:
+    """A stable id of this machine (and of the device on it, via ``suffix``)."""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        with contextlib.suppress(OSError):
+            base = Path(path).read_text().strip()
+            if base:
+                break
+    else:
+        base = socket.gethostname()
+    return hashlib.sha256(f"{base}{suffix}".encode()).hexdigest()[:32]
+
+
+_BOOT = psutil.boot_time()
+
+
+def health() -> Health:
+    """Uptime, CPU and memory of this machine right now."""
+    return Health(
+        uptime_seconds=round(time.time() - _BOOT, 1),
+        cpu_percent=psutil.cpu_percent(interval=None),
+        memory_percent=psutil.virtual_memory().percent,
+    )
+
+
+async def enroll(
+    server_url: str,
+    token: str,
+    *,
+    hardware: str,
+    device_type: str,
+    name: str | None = None,
+    timeout_s: float = 15.0,
+) -> Credential:
+    """Register this device with an ``ekvent_`` token; the token is used up."""
+    body: dict[str, Any] = {"enrollment_token": token, "hardware_id": hardware,
+                            "device_type": device_type}  # fmt: skip
+    if name:
+        body["name"] = name
+    url = server_url.rstrip("/") + "/v1/agent/register"
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s) as client:
+            response = await client.post(url, json=body)
+    except httpx.HTTPError as err:
+        raise ConfigError(f"cannot reach the server at {server_url} to enroll: {err}") from err
+    data = _json(response)
+    if response.status_code != 200:
+        raise error_from_wire(str(data.get("error", "unauthorized")),
+                              str(data.get("details", response.text)))  # fmt: skip
+    try:
+        return Credential(server_url=server_url, device_id=data["device_id"],
+                          auth_token=data["auth_token"], ws_url=data["ws_url"])  # fmt: skip
+    except KeyError as err:
+        raise ValidationError(f"the server's registration answer lacks {err}") from err
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _state_file(state_dir: Path, server_url: str, hardware: str) -> Path:
+    key = hashlib.sha256(f"{server_url.rstrip('/')}|{hardware}".encode()).hexdigest()[:16]
+    return state_dir / f"credential-{key}.json"
+
+
+async def load_or_enroll(
+    server_url: str,
+    token: str | None,
+    *,
+    state_dir: Path,
+    hardware: str,
+    device_type: str,
+    name: str | None = None,
+) -> Credential:
+    """The stored credential for this server and device, or a new one from ``token``."""
+    path = _state_file(state_dir, server_url, hardware)
+    if path.exists():
+        try:
+            return Credential(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError) as err:
+            raise ConfigError(f"the credential file {path} is damaged ({err}); remove it and "
+                              "enroll again with a new token") from err  # fmt: skip
+    if not token:
+        raise ConfigError(
+            f"this agent is not enrolled with {server_url} yet: create an enrollment token on "
+            "the server (remotehands enroll, or POST /v1/devices/enrollment) and pass it with "
+            "--token ekvent_..."
+        )
+    credential = await enroll(server_url, token, hardware=hardware, device_type=device_type,
+                              name=name)  # fmt: skip
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(asdict(credential), f)
+    tmp.replace(path)
+    return credential
+
+
+class AgentLink:
+    """One device's connection to the server, kept up until :meth:`run` is cancelled."""
+
+    def __init__(
+        self,
+        credential: Credential,
+        dispatcher: Dispatcher,
+        *,
+        driver_name: str,
+        device_type: str,
+        hardware: str,
+        backoff_base_s: float = 0.5,
+        backoff_cap_s: float = 30.0,
+    ) -> None:
+        self.credential = credential
+        self.dispatcher = dispatcher
+        self.driver_name = driver_name
+        self.device_type = device_type
+        self.hardware = hardware
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self.connected = asyncio.Event()
+        self.connections = 0
+
+    async def run(self) -> None:
+        """Connect, serve, reconnect; returns only when the server refuses the credential."""
+        attempt = 0
+        while True:
+            before = self.connections
+            try:
+                await self._session()
+            except AuthError:
+                raise
+            except (OSError, websockets.exceptions.WebSocketException, TimeoutError,
+                    RemoteHandsError) as err:  # fmt: skip
+                log.warning("link to %s lost: %s", self.credential.ws_url, err)
+            finally:
+                self.connected.clear()
+            if self.connections > before:
+                attempt = 0  # the server welcomed us: the next outage starts a new backoff
+            delay = random.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2**attempt))
+            attempt = min(attempt + 1, 20)
+            await asyncio.sleep(delay)
+
+    async def _hello(self) -> wire.Hello:
+        screens = []
+        if self.dispatcher.driver.has("screen"):
+            result = await self.dispatcher.run("screens")
+            screens = result["screens"]
+        return wire.Hello(
+            device_id=self.credential.device_id,
+            agent_version=__version__,
+            driver=self.driver_name,
+            device_type=self.device_type,
+            capabilities=self.dispatcher.capabilities,
+            screens=screens,
+            hardware_id=self.hardware,
+            health=await asyncio.to_thread(health),
+        )
+
+    async def _session(self) -> None:
+        headers = {"Authorization": f"Bearer {self.credential.auth_token}"}
+        try:
+            ws = await connect(self.credential.ws_url, additional_headers=headers,
+                               compression=None, max_size=None, open_timeout=10,
+                               ping_interval=None)  # fmt: skip
+        except websockets.exceptions.InvalidStatus as err:
+            if err.response.status_code in (401, 403):
+                raise AuthError(f"the server refused this device's credential "
+                                f"({err.response.status_code}): enroll again") from err
+            raise
+        async with ws:
+            await ws.send(wire.encode(await self._hello()))
+            async with asyncio.timeout(10):
+                welcome = wire.Welcome.model_validate(wire.decode(await ws.recv()))
+            self.connections += 1
+            self.connected.set()
+            log.info("linked to %s as %s", self.credential.ws_url, welcome.device_id)
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._heartbeats(ws, welcome.heartbeat_interval_s))
+                    await self._serve(ws, tasks)
+                    raise _LinkClosed
+            except* _LinkClosed:
+                pass
+            code = ws.close_code
+            if code == wire.CLOSE_CREDENTIAL_REFUSED:
+                raise AuthError("the server refused this device's credential: the device was "
+                                "deleted or its credential revoked; enroll again")  # fmt: skip
+            if code == wire.CLOSE_FENCED:
+                log.warning("another connection of this device replaced this one")
+
+    async def _heartbeats(self, ws: ClientConnection, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            beat = wire.Heartbeat(health=await asyncio.to_thread(health))
+            await ws.send(wire.encode(beat))
+
+    async def _serve(self, ws: ClientConnection, tasks: asyncio.TaskGroup) -> None:
+        with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+            async for frame in ws:
+                try:
+                    message = wire.decode(frame)
+                except ValidationError as err:
+                    log.warning("ignoring a malformed frame from the server: %s", err)
+                    continue
+                if message["type"] == "request":
+                    tasks.create_task(self._answer(ws, wire.Request.model_validate(message)))
+
+    async def _answer(self, ws: ClientConnection, request: wire.Request) -> None:
+        try:
+            async with asyncio.timeout(request.timeout_ms / 1000):
+                result = await self.dispatcher.run(request.action, request.params)
+            reply = wire.Reply(id=request.id, result=result)
+        except TimeoutError:
+            err = DeviceTimeoutError(f"{request.action} took longer than {request.timeout_ms} ms")
+            reply = wire.Reply(id=request.id, error=err.to_wire())
+        except RemoteHandsError as err:
+            reply = wire.Reply(id=request.id, error=err.to_wire())
+        except Exception as err:  # the link must survive any driver bug
+            log.exception("action %s failed unexpectedly", request.action)
+            reply = wire.Reply(id=request.id, error={"error": "device_error",
+                                                     "details": f"agent failure: {err}"})
+        with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+            await ws.send(wire.encode(reply))
+
+
+class _LinkClosed(Exception):
+    """The server closed the link; ends the session's task group."""

@@ -1,0 +1,218 @@
+"""FakeDriver: a whole device in memory, for tests, demos and benchmarks.
+
+It has every desktop capability. Its screen is a real BGRX framebuffer that tests draw into
+(:meth:`FakeDriver.fill`) and that input marks visibly: a click paints a small square where it
+happened, so a screenshot shows it. Every call is recorded in :attr:`FakeDriver.calls`, and the
+state a test wants to check (held keys and buttons, typed text, clipboard, windows) is public.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from remotehands.drivers.base import Button, Driver, FrameArray
+from remotehands.errors import NotFoundError, ValidationError
+from remotehands.protocol.keys import Key
+from remotehands.protocol.models import Bounds, ScreenInfo, WindowInfo
+
+__all__ = ["FakeDriver", "FakeWindow"]
+
+_CLICK_COLOURS: dict[str, tuple[int, int, int]] = {
+    "left": (0, 0, 255),  # BGR: red
+    "right": (0, 255, 0),
+    "middle": (255, 0, 0),
+}
+
+
+@dataclass
+class FakeWindow:
+    """A window of the fake desktop."""
+
+    id: int
+    title: str
+    bounds: Bounds
+    pid: int = 4242
+    process_name: str = "fakeapp"
+    is_dialog: bool = False
+
+
+@dataclass
+class _Call:
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+class FakeDriver(Driver):
+    """An in-memory device with screen, keyboard, pointer, clipboard, windows and apps."""
+
+    kind = "fake"
+    capabilities = frozenset({"screen", "keyboard", "pointer", "clipboard", "windows", "apps"})
+
+    def __init__(self, width: int = 1280, height: int = 800) -> None:
+        self.width = width
+        self.height = height
+        self.framebuffer: FrameArray = np.zeros((height, width, 4), dtype=np.uint8)
+        self.framebuffer[..., 3] = 255
+        self.calls: list[_Call] = []
+        self.pointer = (0, 0)
+        self.buttons_down: set[str] = set()
+        self.keys_down: list[Key] = []
+        self.typed: list[str] = []
+        self.pressed: list[Key] = []
+        self.clipboard = ""
+        self.windows: list[FakeWindow] = []
+        self.focused: int | None = None
+        self.processes: dict[int, str] = {}
+        self._pids = itertools.count(10_000)
+        self.closed = False
+
+    # -- helpers for tests -------------------------------------------------------------------
+    def fill(self, bgr: tuple[int, int, int], bounds: Bounds | None = None) -> None:
+        """Paint a rectangle (the whole screen by default) in a BGR colour."""
+        b = bounds or Bounds(x=0, y=0, width=self.width, height=self.height)
+        self.framebuffer[b.y : b.y + b.height, b.x : b.x + b.width, :3] = bgr
+
+    def add_window(self, title: str, bounds: Bounds, *, is_dialog: bool = False) -> FakeWindow:
+        """Open a window and focus it."""
+        window = FakeWindow(id=0x400001 + len(self.windows), title=title, bounds=bounds,
+                            is_dialog=is_dialog)  # fmt: skip
+        self.windows.append(window)
+        self.focused = window.id
+        return window
+
+    def call_names(self) -> list[str]:
+        """The names of the calls made so far, in order."""
+        return [c.name for c in self.calls]
+
+    def _record(self, name: str, **args: Any) -> None:
+        self.calls.append(_Call(name, args))
+
+    def _check_point(self, x: int, y: int) -> None:
+        if not (0 <= x < self.width and 0 <= y < self.height):
+            raise ValidationError(
+                f"({x}, {y}) is off the screen: it is {self.width}x{self.height}, "
+                f"x in 0..{self.width - 1} and y in 0..{self.height - 1}"
+            )
+
+    def _window(self, window_id: int) -> FakeWindow:
+        for window in self.windows:
+            if window.id == window_id:
+                return window
+        raise NotFoundError(f"no window {window_id:#x}: list the windows to get a valid id")
+
+    # -- screen ------------------------------------------------------------------------------
+    async def screens(self) -> list[ScreenInfo]:
+        return [ScreenInfo(id=0, width=self.width, height=self.height)]
+
+    async def grab(self, screen_id: int = 0, region: Bounds | None = None) -> FrameArray:
+        self._record("grab", screen_id=screen_id, region=region)
+        if screen_id != 0:
+            raise NotFoundError(f"no screen {screen_id}: this device has screen 0 only")
+        if region is None:
+            return self.framebuffer
+        if region.x + region.width > self.width or region.y + region.height > self.height:
+            raise ValidationError(
+                f"region {region.x},{region.y} {region.width}x{region.height} leaves the "
+                f"{self.width}x{self.height} screen"
+            )
+        return self.framebuffer[region.y : region.y + region.height,
+                                region.x : region.x + region.width]  # fmt: skip
+
+    async def cursor_position(self) -> tuple[int, int]:
+        return self.pointer
+
+    # -- pointer -----------------------------------------------------------------------------
+    async def move(self, x: int, y: int) -> None:
+        self._check_point(x, y)
+        self._record("move", x=x, y=y)
+        self.pointer = (x, y)
+
+    async def button(self, button: Button, down: bool) -> None:
+        self._record("button", button=button, down=down)
+        if down:
+            self.buttons_down.add(button)
+        else:
+            self.buttons_down.discard(button)
+
+    async def click(self, button: Button = "left", count: int = 1) -> None:
+        self._record("click", button=button, count=count, at=self.pointer)
+        x, y = self.pointer
+        self.framebuffer[max(0, y - 2) : y + 3, max(0, x - 2) : x + 3, :3] = _CLICK_COLOURS[button]
+
+    async def scroll(self, delta_x: int, delta_y: int) -> None:
+        self._record("scroll", delta_x=delta_x, delta_y=delta_y, at=self.pointer)
+
+    # -- keyboard ----------------------------------------------------------------------------
+    async def key(self, key: Key, down: bool) -> None:
+        self._record("key", key=key, down=down)
+        if down:
+            if key not in self.keys_down:
+                self.keys_down.append(key)
+            self.pressed.append(key)
+        elif key in self.keys_down:
+            self.keys_down.remove(key)
+
+    async def type_text(self, text: str, delay_s: float = 0.0) -> None:
+        self._record("type_text", text=text, delay_s=delay_s)
+        self.typed.append(text)
+
+    async def release_all(self) -> None:
+        self._record("release_all")
+        self.keys_down.clear()
+        self.buttons_down.clear()
+
+    # -- clipboard ---------------------------------------------------------------------------
+    async def get_text(self) -> str:
+        return self.clipboard
+
+    async def set_text(self, text: str) -> None:
+        self._record("set_text", text=text)
+        self.clipboard = text
+
+    # -- windows -----------------------------------------------------------------------------
+    async def list_windows(self) -> list[WindowInfo]:
+        return [
+            WindowInfo(id=w.id, title=w.title, process_name=w.process_name, pid=w.pid,
+                       bounds=w.bounds, is_focused=w.id == self.focused, is_dialog=w.is_dialog)
+            for w in self.windows
+        ]  # fmt: skip
+
+    async def focus_window(self, window_id: int) -> None:
+        self._window(window_id)
+        self._record("focus_window", window_id=window_id)
+        self.focused = window_id
+
+    async def move_window(self, window_id: int, bounds: Bounds) -> Bounds:
+        window = self._window(window_id)
+        self._record("move_window", window_id=window_id, bounds=bounds)
+        window.bounds = bounds
+        return bounds
+
+    async def close_window(self, window_id: int) -> None:
+        window = self._window(window_id)
+        self._record("close_window", window_id=window_id)
+        self.windows.remove(window)
+        if self.focused == window_id:
+            self.focused = self.windows[-1].id if self.windows else None
+
+    # -- apps --------------------------------------------------------------------------------
+    async def open_app(self, path: str, args: Sequence[str]) -> int:
+        self._record("open_app", path=path, args=list(args))
+        if not path.startswith("/") and "/" in path:
+            raise NotFoundError(f"no program {path!r}: give an absolute path or a name on PATH")
+        pid = next(self._pids)
+        self.processes[pid] = path.rsplit("/", 1)[-1]
+        return pid
+
+    async def running(self, name: str) -> list[int]:
+        return sorted(pid for pid, proc in self.processes.items() if proc == name)
+
+    async def close(self) -> None:
+        self.closed = True
+        self.keys_down.clear()
+        self.buttons_down.clear()
