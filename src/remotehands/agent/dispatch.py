@@ -50,6 +50,8 @@ __all__ = ["ActionLog", "Dispatcher", "validate_params"]
 log = logging.getLogger(__name__)
 
 OK: dict[str, Any] = {"status": "ok"}
+# A step's own fields win over same-named fields of its action's result (a restored slot's name).
+_STEP_OWN = frozenset({"name", "type", "ok", "status"})
 _SECRET_FIELDS = frozenset({"text", "password", "upload_header", "headers"})
 
 
@@ -657,7 +659,7 @@ class Dispatcher:
             outcome = await self._handlers[spec.name](model)
             entry["ok"] = True
             if isinstance(outcome, dict):
-                entry.update({k: v for k, v in outcome.items() if k != "status"})
+                entry.update({k: v for k, v in outcome.items() if k not in _STEP_OWN})
             elif outcome is not None:
                 entry["result"] = outcome
             self.log.add(spec.name, raw, "ok", (time.perf_counter() - started) * 1000)
