@@ -9,6 +9,7 @@ state a test wants to check (held keys and buttons, typed text, clipboard, windo
 from __future__ import annotations
 
 import itertools
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -203,7 +204,7 @@ class FakeDriver(Driver):
     # -- apps --------------------------------------------------------------------------------
     async def open_app(self, path: str, args: Sequence[str]) -> int:
         self._record("open_app", path=path, args=list(args))
-        if not path.startswith("/") and "/" in path:
+        if shutil.which(path) is None:
             raise NotFoundError(f"no program {path!r}: give an absolute path or a name on PATH")
         pid = next(self._pids)
         self.processes[pid] = path.rsplit("/", 1)[-1]
