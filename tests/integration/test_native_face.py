@@ -201,8 +201,9 @@ async def test_bad_input_gets_a_clear_4xx_and_the_agent_keeps_serving(
 
 
 async def test_malformed_json_body(agent: Agent) -> None:
-    response = await agent.http.post("/mouse/move", content=b'{"x": 1,',
-                                     headers={"Content-Type": "application/json"})
+    response = await agent.http.post(
+        "/mouse/move", content=b'{"x": 1,', headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 422
     assert "not valid JSON" in response.json()["details"]
     listed = await agent.http.post("/mouse/move", content=b"[1, 2]")
@@ -262,15 +263,19 @@ async def test_windows_dialogs_and_apps(agent: Agent) -> None:
     moved = (await http.post(f"/windows/{main.id}/move",
                              json={"bounds": {"x": 200, "y": 100, "width": 1280,
                                               "height": 720}})).json()  # fmt: skip
-    assert moved == {"ok": True, "id": str(main.id),
-                     "bounds": {"x": 200, "y": 100, "width": 1280, "height": 720}}
+    assert moved == {
+        "ok": True,
+        "id": str(main.id),
+        "bounds": {"x": 200, "y": 100, "width": 1280, "height": 720},
+    }
     closed = (await http.post("/windows/dialog/close", json={"wait_dialog_gone_ms": 50})).json()
     assert closed == {"status": "ok", "closed_via": "close"}  # the fake ignores Escape
     assert [w.id for w in driver.windows] == [main.id]
     assert (await http.post(f"/windows/{main.id}/focus")).json() == {"status": "ok"}
     assert (await http.get("/windows/focused")).json()["id"] == main.id
-    opened = (await http.post("/application/open", json={"path": "/usr/bin/gedit",
-                                                         "args": ["a.txt"]})).json()
+    opened = (
+        await http.post("/application/open", json={"path": "/usr/bin/gedit", "args": ["a.txt"]})
+    ).json()
     assert opened["status"] == "ok" and opened["pid"] >= 10_000
     running = (await http.get("/application/running", params={"name": "gedit"})).json()
     assert running == {"running": True, "pids": [opened["pid"]]}
@@ -293,8 +298,15 @@ async def test_sequence_runs_steps_in_order_and_aborts_on_error(agent: Agent) ->
     ]}  # fmt: skip
     result = (await http.post("/sequence", json=body)).json()
     names = [(r["name"], r["ok"]) for r in result["results"]]
-    assert names == [("paste-order-id", True), ("hold", True), ("hotkey-paste", True),
-                     ("submit", True), ("settle", True), ("snap", True), ("boom", False)]
+    assert names == [
+        ("paste-order-id", True),
+        ("hold", True),
+        ("hotkey-paste", True),
+        ("submit", True),
+        ("settle", True),
+        ("snap", True),
+        ("boom", False),
+    ]
     assert result["aborted_at"] == "boom"
     assert result["results"][0]["length"] == 6
     snap = result["results"][5]
@@ -319,8 +331,11 @@ async def test_one_lock_per_device_busy_when_it_cannot_wait(agent: Agent) -> Non
         {"type": "sleep", "ms": 400}]}))  # fmt: skip
     while not agent.dispatcher._lock.locked():
         await asyncio.sleep(0.005)
-    busy = await agent.http.post("/sequence", params={"lock_timeout_ms": 20},
-                                 json={"steps": [{"type": "keyboard.type", "text": "x"}]})
+    busy = await agent.http.post(
+        "/sequence",
+        params={"lock_timeout_ms": 20},
+        json={"steps": [{"type": "keyboard.type", "text": "x"}]},
+    )
     assert busy.status_code == 409 and busy.json()["error"] == "busy"
     assert (await long).status_code == 200
     assert agent.driver.typed == []
@@ -330,7 +345,9 @@ async def test_action_log_records_without_secrets(agent: Agent) -> None:
     await agent.http.post("/keyboard/type", json={"text": "hunter2"})
     await agent.http.post("/mouse/move", json={"x": 9999, "y": 0})
     entries = (await agent.http.get("/actions", params={"limit": 5})).json()
-    assert [(e["action"], e["result"]) for e in entries] == [("keyboard.type", "ok"),
-                                                             ("mouse.move", "invalid")]
+    assert [(e["action"], e["result"]) for e in entries] == [
+        ("keyboard.type", "ok"),
+        ("mouse.move", "invalid"),
+    ]
     assert "hunter2" not in entries[0]["params"] and "7 chars" in entries[0]["params"]
     assert entries[0]["duration_ms"] >= 0 and entries[0]["timestamp"].endswith("Z")

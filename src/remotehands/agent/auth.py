@@ -38,7 +38,7 @@ class _Pam:
 
     def __init__(self) -> None:
         try:
-            import pam  # noqa: PLC0415 - optional, only when PAM login is configured
+            import pam
         except ImportError as err:
             raise ConfigError(
                 "PAM login needs the python-pam package: install remotehands[agent]"

@@ -157,7 +157,7 @@ class Dispatcher:
             "sequence": self._sequence,
         }
         missing = {a.name for a in A.ACTIONS} - set(self._handlers)
-        assert not missing, f"actions without a handler: {missing}"  # noqa: S101
+        assert not missing, f"actions without a handler: {missing}"
 
     @property
     def capabilities(self) -> list[str]:
@@ -274,8 +274,11 @@ class Dispatcher:
                     ignore_region=imaging.parse_regions(p.ignore_region),
                     watch_region=imaging.parse_regions(p.watch_region),
                 )
+                # ignore_region and watch_region are screen coordinates, also for a region shot
                 outcome = await stability.wait_stable(
-                    lambda: self._screen.grab(p.screen_id, region), settings
+                    lambda: self._screen.grab(p.screen_id, region),
+                    settings,
+                    origin=(region.x, region.y) if region else (0, 0),
                 )
                 frame: FrameArray = outcome.frame
                 waited = {
@@ -541,7 +544,9 @@ class Dispatcher:
     async def _active_dialog(self) -> WindowInfo | None:
         dialogs = [w for w in await self._windows_.list_windows() if w.is_dialog]
         focused = [w for w in dialogs if w.is_focused]
-        return (focused or dialogs[-1:] or [None])[0]
+        if focused:
+            return focused[0]
+        return dialogs[-1] if dialogs else None
 
     async def _dialog(self, _: A.NoParams) -> dict[str, Any]:
         dialog = await self._active_dialog()

@@ -134,27 +134,42 @@ async def load_or_enroll(
 ) -> Credential:
     """The stored credential for this server and device, or a new one from ``token``."""
     path = _state_file(state_dir, server_url, hardware)
-    if path.exists():
-        try:
-            return Credential(**json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError) as err:
-            raise ConfigError(f"the credential file {path} is damaged ({err}); remove it and "
-                              "enroll again with a new token") from err  # fmt: skip
+    stored = await asyncio.to_thread(_read_credential, path)
+    if stored is not None:
+        return stored
     if not token:
         raise ConfigError(
             f"this agent is not enrolled with {server_url} yet: create an enrollment token on "
             "the server (remotehands enroll, or POST /v1/devices/enrollment) and pass it with "
             "--token ekvent_..."
         )
-    credential = await enroll(server_url, token, hardware=hardware, device_type=device_type,
-                              name=name)  # fmt: skip
-    state_dir.mkdir(parents=True, exist_ok=True)
+    credential = await enroll(
+        server_url, token, hardware=hardware, device_type=device_type, name=name
+    )
+    await asyncio.to_thread(_write_credential, path, credential)
+    return credential
+
+
+def _read_credential(path: Path) -> Credential | None:
+    if not path.exists():
+        return None
+    try:
+        return Credential(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as err:
+        raise ConfigError(
+            f"the credential file {path} is damaged ({err}); remove it and enroll again with a "
+            "new token"
+        ) from err
+
+
+def _write_credential(path: Path, credential: Credential) -> None:
+    """Write atomically, readable by the owner only: the file holds the device's secret."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(asdict(credential), f)
     tmp.replace(path)
-    return credential
 
 
 class AgentLink:
@@ -225,8 +240,10 @@ class AgentLink:
                                ping_interval=None)  # fmt: skip
         except websockets.exceptions.InvalidStatus as err:
             if err.response.status_code in (401, 403):
-                raise AuthError(f"the server refused this device's credential "
-                                f"({err.response.status_code}): enroll again") from err
+                raise AuthError(
+                    f"the server refused this device's credential "
+                    f"({err.response.status_code}): enroll again"
+                ) from err
             raise
         async with ws:
             await ws.send(wire.encode(await self._hello()))
@@ -278,8 +295,9 @@ class AgentLink:
             reply = wire.Reply(id=request.id, error=err.to_wire())
         except Exception as err:  # the link must survive any driver bug
             log.exception("action %s failed unexpectedly", request.action)
-            reply = wire.Reply(id=request.id, error={"error": "device_error",
-                                                     "details": f"agent failure: {err}"})
+            reply = wire.Reply(
+                id=request.id, error={"error": "device_error", "details": f"agent failure: {err}"}
+            )
         with contextlib.suppress(websockets.exceptions.ConnectionClosed):
             await ws.send(wire.encode(reply))
 

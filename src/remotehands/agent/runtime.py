@@ -7,7 +7,7 @@ import contextlib
 import importlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,14 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to its owner (the CLI, a test, the demo)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 @contextlib.asynccontextmanager
 async def serve_http(app: Any, listen: str) -> AsyncIterator[uvicorn.Server]:
     """Serve an ASGI app on ``listen`` until the block ends; yields once it accepts requests.
@@ -92,8 +100,7 @@ async def serve_http(app: Any, listen: str) -> AsyncIterator[uvicorn.Server]:
     host, port = parse_listen(listen)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
                             access_log=False, ws="none")  # fmt: skip
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the caller owns signals
+    server = _Server(config)
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:

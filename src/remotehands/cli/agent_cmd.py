@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from remotehands.cli.signals import run_until_signal
 from remotehands.errors import RemoteHandsError
 
 EXAMPLES = """
@@ -23,30 +23,55 @@ Examples:
 
 
 @click.command(epilog=EXAMPLES)
-@click.option("--driver", default="x11", show_default=True,
-              help="Device driver: x11 (a Linux X desktop) or fake (in-memory, for trials).")
+@click.option(
+    "--driver",
+    default="x11",
+    show_default=True,
+    help="Device driver: x11 (a Linux X desktop) or fake (in-memory, for trials).",
+)
 @click.option("--display", default=None, help="X display to drive, e.g. :1 (default $DISPLAY).")
-@click.option("--listen", default=None, metavar="HOST:PORT",
-              help="Serve the native HTTP API here (default 127.0.0.1:8082 when standalone; "
-              "off with --server unless given).")
-@click.option("--password-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="File holding the native API's password (else REMOTEHANDS_AGENT_PASSWORD).")
-@click.option("--pam", is_flag=True,
-              help="Accept the Unix password of the user running the agent (PAM).")
-@click.option("--server", default=None, envvar="REMOTEHANDS_SERVER",
-              help="Fleet server URL to link to, e.g. http://127.0.0.1:8080.")
-@click.option("--token", default=None, envvar="REMOTEHANDS_ENROLLMENT_TOKEN",
-              help="Enrollment token (ekvent_...) used once to enroll with --server.")
+@click.option(
+    "--listen",
+    default=None,
+    metavar="HOST:PORT",
+    help="Serve the native HTTP API here (default 127.0.0.1:8082 when standalone; "
+    "off with --server unless given).",
+)
+@click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File holding the native API's password (else REMOTEHANDS_AGENT_PASSWORD).",
+)
+@click.option(
+    "--pam", is_flag=True, help="Accept the Unix password of the user running the agent (PAM)."
+)
+@click.option(
+    "--server",
+    default=None,
+    envvar="REMOTEHANDS_SERVER",
+    help="Fleet server URL to link to, e.g. http://127.0.0.1:8080.",
+)
+@click.option(
+    "--token",
+    default=None,
+    envvar="REMOTEHANDS_ENROLLMENT_TOKEN",
+    help="Enrollment token (ekvent_...) used once to enroll with --server.",
+)
 @click.option("--name", default=None, help="Device name to suggest when enrolling.")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where the device credential is kept (default ~/.local/state/remotehands).")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the device credential is kept (default ~/.local/state/remotehands).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 @click.option("--json", "as_json", is_flag=True, help="Log lines as JSON (for supervisors).")
 def agent(driver: str, display: str | None, listen: str | None, password_file: Path | None,
           pam: bool, server: str | None, token: str | None, name: str | None,
           state_dir: Path | None, verbose: bool, as_json: bool) -> None:  # fmt: skip
     """Serve a device: its native HTTP API (desktopkit-compatible) and/or a link to a server."""
-    from remotehands.agent.runtime import AgentOptions, run_agent  # noqa: PLC0415
+    from remotehands.agent.runtime import AgentOptions, run_agent
 
     fmt = ('{"at":"%(asctime)s","level":"%(levelname)s","msg":"%(message)s"}' if as_json
            else "%(asctime)s %(levelname)s %(message)s")  # fmt: skip
@@ -59,9 +84,7 @@ def agent(driver: str, display: str | None, listen: str | None, password_file: P
     if state_dir is not None:
         options.state_dir = state_dir
     try:
-        asyncio.run(run_agent(options))
+        run_until_signal(run_agent(options))
     except RemoteHandsError as err:
         click.echo(f"error: {err.details}", err=True)
         sys.exit(err.exit_code)
-    except KeyboardInterrupt:
-        pass

@@ -26,14 +26,14 @@ def _size(text: str) -> tuple[int, int]:
 @click.option("--json", "as_json", is_flag=True, help="Print the display and XAUTHORITY as JSON.")
 def desktop(display: str | None, size: str, no_terminal: bool, as_json: bool) -> None:
     """Run a virtual desktop (Xvfb, a window manager, a terminal) until stopped (Ctrl-C)."""
-    from remotehands.agent.desktop import VirtualDesktop  # noqa: PLC0415
+    from remotehands.agent.desktop import VirtualDesktop
 
     width, height = _size(size)
     vd = VirtualDesktop(display=display, size=(width, height), terminal=not no_terminal)
     try:
         vd.start()
         if as_json:
-            import json  # noqa: PLC0415
+            import json
 
             click.echo(json.dumps({"display": vd.display, **vd.env, "size": f"{width}x{height}"}))
         else:

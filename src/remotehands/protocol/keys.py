@@ -85,7 +85,7 @@ class Key:
         """The JSON form: the code as a string, or ``{"char": c}``."""
         if self.code is not None:
             return self.code
-        assert self.char is not None  # noqa: S101 - a Key always holds one of the two
+        assert self.char is not None
         return {"char": self.char}
 
 
@@ -100,7 +100,7 @@ def parse_key(value: Any) -> Key:
         char = value.get("char")
         if set(value) != {"char"} or not isinstance(char, str) or len(char) != 1:
             raise ValidationError(
-                f"invalid key {value!r}: a character key is written {{\"char\": \"s\"}} with "
+                f'invalid key {value!r}: a character key is written {{"char": "s"}} with '
                 "exactly one character"
             )
         return Key(char=char)
@@ -122,7 +122,7 @@ def parse_key(value: Any) -> Key:
     raise ValidationError(
         f"unknown key name {value!r}: use a W3C KeyboardEvent.code name (KeyA, Digit1, Enter, "
         "ArrowUp, ControlLeft, F5, ...), an alias (ctrl, shift, alt, meta, enter, esc, tab, "
-        "pgdn, ...) or {\"char\": \"x\"} for a character"
+        'pgdn, ...) or {"char": "x"} for a character'
     )
 
 
@@ -154,7 +154,10 @@ def parse_keys(value: Any) -> list[Key]:
             raise ValidationError("no keys given: name at least one key")
         keys: list[Key] = []
         for item in value:
-            keys.extend(parse_combo(item) if isinstance(item, str) and "+" in item[1:] else
-                        [parse_key(item)])
+            keys.extend(
+                parse_combo(item)
+                if isinstance(item, str) and "+" in item[1:]
+                else [parse_key(item)]
+            )
         return keys
     raise ValidationError(f"invalid keys {value!r}: give 'ctrl+s' or a list such as ['ctrl', 's']")

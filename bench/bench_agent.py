@@ -1,0 +1,179 @@
+"""The agent's native API against pyautogui, side by side on the same Xvfb, in one run.
+
+    .venv/bin/python bench/bench_agent.py [--rounds 60]
+
+Prints median / min / max in milliseconds for:
+- a 1080p JPEG q75 screenshot: through our HTTP API (request to decoded JSON, base64 image) vs
+  pyautogui.screenshot() + Pillow JPEG q75 (in-process, no HTTP at all);
+- one input action (pointer move): through our HTTP API vs pyautogui.moveTo;
+- typing 100 characters: through our HTTP API vs pyautogui.write.
+
+Figures, not a test: nothing here passes or fails on time. pyautogui is installed on demand with
+``--no-deps`` (its Linux dependency python3-xlib would shadow python-xlib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from remotehands.agent.desktop import VirtualDesktop  # noqa: E402
+
+TEXT = ("The quick brown fox jumps over the lazy dog 0123456789 " * 2)[:100]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _measure(fn: Callable[[], object], rounds: int, warmup: int = 5) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def _row(name: str, samples: list[float]) -> str:
+    return (
+        f"{name:<44} median {statistics.median(samples):8.2f} ms   "
+        f"min {min(samples):8.2f}   max {max(samples):8.2f}"
+    )
+
+
+def _ensure_pyautogui() -> None:
+    try:
+        import pyautogui  # noqa: F401
+    except ImportError:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-deps",
+                "pyautogui",
+                "pymsgbox",
+                "pytweening",
+                "pyscreeze",
+                "mouseinfo",
+                "pyperclip",
+            ],
+            check=True,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=60)
+    args = parser.parse_args()
+    _ensure_pyautogui()
+
+    with VirtualDesktop(size=(1920, 1080)) as desktop:
+        os.environ.update(desktop.env)
+        port = _free_port()
+        env = {
+            **os.environ,
+            **desktop.env,
+            "REMOTEHANDS_AGENT_PASSWORD": "bench",
+            "MALLOC_MMAP_THRESHOLD_": "67108864",
+            "MALLOC_TRIM_THRESHOLD_": "268435456",
+        }
+        agent = subprocess.Popen(
+            [
+                str(ROOT / ".venv/bin/remotehands"),
+                "agent",
+                "--driver",
+                "x11",
+                "--display",
+                desktop.display,
+                "--listen",
+                f"127.0.0.1:{port}",
+            ],
+            env=env,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    if httpx.get(base + "/health").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit("the agent did not start")
+                time.sleep(0.05)
+            token = httpx.post(base + "/auth/login", json={"password": "bench"}).json()["token"]
+            http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"})
+
+            import pyautogui
+
+            pyautogui.PAUSE = 0
+            pyautogui.FAILSAFE = False
+
+            def ours_shot() -> None:
+                data = http.get("/screenshot", params={"format": "jpeg", "quality": 75}).json()
+                assert data["width"] == 1920 and base64.b64decode(data["image"])[:2] == b"\xff\xd8"
+
+            def peer_shot() -> None:
+                buf = io.BytesIO()
+                pyautogui.screenshot().save(buf, "JPEG", quality=75)
+
+            positions = iter(range(10**9))
+
+            def ours_move() -> None:
+                i = next(positions)
+                http.post("/mouse/move", json={"x": 100 + i % 500, "y": 200})
+
+            def peer_move() -> None:
+                i = next(positions)
+                pyautogui.moveTo(100 + i % 500, 200)
+
+            def ours_type() -> None:
+                http.post("/keyboard/type", json={"text": TEXT})
+
+            def peer_type() -> None:
+                pyautogui.write(TEXT)
+
+            rounds = args.rounds
+            print(
+                f"Xvfb 1920x1080x24, {rounds} rounds each, remotehands agent over loopback "
+                "HTTP vs pyautogui in-process"
+            )
+            print(_row("screenshot 1080p JPEG q75 - remotehands API", _measure(ours_shot, rounds)))
+            print(_row("screenshot 1080p JPEG q75 - pyautogui+PIL", _measure(peer_shot, rounds)))
+            print(_row("pointer move - remotehands API", _measure(ours_move, rounds)))
+            print(_row("pointer move - pyautogui", _measure(peer_move, rounds)))
+            few = max(5, rounds // 6)
+            print(_row("type 100 chars - remotehands API", _measure(ours_type, few, warmup=1)))
+            print(_row("type 100 chars - pyautogui", _measure(peer_type, few, warmup=1)))
+            http.close()
+        finally:
+            agent.terminate()
+            agent.wait(10)
+
+
+if __name__ == "__main__":
+    main()
