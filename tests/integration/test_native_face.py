@@ -274,10 +274,10 @@ async def test_windows_dialogs_and_apps(agent: Agent) -> None:
     assert (await http.post(f"/windows/{main.id}/focus")).json() == {"status": "ok"}
     assert (await http.get("/windows/focused")).json()["id"] == main.id
     opened = (
-        await http.post("/application/open", json={"path": "/usr/bin/gedit", "args": ["a.txt"]})
+        await http.post("/application/open", json={"path": "/bin/sleep", "args": ["a.txt"]})
     ).json()
     assert opened["status"] == "ok" and opened["pid"] >= 10_000
-    running = (await http.get("/application/running", params={"name": "gedit"})).json()
+    running = (await http.get("/application/running", params={"name": "sleep"})).json()
     assert running == {"running": True, "pids": [opened["pid"]]}
     assert (await http.post("/application/close", json={"window_id": main.id})).status_code == 200
     assert driver.windows == []
