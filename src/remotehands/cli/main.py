@@ -28,6 +28,28 @@ _HELP: dict[str, str] = {
 }
 
 
+# Modules that export ``COMMANDS: dict[name, ("module:attr", help)]``: the device and fleet
+# commands. Read on first use of the command table.
+_TABLES = (
+    "remotehands.cli.actions_cmd",
+    "remotehands.cli.devices_cmd",
+    "remotehands.cli.login_cmd",
+)
+_loaded = False
+
+
+def _load_tables() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module_name in _TABLES:
+        table: dict[str, tuple[str, str]] = importlib.import_module(module_name).COMMANDS
+        for name, (target, help_text) in table.items():
+            _COMMANDS.setdefault(name, target)
+            _HELP.setdefault(name, help_text)
+
+
 def register(name: str, target: str, help_text: str) -> None:
     """Add a lazily imported subcommand (used by the device command table)."""
     _COMMANDS[name] = target
@@ -36,9 +58,11 @@ def register(name: str, target: str, help_text: str) -> None:
 
 class _LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
+        _load_tables()
         return sorted(_COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        _load_tables()
         target = _COMMANDS.get(cmd_name)
         if target is None:
             return None

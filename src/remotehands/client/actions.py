@@ -1,0 +1,395 @@
+"""One SDK method per action, written once for every client.
+
+:class:`ActionMethods` holds a method for each action of
+:data:`remotehands.protocol.actions.ACTIONS`; each is a typed signature over one generic
+``call(action_name, **params)``. A standalone agent (:class:`~remotehands.client.AgentClient`)
+and a device of a fleet (:class:`~remotehands.client.Device`) implement ``call``; so do their
+async twins, whose ``call`` returns an awaitable, which is what the type parameter ``R`` says::
+
+    agent.click(x=10, y=20)                  # sync: the result
+    await async_agent.click(x=10, y=20)      # async: an awaitable of the result
+
+:data:`ACTION_METHODS` maps each wire name to its method name; the CLI and the MCP tools use it
+too, so a verb has one name everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+from remotehands.protocol.actions import Button, ImageFormat
+
+__all__ = ["ACTION_METHODS", "ActionMethods", "wire_name"]
+
+R = TypeVar("R")
+
+KeyName = str | Mapping[str, str]
+"""A key: a name such as ``"ctrl"``, ``"Enter"``, ``"KeyA"``, or ``{"char": "é"}``."""
+
+ACTION_METHODS: dict[str, str] = {
+    "screenshot": "screenshot",
+    "screenshot.region": "screenshot_region",
+    "screenshot.cursor": "cursor_position",
+    "screenshots": "screenshots",
+    "screens": "screens",
+    "mouse.move": "move",
+    "mouse.click": "click",
+    "mouse.double_click": "double_click",
+    "mouse.scroll": "scroll",
+    "mouse.drag": "drag",
+    "mouse.down": "mouse_down",
+    "mouse.up": "mouse_up",
+    "keyboard.type": "type",
+    "keyboard.hotkey": "hotkey",
+    "keyboard.key": "key",
+    "keyboard.down": "key_down",
+    "keyboard.up": "key_up",
+    "clipboard.get": "clipboard_get",
+    "clipboard.set": "clipboard_set",
+    "clipboard.slots": "clipboard_slots",
+    "clipboard.slot_get": "slot_get",
+    "clipboard.slot_store": "slot_store",
+    "clipboard.slot_delete": "slot_delete",
+    "clipboard.slots_clear": "slots_clear",
+    "clipboard.slot_restore": "slot_restore",
+    "clipboard.capture": "clipboard_capture",
+    "sequence": "sequence",
+    "windows.list": "windows",
+    "windows.focused": "focused_window",
+    "dialog.get": "dialog",
+    "dialog.close": "dialog_close",
+    "window.focus": "focus_window",
+    "window.move": "move_window",
+    "window.close": "close_window",
+    "application.open": "open_app",
+    "application.running": "app_running",
+    "application.close": "close_app",
+    "actions": "actions",
+}
+"""Wire action name -> SDK method name (the CLI command is the same name with dashes).
+``sleep`` is missing on purpose: it only exists as a step of a sequence."""
+
+
+_BY_METHOD: dict[str, str] = {method: action for action, method in ACTION_METHODS.items()}
+_BY_METHOD["type_text"] = "keyboard.type"
+
+
+def wire_name(name: str) -> str | None:
+    """The wire name of an action named by its method or CLI name (``double-click`` ->
+    ``mouse.double_click``); ``None`` when ``name`` is none of those."""
+    if name in ACTION_METHODS:
+        return name
+    return _BY_METHOD.get(name.replace("-", "_"))
+
+
+def _keys(keys: Sequence[KeyName] | str) -> list[KeyName] | str:
+    return keys if isinstance(keys, str) else list(keys)
+
+
+class ActionMethods(Generic[R]):
+    """The actions of one device; every method is ``call`` with the action's name.
+
+    Results are :class:`~remotehands.client.Result` objects (JSON objects whose keys read as
+    attributes), lists of them, ``None`` for answers without a body, and
+    :class:`~remotehands.client.Screenshot` for screenshots. Errors are the
+    :mod:`remotehands.errors` tree.
+    """
+
+    def call(self, action: str, /, **params: Any) -> R:
+        """Carry out ``action`` (a wire name such as ``mouse.click`` or a method name such as
+        ``click``) with ``params``; parameters set to ``None`` are left out."""
+        raise NotImplementedError
+
+    # screen
+
+    def screenshot(
+        self,
+        *,
+        format: ImageFormat | None = None,
+        quality: int | None = None,
+        scale: float | None = None,
+        screen_id: int | None = None,
+        cursor_ring: bool | None = None,
+        wait_stable: bool | None = None,
+        timeout_ms: int | None = None,
+        **options: Any,
+    ) -> R:
+        """The whole screen as a :class:`~remotehands.client.Screenshot` (``.image`` is bytes).
+
+        ``wait_stable`` waits up to ``timeout_ms`` for the screen to stop changing; ``options``
+        takes the other knobs of the API (``pixel_delta``, ``upload_url``...).
+        """
+        return self.call(
+            "screenshot",
+            format=format,
+            quality=quality,
+            scale=scale,
+            screen_id=screen_id,
+            cursor_ring=cursor_ring,
+            wait_stable=wait_stable,
+            timeout_ms=timeout_ms,
+            **options,
+        )
+
+    def screenshot_region(
+        self,
+        x: int,
+        y: int,
+        width: int,
+        height: int,
+        *,
+        format: ImageFormat | None = None,
+        quality: int | None = None,
+        scale: float | None = None,
+        wait_stable: bool | None = None,
+        **options: Any,
+    ) -> R:
+        """A rectangle of the screen as a :class:`~remotehands.client.Screenshot`."""
+        return self.call(
+            "screenshot.region",
+            x=x,
+            y=y,
+            width=width,
+            height=height,
+            format=format,
+            quality=quality,
+            scale=scale,
+            wait_stable=wait_stable,
+            **options,
+        )
+
+    def cursor_position(self) -> R:
+        """Where the pointer is: ``{"x", "y"}``."""
+        return self.call("screenshot.cursor")
+
+    def screenshots(
+        self, variants: Sequence[Mapping[str, Any]], *, screen_id: int | None = None
+    ) -> R:
+        """Several variants of one frame (crop, scale, format, upload); images come as bytes."""
+        return self.call("screenshots", variants=list(variants), screen_id=screen_id)
+
+    def screens(self) -> R:
+        """The screens: ``{"screens": [{"id", "width", "height", ...}]}``."""
+        return self.call("screens")
+
+    # pointer
+
+    def move(self, x: int, y: int) -> R:
+        """Move the pointer to ``x``, ``y``."""
+        return self.call("mouse.move", x=x, y=y)
+
+    def click(self, x: int | None = None, y: int | None = None, *, button: Button = "left") -> R:
+        """Click at ``x``, ``y`` (or where the pointer is when they are left out)."""
+        return self.call("mouse.click", x=x, y=y, button=button)
+
+    def double_click(
+        self, x: int | None = None, y: int | None = None, *, button: Button = "left"
+    ) -> R:
+        """Double-click at ``x``, ``y`` (or where the pointer is)."""
+        return self.call("mouse.double_click", x=x, y=y, button=button)
+
+    def scroll(
+        self,
+        x: int | None = None,
+        y: int | None = None,
+        *,
+        delta_x: int = 0,
+        delta_y: int = 0,
+    ) -> R:
+        """Scroll by wheel notches at ``x``, ``y``; positive ``delta_y`` scrolls down."""
+        return self.call("mouse.scroll", x=x, y=y, delta_x=delta_x, delta_y=delta_y)
+
+    def drag(
+        self,
+        from_x: int,
+        from_y: int,
+        to_x: int,
+        to_y: int,
+        *,
+        button: Button = "left",
+        duration_ms: int | None = None,
+    ) -> R:
+        """Press at one point, move to the other over ``duration_ms``, release."""
+        return self.call(
+            "mouse.drag",
+            from_x=from_x,
+            from_y=from_y,
+            to_x=to_x,
+            to_y=to_y,
+            button=button,
+            duration_ms=duration_ms,
+        )
+
+    def mouse_down(
+        self, button: Button = "left", *, x: int | None = None, y: int | None = None
+    ) -> R:
+        """Press ``button`` and keep it down."""
+        return self.call("mouse.down", button=button, x=x, y=y)
+
+    def mouse_up(self, button: Button = "left", *, x: int | None = None, y: int | None = None) -> R:
+        """Release ``button``."""
+        return self.call("mouse.up", button=button, x=x, y=y)
+
+    # keyboard
+
+    def type_text(self, text: str, *, duration_ms: int | None = None) -> R:
+        """Type ``text`` verbatim (any Unicode), spread over ``duration_ms``."""
+        return self.call("keyboard.type", text=text, duration_ms=duration_ms)
+
+    def hotkey(self, *keys: KeyName | Sequence[KeyName], duration_ms: int | None = None) -> R:
+        """Press ``keys`` together and release them: ``hotkey("ctrl", "s")``,
+        ``hotkey("ctrl+shift+t")``, ``hotkey("ctrl", {"char": "é"})``, ``hotkey(["ctrl", "s"])``."""
+        names: list[Any] = list(keys)
+        if len(names) == 1 and isinstance(names[0], list | tuple):
+            names = list(names[0])
+        return self.call("keyboard.hotkey", keys=names, duration_ms=duration_ms)
+
+    def key(self, keys: Sequence[KeyName] | str, *, duration_ms: int | None = None) -> R:
+        """Press a key or a combination written ``"ctrl+v"`` (or as a list of keys)."""
+        return self.call("keyboard.key", keys=_keys(keys), duration_ms=duration_ms)
+
+    def key_down(self, key: KeyName) -> R:
+        """Hold ``key`` down until :meth:`key_up`."""
+        return self.call("keyboard.down", key=key)
+
+    def key_up(self, key: KeyName) -> R:
+        """Release a held ``key``."""
+        return self.call("keyboard.up", key=key)
+
+    # clipboard
+
+    def clipboard_get(self, *, max_bytes: int | None = None) -> R:
+        """The clipboard text: ``{"text", "length", "truncated"}``."""
+        return self.call("clipboard.get", max_bytes=max_bytes)
+
+    def clipboard_set(self, text: str) -> R:
+        """Put ``text`` on the clipboard."""
+        return self.call("clipboard.set", text=text)
+
+    def clipboard_slots(self) -> R:
+        """The named slots: ``[{"name", "length", "stored_at"}]``."""
+        return self.call("clipboard.slots")
+
+    def slot_get(self, name: str) -> R:
+        """A slot with its text."""
+        return self.call("clipboard.slot_get", name=name)
+
+    def slot_store(self, name: str, text: str) -> R:
+        """Store ``text`` in slot ``name``."""
+        return self.call("clipboard.slot_store", name=name, text=text)
+
+    def slot_delete(self, name: str) -> R:
+        """Delete slot ``name``."""
+        return self.call("clipboard.slot_delete", name=name)
+
+    def slots_clear(self) -> R:
+        """Delete every slot."""
+        return self.call("clipboard.slots_clear")
+
+    def slot_restore(self, name: str) -> R:
+        """Put slot ``name`` back on the OS clipboard."""
+        return self.call("clipboard.slot_restore", name=name)
+
+    def clipboard_capture(self, captures: Sequence[Mapping[str, Any]]) -> R:
+        """For each capture: focus a window, select all, copy, store the text in a slot.
+
+        ``captures`` are ``{"slot", "focus_window_id", "select_all", "copy", "settle_ms"}``.
+        """
+        return self.call("clipboard.capture", captures=list(captures))
+
+    # sequence
+
+    def sequence(
+        self,
+        steps: Sequence[Mapping[str, Any]],
+        *,
+        on_error: str | None = None,
+        lock_timeout_ms: int | None = None,
+    ) -> R:
+        """Run ``steps`` in order under the device lock; each step is ``{"type": action, ...}``
+        with the action's parameters (``type`` may be a wire name or a method name)."""
+        return self.call(
+            "sequence",
+            steps=[_step(step) for step in steps],
+            on_error=on_error,
+            lock_timeout_ms=lock_timeout_ms,
+        )
+
+    # windows
+
+    def windows(self) -> R:
+        """The top-level windows: ``[{"id", "title", "process_name", "pid", "bounds", ...}]``."""
+        return self.call("windows.list")
+
+    def focused_window(self) -> R:
+        """The focused window."""
+        return self.call("windows.focused")
+
+    def dialog(self) -> R:
+        """The active dialog: ``{"dialog": window or None}``."""
+        return self.call("dialog.get")
+
+    def dialog_close(
+        self, window_id: int | str | None = None, *, wait_dialog_gone_ms: int | None = None
+    ) -> R:
+        """Close the active dialog (or ``window_id``): Escape first, then a close request."""
+        return self.call(
+            "dialog.close", window_id=window_id, wait_dialog_gone_ms=wait_dialog_gone_ms
+        )
+
+    def focus_window(self, id: int | str) -> R:
+        """Focus window ``id`` (a number or ``"0x4400003"``)."""
+        return self.call("window.focus", id=id)
+
+    def move_window(
+        self,
+        id: int | str,
+        x: int,
+        y: int,
+        width: int,
+        height: int,
+        *,
+        lock_timeout_ms: int | None = None,
+    ) -> R:
+        """Move and resize window ``id``."""
+        return self.call(
+            "window.move",
+            id=id,
+            bounds={"x": x, "y": y, "width": width, "height": height},
+            lock_timeout_ms=lock_timeout_ms,
+        )
+
+    def close_window(self, id: int | str) -> R:
+        """Ask window ``id`` to close."""
+        return self.call("window.close", id=id)
+
+    # applications
+
+    def open_app(self, path: str, args: Sequence[str] = ()) -> R:
+        """Start ``path`` with ``args``: ``{"status", "pid"}``."""
+        return self.call("application.open", path=path, args=list(args))
+
+    def app_running(self, name: str) -> R:
+        """Whether a program is running, by executable name: ``{"running", "pids"}``."""
+        return self.call("application.running", name=name)
+
+    def close_app(self, window_id: int | str) -> R:
+        """Close an application's window."""
+        return self.call("application.close", window_id=window_id)
+
+    # log
+
+    def actions(self, *, limit: int | None = None) -> R:
+        """The recent action log, newest last."""
+        return self.call("actions", limit=limit)
+
+    # ``type`` is the action's name everywhere; it is bound last so that the builtin stays
+    # visible to everything above in this class body.
+    type = type_text
+
+
+def _step(step: Mapping[str, Any]) -> dict[str, Any]:
+    kind = step.get("type")
+    wire = wire_name(kind) if isinstance(kind, str) else None
+    return {**step, "type": wire} if wire is not None else dict(step)
