@@ -62,9 +62,9 @@ def _row(name: str, samples: list[float]) -> str:
 
 
 def _ensure_pyautogui() -> None:
-    try:
-        import pyautogui  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("pyautogui") is None:
         subprocess.run(
             [
                 sys.executable,

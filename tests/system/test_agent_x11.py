@@ -97,8 +97,8 @@ def test_screenshots_show_what_a_window_drew(api: httpx.Client) -> None:
         assert (full["width"], full["height"]) == (1280, 800)
         assert _image(full).getpixel((cx, cy)) == (0, 192, 0)
 
-        region = api.get("/screenshot/region", params={
-            "x": x + 10, "y": y + 10, "width": 50, "height": 40, "format": "png"}).json()  # fmt: skip
+        area = {"x": x + 10, "y": y + 10, "width": 50, "height": 40, "format": "png"}
+        region = api.get("/screenshot/region", params=area).json()
         crop = _image(region)
         assert crop.size == (50, 40)
         assert crop.getpixel((0, 0)) == crop.getpixel((49, 39)) == (0, 192, 0)
@@ -128,12 +128,12 @@ def test_typed_text_arrives_verbatim(api: httpx.Client) -> None:
         assert api.post("/keyboard/type", json={"text": text}).status_code == 200
         wait_until(lambda: probe.text() == "ASCII ok; " + text)
         api.post("/keyboard/hotkey", json={"keys": ["ctrl", {"char": "a"}]})
-        wait_until(lambda: any(e["keysym"] == "a" and e["state"] & 4 for e in probe.keys()))
+        wait_until(lambda: any(e["keysym"] == "a" and e["state"] & 4 for e in probe.keys()))  # noqa: SIM118
 
 
 def test_clicks_drags_and_scrolls_reach_the_window(api: httpx.Client) -> None:
     with launch_probe("pointer-target", x=250, y=150) as probe:
-        x, y, w, h = probe.client_area()
+        x, y, _, _ = probe.client_area()
         mark = probe.mark()
         api.post("/mouse/click", json={"button": "right", "x": x + 40, "y": y + 30})
         api.post("/mouse/click", json={"button": "middle", "x": x + 50, "y": y + 60})
