@@ -1,0 +1,267 @@
+"""``remotehands server``: run the fleet server, or initialise its database and owner."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from remotehands.errors import ConfigError, RemoteHandsError
+
+__all__ = ["server"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_EPILOG = """\b
+Examples:
+  remotehands server init --data /var/lib/remotehands --owner alice
+  remotehands server --data /var/lib/remotehands --listen 0.0.0.0:8080 \\
+      --public-url https://fleet.example.com
+
+\b
+Every option can also come from the environment (REMOTEHANDS_DATA_DIR, REMOTEHANDS_LISTEN,
+REMOTEHANDS_PUBLIC_URL, REMOTEHANDS_DATABASE_URL, ...) or a TOML file (--config).
+"""
+
+
+def _friendly(func: F) -> F:
+    """Turn remotehands errors into a one-line message and the error's exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except RemoteHandsError as err:
+            click.echo(f"remotehands server: {err.details}", err=True)
+            sys.exit(err.exit_code)
+        except KeyboardInterrupt:
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]  # functools.wraps keeps the signature
+
+
+def _load_settings(ctx: click.Context, **overrides: Any) -> Any:
+    from remotehands.server.settings import ServerSettings
+
+    parent: dict[str, Any] = ctx.obj or {}
+    merged = {**parent, **{k: v for k, v in overrides.items() if v is not None}}
+    config = merged.pop("config", None)
+    return ServerSettings.load(config, **merged)
+
+
+@click.group(
+    "server",
+    invoke_without_command=True,
+    epilog=_EPILOG,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for the SQLite database and other state [default: ./data].",
+)
+@click.option(
+    "--listen", metavar="HOST:PORT", help="Address to serve on [default: 127.0.0.1:8080]."
+)
+@click.option(
+    "--public-url",
+    metavar="URL",
+    help="URL agents and people reach the server at [default: http://LISTEN].",
+)
+@click.option(
+    "--database-url",
+    metavar="URL",
+    help="postgresql://user:password@host/db, or sqlite:///path [default: SQLite in --data].",
+)
+@click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="REMOTEHANDS_CONFIG",
+    help="TOML file with settings (env: REMOTEHANDS_CONFIG).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="How much the server logs.",
+)
+@click.pass_context
+@_friendly
+def server(
+    ctx: click.Context,
+    data_dir: Path | None,
+    listen: str | None,
+    public_url: str | None,
+    database_url: str | None,
+    config: Path | None,
+    log_level: str,
+) -> None:
+    """Run the fleet server: REST API, agent links, events and metrics.
+
+    Without a subcommand it serves until interrupted. Create the database and the owner first
+    with `remotehands server init`.
+    """
+    ctx.obj = {
+        "data_dir": data_dir,
+        "listen": listen,
+        "public_url": public_url,
+        "database_url": database_url,
+        "config": config,
+    }
+    if ctx.invoked_subcommand is not None:
+        return
+    _serve(_load_settings(ctx), log_level)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        raise ConfigError(f"cannot resolve the listen host {host!r}: {err}") from err
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        # Listening now queues connections until uvicorn accepts them, so the URL printed
+        # before it starts can be used at once.
+        sock.listen(2048)
+    except OSError as err:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {err.strerror}") from err
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _prepare(settings: Any) -> bool:
+    """Migrate the database before serving (so that a bad URL fails with a clear message);
+    returns whether an owner exists."""
+    from sqlalchemy import select
+
+    from remotehands.server.db.engine import Database
+    from remotehands.server.db.models import User
+
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cannot create the data directory {settings.data_dir}: {err}") from err
+    async with await Database.open(settings.db_url) as db, db.session() as session:
+        owner = await session.scalar(select(User.id).where(User.role == "owner").limit(1))
+    return owner is not None
+
+
+def _serve(settings: Any, log_level: str) -> None:
+    import uvicorn
+
+    from remotehands.server.app import create_app
+    from remotehands.server.settings import parse_listen
+
+    host, port = parse_listen(settings.listen)
+    sock = _bind(host, port)
+    bound_port = sock.getsockname()[1]
+    if bound_port != port:  # port 0: the system chose one
+        shown_host = f"[{host}]" if ":" in host else host
+        listen = f"{shown_host}:{bound_port}"
+        update: dict[str, Any] = {"listen": listen}
+        if settings.public_url == f"http://{settings.listen}":
+            update["public_url"] = f"http://{listen}"
+        settings = settings.model_copy(update=update)
+    try:
+        has_owner = asyncio.run(_prepare(settings))
+    except BaseException:
+        sock.close()
+        raise
+    if not has_owner:
+        click.echo(
+            "remotehands server: no owner yet; create one with "
+            f"`remotehands server init --data {settings.data_dir}`",
+            err=True,
+        )
+    config = uvicorn.Config(
+        create_app(settings),
+        loop="uvloop",
+        http="httptools",
+        ws_per_message_deflate=False,  # the agent link carries images: compression is off
+        log_level=log_level,
+        proxy_headers=True,
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+    )
+    instance = uvicorn.Server(config)
+    click.echo(f"remotehands server: serving {settings.base_url} (data in {settings.data_dir})")
+    sys.stdout.flush()
+    instance.run(sockets=[sock])
+    if not instance.started:
+        raise ConfigError("the server failed to start; see the log above")
+
+
+@server.command("init", epilog=_EPILOG)
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for the SQLite database [default: ./data, or the server's --data].",
+)
+@click.option(
+    "--owner",
+    default="owner",
+    show_default=True,
+    help="Username of the owner (the one user with every right).",
+)
+@click.option("--database-url", metavar="URL", help="PostgreSQL or SQLite URL (see `server`).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+@_friendly
+def init(
+    ctx: click.Context,
+    data_dir: Path | None,
+    owner: str,
+    database_url: str | None,
+    as_json: bool,
+) -> None:
+    """Create the database and the owner.
+
+    The owner's password comes from REMOTEHANDS_OWNER_PASSWORD, or is generated and printed
+    once. When an owner exists already nothing is changed (and it says so).
+    """
+    from remotehands.server.db.bootstrap import initialise
+
+    settings = _load_settings(ctx, data_dir=data_dir, database_url=database_url)
+    password = os.environ.get("REMOTEHANDS_OWNER_PASSWORD") or None
+    result = asyncio.run(initialise(settings, owner, password))
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "created": result.created,
+                    "owner": result.owner,
+                    "password": result.password,
+                    "data_dir": str(settings.data_dir),
+                    "database": result.database,
+                }
+            )
+        )
+        return
+    if not result.created:
+        click.echo(
+            f"An owner exists already ({result.owner}) in {result.database}; nothing changed.",
+        )
+        return
+    click.echo(f"Database ready: {result.database}")
+    click.echo(f"Owner: {result.owner}")
+    if result.password is not None:
+        click.echo(f"Password: {result.password}")
+        click.echo("  (shown only now: keep it somewhere safe)")
+    else:
+        click.echo("Password: from REMOTEHANDS_OWNER_PASSWORD")
+    click.echo(f"Start the server: remotehands server --data {settings.data_dir}")

@@ -1,0 +1,112 @@
+"""Where errors leave the REST API: every one becomes ``{"error": code, "details": text}``.
+
+- :class:`~remotehands.errors.RemoteHandsError` -> its ``http_status`` and ``code``
+  (``Retry-After`` on rate limits);
+- a WebSocket refused by :func:`~remotehands.server.auth.require_role` -> the same JSON
+  answer instead of the handshake, or a 4401/4403 close;
+- request validation -> 422 ``invalid``, naming each bad field (``body.username: Field
+  required``);
+- unknown routes -> 404 ``not_found``, wrong methods -> 405 ``invalid``;
+- anything else -> 500 ``internal``, logged with its traceback, never sent to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from remotehands.errors import RemoteHandsError
+from remotehands.server.auth import WebSocketRefused
+from remotehands.server.ratelimit import RateLimitExceeded
+
+__all__ = ["describe_validation_errors", "error_response", "install_error_handlers"]
+
+logger = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: "invalid",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "invalid",
+    409: "busy",
+    413: "invalid",
+    415: "invalid",
+    422: "invalid",
+    429: "rate_limited",
+}
+
+
+def error_response(
+    status: int, code: str, details: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The one error shape of the native API."""
+    return JSONResponse({"error": code, "details": details}, status_code=status, headers=headers)
+
+
+def describe_validation_errors(errors: Sequence[Any]) -> str:
+    """``loc: message`` for each pydantic error, joined with ``; ``."""
+    parts = []
+    for error in errors:
+        loc = ".".join(str(p) for p in error.get("loc", ()))
+        message = str(error.get("msg", "invalid value"))
+        parts.append(f"{loc}: {message}" if loc else message)
+    return "; ".join(parts) or "invalid request"
+
+
+async def _remotehands_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RemoteHandsError)
+    headers = None
+    if isinstance(exc, RateLimitExceeded):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+    return error_response(exc.http_status, exc.code, exc.details, headers)
+
+
+async def _websocket_refused(websocket: WebSocket, exc: Exception) -> None:
+    assert isinstance(exc, WebSocketRefused)
+    error = exc.error
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        response = error_response(error.http_status, error.code, error.details)
+        await websocket.send_denial_response(response)
+    else:
+        await websocket.close(code=exc.code, reason=exc.reason)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(422, "invalid", describe_validation_errors(exc.errors()))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404 and exc.detail == "Not Found":
+        details = f"no route {request.method} {request.url.path}; the API lives under /v1"
+    elif exc.status_code == 405:
+        details = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        details = str(exc.detail)
+    code = _HTTP_CODES.get(exc.status_code, "internal" if exc.status_code >= 500 else "invalid")
+    return error_response(exc.status_code, code, details, dict(exc.headers or {}))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(
+        500, "internal", "the server failed unexpectedly; the error is in its log"
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers above on ``app``."""
+    app.add_exception_handler(RemoteHandsError, _remotehands_error)
+    app.add_exception_handler(WebSocketRefused, _websocket_refused)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

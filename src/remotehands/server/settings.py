@@ -1,0 +1,210 @@
+"""The fleet server's settings: defaults, an optional TOML file, ``REMOTEHANDS_*`` variables.
+
+Precedence, highest first: values passed in code (the CLI's options), environment variables
+(``REMOTEHANDS_DATA_DIR``, ``REMOTEHANDS_DATABASE_URL``, ...), the TOML file, the defaults. The
+TOML file holds the same names as the fields, at the top level or under a ``[server]`` table::
+
+    data_dir = "/var/lib/remotehands"
+    listen = "0.0.0.0:8080"
+    public_url = "https://fleet.example.com"
+
+Nothing here runs at import time: settings are read when :meth:`ServerSettings.load` is called.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Self
+
+import pydantic
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from remotehands.errors import ConfigError
+
+__all__ = ["ServerSettings", "normalise_database_url", "parse_listen"]
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[::1]:8080`` for IPv6) into its host and port.
+
+    Raises :class:`ConfigError` when it is not an address a server can bind.
+    """
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ConfigError(f"listen address {listen!r} is not HOST:PORT (e.g. 127.0.0.1:8080)")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"listen port {port} is outside 0-65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, port
+
+
+def normalise_database_url(url: str) -> str:
+    """The SQLAlchemy async URL for ``url``: ``postgresql://`` becomes ``postgresql+asyncpg://``
+    and ``sqlite://`` becomes ``sqlite+aiosqlite://``; other drivers are refused."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ConfigError(f"database URL {url!r} has no scheme (postgresql:// or sqlite:///)")
+    base, _, driver = scheme.partition("+")
+    if base in ("postgresql", "postgres"):
+        if driver not in ("", "asyncpg"):
+            raise ConfigError(f"database driver {driver!r} is not supported; use asyncpg")
+        return f"postgresql+asyncpg://{rest}"
+    if base == "sqlite":
+        if driver not in ("", "aiosqlite"):
+            raise ConfigError(f"database driver {driver!r} is not supported; use aiosqlite")
+        return f"sqlite+aiosqlite://{rest}"
+    raise ConfigError(f"database {base!r} is not supported: use postgresql:// or sqlite:///")
+
+
+class ServerSettings(BaseSettings):
+    """Everything the fleet server can be told; see the module docstring for the sources.
+
+    After validation ``database_url`` and ``public_url`` are always filled in (their defaults
+    derive from ``data_dir`` and ``listen``); :attr:`db_url` and :attr:`base_url` give them typed
+    as ``str``.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="REMOTEHANDS_",
+        # Other REMOTEHANDS_* variables (URL, TOKEN, OWNER_PASSWORD, ...) belong to other parts.
+        extra="ignore",
+        validate_assignment=False,
+    )
+
+    data_dir: Path = Path("./data")
+    """Where the SQLite database (the default) and other state live."""
+    database_url: str | None = None
+    """``postgresql://user:pass@host/db`` or ``sqlite:///path``; None: SQLite in ``data_dir``."""
+    listen: str = "127.0.0.1:8080"
+    """``HOST:PORT`` to serve on."""
+    public_url: str | None = None
+    """The URL agents and people reach the server at (install commands, ``ws_url``);
+    None: ``http://{listen}``."""
+    heartbeat_interval_s: float = Field(10.0, gt=0)
+    """How often agents send a heartbeat."""
+    offline_after_missed: int = Field(3, ge=1)
+    """Missed heartbeats after which a device is marked offline."""
+    session_ttl_s: int = Field(8 * 3600, gt=0)
+    """Lifetime of a login session."""
+    enrollment_ttl_s: int = Field(1800, gt=0)
+    """Lifetime of an enrollment token."""
+    request_timeout_s: float = Field(30.0, gt=0)
+    """Default timeout of a request to a device."""
+    bulk_concurrency: int = Field(64, ge=1)
+    """Devices a bulk action works on at the same time."""
+    login_rate_limit: int = Field(10, ge=1)
+    """Failed logins allowed per minute for one client address and username."""
+    register_rate_limit: int = Field(10, ge=1)
+    """Failed agent registrations allowed per minute for one client address."""
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        try:
+            parse_listen(value)
+        except ConfigError as err:
+            raise ValueError(err.details) from err
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"public_url {value!r} must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        try:
+            return normalise_database_url(value.strip())
+        except ConfigError as err:
+            raise ValueError(err.details) from err
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Self:
+        if self.database_url is None:
+            self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'remotehands.db'}"
+        if self.public_url is None:
+            self.public_url = f"http://{self.listen}"
+        return self
+
+    @property
+    def db_url(self) -> str:
+        """The SQLAlchemy async database URL."""
+        assert self.database_url is not None  # filled in by _fill_defaults
+        return self.database_url
+
+    @property
+    def base_url(self) -> str:
+        """The public URL without a trailing slash."""
+        assert self.public_url is not None  # filled in by _fill_defaults
+        return self.public_url
+
+    @property
+    def ws_base_url(self) -> str:
+        """The public URL with ``ws://`` or ``wss://``, for agents' WebSocket links."""
+        base = self.base_url
+        if base.startswith("https://"):
+            return "wss://" + base.removeprefix("https://")
+        return "ws://" + base.removeprefix("http://")
+
+    @property
+    def offline_after_s(self) -> float:
+        """Silence after which a device counts as offline."""
+        return self.heartbeat_interval_s * self.offline_after_missed
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> Self:
+        """Settings from ``overrides`` (None values ignored), the environment, ``config_file``.
+
+        Raises :class:`ConfigError` naming the setting when a value is bad or the file is
+        unreadable.
+        """
+        file_values = _read_toml(config_file) if config_file is not None else {}
+        unknown = sorted(set(file_values) - set(cls.model_fields))
+        if unknown:
+            raise ConfigError(f"{config_file}: unknown settings {', '.join(unknown)}")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        try:
+            from_env = cls()
+            # Only what the environment really set: derived defaults must follow the winner.
+            env_values = {name: getattr(from_env, name) for name in _env_names(cls)}
+            return cls(**{**file_values, **env_values, **given})
+        except pydantic.ValidationError as err:
+            raise ConfigError(f"bad server settings: {_describe(err)}") from err
+
+
+def _env_names(cls: type[ServerSettings]) -> set[str]:
+    """Fields set explicitly through the environment (not derived by a validator)."""
+    prefix = "REMOTEHANDS_"
+    present = {k.upper() for k in os.environ if k.upper().startswith(prefix)}
+    return {name for name in cls.model_fields if (prefix + name.upper()) in present}
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"cannot read settings file {path}: {err.strerror}") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"settings file {path} is not valid TOML: {err}") from err
+    section = data.get("server")
+    if isinstance(section, dict):
+        return dict(section)
+    return data
+
+
+def _describe(err: pydantic.ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in err.errors()
+    )

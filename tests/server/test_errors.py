@@ -1,0 +1,62 @@
+"""Every error of the API has the one shape; validation names the field; no tracebacks."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from conftest import Fleet
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_unknown_route_is_404_json(server: Fleet) -> None:
+    response = await server.client.get("/v1/nothing/here", headers=server.owner)
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": "not_found",
+        "details": "no route GET /v1/nothing/here; the API lives under /v1",
+    }
+
+
+async def test_wrong_method_is_405_json(server: Fleet) -> None:
+    response = await server.client.put("/v1/devices", headers=server.owner)
+    assert response.status_code == 405
+    assert response.json()["error"] == "invalid"
+
+
+async def test_validation_names_every_bad_field(server: Fleet) -> None:
+    response = await server.client.post(
+        "/v1/users", headers=server.owner, json={"password": 5, "role": "king"}
+    )
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error"] == "invalid"
+    details = body["details"]
+    assert "body.username: Field required" in details
+    assert "body.password" in details
+    assert "body.role" in details
+
+
+async def test_malformed_json(server: Fleet) -> None:
+    response = await server.client.post(
+        "/v1/auth/login", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid"
+
+
+async def test_unexpected_errors_are_500_without_traceback(server: Fleet) -> None:
+    @server.app.get("/test/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    transport = httpx.ASGITransport(app=server.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.get("/test/boom")
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": "internal",
+        "details": "the server failed unexpectedly; the error is in its log",
+    }
+    assert "secret internals" not in response.text
