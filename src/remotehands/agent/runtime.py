@@ -53,6 +53,8 @@ class AgentOptions:
         ) / "remotehands"
     )  # fmt: skip
     token_ttl_s: int = 28_800
+    hardware_id: str | None = None
+    """Stable id of the device; by default derived from the machine, driver and display."""
 
 
 def make_driver(name: str, display: str | None = None) -> Driver:
@@ -92,14 +94,26 @@ class _Server(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serve_http(app: Any, listen: str) -> AsyncIterator[uvicorn.Server]:
+async def serve_http(
+    app: Any, listen: str, *, lifespan: bool = False, websockets: bool = False
+) -> AsyncIterator[uvicorn.Server]:
     """Serve an ASGI app on ``listen`` until the block ends; yields once it accepts requests.
 
-    Port 0 picks a free port: read it from ``server.servers[0].sockets[0]``.
+    Port 0 picks a free port: read it with :func:`bound_address`. ``lifespan`` runs the app's
+    startup and shutdown; ``websockets`` serves WebSocket routes (without compression: the
+    agent link and live view carry images).
     """
     host, port = parse_listen(listen)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
-                            access_log=False, ws="none")  # fmt: skip
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on" if lifespan else "off",
+        access_log=False,
+        ws="websockets-sansio" if websockets else "none",
+        ws_per_message_deflate=False,
+    )
     server = _Server(config)
     task = asyncio.create_task(server.serve())
     try:
@@ -131,7 +145,9 @@ async def run_agent(options: AgentOptions, started: asyncio.Event | None = None)
                                pam=options.pam)  # fmt: skip
         tokens = TokenStore(check, ttl_s=options.token_ttl_s)
     driver = make_driver(options.driver, options.display)
-    hardware = hardware_id(f"|{options.driver}|{options.display or os.environ.get('DISPLAY', '')}")
+    hardware = options.hardware_id or hardware_id(
+        f"|{options.driver}|{options.display or os.environ.get('DISPLAY', '')}"
+    )
     async with driver:
         dispatcher = Dispatcher(driver)
         try:

@@ -1,0 +1,224 @@
+"""``remotehands demo``: the whole system on one machine, on its embedded defaults.
+
+The fleet server on SQLite, a virtual desktop (Xvfb, openbox, xterm) and an x11 agent enrolled
+through a real enrollment token, all in this process; it prints the URL, the owner's credentials
+and a few commands to try, then runs until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from remotehands.cli.signals import run_until_signal
+from remotehands.errors import ConfigError, RemoteHandsError
+
+DEVICE_NAME = "demo-desktop"
+
+
+@dataclass
+class DemoInfo:
+    """What the demo prints once everything is up."""
+
+    url: str
+    owner: str
+    password: str
+    token: str
+    device_id: str
+    device_name: str
+    display: str
+
+    def commands(self) -> list[str]:
+        """CLI commands worth trying against the demo."""
+        return [
+            f"export REMOTEHANDS_URL={self.url}",
+            f"export REMOTEHANDS_TOKEN={self.token}",
+            "remotehands devices",
+            f"remotehands screenshot {self.device_name} -o shot.jpg",
+            f'remotehands type {self.device_name} "echo hello from remotehands"',
+            f"remotehands key {self.device_name} enter",
+            f"remotehands windows {self.device_name}",
+            "remotehands audit",
+        ]
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _owner_password(data: Path) -> str:
+    """The demo owner's password: from the environment, else kept in the data directory so
+    that a second run can print it again."""
+    given = os.environ.get("REMOTEHANDS_OWNER_PASSWORD")
+    if given:
+        return given
+    path = data / "demo-owner-password"
+    if path.exists():
+        return path.read_text().strip()
+    data.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(12)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password)
+    return password
+
+
+async def _wait_online(http: httpx.AsyncClient, device_id: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        device = (await http.get(f"/v1/devices/{device_id}")).json()
+        if device.get("status") == "online":
+            return
+        await asyncio.sleep(0.1)
+    raise ConfigError(f"the demo agent did not come online within {timeout_s:.0f} s")
+
+
+async def run_demo(
+    data: Path, listen: str, size: tuple[int, int], announce: Any, ready: asyncio.Event | None
+) -> None:
+    """Bring everything up, call ``announce(DemoInfo)``, then run until cancelled."""
+    from remotehands.agent.desktop import VirtualDesktop
+    from remotehands.agent.link import hardware_id
+    from remotehands.agent.runtime import AgentOptions, run_agent, serve_http
+    from remotehands.server.app import create_app
+    from remotehands.server.db.bootstrap import initialise
+    from remotehands.server.settings import ServerSettings, parse_listen
+
+    host, port = parse_listen(listen)
+    if port == 0:
+        port = _free_port(host)
+    address = f"{host}:{port}"
+    url = f"http://{address}"
+    await asyncio.to_thread(data.mkdir, parents=True, exist_ok=True)
+    settings = ServerSettings.load(data_dir=data, listen=address, public_url=url)
+    password = await asyncio.to_thread(_owner_password, data)
+    await initialise(settings, owner="owner", password=password)
+
+    desktop = VirtualDesktop(size=size)
+    await asyncio.to_thread(desktop.start)
+    display = str(desktop.display)
+    app = create_app(settings)
+    try:
+        os.environ.update(desktop.env)
+        async with (
+            serve_http(app, address, lifespan=True, websockets=True),
+            httpx.AsyncClient(base_url=url, timeout=30) as http,
+        ):
+            login = await http.post(
+                "/v1/auth/login", json={"username": "owner", "password": password}
+            )
+            if login.status_code != 200:
+                raise ConfigError(
+                    f"the demo owner cannot log in ({login.json().get('details')}): remove "
+                    f"{data} to start the demo afresh, or set REMOTEHANDS_OWNER_PASSWORD"
+                )
+            http.headers["Authorization"] = f"Bearer {login.json()['token']}"
+            enrollment = (await http.post("/v1/devices/enrollment", json={
+                "suggested_name": DEVICE_NAME, "suggested_tags": ["demo"]})).json()  # fmt: skip
+            token = (await http.post("/v1/tokens", json={"name": "demo-cli"})).json()["token"]
+            options = AgentOptions(driver="x11", display=display, server=url,
+                                   token=enrollment["token"], name=DEVICE_NAME,
+                                   state_dir=data / "agent",
+                                   # one device across runs, whatever display Xvfb gets
+                                   hardware_id=hardware_id("|demo"))  # fmt: skip
+            agent = asyncio.create_task(run_agent(options))
+            try:
+                device_id = await _device_id(http, display, agent)
+                await _wait_online(http, device_id, 30)
+                device = (await http.get(f"/v1/devices/{device_id}")).json()
+                announce(DemoInfo(url=url, owner="owner", password=password, token=token,
+                                  device_id=device_id, device_name=device["name"],
+                                  display=display))  # fmt: skip
+                if ready is not None:
+                    ready.set()
+                await agent
+            finally:
+                agent.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await agent
+    finally:
+        await asyncio.to_thread(desktop.stop)
+
+
+async def _device_id(http: httpx.AsyncClient, display: str, agent: asyncio.Task[None]) -> str:
+    """The id of the device the demo agent enrolled as (a rerun reuses its credential)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if agent.done():
+            agent.result()
+            raise ConfigError("the demo agent stopped before it enrolled")
+        devices = (await http.get("/v1/devices", params={"tag": "demo"})).json()["devices"]
+        online = [d for d in devices if d["status"] == "online"]
+        if online:
+            return str(online[0]["id"])
+        await asyncio.sleep(0.1)
+    raise ConfigError(f"the demo agent on {display} did not enroll within 30 s")
+
+
+def _size(text: str) -> tuple[int, int]:
+    width, sep, height = text.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit():
+        raise click.BadParameter(f"{text!r} is not a size: use WIDTHxHEIGHT, e.g. 1920x1080")
+    return int(width), int(height)
+
+
+@click.command()
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data/demo"),
+    show_default=True,
+    help="Where the demo keeps its database and the agent's credential.",
+)
+@click.option(
+    "--listen",
+    default="127.0.0.1:8080",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Where the server listens (port 0 picks a free one).",
+)
+@click.option("--size", default="1920x1080", show_default=True, help="Virtual screen size.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the URL, credentials and device as one JSON line.",
+)
+def demo(data: Path, listen: str, size: str, as_json: bool) -> None:
+    """Run the whole system on one machine: the fleet server on SQLite, a virtual desktop and
+    an agent enrolled through a real enrollment token. Stop it with Ctrl-C."""
+
+    def announce(info: DemoInfo) -> None:
+        if as_json:
+            click.echo(json.dumps({**info.__dict__, "commands": info.commands()}))
+        else:
+            click.echo(f"remotehands demo is up: {info.url}")
+            click.echo(f"  owner login:  {info.owner} / {info.password}")
+            click.echo(f"  device:       {info.device_name} ({info.device_id}) on DISPLAY "
+                       f"{info.display}")  # fmt: skip
+            click.echo("  try, in another shell:")
+            for line in info.commands():
+                click.echo(f"    {line}")
+            click.echo("  stop with Ctrl-C")
+        sys.stdout.flush()
+
+    try:
+        run_until_signal(run_demo(data, listen, _size(size), announce, None))
+    except RemoteHandsError as err:
+        click.echo(f"error: {err.details}", err=True)
+        sys.exit(err.exit_code)
