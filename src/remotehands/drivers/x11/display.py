@@ -1,0 +1,181 @@
+"""One X connection, owned by one thread.
+
+python-xlib is not thread-safe and every call blocks on a socket, so the driver opens its
+connection on a dedicated single-thread executor (:class:`XThread`) and runs every Xlib call
+there; the event loop only awaits. Foreign errors are translated here, where they enter:
+Xlib and mss errors become :mod:`remotehands.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import Xlib.error
+from mss.exception import ScreenShotError
+from Xlib.display import Display
+
+from remotehands.errors import (
+    ConfigError,
+    DeviceError,
+    DeviceTimeoutError,
+    NotFoundError,
+    RemoteHandsError,
+)
+
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "XConnection",
+    "XThread",
+    "display_name",
+    "open_display",
+    "translate_error",
+    "xid",
+]
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT_S = 10.0
+"""How long one call on the X thread may take before the caller gets a timeout."""
+
+
+def display_name(display: str | None) -> str:
+    """The display to use: ``display``, else ``$DISPLAY``; :class:`ConfigError` when neither."""
+    name = display if display is not None else os.environ.get("DISPLAY", "")
+    if not name:
+        raise ConfigError(
+            "no X display: set DISPLAY (for example DISPLAY=:0), pass display=':N' to the x11 "
+            "driver, or start a virtual one with `remotehands desktop`"
+        )
+    return name
+
+
+def open_display(name: str) -> Display:
+    """Connect to ``name``; a missing or refusing server is a :class:`ConfigError`."""
+    try:
+        return Display(name)
+    except Xlib.error.DisplayNameError as err:
+        raise ConfigError(f"bad X display name {name!r}: write it as ':N' or 'host:N'") from err
+    except (Xlib.error.DisplayError, Xlib.error.XauthError, OSError) as err:
+        raise ConfigError(
+            f"cannot connect to the X display {name}: {err}. Check that the X server runs and "
+            "that XAUTHORITY names a cookie file it accepts"
+        ) from err
+
+
+def xid(value: Any) -> int:
+    """The numeric id of a python-xlib resource, or of a plain id (``X.NONE`` is 0)."""
+    rid = getattr(value, "id", value)
+    return int(rid)
+
+
+def translate_error(err: BaseException, what: str) -> RemoteHandsError:
+    """The remotehands error for a foreign error raised while doing ``what``."""
+    if isinstance(err, RemoteHandsError):
+        return err
+    if isinstance(err, Xlib.error.BadWindow):
+        return NotFoundError(f"{what}: the window no longer exists")
+    if isinstance(err, Xlib.error.ConnectionClosedError):
+        return DeviceError(f"{what}: the X server closed the connection; is it still running?")
+    if isinstance(err, Xlib.error.XError):
+        return DeviceError(f"{what}: the X server refused a request: {err}")
+    if isinstance(err, ScreenShotError):
+        return DeviceError(f"{what}: screen capture failed: {err}")
+    return DeviceError(f"{what}: {type(err).__name__}: {err}")
+
+
+class XThread:
+    """A single worker thread: every callable submitted runs there, one at a time."""
+
+    def __init__(self, name: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self.timeout_s = timeout_s
+
+    async def call(
+        self, what: str, fn: Callable[..., T], *args: Any, timeout_s: float | None = None
+    ) -> T:
+        """Run ``fn(*args)`` on the thread; errors come back as :mod:`remotehands.errors`.
+
+        ``what`` names the action for error messages.
+        """
+        loop = asyncio.get_running_loop()
+        limit = self.timeout_s if timeout_s is None else timeout_s
+        try:
+            async with asyncio.timeout(limit):
+                return await loop.run_in_executor(self._executor, _call, fn, args)
+        except TimeoutError as err:
+            raise DeviceTimeoutError(
+                f"{what}: the X server did not answer within {limit:g} s"
+            ) from err
+        except RemoteHandsError:
+            raise
+        except (Xlib.error.XError, Xlib.error.ConnectionClosedError, ScreenShotError) as err:
+            raise translate_error(err, what) from err
+        except OSError as err:
+            raise translate_error(err, what) from err
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the thread and wait, from a thread that is not the event loop."""
+        return self._executor.submit(_call, fn, args).result()
+
+    def shutdown(self) -> None:
+        """Stop the thread once what is queued has run."""
+        self._executor.shutdown(wait=True, cancel_futures=False)
+
+
+def _call(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    return fn(*args)
+
+
+class XConnection:
+    """A :class:`Display` with an atom cache and checked requests. Use it on one thread only.
+
+    Requests without a reply report their errors asynchronously; the connection collects them
+    and :meth:`check` raises the first one after a round trip, so that a failed request fails
+    the action that sent it instead of printing to stderr.
+    """
+
+    def __init__(self, display: Display) -> None:
+        self.display = display
+        self.root = display.screen().root
+        self._atoms: dict[str, int] = {}
+        self._errors: list[Xlib.error.XError] = []
+        display.set_error_handler(self._on_error)
+
+    def _on_error(self, err: Xlib.error.XError, request: object) -> None:
+        self._errors.append(err)
+
+    def atom(self, name: str) -> int:
+        """The atom for ``name``, interned once."""
+        atom = self._atoms.get(name)
+        if atom is None:
+            atom = int(self.display.intern_atom(name))
+            self._atoms[name] = atom
+        return atom
+
+    def check(self) -> None:
+        """Round-trip and raise the first error of the requests sent since the last check."""
+        self.display.sync()
+        if self._errors:
+            first = self._errors[0]
+            self._errors.clear()
+            raise first
+
+    def discard_errors(self) -> None:
+        """Round-trip and forget errors of requests whose failure does not matter."""
+        self.display.sync()
+        self._errors.clear()
+
+    def root_size(self) -> tuple[int, int]:
+        """Width and height of the root window, the virtual desktop."""
+        geometry = self.root.get_geometry()
+        return int(geometry.width), int(geometry.height)
+
+    def close(self) -> None:
+        """Close the connection; errors on the way out do not matter."""
+        with contextlib.suppress(Xlib.error.ConnectionClosedError, OSError):  # already gone
+            self.display.close()

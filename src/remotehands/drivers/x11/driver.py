@@ -1,0 +1,347 @@
+"""The x11 driver: glue between the driver contract and the X modules of this package.
+
+One :class:`~remotehands.drivers.x11.display.XThread` owns the driver's X connection and the
+mss capture connection; every Xlib call goes there. The clipboard has a connection and a thread
+of its own, because it must answer other clients at any time. Programs start and are found
+without X at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from remotehands.drivers.base import Button, Driver, FrameArray
+from remotehands.drivers.x11 import apps
+from remotehands.drivers.x11.clipboard import ClipboardService
+from remotehands.drivers.x11.display import (
+    DEFAULT_TIMEOUT_S,
+    XConnection,
+    XThread,
+    display_name,
+    open_display,
+)
+from remotehands.drivers.x11.input import Input
+from remotehands.drivers.x11.screen import ScreenGrabber
+from remotehands.drivers.x11.windows import WindowSystem
+from remotehands.errors import DeviceError, DeviceTimeoutError, RemoteHandsError, ValidationError
+from remotehands.protocol.keys import Key, parse_key
+from remotehands.protocol.models import Bounds, ScreenInfo, WindowInfo
+
+__all__ = ["X11Driver"]
+
+T = TypeVar("T")
+
+_TYPE_CHUNK = 256  # characters typed per call on the X thread, so other actions can interleave
+RESTORE_IDLE_S = 1.0
+"""Borrowed keycodes go back to the keymap once typing has been idle this long: clients look
+keysyms up when they process a key event, which may be well after we sent it."""
+_WINDOW_SETTLE_S = 1.0  # how long focus and move wait for the window manager to act
+_POLL_S = 0.02
+
+
+class X11Driver(Driver):
+    """Screen, keyboard, pointer, clipboard, windows and apps of an X display, in-process.
+
+    ``display`` is the display to drive (``":0"``); None means ``$DISPLAY``. ``timeout_s``
+    bounds every call to the X server, ``clipboard_timeout_s`` how long a clipboard read waits
+    for the owner's answer.
+    """
+
+    kind = "x11"
+    capabilities = frozenset({"screen", "keyboard", "pointer", "clipboard", "windows", "apps"})
+
+    def __init__(
+        self,
+        display: str | None = None,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        clipboard_timeout_s: float = 2.0,
+    ) -> None:
+        self._requested = display
+        self.display: str | None = None
+        """The display in use, once started."""
+        self._timeout_s = timeout_s
+        self._clipboard_timeout_s = clipboard_timeout_s
+        self._thread: XThread | None = None
+        self._conn: XConnection | None = None
+        self._input: Input | None = None
+        self._screen: ScreenGrabber | None = None
+        self._windows: WindowSystem | None = None
+        self._clipboard: ClipboardService | None = None
+        self._apps: apps.AppLauncher | None = None
+        self._started = False
+        self._closed = False
+        self._keymap_dirty = asyncio.Event()
+        self._janitor: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect to the display; :class:`~remotehands.errors.ConfigError` when it is unset
+        or unreachable."""
+        if self._started:
+            return
+        if self._closed:
+            raise DeviceError("this x11 driver was closed: make a new one")
+        name = display_name(self._requested)
+        thread = XThread(f"x11{name}", self._timeout_s)
+        clipboard = ClipboardService(name, timeout_s=self._clipboard_timeout_s)
+        try:
+            await thread.call(f"connect to {name}", self._open, name)
+            await asyncio.to_thread(clipboard.start)
+        except BaseException:
+            await asyncio.to_thread(thread.run, self._close_x)
+            await asyncio.to_thread(thread.shutdown)
+            raise
+        self._thread = thread
+        self._clipboard = clipboard
+        self.display = name
+        env = {key: value for key, value in os.environ.items() if key != "WAYLAND_DISPLAY"}
+        env["DISPLAY"] = name
+        self._apps = apps.AppLauncher(env)
+        self._janitor = asyncio.create_task(
+            self._restore_keymap_when_idle(), name=f"x11 keymap restorer {name}"
+        )
+        self._started = True
+
+    def _open(self, name: str) -> None:
+        conn = XConnection(open_display(name))
+        self._conn = conn
+        self._input = Input(conn)
+        self._screen = ScreenGrabber(name)
+        self._windows = WindowSystem(conn)
+
+    def _close_x(self) -> None:
+        if self._screen is not None:
+            self._screen.close()
+        if self._conn is not None:
+            self._conn.close()
+        self._screen = self._conn = self._input = self._windows = None
+
+    async def close(self) -> None:
+        """Release held keys and buttons, stop the clipboard, close the connections."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._janitor is not None:
+            self._janitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._janitor
+            self._janitor = None
+        thread, self._thread = self._thread, None
+        clipboard, self._clipboard = self._clipboard, None
+        if thread is not None:
+            if self._input is not None:
+                # A failure means the server is gone, and nothing is held on it any more.
+                with contextlib.suppress(RemoteHandsError):
+                    await thread.call("release held input", self._input.release_all)
+            await asyncio.to_thread(thread.run, self._close_x)
+            await asyncio.to_thread(thread.shutdown)
+        if clipboard is not None:
+            await asyncio.to_thread(clipboard.close)
+
+    async def _restore_keymap_when_idle(self) -> None:
+        # Owned by the driver: started in start(), cancelled and awaited in close().
+        while True:
+            await self._keymap_dirty.wait()
+            self._keymap_dirty.clear()
+            await asyncio.sleep(RESTORE_IDLE_S)
+            try:
+                done = await self._x(
+                    "restore the keymap", self._inp().restore_keymap, RESTORE_IDLE_S
+                )
+            except RemoteHandsError:
+                done = False  # the next action reports the problem; try again after it
+            if not done:
+                self._keymap_dirty.set()
+
+    async def _x(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the X thread."""
+        if self._thread is None:
+            raise DeviceError(
+                f"{what}: the x11 driver is {'closed' if self._closed else 'not started'}"
+            )
+        return await self._thread.call(what, fn, *args)
+
+    def _inp(self) -> Input:
+        if self._input is None:
+            raise DeviceError(self._not_ready())
+        return self._input
+
+    def _scr(self) -> ScreenGrabber:
+        if self._screen is None:
+            raise DeviceError(self._not_ready())
+        return self._screen
+
+    def _win(self) -> WindowSystem:
+        if self._windows is None:
+            raise DeviceError(self._not_ready())
+        return self._windows
+
+    def _not_ready(self) -> str:
+        return f"the x11 driver is {'closed' if self._closed else 'not started'}"
+
+    # -- screen --------------------------------------------------------------------------
+
+    async def screens(self) -> list[ScreenInfo]:
+        """Every screen (RandR monitor), id 0 first."""
+        return await self._x("list screens", self._scr().screens)
+
+    async def grab(self, screen_id: int = 0, region: Bounds | None = None) -> FrameArray:
+        """A BGRX frame of a screen or a region of it; a view reused by the next grab."""
+        return await self._x("capture the screen", self._scr().grab, screen_id, region)
+
+    async def cursor_position(self) -> tuple[int, int]:
+        """Where the pointer is, in virtual-desktop pixels."""
+        return await self._x("read the pointer position", self._inp().position)
+
+    # -- pointer -------------------------------------------------------------------------
+
+    async def move(self, x: int, y: int) -> None:
+        """Move the pointer to ``(x, y)``."""
+        await self._x("move the pointer", self._inp().move, x, y)
+
+    async def button(self, button: Button, down: bool) -> None:
+        """Press or release a button where the pointer is."""
+        await self._x("press a button", self._inp().button, button, down)
+
+    async def click(self, button: Button = "left", count: int = 1) -> None:
+        """Click ``count`` times where the pointer is."""
+        await self._x("click", self._inp().click, button, count)
+
+    async def scroll(self, delta_x: int, delta_y: int) -> None:
+        """Scroll where the pointer is; positive ``delta_y`` scrolls down."""
+        await self._x("scroll", self._inp().scroll, delta_x, delta_y)
+
+    # -- keyboard ------------------------------------------------------------------------
+
+    async def key(self, key: Key, down: bool) -> None:
+        """Press or release one key; a pressed key stays held until released."""
+        parsed = parse_key(key)
+        try:
+            await self._x(f"press the key {parsed}", self._inp().key, parsed, down)
+        finally:
+            self._keymap_dirty.set()
+
+    async def type_text(self, text: str, delay_s: float = 0.0) -> None:
+        """Type ``text`` verbatim, any Unicode, waiting ``delay_s`` between characters."""
+        if not isinstance(text, str):
+            raise ValidationError("text to type must be a string")
+        if not 0.0 <= delay_s <= 10.0:
+            raise ValidationError(f"delay_s {delay_s} is out of range: use 0 to 10 seconds")
+        text = text.replace("\r\n", "\n")
+        pieces = (
+            [text[i : i + _TYPE_CHUNK] for i in range(0, len(text), _TYPE_CHUNK)]
+            if delay_s == 0.0
+            else list(text)
+        )
+        try:
+            for index, piece in enumerate(pieces):
+                if index and delay_s:
+                    await asyncio.sleep(delay_s)
+                await self._x("type text", self._inp().type_text, piece)
+        finally:
+            self._keymap_dirty.set()
+
+    async def release_all(self) -> None:
+        """Release every key and button this driver holds down."""
+        await self._x("release held input", self._inp().release_all)
+
+    # -- clipboard -----------------------------------------------------------------------
+
+    def _clip(self) -> ClipboardService:
+        if self._clipboard is None:
+            raise DeviceError(self._not_ready())
+        return self._clipboard
+
+    async def get_text(self) -> str:
+        """The clipboard's text; ``""`` when it is empty or holds no text."""
+        return await self._await_clipboard("read the clipboard", self._clip().get_text())
+
+    async def set_text(self, text: str) -> None:
+        """Own the clipboard with ``text``."""
+        if not isinstance(text, str):
+            raise ValidationError("clipboard text must be a string")
+        await self._await_clipboard("set the clipboard", self._clip().set_text(text))
+
+    async def _await_clipboard(self, what: str, future: concurrent.futures.Future[T]) -> T:
+        limit = self._clipboard_timeout_s + self._timeout_s
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), limit)
+        except TimeoutError as err:
+            raise DeviceTimeoutError(f"{what}: no answer within {limit:g} s") from err
+
+    # -- windows -------------------------------------------------------------------------
+
+    async def list_windows(self) -> list[WindowInfo]:
+        """Every managed top-level window, bottom of the stack first."""
+        return await self._x("list windows", self._win().list_windows)
+
+    async def focus_window(self, window_id: int) -> None:
+        """Raise and focus a window; NotFoundError if it is not a top-level window."""
+        await self._x("focus a window", self._win().request_focus, window_id)
+        if await self._wait_active(window_id):
+            return
+        # The window manager did not act (or there is none): focus it ourselves.
+        await self._x("focus a window", self._win().force_focus, window_id)
+
+    async def _wait_active(self, window_id: int) -> bool:
+        deadline = time.monotonic() + _WINDOW_SETTLE_S
+        while True:
+            active = await self._x("read the active window", self._win().active_id)
+            if active == window_id:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(_POLL_S)
+
+    async def move_window(self, window_id: int, bounds: Bounds) -> Bounds:
+        """Move and resize a window (outer bounds, frame included); answers what it got."""
+        before = await self._x("read window bounds", self._win().bounds, window_id)
+        if before == bounds:
+            return before
+        await self._x("move a window", self._win().request_move, window_id, bounds)
+        # The window manager applies the request when it gets to it, and may adjust it
+        # (size increments, minimum sizes): wait for the target, or for a change that holds.
+        deadline = time.monotonic() + _WINDOW_SETTLE_S
+        last, steady = before, 0
+        while True:
+            current = await self._x("read window bounds", self._win().bounds, window_id)
+            if current == bounds:
+                return current
+            steady = steady + 1 if current == last and current != before else 0
+            if steady >= 3 or time.monotonic() >= deadline:
+                return current
+            last = current
+            await asyncio.sleep(_POLL_S)
+
+    async def close_window(self, window_id: int) -> None:
+        """Ask a window to close, as its close button would."""
+        await self._x("close a window", self._win().request_close, window_id)
+
+    # -- apps ----------------------------------------------------------------------------
+
+    async def open_app(self, path: str, args: Sequence[str]) -> int:
+        """Start a program detached from the agent, on this display; answers its pid."""
+        if self._apps is None:
+            raise DeviceError("open an app: the x11 driver is not started")
+        launcher = self._apps
+        return await self._in_thread(f"open {path}", launcher.open, path, list(args))
+
+    async def running(self, name: str) -> list[int]:
+        """Pids of processes whose executable name is ``name``."""
+        return await self._in_thread("list running programs", apps.running, name)
+
+    async def _in_thread(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        # Process work needs no X: a worker thread of the loop's pool, not the X thread.
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await asyncio.to_thread(fn, *args)
+        except TimeoutError as err:
+            raise DeviceTimeoutError(f"{what}: no result within {self._timeout_s:g} s") from err

@@ -1,0 +1,275 @@
+"""``POST /v1/bulk``: one action on a selection of devices, with bounded concurrency.
+
+Request::
+
+    {"action": "screenshot", "params": {"scale": 0.5},
+     "selector": {"ids": [...], "tags": ["prod"], "status": "online"},
+     "concurrency": 64}
+
+The selector's parts all apply (``tags``: devices carrying every one of them); a token limited to
+tags only ever selects devices it may see. Answer::
+
+    {"results": [{"device_id", "name", "ok", "result" | "error": {"error", "details"},
+                  "duration_ms"}, ...],
+     "total_duration_ms": 123.4}
+
+in the selection's order (by name); ids that name no visible device come back as ``not_found``
+results. A selector without criteria, or one that matches no device, is refused (422).
+
+With ``?stream=true`` the answer is NDJSON instead: one result line per device as soon as it
+finishes, then a last line ``{"total_duration_ms": ..., "devices": N}``.
+
+Authentication, roles, parameter validation, capability checks, auditing and metrics are those
+of single device actions (:mod:`remotehands.server.http.device_actions`), per device; the audit
+entries are written once the results are out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from starlette.background import BackgroundTask
+
+from remotehands.errors import NotFoundError, RemoteHandsError, ValidationError
+from remotehands.protocol.actions import ACTIONS_BY_NAME, ActionSpec, Params
+from remotehands.protocol.encoding import jsonable
+from remotehands.server.auth import Principal, can_act, can_see_device, require_role
+from remotehands.server.db.models import Device
+from remotehands.server.http.device_actions import (
+    DeviceTarget,
+    Outcome,
+    perform,
+    record,
+    validate_params,
+)
+from remotehands.server.http.metrics import ServerMetrics, metrics_for
+from remotehands.server.services import Services, get_services
+
+__all__ = ["MAX_CONCURRENCY", "BulkRequest", "Selector", "router"]
+
+logger = logging.getLogger(__name__)
+
+MAX_CONCURRENCY = 1024
+"""The most devices one bulk action may work on at the same time."""
+_DB_TIMEOUT_S = 30.0
+
+router = APIRouter()
+
+
+class Selector(BaseModel):
+    """Which devices: every given part must match."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str] | None = Field(None, max_length=10_000)
+    tags: list[str] | None = Field(None, max_length=64)
+    status: Literal["online", "offline"] | None = None
+
+
+class BulkRequest(BaseModel):
+    """The body of ``POST /v1/bulk``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    selector: Selector
+    concurrency: int | None = Field(None, ge=1, le=MAX_CONCURRENCY)
+
+
+def _entry(outcome: Outcome) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "device_id": outcome.device.id,
+        "name": outcome.device.name,
+        "ok": outcome.error is None,
+    }
+    if outcome.error is None:
+        entry["result"] = jsonable(outcome.result)
+    else:
+        entry["error"] = outcome.error.to_wire()
+    entry["duration_ms"] = outcome.duration_ms
+    return entry
+
+
+async def _select(
+    services: Services, principal: Principal, selector: Selector
+) -> list[DeviceTarget | Outcome]:
+    """The selected devices in order; ids that name no visible device as failed outcomes."""
+    statement = select(Device.id, Device.name, Device.tags, Device.capabilities)
+    if selector.ids is not None:
+        statement = statement.where(Device.id.in_(selector.ids))
+    if selector.status is not None:
+        statement = statement.where(Device.status == selector.status)
+    statement = statement.order_by(Device.name, Device.id)
+    async with asyncio.timeout(_DB_TIMEOUT_S), services.db.session() as session:
+        rows = (await session.execute(statement)).all()
+    wanted_tags = set(selector.tags or ())
+    selected: list[DeviceTarget | Outcome] = []
+    seen: set[str] = set()
+    for row in rows:
+        tags = [str(t) for t in row.tags or ()]
+        if not can_see_device(principal, tags) or not wanted_tags <= set(tags):
+            continue
+        seen.add(row.id)
+        selected.append(
+            DeviceTarget(row.id, row.name, tags, [str(c) for c in row.capabilities or ()])
+        )
+    if selector.ids is not None and selector.status is None and selector.tags is None:
+        for device_id in dict.fromkeys(selector.ids):
+            if device_id not in seen:
+                missing = DeviceTarget(device_id, "", [], [])
+                selected.append(Outcome(missing, error=NotFoundError(f"no device {device_id}")))
+    return selected
+
+
+async def _run_all(
+    services: Services,
+    metrics: ServerMetrics,
+    spec: ActionSpec,
+    params: Params,
+    wire_params: dict[str, Any],
+    selected: list[DeviceTarget | Outcome],
+    concurrency: int,
+    deliver: Callable[[int, Outcome], None],
+) -> None:
+    """Run the action on every selected device, ``concurrency`` at a time; ``deliver`` gets
+    each device's outcome (with its index in ``selected``) as soon as it is done."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(index: int, target: DeviceTarget | Outcome) -> None:
+        if isinstance(target, Outcome):
+            deliver(index, target)
+            return
+        async with gate:
+            try:
+                outcome = await perform(services, metrics, spec, params, wire_params, target)
+            except Exception as err:  # a bug must cost one device's result, not the others'
+                logger.exception("bulk %s on %s failed", spec.name, target.id)
+                outcome = Outcome(target, error=RemoteHandsError(f"server error: {err!r}"))
+        deliver(index, outcome)
+
+    async with asyncio.TaskGroup() as group:
+        for index, target in enumerate(selected):
+            group.create_task(one(index, target))
+
+
+async def _audit_all(
+    services: Services,
+    principal: Principal,
+    spec: ActionSpec,
+    wire_params: dict[str, Any],
+    outcomes: list[Outcome],
+) -> None:
+    """Audit every device the action went to, one entry after the other: concurrent writers
+    would only queue up on the database (SQLite has one writer)."""
+    for outcome in outcomes:
+        await record(
+            services,
+            principal,
+            spec.name,
+            outcome.device.id,
+            wire_params,
+            outcome.code,
+            outcome.duration_ms,
+            outcome.error.details if outcome.error is not None else None,
+        )
+
+
+@router.post("/v1/bulk")
+async def bulk_action(
+    body: BulkRequest,
+    request: Request,
+    principal: Annotated[Principal, require_role("viewer")],
+    stream: bool = False,
+) -> Response:
+    """Run one action on every selected device; see the module docstring."""
+    spec = ACTIONS_BY_NAME.get(body.action)
+    if spec is None:
+        raise ValidationError(
+            f"unknown action {body.action!r}; actions are named as in the agent link, such as "
+            "screenshot or mouse.click"
+        )
+    can_act(principal, spec.access)
+    selector = body.selector
+    if selector.ids is None and selector.tags is None and selector.status is None:
+        raise ValidationError(
+            'the selector is empty: select devices by "ids" (a list of device ids), "tags" '
+            '(devices carrying every one of them) and/or "status" ("online" or "offline")'
+        )
+    params, wire_params = validate_params(spec, body.params)
+    services = get_services(request)
+    metrics = metrics_for(request.app)
+    concurrency = body.concurrency or services.settings.bulk_concurrency
+    started = time.perf_counter()
+    selected = await _select(services, principal, selector)
+    if not selected:
+        raise ValidationError(
+            f"no device matches the selector {selector.model_dump(exclude_none=True)}: check the "
+            'ids, the tags (a device must carry every one) and the status ("online", "offline")'
+        )
+
+    def total_ms() -> float:
+        return round((time.perf_counter() - started) * 1000, 3)
+
+    # The audit is written after the results are out (it would double a bulk's time on SQLite),
+    # and covers every device the action reached, even when the client goes away mid-stream.
+    reached: list[Outcome] = []
+
+    async def audit() -> None:
+        await _audit_all(services, principal, spec, wire_params, reached)
+
+    if not stream:
+        results: list[dict[str, Any] | None] = [None] * len(selected)
+
+        def keep(index: int, outcome: Outcome) -> None:
+            results[index] = _entry(outcome)
+            if not isinstance(selected[index], Outcome):
+                reached.append(outcome)
+
+        await _run_all(services, metrics, spec, params, wire_params, selected, concurrency, keep)
+        return Response(
+            orjson.dumps({"results": results, "total_duration_ms": total_ms()}),
+            media_type="application/json",
+            background=BackgroundTask(audit),
+        )
+
+    async def lines() -> AsyncIterator[bytes]:
+        queue: asyncio.Queue[Outcome | None] = asyncio.Queue()
+
+        def put(index: int, outcome: Outcome) -> None:
+            if not isinstance(selected[index], Outcome):
+                reached.append(outcome)
+            queue.put_nowait(outcome)
+
+        async def produce() -> None:
+            try:
+                await _run_all(
+                    services, metrics, spec, params, wire_params, selected, concurrency, put
+                )
+            finally:
+                queue.put_nowait(None)
+
+        # The producer is owned here: awaited at the end, cancelled if the client goes away.
+        producer = asyncio.create_task(produce(), name="bulk-producer")
+        try:
+            while (outcome := await queue.get()) is not None:
+                yield orjson.dumps(_entry(outcome)) + b"\n"
+            await producer
+            yield orjson.dumps({"total_duration_ms": total_ms(), "devices": len(selected)}) + b"\n"
+        finally:
+            if not producer.done():
+                producer.cancel()
+                await asyncio.gather(producer, return_exceptions=True)
+            # Shielded: a client that left must not leave its actions unaudited.
+            await asyncio.shield(audit())
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")

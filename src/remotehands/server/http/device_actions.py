@@ -1,0 +1,356 @@
+"""Device actions through the server: ``/v1/devices/{device_id}/<native path>``.
+
+One generic route serves the whole action vocabulary: the rest of the path and the method name
+an action of :data:`~remotehands.protocol.actions.ACTIONS` (``POST .../mouse/click`` is
+``mouse.click``), its parameters come from the query string (``GET``) or the JSON body (the
+others; query parameters such as ``lock_timeout_ms`` are merged under the body), path parameters
+(``{name}``, ``{id}``) are merged in, and the answer is exactly the agent's native answer: same
+status, same shape, images as base64.
+
+Before anything reaches the agent, in this order: authentication (any role), the route (404),
+the role and token scope for the action's access (403), the parameters (422 naming the fields),
+the device and the token's tag limits (404), the device's capabilities (501 ``unsupported``),
+the link (503 ``device_offline``, at once). Every call that named an action is audited and
+counted in the metrics. :func:`perform` is shared with bulk actions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import types
+import typing
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+import orjson
+import pydantic
+from fastapi import APIRouter, Request, Response
+from sqlalchemy import select
+from starlette.background import BackgroundTask
+from starlette.datastructures import QueryParams
+
+from remotehands.errors import (
+    DeviceOfflineError,
+    NotFoundError,
+    RemoteHandsError,
+    UnsupportedError,
+    ValidationError,
+)
+from remotehands.protocol.actions import ACTIONS_BY_NAME, ActionSpec, Params, match_route
+from remotehands.protocol.encoding import jsonable
+from remotehands.server.auth import Principal, can_act, can_see_device, require_role
+from remotehands.server.db.models import Device
+from remotehands.server.http.errors import describe_validation_errors
+from remotehands.server.http.metrics import ServerMetrics, metrics_for
+from remotehands.server.services import Services, get_services
+
+__all__ = [
+    "AUDIT_MAX_STRING",
+    "DeviceTarget",
+    "Outcome",
+    "action_timeout_s",
+    "audit_params",
+    "load_device",
+    "perform",
+    "record",
+    "router",
+    "validate_params",
+]
+
+AUDIT_MAX_STRING = 128
+"""Longer strings (typed text, clipboard contents) are audited as their length only."""
+
+_DB_TIMEOUT_S = 10.0
+# Parameters that say how long an action may legitimately take (the SDK's rule as well): the
+# request timeout grows by them.
+_WAIT_KEYS = frozenset(
+    {"timeout_ms", "lock_timeout_ms", "duration_ms", "settle_ms", "wait_dialog_gone_ms", "ms"}
+)
+_MAX_TIMEOUT_S = 3600.0
+
+router = APIRouter()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeviceTarget:
+    """What an action needs to know about its device."""
+
+    id: str
+    name: str
+    tags: list[str]
+    capabilities: list[str]
+
+
+@dataclasses.dataclass(slots=True)
+class Outcome:
+    """The result of one action on one device: ``result``, or ``error`` when it failed."""
+
+    device: DeviceTarget
+    result: Any = None
+    error: RemoteHandsError | None = None
+    duration_ms: float = 0.0
+
+    @property
+    def code(self) -> str:
+        """``ok`` or the error's wire code."""
+        return "ok" if self.error is None else self.error.code
+
+
+# -- parameters -------------------------------------------------------------------------------
+
+
+def _is_list(annotation: Any) -> bool:
+    if typing.get_origin(annotation) is list:
+        return True
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return any(_is_list(arg) for arg in typing.get_args(annotation))
+    return False
+
+
+_LIST_FIELDS: dict[type[Params], frozenset[str]] = {}
+
+
+def _list_fields(model: type[Params]) -> frozenset[str]:
+    fields = _LIST_FIELDS.get(model)
+    if fields is None:
+        fields = _LIST_FIELDS[model] = frozenset(
+            name for name, info in model.model_fields.items() if _is_list(info.annotation)
+        )
+    return fields
+
+
+def params_from_query(spec: ActionSpec, query: QueryParams) -> dict[str, Any]:
+    """Query parameters as a dict: repeated keys give lists for list fields (such as
+    ``upload_header``), the last value otherwise."""
+    lists = _list_fields(spec.params)
+    return {key: query.getlist(key) if key in lists else query[key] for key in query}
+
+
+async def _read_params(
+    request: Request, spec: ActionSpec, path_params: Mapping[str, str]
+) -> dict[str, Any]:
+    raw = params_from_query(spec, request.query_params)
+    if request.method != "GET":
+        body = await request.body()
+        if body.strip():
+            try:
+                data = orjson.loads(body)
+            except orjson.JSONDecodeError as err:
+                raise ValidationError(f"the request body is not valid JSON: {err}") from err
+            if not isinstance(data, dict):
+                raise ValidationError(
+                    f"the request body must be a JSON object with the parameters of "
+                    f"{spec.name}, not {type(data).__name__}"
+                )
+            raw.update(data)
+    raw.update(path_params)
+    return raw
+
+
+def validate_params(spec: ActionSpec, raw: Mapping[str, Any]) -> tuple[Params, dict[str, Any]]:
+    """The parameters checked against the action's model, and their wire form (what the
+    caller set, validated, JSON-ready). Raises :class:`ValidationError` naming the fields."""
+    try:
+        params = spec.params.model_validate(raw)
+    except pydantic.ValidationError as err:
+        raise ValidationError(
+            f"invalid parameters for {spec.name}: {describe_validation_errors(err.errors())}"
+        ) from err
+    return params, params.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+def action_timeout_s(wire_params: Mapping[str, Any], base_s: float) -> float:
+    """How long the server waits for the device: ``base_s`` plus every wait the parameters
+    ask for (a ``timeout_ms`` of a wait for a stable screen, a sequence's sleeps...)."""
+    return min(_MAX_TIMEOUT_S, base_s + _wait_seconds(wire_params))
+
+
+def _wait_seconds(value: Any) -> float:
+    total = 0.0
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if key in _WAIT_KEYS and isinstance(item, int | float) and not isinstance(item, bool):
+                total += float(item) / 1000.0
+            else:
+                total += _wait_seconds(item)
+    elif isinstance(value, list):
+        total += sum(_wait_seconds(item) for item in value)
+    return total
+
+
+def audit_params(value: Any) -> Any:
+    """Parameters as the audit log keeps them: strings over :data:`AUDIT_MAX_STRING`
+    characters become ``<N chars>`` (secret keys are dropped by the audit log itself)."""
+    if isinstance(value, str):
+        return value if len(value) <= AUDIT_MAX_STRING else f"<{len(value)} chars>"
+    if isinstance(value, Mapping):
+        return {str(k): audit_params(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [audit_params(v) for v in value]
+    return value
+
+
+def _needed_capabilities(spec: ActionSpec, params: Params) -> list[tuple[str, str]]:
+    """``(capability, what needs it)`` for the action, and for each step of a sequence."""
+    needed = [(spec.capability, spec.name)] if spec.capability is not None else []
+    for index, step in enumerate(getattr(params, "steps", None) or ()):
+        step_spec = ACTIONS_BY_NAME.get(getattr(step, "type", ""))
+        if step_spec is not None and step_spec.capability is not None:
+            label = f"step {getattr(step, 'name', None) or index} ({step_spec.name})"
+            needed.append((step_spec.capability, label))
+    return needed
+
+
+def check_capabilities(spec: ActionSpec, params: Params, device: DeviceTarget) -> None:
+    """Raise :class:`UnsupportedError` when the device lacks a capability the action needs.
+
+    A device that never said hello has no known capabilities: it is let through (to be
+    refused as offline, or by its agent)."""
+    if not device.capabilities:
+        return
+    for capability, what in _needed_capabilities(spec, params):
+        if capability not in device.capabilities:
+            raise UnsupportedError(
+                f"{what} needs the {capability} capability, which device {device.id} does not "
+                f"have (it has: {', '.join(device.capabilities)})"
+            )
+
+
+# -- devices ----------------------------------------------------------------------------------
+
+
+async def load_device(services: Services, principal: Principal, device_id: str) -> DeviceTarget:
+    """The device, if it exists and the principal may see it; :class:`NotFoundError` if not
+    (a device outside a token's tags is not revealed)."""
+    async with asyncio.timeout(_DB_TIMEOUT_S), services.db.session() as session:
+        row = (
+            await session.execute(
+                select(Device.id, Device.name, Device.tags, Device.capabilities).where(
+                    Device.id == device_id
+                )
+            )
+        ).first()
+    if row is None or not can_see_device(principal, row.tags):
+        raise NotFoundError(f"no device {device_id}")
+    return DeviceTarget(
+        row.id, row.name, [str(t) for t in row.tags or ()], [str(c) for c in row.capabilities or ()]
+    )
+
+
+async def perform(
+    services: Services,
+    metrics: ServerMetrics,
+    spec: ActionSpec,
+    params: Params,
+    wire_params: dict[str, Any],
+    device: DeviceTarget,
+) -> Outcome:
+    """Run one validated action on one visible device; never raises a RemoteHandsError (the
+    outcome carries it). Counted in ``metrics``; the caller audits with :func:`record`."""
+    start = time.perf_counter()
+    outcome = Outcome(device)
+    try:
+        check_capabilities(spec, params, device)
+        router = services.hub.router
+        if not router.is_online(device.id):
+            raise DeviceOfflineError(
+                f"device {device.id} ({device.name}) is offline: its agent is not connected"
+            )
+        timeout_s = action_timeout_s(wire_params, services.settings.request_timeout_s)
+        outcome.result = await router.request(device.id, spec.name, wire_params, timeout_s)
+    except RemoteHandsError as err:
+        outcome.error = err
+    elapsed = time.perf_counter() - start
+    outcome.duration_ms = round(elapsed * 1000, 3)
+    metrics.observe(spec.name, outcome.code, elapsed)
+    return outcome
+
+
+async def record(
+    services: Services,
+    principal: Principal,
+    action: str,
+    device_id: str | None,
+    params: Mapping[str, Any] | None,
+    result: str,
+    duration_ms: float,
+    details: str | None = None,
+) -> None:
+    """Audit one device action (never raises)."""
+    await services.audit.record(
+        actor=principal.actor,
+        actor_kind=principal.kind,
+        action=action,
+        device_id=device_id,
+        params=audit_params(dict(params)) if params is not None else None,
+        result=result,
+        duration_ms=duration_ms,
+        details=details,
+    )
+
+
+# -- the route ----------------------------------------------------------------------------------
+
+
+@router.api_route(
+    "/v1/devices/{device_id}/{path:path}",
+    methods=["GET", "POST", "PUT", "DELETE"],
+    include_in_schema=False,
+)
+async def device_action(
+    device_id: str,
+    path: str,
+    request: Request,
+    principal: Annotated[Principal, require_role("viewer")],
+) -> Response:
+    """Run the action served at this native path on the device; answer as the agent would."""
+    found = match_route(request.method, "/" + path)
+    if found is None:
+        raise NotFoundError(
+            f"no device action at {request.method} /{path}: device actions use the agent's "
+            f"native paths, such as GET /v1/devices/{device_id}/screenshot"
+        )
+    spec, path_params = found
+    services = get_services(request)
+    metrics = metrics_for(request.app)
+    start = time.perf_counter()
+    raw: dict[str, Any] | None = None
+    try:
+        can_act(principal, spec.access)
+        raw = await _read_params(request, spec, path_params)
+        params, wire_params = validate_params(spec, raw)
+        device = await load_device(services, principal, device_id)
+    except RemoteHandsError as err:
+        elapsed = time.perf_counter() - start
+        metrics.observe(spec.name, err.code, elapsed)
+        await record(
+            services, principal, spec.name, device_id, raw, err.code, elapsed * 1000, err.details
+        )
+        raise
+    outcome = await perform(services, metrics, spec, params, wire_params, device)
+    if outcome.error is not None:
+        await record(
+            services,
+            principal,
+            spec.name,
+            device.id,
+            wire_params,
+            outcome.code,
+            outcome.duration_ms,
+            outcome.error.details,
+        )
+        raise outcome.error
+    # A success is audited once the answer is on its way: the caller does not wait for it.
+    audit = BackgroundTask(
+        record, services, principal, spec.name, device.id, wire_params, "ok", outcome.duration_ms
+    )
+    if spec.status == 204:
+        return Response(status_code=204, background=audit)
+    return Response(
+        orjson.dumps(jsonable(outcome.result)),
+        status_code=spec.status,
+        media_type="application/json",
+        background=audit,
+    )

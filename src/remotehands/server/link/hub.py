@@ -1,0 +1,586 @@
+"""The live agent links of this server process, and their bookkeeping.
+
+One :class:`AgentLink` per connected device: it sends requests and matches the replies to their
+waiting callers by id, takes heartbeats, and notices a silent agent. The :class:`LinkHub` holds
+the links by device id and keeps the database and the event bus in step with them:
+
+- a device whose agent said hello is marked ``online`` (with what the hello says) before the
+  agent is welcomed, and ``device.online`` is published;
+- heartbeats update ``health`` and ``last_seen``; they are written in batches (one transaction
+  for every heartbeat that arrived since the last write), and ``device.health`` is published;
+- a link that carried no frame for ``offline_after_missed * heartbeat_interval_s`` is closed and
+  its device marked ``offline`` (``device.offline``); a sweeper does the same for devices left
+  ``online`` in the database that no live link refreshes (a crashed process, a lost replica);
+- when the same device connects again, the old link is fenced: closed with
+  :data:`~remotehands.protocol.link.CLOSE_FENCED`, its waiting requests failed;
+- garbage from an agent closes that link with
+  :data:`~remotehands.protocol.link.CLOSE_PROTOCOL_ERROR`; nothing an agent sends can hurt the
+  server or the other links;
+- on shutdown every device held here goes offline.
+
+Events of a link carry its device's ``tags`` (kept current from ``device.updated``), so that the
+events stream can filter them for tag-limited tokens without a lookup.
+
+The WebSocket endpoint (:mod:`remotehands.server.link.ws`) authenticates the agent, reads its
+hello and hands the connection to :meth:`LinkHub.serve`; requests reach links through
+:attr:`LinkHub.router`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol, Self, cast
+
+import pydantic
+from sqlalchemy import CursorResult, Table, bindparam, select, update
+
+from remotehands.errors import (
+    AuthError,
+    DeviceOfflineError,
+    DeviceTimeoutError,
+    RemoteHandsError,
+    ValidationError,
+    error_from_wire,
+)
+from remotehands.protocol.link import (
+    CLOSE_CREDENTIAL_REFUSED,
+    CLOSE_FENCED,
+    CLOSE_PROTOCOL_ERROR,
+    Heartbeat,
+    Hello,
+    Reply,
+    decode,
+    encode,
+)
+from remotehands.server.db.models import Device
+from remotehands.server.router import DeviceRouter, InProcessRouter
+
+if TYPE_CHECKING:
+    from remotehands.server.services import Services
+
+__all__ = ["CLOSE_GOING_AWAY", "AgentLink", "LinkHub", "LinkIdentity", "LinkTransport"]
+
+logger = logging.getLogger(__name__)
+
+CLOSE_GOING_AWAY = 1001
+"""Close code for a link the server drops without blame: shutdown, or an agent gone silent."""
+
+SEND_TIMEOUT_S = 10.0
+"""The longest one frame may wait to be written to an agent's socket."""
+CLOSE_TIMEOUT_S = 2.0
+"""The longest closing a link may take before it is abandoned to the socket layer."""
+DB_TIMEOUT_S = 10.0
+"""The longest one bookkeeping write may take."""
+_MAX_REASON = 120  # a close reason must fit in a control frame (123 bytes)
+
+# One statement run for many rows (executemany); a Core UPDATE, so that a row deleted meanwhile
+# is skipped instead of failing the batch.
+_devices = cast(Table, Device.__table__)
+_HEARTBEAT_UPDATE = (
+    update(_devices)
+    .where(_devices.c.id == bindparam("b_id"))
+    .values(health=bindparam("b_health"), last_seen=bindparam("b_seen"))
+)
+_IN_CHUNK = 500  # ids per ``IN (...)``: well under every database's parameter limit
+
+
+class LinkTransport(Protocol):
+    """One WebSocket to an agent, as the hub sees it (the endpoint adapts Starlette's)."""
+
+    async def send(self, frame: str | bytes) -> None:
+        """Write one frame; raises :class:`~remotehands.errors.DeviceOfflineError` when the
+        connection is gone."""
+        ...
+
+    async def receive(self) -> str | bytes | None:
+        """The next frame, or ``None`` once the agent has gone."""
+        ...
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close the connection; never raises."""
+        ...
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LinkIdentity:
+    """Who an authenticated agent speaks for: what a link keeps of its device's row (the row
+    itself is not kept for the link's life)."""
+
+    device_id: str
+    name: str
+    tags: list[str]
+
+    @classmethod
+    def of(cls, device: Device) -> LinkIdentity:
+        """The identity of a device row."""
+        return cls(device.id, device.name, [str(t) for t in device.tags or ()])
+
+
+class AgentLink:
+    """The link to one device's agent: requests out, replies and heartbeats in."""
+
+    def __init__(
+        self,
+        hub: LinkHub,
+        identity: LinkIdentity,
+        hello: Hello,
+        transport: LinkTransport,
+    ) -> None:
+        self.device_id = identity.device_id
+        self.name = identity.name
+        self.tags = identity.tags
+        self.hello = hello
+        self.health: dict[str, Any] | None = (
+            hello.health.model_dump() if hello.health is not None else None
+        )
+        self.connected_at = _now()
+        self.last_frame_at = self.connected_at
+        self._hub = hub
+        self._transport = transport
+        self._pending: dict[str, asyncio.Future[Any]] = {}
+        self._ids = itertools.count(1)
+        self._send_lock = asyncio.Lock()
+        self._deadline: asyncio.Timeout | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self.closed = False
+        self.close_code: int | None = None
+        self.online_written = False
+        """Whether this link marked its device online (then it owes the offline mark)."""
+        self.superseded = False
+        """Whether something else took over the device's status (a newer link, a deletion,
+        the shutdown), so this link must not mark it offline when it ends."""
+
+    def __repr__(self) -> str:
+        return f"<AgentLink {self.device_id} {'closed' if self.closed else 'open'}>"
+
+    @property
+    def pending(self) -> int:
+        """How many requests wait for a reply."""
+        return len(self._pending)
+
+    async def request(self, action: str, params: dict[str, Any], timeout_s: float) -> Any:
+        """Send ``action`` to the agent and wait for its reply; see
+        :meth:`remotehands.server.router.DeviceRouter.request`."""
+        if self.closed:
+            raise DeviceOfflineError(f"device {self.device_id} is offline: its link just closed")
+        request_id = str(next(self._ids))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        frame = encode(
+            {
+                "type": "request",
+                "id": request_id,
+                "action": action,
+                "params": params,
+                "timeout_ms": max(1, round(timeout_s * 1000)),
+            }
+        )
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.send(frame)
+                return await future
+        except TimeoutError as err:
+            raise DeviceTimeoutError(
+                f"device {self.device_id} did not answer {action} within {timeout_s:g} s"
+            ) from err
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def send(self, frame: str | bytes) -> None:
+        """Write one frame to the agent, one writer at a time, within :data:`SEND_TIMEOUT_S`."""
+        try:
+            async with self._send_lock, asyncio.timeout(SEND_TIMEOUT_S):
+                await self._transport.send(frame)
+        except TimeoutError:
+            # An agent that does not read its socket is as good as gone.
+            await self.close(CLOSE_GOING_AWAY, "the agent stopped reading its link")
+            raise DeviceOfflineError(
+                f"device {self.device_id} is offline: its agent stopped reading the link"
+            ) from None
+
+    async def run(self, idle_timeout_s: float) -> None:
+        """Read frames until the agent goes, stays silent for ``idle_timeout_s``, sends garbage,
+        or :meth:`close` is called (from another task)."""
+        loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        try:
+            async with asyncio.timeout(idle_timeout_s) as deadline:
+                self._deadline = deadline
+                while not self.closed:
+                    frame = await self._transport.receive()
+                    if frame is None:
+                        return
+                    deadline.reschedule(loop.time() + idle_timeout_s)
+                    self.last_frame_at = _now()
+                    self._handle(decode(frame))
+        except TimeoutError:
+            if self.closed:  # close() interrupted the read: nothing more to do
+                return
+            logger.warning(
+                "agent link %s: no frame for %.1f s, marking the device offline",
+                self.device_id,
+                idle_timeout_s,
+            )
+            await self.close(CLOSE_GOING_AWAY, f"no heartbeat for {idle_timeout_s:g} s")
+        except (ValidationError, pydantic.ValidationError) as err:
+            logger.warning("agent link %s: protocol error, closing: %s", self.device_id, err)
+            reason = err.details if isinstance(err, ValidationError) else "invalid message"
+            await self.close(CLOSE_PROTOCOL_ERROR, reason)
+        finally:
+            self._deadline = None
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "reply":
+            self._on_reply(Reply.model_validate(message))
+        elif kind == "heartbeat":
+            heartbeat = Heartbeat.model_validate(message)
+            self.health = heartbeat.health.model_dump()
+            self._hub._on_heartbeat(self)
+        else:
+            raise ValidationError(f"unexpected link message type {kind!r} from an agent")
+
+    def _on_reply(self, reply: Reply) -> None:
+        future = self._pending.pop(reply.id, None)
+        if future is None:
+            # Usually a reply that came after its request timed out: harmless.
+            logger.info("agent link %s: reply to unknown request %s", self.device_id, reply.id)
+            return
+        if future.done():
+            return
+        if reply.error is not None:
+            future.set_exception(
+                error_from_wire(
+                    reply.error.get("error", "device_error"),
+                    reply.error.get("details", "the agent reported an error without details"),
+                )
+            )
+        else:
+            future.set_result(reply.result)
+
+    def fail_pending(self, error: RemoteHandsError) -> None:
+        """Fail every request still waiting for a reply."""
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(error)
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close the link at once: fail waiting requests, send the close frame, stop reading."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_code = code
+        self.fail_pending(
+            DeviceOfflineError(f"device {self.device_id} went offline: link closed ({reason})")
+        )
+        # Interrupt a read in progress in the link's own task (never our own: a timeout that
+        # fires in a task leaving its block would cancel that task's next await).
+        if (
+            self._deadline is not None
+            and self._task is not None
+            and self._task is not asyncio.current_task()
+            and not self._deadline.expired()
+        ):
+            self._deadline.reschedule(asyncio.get_running_loop().time())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self._transport.close(code, reason[:_MAX_REASON])
+
+
+class LinkHub:
+    """The agent links of this process by device id; an async context manager.
+
+    Entering starts the background work (batched heartbeat writes, the stale-device sweeper);
+    leaving closes every link and marks those devices offline.
+    """
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        settings = services.settings
+        self.heartbeat_interval_s: float = settings.heartbeat_interval_s
+        self.offline_after_s: float = settings.offline_after_missed * settings.heartbeat_interval_s
+        """A device whose agent sent nothing for this long is offline."""
+        self.router: DeviceRouter = InProcessRouter(self)
+        """The way device requests go; a multi-replica router replaces this one."""
+        self._links: dict[str, AgentLink] = {}
+        self._status_locks: dict[str, asyncio.Lock] = {}
+        self._dirty: dict[str, AgentLink] = {}
+        self._dirty_event = asyncio.Event()
+        self._tasks: asyncio.TaskGroup | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        self._loops = [
+            self._tasks.create_task(self._write_heartbeats(), name="link-heartbeat-writer"),
+            self._tasks.create_task(self._sweep_stale(), name="link-stale-sweeper"),
+            self._tasks.create_task(self._follow_tag_changes(), name="link-tag-follower"),
+        ]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._closing = True
+        links = list(self._links.values())
+        self._links.clear()
+        for link in links:
+            link.superseded = True
+        async with asyncio.TaskGroup() as group:
+            for link in links:
+                group.create_task(link.close(CLOSE_GOING_AWAY, "server shutting down"))
+        await self._mark_offline([link for link in links if link.online_written], "shutdown")
+        for task in self._loops:
+            task.cancel()
+        if self._tasks is not None:
+            await self._tasks.__aexit__(exc_type, exc, tb)
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def get(self, device_id: str) -> AgentLink | None:
+        """The live link of ``device_id``, if this process holds one."""
+        link = self._links.get(device_id)
+        return link if link is not None and not link.closed else None
+
+    @property
+    def links(self) -> int:
+        """How many agent links this process holds."""
+        return len(self._links)
+
+    def device_ids(self) -> list[str]:
+        """The devices whose links this process holds."""
+        return list(self._links)
+
+    # -- one link's life ---------------------------------------------------------------------
+
+    async def serve(self, identity: LinkIdentity, hello: Hello, transport: LinkTransport) -> None:
+        """Run the link of an authenticated agent that said hello, until it ends.
+
+        Fences an older link of the same device, marks the device online, welcomes the agent,
+        then reads its frames; when the link ends, the device goes offline (unless a newer link
+        or a deletion took it over). A device deleted in the meantime is refused with
+        :data:`~remotehands.protocol.link.CLOSE_CREDENTIAL_REFUSED`.
+        """
+        if self._closing:
+            await transport.close(CLOSE_GOING_AWAY, "server shutting down")
+            return
+        link = AgentLink(self, identity, hello, transport)
+        try:
+            try:
+                await self._attach(link)
+            except AuthError:
+                await link.close(CLOSE_CREDENTIAL_REFUSED, "device credential refused")
+                return
+            except DeviceOfflineError:  # the agent left before its welcome
+                return
+            await link.run(self.offline_after_s)
+        finally:
+            await self._detach(link)
+
+    def _status_lock(self, device_id: str) -> asyncio.Lock:
+        lock = self._status_locks.get(device_id)
+        if lock is None:
+            lock = self._status_locks[device_id] = asyncio.Lock()
+        return lock
+
+    async def _attach(self, link: AgentLink) -> None:
+        device_id = link.device_id
+        async with self._status_lock(device_id):
+            old = self._links.pop(device_id, None)
+            if old is not None:
+                old.superseded = True
+                logger.info("agent link %s: a new connection fences the old one", device_id)
+                await old.close(CLOSE_FENCED, "replaced by a newer connection of this device")
+            if not await self._mark_online(link):
+                raise AuthError(f"device {device_id} no longer exists")
+            link.online_written = True
+            welcome = {
+                "type": "welcome",
+                "device_id": device_id,
+                "heartbeat_interval_s": self.heartbeat_interval_s,
+            }
+            await link.send(encode(welcome))
+            self._links[device_id] = link
+        self._publish(
+            link,
+            "device.online",
+            name=link.name,
+            agent_version=link.hello.agent_version,
+            driver=link.hello.driver,
+            device_type=link.hello.device_type,
+            capabilities=link.hello.capabilities,
+        )
+
+    async def _detach(self, link: AgentLink) -> None:
+        await link.close(CLOSE_GOING_AWAY, "link ended")
+        async with self._status_lock(link.device_id):
+            if self._links.get(link.device_id) is link:
+                del self._links[link.device_id]
+            self._dirty.pop(link.device_id, None)
+            if link.online_written and not link.superseded:
+                link.superseded = True
+                await self._mark_offline([link], "link closed")
+
+    async def disconnect(
+        self, device_id: str, code: int = CLOSE_GOING_AWAY, reason: str = "disconnected"
+    ) -> bool:
+        """Close the device's link at once, without marking it offline (the caller owns its
+        status: a deleted device has none). Returns whether a link was held."""
+        # Under the status lock, so that a link being attached right now is cut as well.
+        async with self._status_lock(device_id):
+            link = self._links.pop(device_id, None)
+            if link is None:
+                return False
+            link.superseded = True
+            await link.close(code, reason)
+            return True
+
+    # -- database and events -----------------------------------------------------------------
+
+    def _publish(self, link: AgentLink, kind: str, **fields: Any) -> None:
+        self._services.events.publish(
+            {"type": kind, "device_id": link.device_id, "tags": link.tags, **fields}
+        )
+
+    async def _mark_online(self, link: AgentLink) -> bool:
+        hello = link.hello
+        values: dict[str, Any] = {
+            "status": "online",
+            "agent_version": hello.agent_version,
+            "driver": hello.driver,
+            "device_type": hello.device_type,
+            "capabilities": list(hello.capabilities),
+            "screens": [screen.model_dump() for screen in hello.screens],
+            "hardware_id": hello.hardware_id,
+            "last_seen": link.connected_at,
+        }
+        if link.health is not None:
+            values["health"] = link.health
+        async with asyncio.timeout(DB_TIMEOUT_S), self._services.db.session() as session:
+            result = await session.execute(
+                update(Device).where(Device.id == link.device_id).values(**values)
+            )
+            await session.commit()
+        return bool(cast("CursorResult[Any]", result).rowcount)
+
+    async def _mark_offline(self, links: list[AgentLink], reason: str) -> None:
+        """Mark the devices of ``links`` offline and publish it; logs instead of raising."""
+        if not links:
+            return
+        by_id = {link.device_id: link for link in links}
+        try:
+            async with asyncio.timeout(DB_TIMEOUT_S), self._services.db.session() as session:
+                for chunk in _chunks(list(by_id), _IN_CHUNK):
+                    await session.execute(
+                        update(Device)
+                        .where(Device.id.in_(chunk), Device.status == "online")
+                        .values(status="offline", last_seen=_now())
+                    )
+                await session.commit()
+        except Exception:
+            logger.exception("could not mark %d device(s) offline", len(by_id))
+            return
+        for link in by_id.values():
+            self._publish(link, "device.offline", reason=reason)
+
+    def _on_heartbeat(self, link: AgentLink) -> None:
+        self._dirty[link.device_id] = link
+        self._dirty_event.set()
+        self._publish(link, "device.health", health=link.health)
+
+    async def _write_heartbeats(self) -> None:
+        """Write heartbeat health and ``last_seen`` in batches: one transaction for all the
+        links that beat since the previous write, at most every quarter interval."""
+        gap = min(1.0, self.heartbeat_interval_s / 4)
+        while True:
+            await self._dirty_event.wait()
+            self._dirty_event.clear()
+            batch, self._dirty = self._dirty, {}
+            rows = [
+                {"b_id": link.device_id, "b_health": link.health, "b_seen": link.last_frame_at}
+                for link in batch.values()
+                if not link.closed
+            ]
+            if rows:
+                try:
+                    async with (
+                        asyncio.timeout(DB_TIMEOUT_S),
+                        self._services.db.session() as session,
+                    ):
+                        await session.execute(_HEARTBEAT_UPDATE, rows)
+                        await session.commit()
+                except Exception:
+                    logger.exception("could not write %d heartbeat(s)", len(rows))
+            await asyncio.sleep(gap)
+
+    async def _follow_tag_changes(self) -> None:
+        """Keep the tags of live links current, so that their events reach exactly the
+        subscribers allowed to see the device now."""
+        with self._services.events.subscribe(types=("device.updated",)) as updates:
+            async for event in updates:
+                link = self._links.get(str(event.get("device_id")))
+                tags = event.get("tags")
+                if link is not None and isinstance(tags, list):
+                    link.tags = [str(t) for t in tags]
+
+    async def _sweep_stale(self) -> None:
+        """Mark offline the devices left ``online`` that no link refreshed for too long."""
+        while True:
+            try:
+                await self.sweep_stale()
+            except Exception:
+                logger.exception("stale device sweep failed")
+            await asyncio.sleep(self.heartbeat_interval_s)
+
+    async def sweep_stale(self) -> list[str]:
+        """One sweep; returns the ids it marked offline."""
+        # The margin covers the batching of heartbeat writes.
+        cutoff = _now() - timedelta(seconds=self.offline_after_s + self.heartbeat_interval_s)
+        stale_filter = (Device.status == "online", Device.last_seen < cutoff)
+        async with asyncio.timeout(DB_TIMEOUT_S), self._services.db.session() as session:
+            found = (
+                await session.execute(select(Device.id, Device.tags).where(*stale_filter))
+            ).all()
+            stale = [(row.id, row.tags) for row in found if row.id not in self._links]
+            for chunk in _chunks([device_id for device_id, _ in stale], _IN_CHUNK):
+                await session.execute(
+                    update(Device)
+                    .where(Device.id.in_(chunk), *stale_filter)
+                    .values(status="offline")
+                )
+            await session.commit()
+        for device_id, tags in stale:
+            logger.info("device %s: no live link refreshes it, marking it offline", device_id)
+            self._services.events.publish(
+                {
+                    "type": "device.offline",
+                    "device_id": device_id,
+                    "tags": list(tags or []),
+                    "reason": "no heartbeat",
+                }
+            )
+        return [device_id for device_id, _ in stale]
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
