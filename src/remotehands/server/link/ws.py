@@ -30,7 +30,7 @@ from remotehands.server.auth import authenticate_agent
 from remotehands.server.link.hub import LinkIdentity
 from remotehands.server.services import Services, get_services
 
-__all__ = ["HELLO_TIMEOUT_S", "router"]
+__all__ = ["HELLO_TIMEOUT_S", "StarletteTransport", "router"]
 
 logger = logging.getLogger(__name__)
 
