@@ -14,7 +14,7 @@ from remotehands.drivers.x11 import X11Driver
 from remotehands.errors import DeviceTimeoutError
 from remotehands.testing.xapps import wait_until
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.x11]
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ from Xlib.display import Display
 from remotehands.agent.desktop import VirtualDesktop
 from remotehands.errors import ConfigError
 
+pytestmark = pytest.mark.x11
+
 
 def test_the_session_desktop_runs_a_window_manager_and_a_terminal(
     desktop: VirtualDesktop,

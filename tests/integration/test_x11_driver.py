@@ -26,7 +26,7 @@ from remotehands.testing.xapps import (
     launch_probe,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.x11]
 
 
 @pytest.fixture
@@ -235,6 +235,21 @@ async def test_a_held_key_stays_down_until_released(
     await driver.key(Key(code="ShiftLeft"), down=False)
     await probe.wait_for_async(_key("key_release", "Shift_L"), since=mark)
     assert press["keycode"] not in _keys_down(peer)
+
+
+async def test_code_keys_press_physical_keys(driver: X11Driver, probe: Probe) -> None:
+    async def tap(*codes: str) -> None:
+        for code in codes:
+            await driver.key(Key(code=code), down=True)
+        for code in reversed(codes):
+            await driver.key(Key(code=code), down=False)
+
+    await tap("KeyA")
+    await tap("ShiftLeft", "KeyB")
+    await tap("Digit4")
+    await tap("Enter")
+    await tap("Backquote")
+    await eventually(lambda: probe.text() == "aB4\n`")
 
 
 async def test_char_keys_use_their_keysym_with_shift(driver: X11Driver, probe: Probe) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -30,10 +29,7 @@ from remotehands.server.db.models import Device, new_id
 from remotehands.server.http.users import create_user
 from remotehands.server.services import Services
 from remotehands.server.settings import ServerSettings
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/pg.py
-
-from pg import PostgresServer, PostgresUnavailable, start_postgres
+from tests.pg import PostgresServer, PostgresUnavailable, start_postgres
 
 OWNER_PASSWORD = "owner-password-1"
 PASSWORD = "password-1234"
@@ -233,7 +229,9 @@ async def server(
 
 def loopback_socket() -> socket.socket:
     """A TCP socket bound to a free loopback port (so a URL can be known before serving)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(
+        socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
+    )  # asyncio sets TCP_NODELAY only for IPPROTO_TCP sockets
     sock.bind(("127.0.0.1", 0))
     return sock
 

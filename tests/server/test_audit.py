@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from conftest import Fleet
 from remotehands.server.audit import AuditLog, redact
 from remotehands.server.db.engine import Database
+from tests.server.conftest import Fleet
 
 pytestmark = pytest.mark.anyio
 

@@ -9,7 +9,6 @@ from typing import Annotated
 import httpx
 import pytest
 import websockets
-from conftest import FAST_PASSWORDS, OWNER_PASSWORD, PASSWORD, Fleet, make_settings, serve
 from fastapi import Depends, WebSocket
 
 from remotehands.errors import ForbiddenError
@@ -22,6 +21,14 @@ from remotehands.server.auth import (
     require_role,
 )
 from remotehands.server.http.users import create_user
+from tests.server.conftest import (
+    FAST_PASSWORDS,
+    OWNER_PASSWORD,
+    PASSWORD,
+    Fleet,
+    make_settings,
+    serve,
+)
 
 pytestmark = pytest.mark.anyio
 

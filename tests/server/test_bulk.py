@@ -9,10 +9,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from test_link_harness import LiveFleet, fleet_fixture  # noqa: F401 (fixture)
 
 from remotehands.testing.simagent import Enrolled, run_many
 from remotehands.testing.xapps import eventually
+from tests.server.link_harness import LiveFleet, fleet_fixture  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.anyio
 

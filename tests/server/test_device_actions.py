@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_link_harness import LiveFleet, fleet_fixture, running_fleet  # noqa: F401 (fixture)
 
 from remotehands.errors import BusyError
 from remotehands.testing.simagent import Enrolled
 from remotehands.testing.xapps import eventually
+from tests.server.link_harness import LiveFleet, fleet_fixture, running_fleet  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.anyio
 

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from conftest import Fleet
 from remotehands.protocol.link import CLOSE_CREDENTIAL_REFUSED
 from remotehands.server.auth import authenticate_agent
 from remotehands.server.db.models import Device
+from tests.server.conftest import Fleet
 
 pytestmark = pytest.mark.anyio
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from conftest import Fleet
 from remotehands.server.auth import authenticate_agent
 from remotehands.server.db.models import Device, EnrollmentToken
+from tests.server.conftest import Fleet
 
 pytestmark = pytest.mark.anyio
 
@@ -92,7 +92,7 @@ async def test_name_falls_back_to_the_agent_then_the_hardware_id(server: Fleet) 
 async def test_https_public_url_gives_wss() -> None:
     from pathlib import Path
 
-    from conftest import make_settings
+    from tests.server.conftest import make_settings
 
     settings = make_settings(Path("/tmp"), "sqlite+aiosqlite://", public_url="https://f.example/")
     assert settings.ws_base_url == "wss://f.example"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from conftest import Fleet
+from tests.server.conftest import Fleet
 
 pytestmark = pytest.mark.anyio
 

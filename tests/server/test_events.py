@@ -7,11 +7,11 @@ import json
 from typing import Any
 
 import pytest
-from test_link_harness import LiveFleet, fleet_fixture  # noqa: F401 (fixture)
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from remotehands.server.events import EventBus
+from tests.server.link_harness import LiveFleet, fleet_fixture  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.anyio
 

@@ -14,7 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import (
+from remotehands import __version__
+from remotehands.server.app import create_app
+from remotehands.server.auth import Passwords
+from remotehands.server.http.users import create_user
+from remotehands.server.install import build_source_archive, install_script
+from tests.server.conftest import (
     FAST_PASSWORDS,
     OWNER_PASSWORD,
     Fleet,
@@ -22,11 +27,6 @@ from conftest import (
     make_settings,
     serve,
 )
-from remotehands import __version__
-from remotehands.server.app import create_app
-from remotehands.server.auth import Passwords
-from remotehands.server.http.users import create_user
-from remotehands.server.install import build_source_archive, install_script
 
 pytestmark = pytest.mark.anyio
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import update
-from test_link_harness import HEARTBEAT_S, LiveFleet, fleet_fixture, running_fleet  # noqa: F401 (fixture)
 from websockets.asyncio.client import connect
 
 from remotehands.errors import AuthError, BusyError, DeviceOfflineError, DeviceTimeoutError
@@ -23,6 +22,7 @@ from remotehands.server.db.engine import Database
 from remotehands.server.db.models import Device
 from remotehands.testing.simagent import SimulatedAgent
 from remotehands.testing.xapps import eventually
+from tests.server.link_harness import HEARTBEAT_S, LiveFleet, fleet_fixture, running_fleet  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.anyio
 

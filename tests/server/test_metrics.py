@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from test_link_harness import LiveFleet, fleet_fixture, running_fleet  # noqa: F401 (fixture)
+
+from tests.server.link_harness import LiveFleet, fleet_fixture, running_fleet  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.anyio
 

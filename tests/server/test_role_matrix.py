@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from conftest import OWNER_PASSWORD, PASSWORD, Fleet
 from remotehands.server.http.users import create_user
+from tests.server.conftest import OWNER_PASSWORD, PASSWORD, Fleet
 
 pytestmark = pytest.mark.anyio
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from conftest import Fleet
 from remotehands.server.db.models import ApiToken
+from tests.server.conftest import Fleet
 
 pytestmark = pytest.mark.anyio
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import PASSWORD, Fleet
+from tests.server.conftest import PASSWORD, Fleet
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,10 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from test_client_fakeapi import (
+
+from remotehands.cli import actions_cmd, devices_cmd, login_cmd
+from remotehands.cli.main import _COMMANDS, cli, register
+from tests.unit.test_client_fakeapi import (
     AGENT_PASSWORD,
     AGENT_TOKEN,
     FLEET_PASSWORD,
@@ -20,9 +23,6 @@ from test_client_fakeapi import (
     free_port_url,
     serving,
 )
-
-from remotehands.cli import actions_cmd, devices_cmd, login_cmd
-from remotehands.cli.main import _COMMANDS, cli, register
 
 ENV_NAMES = (
     "REMOTEHANDS_AGENT_URL",

@@ -10,17 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from test_client_fakeapi import (
-    AGENT_PASSWORD,
-    AGENT_TOKEN,
-    FLEET_PASSWORD,
-    FLEET_TOKEN,
-    FLEET_USER,
-    IMAGE,
-    FakeApi,
-    free_port_url,
-    serving,
-)
 
 from remotehands import errors
 from remotehands.client import (
@@ -36,6 +25,17 @@ from remotehands.client import (
     find_action,
 )
 from remotehands.protocol.actions import ACTIONS
+from tests.unit.test_client_fakeapi import (
+    AGENT_PASSWORD,
+    AGENT_TOKEN,
+    FLEET_PASSWORD,
+    FLEET_TOKEN,
+    FLEET_USER,
+    IMAGE,
+    FakeApi,
+    free_port_url,
+    serving,
+)
 
 
 @pytest.fixture(scope="module")

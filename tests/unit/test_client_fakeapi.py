@@ -484,7 +484,9 @@ class _Server(uvicorn.Server):
 @contextmanager
 def serving(api: FakeApi) -> Iterator[FakeApi]:
     """Serve ``api`` on a free loopback port (set as ``api.url``) until the block ends."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(
+        socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
+    )  # asyncio sets TCP_NODELAY only for IPPROTO_TCP sockets
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     api.url = f"http://127.0.0.1:{sock.getsockname()[1]}"

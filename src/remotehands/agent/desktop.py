@@ -71,6 +71,7 @@ class VirtualDesktop:
         if display is not None and not (display.startswith(":") and display[1:].isdigit()):
             raise ConfigError(f"bad display {display!r}: write it as ':N', for example ':99'")
         self.size = (width, height)
+        self._requested = display
         self.display: str | None = display
         """``":N"``; when None was asked for, set by :meth:`start` to the display Xvfb chose."""
         self.window_manager = window_manager
@@ -134,12 +135,12 @@ class VirtualDesktop:
         # The server reads every cookie in its -auth file whatever display it names; the
         # clients' file is written once the display number is known, and names only it.
         server_auth = self._tmp / "server.xauth"
-        self._xauth(server_auth, self.display or ":0", cookie)
+        self._xauth(server_auth, self._requested or ":0", cookie)
         read_fd, write_fd = os.pipe()
         width, height = self.size
         args = ["Xvfb"]
-        if self.display is not None:
-            args.append(self.display)
+        if self._requested is not None:
+            args.append(self._requested)
         args += [
             "-displayfd", str(write_fd),
             "-screen", "0", f"{width}x{height}x24",

@@ -18,7 +18,13 @@ import pydantic
 from remotehands.client.actions import wire_name
 from remotehands.client.results import as_result, screenshot_result, with_images
 from remotehands.errors import ValidationError
-from remotehands.protocol.actions import ACTIONS, ACTIONS_BY_NAME, ActionSpec, parse_window_id
+from remotehands.protocol.actions import (
+    ACTIONS,
+    ACTIONS_BY_NAME,
+    ActionSpec,
+    parse_window_id,
+    wait_seconds,
+)
 
 __all__ = [
     "Request",
@@ -29,10 +35,6 @@ __all__ = [
     "wait_seconds",
 ]
 
-# Parameters that say how long an action may legitimately take; the HTTP timeout grows by them.
-_WAIT_KEYS = frozenset(
-    {"timeout_ms", "lock_timeout_ms", "duration_ms", "settle_ms", "wait_dialog_gone_ms", "ms"}
-)
 _SCREENSHOTS = frozenset({"screenshot", "screenshot.region"})
 _WITH_IMAGES = frozenset({"screenshots", "sequence"})
 
@@ -96,20 +98,6 @@ def validate_params(spec: ActionSpec, params: Mapping[str, Any]) -> dict[str, An
         raise ValidationError(f"invalid parameters for {spec.name}: {_describe(err)}") from err
     values: dict[str, Any] = model.model_dump(mode="json", exclude_unset=True, by_alias=True)
     return values
-
-
-def wait_seconds(value: Any) -> float:
-    """How long parameters ask an action to wait, at most (``*_ms`` fields summed), in s."""
-    total = 0.0
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if key in _WAIT_KEYS and isinstance(item, int | float) and not isinstance(item, bool):
-                total += float(item) / 1000.0
-            else:
-                total += wait_seconds(item)
-    elif isinstance(value, list):
-        total += sum(wait_seconds(item) for item in value)
-    return total
 
 
 def path_segment(value: object) -> str:

@@ -26,6 +26,7 @@ __all__ = [
     "ActionSpec",
     "Params",
     "match_route",
+    "wait_seconds",
 ]
 
 Button = Literal["left", "right", "middle"]
@@ -315,6 +316,27 @@ class SequenceParams(Params):
     steps: Annotated[list[SequenceStep], Field(min_length=1, max_length=1000)]
     on_error: Literal["abort", "continue"] = "abort"
     lock_timeout_ms: int = Field(10_000, ge=0, le=600_000)
+
+
+# Parameters that say how long an action may legitimately take: whoever waits for the action
+# (the SDK's HTTP timeout, the server's wait for the agent) grows its timeout by them.
+WAIT_KEYS = frozenset(
+    {"timeout_ms", "lock_timeout_ms", "duration_ms", "settle_ms", "wait_dialog_gone_ms", "ms"}
+)
+
+
+def wait_seconds(value: Any) -> float:
+    """How long parameters ask an action to wait, at most (their ``WAIT_KEYS`` summed), in s."""
+    total = 0.0
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in WAIT_KEYS and isinstance(item, int | float) and not isinstance(item, bool):
+                total += float(item) / 1000.0
+            else:
+                total += wait_seconds(item)
+    elif isinstance(value, list):
+        total += sum(wait_seconds(item) for item in value)
+    return total
 
 
 def parse_window_id(value: int | str) -> int:

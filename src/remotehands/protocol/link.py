@@ -104,7 +104,7 @@ class Reply(_Msg):
     type: Literal["reply"] = "reply"
     id: str
     result: Any = None
-    error: dict[str, str] | None = None
+    error: dict[str, Any] | None = None
 
 
 def _strip_blobs(value: Any, blobs: list[bytes]) -> Any:

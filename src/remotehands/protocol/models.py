@@ -46,8 +46,13 @@ class WindowInfo(_Model):
     is_dialog: bool
 
 
-class Health(_Model):
-    """What a heartbeat reports about the machine the agent runs on."""
+class Health(BaseModel):
+    """What a heartbeat reports about the machine the agent runs on.
+
+    Extra fields are ignored, so that a newer agent reporting more keeps its link.
+    """
+
+    model_config = ConfigDict(extra="ignore")
 
     uptime_seconds: float
     cpu_percent: float

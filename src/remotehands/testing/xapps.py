@@ -35,12 +35,20 @@ condition with a deadline: :meth:`XApp.wait_for` and :func:`wait_until` (blockin
 twins :meth:`XApp.wait_for_async` and :func:`eventually` (for async tests: they keep the event
 loop running), never fixed sleeps.
 
-Example::
+Every helper answers :meth:`XApp.client_area` (the inside of its main window, in desktop
+pixels, asked of the program at call time) and :meth:`XApp.center`, to aim clicks and pixel
+checks without guessing the window manager's decorations.
+
+Example (an async test)::
 
     with launch_probe("probe", x=100, y=100) as probe:
         await driver.focus_window(probe.window_id)
+        await probe.wait_for_async("focus_in")
         await driver.type_text("héllo")
-        wait_until(lambda: probe.text() == "héllo")
+        await eventually(lambda: probe.text() == "héllo")
+        await driver.move(*probe.center())
+        await driver.click("left")
+        press = await probe.wait_for_async("button_press")
 """
 
 from __future__ import annotations
@@ -110,7 +118,11 @@ async def eventually(
     """
     deadline = time.monotonic() + timeout
     while True:
-        value = await asyncio.to_thread(condition)
+        check: Callable[[], Any] = condition
+        if inspect.iscoroutinefunction(check):
+            value = check()
+        else:
+            value = await asyncio.to_thread(check)
         if inspect.isawaitable(value):
             value = await value
         if value:
@@ -125,6 +137,11 @@ class XApp:
 
     Events are kept in arrival order; :meth:`mark` answers the index of the next one, so that
     ``wait_for(..., since=mark)`` ignores what happened before an action.
+
+    Prefer the ``launch_*`` functions. ``kind`` and ``args`` are the program's command line,
+    ``env`` what to change in ``os.environ`` for it (``DISPLAY``, ``XAUTHORITY``), ``timeout``
+    how long to wait for its window: ``TimeoutError`` (or ``RuntimeError`` when the program
+    exits first, with its stderr) if it does not come.
     """
 
     def __init__(

@@ -48,9 +48,14 @@ _POLL_S = 0.02
 class X11Driver(Driver):
     """Screen, keyboard, pointer, clipboard, windows and apps of an X display, in-process.
 
-    ``display`` is the display to drive (``":0"``); None means ``$DISPLAY``. ``timeout_s``
-    bounds every call to the X server, ``clipboard_timeout_s`` how long a clipboard read waits
-    for the owner's answer.
+    ``display`` is the display to drive (``":0"``); None means ``$DISPLAY``. The cookie comes
+    from ``$XAUTHORITY`` (else ``~/.Xauthority``), as for every X client: to drive a
+    :class:`~remotehands.agent.desktop.VirtualDesktop`, put its ``env`` into ``os.environ``.
+    ``timeout_s`` bounds every call to the X server, ``clipboard_timeout_s`` how long a
+    clipboard read waits for the owner's answer.
+
+    Use it from one event loop: :meth:`start` binds a background task (the keymap restorer)
+    to the running loop, and :meth:`close` ends it.
     """
 
     kind = "x11"
@@ -98,6 +103,7 @@ class X11Driver(Driver):
         except BaseException:
             await asyncio.to_thread(thread.run, self._close_x)
             await asyncio.to_thread(thread.shutdown)
+            await asyncio.to_thread(clipboard.close)
             raise
         self._thread = thread
         self._clipboard = clipboard

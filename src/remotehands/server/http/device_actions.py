@@ -38,7 +38,13 @@ from remotehands.errors import (
     UnsupportedError,
     ValidationError,
 )
-from remotehands.protocol.actions import ACTIONS_BY_NAME, ActionSpec, Params, match_route
+from remotehands.protocol.actions import (
+    ACTIONS_BY_NAME,
+    ActionSpec,
+    Params,
+    match_route,
+    wait_seconds,
+)
 from remotehands.protocol.encoding import jsonable
 from remotehands.server.auth import Principal, can_act, can_see_device, require_role
 from remotehands.server.db.models import Device
@@ -65,11 +71,6 @@ AUDIT_MAX_STRING = 128
 """Longer strings (typed text, clipboard contents) are audited as their length only."""
 
 _DB_TIMEOUT_S = 10.0
-# Parameters that say how long an action may legitimately take (the SDK's rule as well): the
-# request timeout grows by them.
-_WAIT_KEYS = frozenset(
-    {"timeout_ms", "lock_timeout_ms", "duration_ms", "settle_ms", "wait_dialog_gone_ms", "ms"}
-)
 _MAX_TIMEOUT_S = 3600.0
 
 router = APIRouter()
@@ -166,20 +167,7 @@ def validate_params(spec: ActionSpec, raw: Mapping[str, Any]) -> tuple[Params, d
 def action_timeout_s(wire_params: Mapping[str, Any], base_s: float) -> float:
     """How long the server waits for the device: ``base_s`` plus every wait the parameters
     ask for (a ``timeout_ms`` of a wait for a stable screen, a sequence's sleeps...)."""
-    return min(_MAX_TIMEOUT_S, base_s + _wait_seconds(wire_params))
-
-
-def _wait_seconds(value: Any) -> float:
-    total = 0.0
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if key in _WAIT_KEYS and isinstance(item, int | float) and not isinstance(item, bool):
-                total += float(item) / 1000.0
-            else:
-                total += _wait_seconds(item)
-    elif isinstance(value, list):
-        total += sum(_wait_seconds(item) for item in value)
-    return total
+    return min(_MAX_TIMEOUT_S, base_s + wait_seconds(dict(wire_params)))
 
 
 def audit_params(value: Any) -> Any:

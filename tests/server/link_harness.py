@@ -23,7 +23,6 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from conftest import FAST_PASSWORDS, PASSWORD
 from remotehands.server.app import create_app
 from remotehands.server.auth import Passwords
 from remotehands.server.db.models import Device
@@ -32,6 +31,7 @@ from remotehands.server.services import Services
 from remotehands.server.settings import ServerSettings
 from remotehands.testing.simagent import Enrolled, SimulatedAgent, enroll
 from remotehands.testing.xapps import eventually
+from tests.server.conftest import FAST_PASSWORDS, PASSWORD
 
 HEARTBEAT_S = 0.2
 """The heartbeat interval of the test servers: offline after 3 x 0.2 s."""
