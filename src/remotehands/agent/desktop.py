@@ -115,7 +115,10 @@ class VirtualDesktop:
                 self._spawn("openbox", ["openbox"])
                 self._wait_helper("window manager", ["wm"], "openbox")
             if self.terminal:
-                xterm = self._spawn("xterm", ["xterm"])
+                # A plain interactive shell: the user's rc files may block on start-up (version
+                # managers, network mounts), and a demo or a test needs a prompt at once.
+                shell = ["env", "PS1=$ ", "bash", "--noprofile", "--norc", "-i"]
+                xterm = self._spawn("xterm", ["xterm", "-T", "terminal", "-e", *shell])
                 self._wait_helper("terminal", ["mapped", str(xterm.pid)], "xterm")
         except BaseException:
             self.stop()
