@@ -1,0 +1,73 @@
+"""The README's first command: ``remotehands demo`` brings the whole system up, and the CLI it
+advertises works against it."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+REMOTEHANDS = str(Path(sys.executable).with_name("remotehands"))
+
+
+def _cli(env: dict[str, str], *args: str) -> Any:
+    done = subprocess.run([REMOTEHANDS, *args, "--json"], env=env, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_demo_comes_up_and_the_cli_drives_it(tmp_path: Path) -> None:
+    foreign = ("REMOTEHANDS_URL", "REMOTEHANDS_TOKEN", "REMOTEHANDS_DATABASE_URL")
+    env = {k: v for k, v in os.environ.items() if k not in foreign}
+    demo = subprocess.Popen(
+        [REMOTEHANDS, "demo", "--data", str(tmp_path / "demo"), "--listen", "127.0.0.1:0",
+         "--size", "1280x800", "--json"],
+        env=env, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert demo.stdout is not None
+        ready, _, _ = select.select([demo.stdout], [], [], 90)
+        assert ready, "the demo printed nothing within 90 s"
+        info = json.loads(demo.stdout.readline())
+        assert info["url"].startswith("http://127.0.0.1:")
+        assert info["owner"] == "owner" and len(info["password"]) >= 12
+        assert info["token"].startswith("rht_")
+        assert f"export REMOTEHANDS_URL={info['url']}" in info["commands"]
+
+        cli_env = {**env, "REMOTEHANDS_URL": info["url"], "REMOTEHANDS_TOKEN": info["token"]}
+        devices = _cli(cli_env, "devices")
+        listed = devices["devices"] if isinstance(devices, dict) else devices
+        assert [(d["name"], d["status"]) for d in listed] == [("demo-desktop", "online")]
+
+        windows = _cli(cli_env, "windows", "demo-desktop")
+        terminal = next(w for w in windows if w["title"] == "terminal")
+        b = terminal["bounds"]
+        region = f"{b['x']},{b['y']},{b['width']},{b['height']}"
+        before = tmp_path / "before.png"
+        _cli(cli_env, "screenshot", "demo-desktop", "--region", region, "-o", str(before))
+        _cli(cli_env, "type", "demo-desktop", "echo typed through the fleet")
+        _cli(cli_env, "key", "demo-desktop", "enter")
+        full = tmp_path / "full.png"
+        _cli(cli_env, "screenshot", "demo-desktop", "-o", str(full))
+        assert Image.open(full).size == (1280, 800)
+        after = tmp_path / "after.png"
+        _cli(cli_env, "screenshot", "demo-desktop", "--region", region, "-o", str(after))
+        first, second = Image.open(before), Image.open(io.BytesIO(after.read_bytes()))
+        assert first.size == second.size and first.tobytes() != second.tobytes()
+
+        audit = _cli(cli_env, "audit")
+        entries = audit["entries"] if isinstance(audit, dict) else audit
+        assert {"keyboard.type", "keyboard.key", "screenshot"} <= {e["action"] for e in entries}
+    finally:
+        demo.send_signal(signal.SIGINT)
+        code = demo.wait(30)
+    assert code == 0
