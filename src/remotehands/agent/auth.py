@@ -20,9 +20,7 @@ from pathlib import Path
 
 from remotehands.errors import AuthError, ConfigError, RateLimitedError
 
-__all__ = ["PasswordCheck", "TokenStore", "password_check"]
-
-PasswordCheck = Callable[[str], "asyncio.Future[bool] | bool"]
+__all__ = ["TokenStore", "password_check"]
 
 
 @dataclass(frozen=True)
@@ -34,9 +32,9 @@ class _Static:
 
 
 class _Pam:
-    """Checks the password of the user running the agent through PAM."""
+    """Checks a Unix user's password through PAM (the user running the agent by default)."""
 
-    def __init__(self) -> None:
+    def __init__(self, user: str | None = None) -> None:
         try:
             import pam
         except ImportError as err:
@@ -44,14 +42,15 @@ class _Pam:
                 "PAM login needs the python-pam package: install remotehands[agent]"
             ) from err
         self._pam = pam
-        self.user = getpass.getuser()
+        self.user = user or getpass.getuser()
 
     def __call__(self, candidate: str) -> bool:
-        return bool(self._pam.authenticate(self.user, candidate))
+        # a PAM handle per check: they are not safe to share between threads
+        return bool(self._pam.pam().authenticate(self.user, candidate))
 
 
 def password_check(
-    *, password: str | None, password_file: Path | None, pam: bool
+    *, password: str | None, password_file: Path | None, pam: bool, pam_user: str | None = None
 ) -> Callable[[str], bool]:
     """Build the password check from the first source configured; refuse to start without one."""
     if password:
@@ -65,7 +64,7 @@ def password_check(
             raise ConfigError(f"the password file {password_file} is empty")
         return _Static(hashlib.sha256(text.encode()).digest())
     if pam:
-        return _Pam()
+        return _Pam(pam_user)
     raise ConfigError(
         "no password for the agent's API: set REMOTEHANDS_AGENT_PASSWORD, pass "
         "--password-file FILE, or --pam to use the Unix password of the user running the agent"
