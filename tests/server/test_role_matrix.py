@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from remotehands.protocol.actions import ACTIONS
 from remotehands.server.http.users import create_user
 from tests.server.conftest import OWNER_PASSWORD, PASSWORD, Fleet
 
@@ -51,7 +52,8 @@ async def _own_token(fleet: Fleet, headers: dict[str, str]) -> str:
 
 
 async def _device(fleet: Fleet, headers: dict[str, str]) -> str:
-    return await fleet.device("matrix", ["t"])
+    capabilities = ["screen", "keyboard", "pointer", "clipboard", "windows", "apps", "sequence"]
+    return await fleet.device("matrix", ["t"], capabilities=capabilities)
 
 
 ROUTES = [
@@ -82,6 +84,70 @@ ROUTES = [
 ]
 
 
+# Valid parameters for every action, so that the matrix reaches the role check and beyond.
+_SAMPLES: dict[str, dict[str, Any]] = {
+    "screenshot.region": {"x": 0, "y": 0, "width": 10, "height": 10},
+    "screenshots": {"variants": [{"name": "all"}]},
+    "mouse.move": {"x": 1, "y": 1},
+    "mouse.drag": {"from_x": 1, "from_y": 1, "to_x": 2, "to_y": 2},
+    "keyboard.type": {"text": "x"},
+    "keyboard.hotkey": {"keys": ["ctrl", "c"]},
+    "keyboard.key": {"keys": "enter"},
+    "keyboard.down": {"key": "shift"},
+    "keyboard.up": {"key": "shift"},
+    "clipboard.set": {"text": "x"},
+    "clipboard.slot_store": {"text": "x"},
+    "clipboard.capture": {"captures": [{"slot": "a"}]},
+    "sequence": {"steps": [{"type": "sleep", "ms": 1}]},
+    "window.move": {"bounds": {"x": 0, "y": 0, "width": 10, "height": 10}},
+    "application.open": {"path": "/bin/true"},
+    "application.running": {"name": "true"},
+    "application.close": {"window_id": 1},
+    "sleep": {"ms": 1},
+}
+
+
+def _action_routes() -> list[Route]:
+    """Every device action through the server: viewers may read, operators also control; the
+    matrix device has no agent, so an allowed call ends as 503 ``device_offline``."""
+    routes = []
+    for spec in ACTIONS:
+        path = spec.path.replace("{id}", "123").replace("{name}", "slot1")
+        sample = _SAMPLES.get(spec.name, {})
+        minimum = "viewer" if spec.access == "read" else "operator"
+        if spec.method == "GET":
+            query = "&".join(f"{k}={v}" for k, v in sample.items())
+            full = "/v1/devices/{target}" + path + (f"?{query}" if query else "")
+            routes.append(Route("GET", full, minimum, 503, target=_device))
+        else:
+            routes.append(Route(spec.method, "/v1/devices/{target}" + path, minimum, 503,
+                                body=sample or None, target=_device))  # fmt: skip
+    return routes
+
+
+ROUTES += _action_routes()
+ROUTES += [
+    Route(
+        "POST",
+        "/v1/bulk",
+        "operator",
+        200,
+        body={"action": "mouse.move", "params": {"x": 1, "y": 1}, "selector": {"tags": ["t"]}},
+        target=_device,
+    ),
+    Route(
+        "POST",
+        "/v1/bulk",
+        "viewer",
+        200,
+        body={"action": "screens", "selector": {"tags": ["t"]}},
+        target=_device,
+    ),
+    Route("GET", "/metrics", "viewer", 200),
+    Route("GET", "/health", None, 200),
+]
+
+
 def expected(route: Route, role: str | None) -> int:
     if route.minimum is None:
         return route.ok
@@ -90,7 +156,7 @@ def expected(route: Route, role: str | None) -> int:
     return route.ok if RANK[role] >= RANK[route.minimum] else 403
 
 
-@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.path}")
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.path.split('?')[0]}")
 async def test_role_matrix(server: Fleet, route: Route) -> None:
     seen = {}
     for role in ROLES:
@@ -100,7 +166,8 @@ async def test_role_matrix(server: Fleet, route: Route) -> None:
             headers = await server.headers(role)
         path = route.path
         if route.target is not None:
-            path = path.format(target=await route.target(server, headers))
+            target = await route.target(server, headers)
+            path = path.replace("{target}", target)
         body = route.body
         if route.method == "POST" and route.path == "/v1/users":
             body = {**body, "username": f"made-by-{role}"}
