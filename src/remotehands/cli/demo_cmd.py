@@ -22,6 +22,7 @@ from typing import Any
 import click
 import httpx
 
+from remotehands.cli.desktop_cmd import parse_size
 from remotehands.cli.signals import run_until_signal
 from remotehands.errors import ConfigError, RemoteHandsError
 
@@ -170,13 +171,6 @@ async def _device_id(http: httpx.AsyncClient, display: str, agent: asyncio.Task[
     raise ConfigError(f"the demo agent on {display} did not enroll within 30 s")
 
 
-def _size(text: str) -> tuple[int, int]:
-    width, sep, height = text.lower().partition("x")
-    if not sep or not width.isdigit() or not height.isdigit():
-        raise click.BadParameter(f"{text!r} is not a size: use WIDTHxHEIGHT, e.g. 1920x1080")
-    return int(width), int(height)
-
-
 @click.command()
 @click.option(
     "--data",
@@ -218,7 +212,7 @@ def demo(data: Path, listen: str, size: str, as_json: bool) -> None:
         sys.stdout.flush()
 
     try:
-        run_until_signal(run_demo(data, listen, _size(size), announce, None))
+        run_until_signal(run_demo(data, listen, parse_size(size), announce, None))
     except RemoteHandsError as err:
         click.echo(f"error: {err.details}", err=True)
         sys.exit(err.exit_code)

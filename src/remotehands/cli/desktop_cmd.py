@@ -9,7 +9,8 @@ import click
 from remotehands.errors import RemoteHandsError
 
 
-def _size(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` into numbers, as a click usage error when it is not a sane size."""
     width, sep, height = text.lower().partition("x")
     if not sep or not width.isdigit() or not height.isdigit():
         raise click.BadParameter(f"{text!r} is not a size: use WIDTHxHEIGHT, e.g. 1920x1080")
@@ -28,7 +29,7 @@ def desktop(display: str | None, size: str, no_terminal: bool, as_json: bool) ->
     """Run a virtual desktop (Xvfb, a window manager, a terminal) until stopped (Ctrl-C)."""
     from remotehands.agent.desktop import VirtualDesktop
 
-    width, height = _size(size)
+    width, height = parse_size(size)
     vd = VirtualDesktop(display=display, size=(width, height), terminal=not no_terminal)
     try:
         vd.start()
