@@ -143,6 +143,26 @@ ROUTES += [
         body={"action": "screens", "selector": {"tags": ["t"]}},
         target=_device,
     ),
+    # uploading a screenshot makes the device send data to a URL: an operator's call
+    Route(
+        "GET",
+        "/v1/devices/{target}/screenshot?upload_url=http://127.0.0.1:9/x",
+        "operator",
+        503,
+        target=_device,
+    ),
+    Route(
+        "POST",
+        "/v1/bulk",
+        "operator",
+        200,
+        body={
+            "action": "screenshot",
+            "params": {"upload_url": "http://127.0.0.1:9/x"},
+            "selector": {"tags": ["t"]},
+        },
+        target=_device,
+    ),
     Route("GET", "/metrics", "viewer", 200),
     Route("GET", "/health", None, 200),
 ]

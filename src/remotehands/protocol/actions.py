@@ -26,6 +26,7 @@ __all__ = [
     "ActionSpec",
     "Params",
     "match_route",
+    "required_access",
     "wait_seconds",
 ]
 
@@ -478,6 +479,15 @@ ACTIONS: tuple[ActionSpec, ...] = (
 )  # fmt: skip
 
 ACTIONS_BY_NAME: dict[str, ActionSpec] = {a.name: a for a in ACTIONS}
+
+
+def required_access(spec: ActionSpec, params: Params) -> Access:
+    """The access a call needs: the action's own, or ``control`` when a screenshot is to be
+    uploaded somewhere (that makes the device send data to a URL of the caller's choosing)."""
+    if getattr(params, "upload_url", None):
+        return "control"
+    return spec.access
+
 
 _ROUTES: list[tuple[str, re.Pattern[str], ActionSpec]] = [
     (a.method, re.compile("^" + re.sub(r"{(\w+)}", r"(?P<\1>[^/]+)", a.path) + "$"), a)

@@ -40,7 +40,7 @@ from sqlalchemy import select
 from starlette.background import BackgroundTask
 
 from remotehands.errors import NotFoundError, RemoteHandsError, ValidationError
-from remotehands.protocol.actions import ACTIONS_BY_NAME, ActionSpec, Params
+from remotehands.protocol.actions import ACTIONS_BY_NAME, ActionSpec, Params, required_access
 from remotehands.protocol.encoding import jsonable
 from remotehands.server.auth import Principal, can_act, can_see_device, require_role
 from remotehands.server.db.models import Device
@@ -206,6 +206,7 @@ async def bulk_action(
             '(devices carrying every one of them) and/or "status" ("online" or "offline")'
         )
     params, wire_params = validate_params(spec, body.params)
+    can_act(principal, required_access(spec, params))
     services = get_services(request)
     metrics = metrics_for(request.app)
     concurrency = body.concurrency or services.settings.bulk_concurrency

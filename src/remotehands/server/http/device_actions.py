@@ -43,6 +43,7 @@ from remotehands.protocol.actions import (
     ActionSpec,
     Params,
     match_route,
+    required_access,
     wait_seconds,
 )
 from remotehands.protocol.encoding import jsonable
@@ -311,6 +312,7 @@ async def device_action(
         can_act(principal, spec.access)
         raw = await _read_params(request, spec, path_params)
         params, wire_params = validate_params(spec, raw)
+        can_act(principal, required_access(spec, params))
         device = await load_device(services, principal, device_id)
     except RemoteHandsError as err:
         elapsed = time.perf_counter() - start
