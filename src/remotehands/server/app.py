@@ -78,7 +78,7 @@ def create_app(
             services = Services(
                 settings=settings,
                 db=db,
-                audit=AuditLog(db, now),
+                audit=await stack.enter_async_context(AuditLog(db, now)),
                 # Filled in below; None only in a build without the link modules.
                 events=cast(Any, None),
                 hub=cast(Any, None),

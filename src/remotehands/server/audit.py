@@ -10,6 +10,7 @@ recognisable by their prefix are masked wherever they appear, and so are the val
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Callable
@@ -29,6 +30,11 @@ ACTOR_KINDS = ("user", "token", "agent", "system")
 
 RECORD_TIMEOUT_S = 10.0
 """The longest writing one audit row may take before it is given up (and logged)."""
+
+QUEUE_SIZE = 10_000
+"""Entries waiting for the writer before :meth:`AuditLog.submit` makes its callers wait."""
+WRITE_BATCH = 500
+"""The most entries written in one transaction."""
 
 REDACTED = "[redacted]"
 
@@ -87,6 +93,32 @@ class AuditLog:
     def __init__(self, db: Database, clock: Callable[[], datetime] | None = None) -> None:
         self._db = db
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._queue: asyncio.Queue[AuditEntry] | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+
+    def _entry(
+        self,
+        *,
+        actor: str,
+        actor_kind: str,
+        action: str,
+        device_id: str | None,
+        params: dict[str, Any] | None,
+        result: str,
+        duration_ms: float,
+        details: str | None,
+    ) -> AuditEntry:
+        return AuditEntry(
+            at=self._clock(),
+            actor=actor[:128],
+            actor_kind=actor_kind,
+            device_id=device_id,
+            action=action[:64],
+            params=redact(params) if params is not None else None,
+            result=result[:32],
+            duration_ms=float(duration_ms),
+            details=redact(details) if details is not None else None,
+        )
 
     async def record(
         self,
@@ -100,24 +132,89 @@ class AuditLog:
         duration_ms: float = 0.0,
         details: str | None = None,
     ) -> None:
-        """Append one entry; logs and swallows any failure (see the module docstring)."""
+        """Append one entry and wait until it is written; logs and swallows any failure."""
         try:
-            entry = AuditEntry(
-                at=self._clock(),
-                actor=actor[:128],
-                actor_kind=actor_kind,
-                device_id=device_id,
-                action=action[:64],
-                params=redact(params) if params is not None else None,
-                result=result[:32],
-                duration_ms=float(duration_ms),
-                details=redact(details) if details is not None else None,
-            )
-            async with asyncio.timeout(RECORD_TIMEOUT_S), self._db.session() as session:
-                session.add(entry)
-                await session.commit()
+            entry = self._entry(actor=actor, actor_kind=actor_kind, action=action,
+                                device_id=device_id, params=params, result=result,
+                                duration_ms=duration_ms, details=details)  # fmt: skip
+            await self._write([entry])
         except Exception:
             logger.exception("could not write the audit entry %s by %s", action, actor)
+
+    async def submit(
+        self,
+        *,
+        actor: str,
+        actor_kind: str,
+        action: str,
+        device_id: str | None = None,
+        params: dict[str, Any] | None = None,
+        result: str = "ok",
+        duration_ms: float = 0.0,
+        details: str | None = None,
+    ) -> None:
+        """Queue one entry for the writer and return at once (the hot path of device
+        actions: a keep-alive connection's next request must not wait for the write).
+
+        Entries are written in order, what is queued together in one transaction; leaving the
+        ``async with`` block writes what is still queued. Without a running writer this is
+        :meth:`record`. A full queue makes the caller wait: entries are never dropped.
+        """
+        if self._queue is None:
+            await self.record(actor=actor, actor_kind=actor_kind, action=action,
+                              device_id=device_id, params=params, result=result,
+                              duration_ms=duration_ms, details=details)  # fmt: skip
+            return
+        try:
+            entry = self._entry(actor=actor, actor_kind=actor_kind, action=action,
+                                device_id=device_id, params=params, result=result,
+                                duration_ms=duration_ms, details=details)  # fmt: skip
+        except Exception:
+            logger.exception("could not build the audit entry %s by %s", action, actor)
+            return
+        await self._queue.put(entry)
+
+    async def _write(self, entries: list[AuditEntry]) -> None:
+        async with asyncio.timeout(RECORD_TIMEOUT_S), self._db.session() as session:
+            session.add_all(entries)
+            await session.commit()
+
+    async def _writer(self, queue: asyncio.Queue[AuditEntry]) -> None:
+        while True:
+            batch = [await queue.get()]
+            while not queue.empty() and len(batch) < WRITE_BATCH:
+                batch.append(queue.get_nowait())
+            try:
+                await self._write(batch)
+            except Exception:
+                logger.exception("could not write %d audit entries", len(batch))
+            finally:
+                for _ in batch:
+                    queue.task_done()
+
+    async def __aenter__(self) -> AuditLog:
+        self._queue = asyncio.Queue(maxsize=QUEUE_SIZE)
+        self._writer_task = asyncio.create_task(self._writer(self._queue), name="audit-writer")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        queue, task = self._queue, self._writer_task
+        self._queue, self._writer_task = None, None
+        if queue is None or task is None:
+            return
+        try:
+            async with asyncio.timeout(RECORD_TIMEOUT_S):
+                await queue.join()
+        except TimeoutError:
+            logger.error("%d audit entries could not be written at shutdown", queue.qsize())
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def flush(self) -> None:
+        """Wait until every queued entry is written (tests, shutdown)."""
+        if self._queue is not None:
+            await self._queue.join()
 
     async def query(
         self,

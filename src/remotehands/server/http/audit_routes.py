@@ -57,7 +57,10 @@ async def list_audit(
 ) -> AuditOut:
     """Audit entries matching every given filter, newest first."""
     require_unrestricted(principal, "the audit log")
-    entries = await get_services(request).audit.query(
+    audit = get_services(request).audit
+    # entries of this process still queued for the writer are part of the answer
+    await audit.flush()
+    entries = await audit.query(
         device_id=device_id,
         actor=actor,
         action=action,

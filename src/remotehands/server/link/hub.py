@@ -533,14 +533,20 @@ class LinkHub:
             await asyncio.sleep(gap)
 
     async def _follow_tag_changes(self) -> None:
-        """Keep the tags of live links current, so that their events reach exactly the
-        subscribers allowed to see the device now."""
+        """Keep the tags and names of live links current, so that their events reach exactly
+        the subscribers allowed to see the device now, and device actions can be authorised
+        from the link without a database read."""
         with self._services.events.subscribe(types=("device.updated",)) as updates:
             async for event in updates:
                 link = self._links.get(str(event.get("device_id")))
+                if link is None:
+                    continue
                 tags = event.get("tags")
-                if link is not None and isinstance(tags, list):
+                if isinstance(tags, list):
                     link.tags = [str(t) for t in tags]
+                device = event.get("device")
+                if isinstance(device, dict) and isinstance(device.get("name"), str):
+                    link.name = device["name"]
 
     async def _sweep_stale(self) -> None:
         """Mark offline the devices left ``online`` that no link refreshed for too long."""
