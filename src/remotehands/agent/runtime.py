@@ -139,12 +139,12 @@ def bound_address(server: uvicorn.Server) -> str:
 async def run_agent(options: AgentOptions, started: asyncio.Event | None = None) -> None:
     """Run until cancelled: the native face (standalone, or with ``--listen``) and the link."""
     listen = options.listen or (None if options.server else DEFAULT_LISTEN)
+    driver = make_driver(options.driver, options.display)  # an unknown driver is said first
     tokens = None
     if listen:
         check = password_check(password=options.password, password_file=options.password_file,
                                pam=options.pam)  # fmt: skip
         tokens = TokenStore(check, ttl_s=options.token_ttl_s)
-    driver = make_driver(options.driver, options.display)
     hardware = options.hardware_id or hardware_id(
         f"|{options.driver}|{options.display or os.environ.get('DISPLAY', '')}"
     )
