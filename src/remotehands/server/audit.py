@@ -32,7 +32,7 @@ RECORD_TIMEOUT_S = 10.0
 """The longest writing one audit row may take before it is given up (and logged)."""
 
 QUEUE_SIZE = 10_000
-"""Entries waiting for the writer before :meth:`AuditLog.submit` makes its callers wait."""
+"""Entries waiting for the writer before ``AuditLog.record(wait=False)`` makes its callers wait."""
 WRITE_BATCH = 500
 """The most entries written in one transaction."""
 
@@ -96,30 +96,6 @@ class AuditLog:
         self._queue: asyncio.Queue[AuditEntry] | None = None
         self._writer_task: asyncio.Task[None] | None = None
 
-    def _entry(
-        self,
-        *,
-        actor: str,
-        actor_kind: str,
-        action: str,
-        device_id: str | None,
-        params: dict[str, Any] | None,
-        result: str,
-        duration_ms: float,
-        details: str | None,
-    ) -> AuditEntry:
-        return AuditEntry(
-            at=self._clock(),
-            actor=actor[:128],
-            actor_kind=actor_kind,
-            device_id=device_id,
-            action=action[:64],
-            params=redact(params) if params is not None else None,
-            result=result[:32],
-            duration_ms=float(duration_ms),
-            details=redact(details) if details is not None else None,
-        )
-
     async def record(
         self,
         *,
@@ -131,48 +107,34 @@ class AuditLog:
         result: str = "ok",
         duration_ms: float = 0.0,
         details: str | None = None,
+        wait: bool = True,
     ) -> None:
-        """Append one entry and wait until it is written; logs and swallows any failure."""
+        """Append one entry; logs and swallows any failure.
+
+        ``wait=False`` is for hot paths (device actions: a keep-alive connection's next request
+        must not wait on the database): the entry is queued for the writer task, which writes
+        entries in order, what is queued together in one transaction, and writes what is left
+        when the ``async with`` block ends. A full queue makes the caller wait; entries are
+        never dropped. Without a running writer the entry is written at once.
+        """
         try:
-            entry = self._entry(actor=actor, actor_kind=actor_kind, action=action,
-                                device_id=device_id, params=params, result=result,
-                                duration_ms=duration_ms, details=details)  # fmt: skip
-            await self._write([entry])
+            entry = AuditEntry(
+                at=self._clock(),
+                actor=actor[:128],
+                actor_kind=actor_kind,
+                device_id=device_id,
+                action=action[:64],
+                params=redact(params) if params is not None else None,
+                result=result[:32],
+                duration_ms=float(duration_ms),
+                details=redact(details) if details is not None else None,
+            )
+            if not wait and self._queue is not None:
+                await self._queue.put(entry)
+            else:
+                await self._write([entry])
         except Exception:
             logger.exception("could not write the audit entry %s by %s", action, actor)
-
-    async def submit(
-        self,
-        *,
-        actor: str,
-        actor_kind: str,
-        action: str,
-        device_id: str | None = None,
-        params: dict[str, Any] | None = None,
-        result: str = "ok",
-        duration_ms: float = 0.0,
-        details: str | None = None,
-    ) -> None:
-        """Queue one entry for the writer and return at once (the hot path of device
-        actions: a keep-alive connection's next request must not wait for the write).
-
-        Entries are written in order, what is queued together in one transaction; leaving the
-        ``async with`` block writes what is still queued. Without a running writer this is
-        :meth:`record`. A full queue makes the caller wait: entries are never dropped.
-        """
-        if self._queue is None:
-            await self.record(actor=actor, actor_kind=actor_kind, action=action,
-                              device_id=device_id, params=params, result=result,
-                              duration_ms=duration_ms, details=details)  # fmt: skip
-            return
-        try:
-            entry = self._entry(actor=actor, actor_kind=actor_kind, action=action,
-                                device_id=device_id, params=params, result=result,
-                                duration_ms=duration_ms, details=details)  # fmt: skip
-        except Exception:
-            logger.exception("could not build the audit entry %s by %s", action, actor)
-            return
-        await self._queue.put(entry)
 
     async def _write(self, entries: list[AuditEntry]) -> None:
         async with asyncio.timeout(RECORD_TIMEOUT_S), self._db.session() as session:

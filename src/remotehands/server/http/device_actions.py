@@ -280,7 +280,7 @@ async def record(
 ) -> None:
     """Audit one device action (never raises; queued for the audit writer, so the caller's
     next request does not wait on the database)."""
-    await services.audit.submit(
+    await services.audit.record(
         actor=principal.actor,
         actor_kind=principal.kind,
         action=action,
@@ -289,6 +289,7 @@ async def record(
         result=result,
         duration_ms=duration_ms,
         details=details,
+        wait=False,
     )
 
 
