@@ -351,3 +351,20 @@ async def test_action_log_records_without_secrets(agent: Agent) -> None:
     ]
     assert "hunter2" not in entries[0]["params"] and "7 chars" in entries[0]["params"]
     assert entries[0]["duration_ms"] >= 0 and entries[0]["timestamp"].endswith("Z")
+
+
+async def test_clicks_on_a_scaled_region_shot_map_back_through_its_frame_id(agent: Agent) -> None:
+    shot = (await agent.http.get("/screenshot/region", params={
+        "x": 100, "y": 50, "width": 200, "height": 100, "scale": 0.5})).json()  # fmt: skip
+    assert (shot["width"], shot["height"], shot["scale"]) == (100, 50, 0.5)
+    frame = shot["frame_id"]
+    await agent.http.post("/mouse/click", json={"x": 10, "y": 20, "frame_id": frame})
+    assert agent.driver.pointer == (120, 90)
+    await agent.http.post("/mouse/drag", json={"from_x": 0, "from_y": 0, "to_x": 99, "to_y": 49,
+                                               "frame_id": frame, "duration_ms": 0})  # fmt: skip
+    assert agent.driver.pointer == (298, 148)
+    full = (await agent.http.get("/screenshot", params={"scale": 0.25})).json()
+    await agent.http.post("/mouse/move", json={"x": 40, "y": 30, "frame_id": full["frame_id"]})
+    assert agent.driver.pointer == (160, 120)
+    unknown = await agent.http.post("/mouse/move", json={"x": 1, "y": 1, "frame_id": 999})
+    assert unknown.status_code == 404 and "new screenshot" in unknown.json()["details"]

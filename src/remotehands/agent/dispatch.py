@@ -15,7 +15,7 @@ import itertools
 import json
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -50,6 +50,8 @@ __all__ = ["ActionLog", "Dispatcher", "validate_params"]
 log = logging.getLogger(__name__)
 
 OK: dict[str, Any] = {"status": "ok"}
+FRAMES_KEPT = 64
+"""How many screenshots' geometry the agent remembers for ``frame_id`` coordinates."""
 # A step's own fields win over same-named fields of its action's result (a restored slot's name).
 _STEP_OWN = frozenset({"name", "type", "ok", "status"})
 _SECRET_FIELDS = frozenset({"text", "password", "upload_header", "headers"})
@@ -113,7 +115,9 @@ class Dispatcher:
         self._lock = asyncio.Lock()
         self._screen_lock = asyncio.Lock()
         self._slots: dict[str, tuple[str, datetime]] = {}
-        self._frames = itertools.count(1)
+        self._frame_ids = itertools.count(1)
+        # frame id -> (x, y of its top-left corner on the native screen, scale), newest last
+        self._frames: OrderedDict[int, tuple[int, int, float]] = OrderedDict()
         self._http = http
         self._handlers: dict[str, Handler] = {
             "screenshot": self._screenshot,
@@ -295,13 +299,14 @@ class Dispatcher:
                 self._render, frame, region, cursor, p.scale, p.format, quality
             )
         native_h, native_w = frame.shape[0], frame.shape[1]
+        frame_id = self._remember_frame(region, p.scale)
         result: dict[str, Any] = {
             "image": image,
             "format": p.format,
             "width": width,
             "height": height,
             **waited,
-            "frame_id": next(self._frames),
+            "frame_id": frame_id,
             "native_width": native_w,
             "native_height": native_h,
             "scale": p.scale,
@@ -322,6 +327,26 @@ class Dispatcher:
             if not p.upload_include_inline:
                 result["image"] = None
         return result
+
+    def _remember_frame(self, region: Bounds | None, scale: float) -> int:
+        frame_id = next(self._frame_ids)
+        self._frames[frame_id] = (region.x if region else 0, region.y if region else 0, scale)
+        while len(self._frames) > FRAMES_KEPT:
+            self._frames.popitem(last=False)
+        return frame_id
+
+    def _native(self, frame_id: int | None, x: int, y: int) -> tuple[int, int]:
+        """``(x, y)`` in pixels of screenshot ``frame_id`` as native screen pixels."""
+        if frame_id is None:
+            return x, y
+        try:
+            left, top, scale = self._frames[frame_id]
+        except KeyError:
+            raise NotFoundError(
+                f"frame {frame_id} is not known (the agent keeps the last {FRAMES_KEPT} "
+                "screenshots): take a new screenshot and use its frame_id"
+            ) from None
+        return left + int(x / scale), top + int(y / scale)
 
     @staticmethod
     def _render(
@@ -360,51 +385,53 @@ class Dispatcher:
         return self._http
 
     # -- pointer -------------------------------------------------------------------------------
-    async def _move_if(self, x: int | None, y: int | None) -> None:
-        if (x is None) != (y is None):
+    async def _move_if(self, p: A.ClickParams | A.ButtonParams | A.ScrollParams) -> None:
+        if (p.x is None) != (p.y is None):
             raise ValidationError("give both x and y, or neither to act at the current position")
-        if x is not None and y is not None:
-            await self._pointer.move(x, y)
+        if p.x is not None and p.y is not None:
+            await self._pointer.move(*self._native(p.frame_id, p.x, p.y))
 
     async def _move(self, p: A.MoveParams) -> dict[str, Any]:
-        await self._pointer.move(p.x, p.y)
+        await self._pointer.move(*self._native(p.frame_id, p.x, p.y))
         return OK
 
     async def _click(self, p: A.ClickParams) -> dict[str, Any]:
-        await self._move_if(p.x, p.y)
+        await self._move_if(p)
         await self._pointer.click(p.button, 1)
         return OK
 
     async def _double_click(self, p: A.ClickParams) -> dict[str, Any]:
-        await self._move_if(p.x, p.y)
+        await self._move_if(p)
         await self._pointer.click(p.button, 2)
         return OK
 
     async def _scroll(self, p: A.ScrollParams) -> dict[str, Any]:
-        await self._move_if(p.x, p.y)
+        await self._move_if(p)
         await self._pointer.scroll(p.delta_x, p.delta_y)
         return OK
 
     async def _mouse_down(self, p: A.ButtonParams) -> dict[str, Any]:
-        await self._move_if(p.x, p.y)
+        await self._move_if(p)
         await self._pointer.button(p.button, True)
         return OK
 
     async def _mouse_up(self, p: A.ButtonParams) -> dict[str, Any]:
-        await self._move_if(p.x, p.y)
+        await self._move_if(p)
         await self._pointer.button(p.button, False)
         return OK
 
     async def _drag(self, p: A.DragParams) -> dict[str, Any]:
-        await self._pointer.move(p.to_x, p.to_y)  # validates the end point before pressing
-        await self._pointer.move(p.from_x, p.from_y)
+        from_x, from_y = self._native(p.frame_id, p.from_x, p.from_y)
+        to_x, to_y = self._native(p.frame_id, p.to_x, p.to_y)
+        await self._pointer.move(to_x, to_y)  # validates the end point before pressing
+        await self._pointer.move(from_x, from_y)
         await self._pointer.button(p.button, True)
         try:
             steps = max(2, min(100, p.duration_ms // 10))
             pause = p.duration_ms / 1000 / steps
             for i in range(1, steps + 1):
-                x = round(p.from_x + (p.to_x - p.from_x) * i / steps)
-                y = round(p.from_y + (p.to_y - p.from_y) * i / steps)
+                x = round(from_x + (to_x - from_x) * i / steps)
+                y = round(from_y + (to_y - from_y) * i / steps)
                 await self._pointer.move(x, y)
                 if pause:
                     await asyncio.sleep(pause)

@@ -100,14 +100,21 @@ class ScreenshotsParams(Params):
     screen_id: int = Field(0, ge=0)
 
 
-class MoveParams(Params):
+class FrameFields(Params):
+    """``frame_id``: the coordinates are pixels of that screenshot (scaled, or of a region), and
+    the agent maps them back to the native screen. Without it they are native pixels."""
+
+    frame_id: int | None = Field(None, ge=1)
+
+
+class MoveParams(FrameFields):
     """Move the pointer."""
 
     x: int
     y: int
 
 
-class ClickParams(Params):
+class ClickParams(FrameFields):
     """Click at the current position, or at ``x``,``y`` when both are given."""
 
     button: Button = "left"
@@ -115,7 +122,7 @@ class ClickParams(Params):
     y: int | None = None
 
 
-class ButtonParams(Params):
+class ButtonParams(FrameFields):
     """Press or release a button."""
 
     button: Button = "left"
@@ -123,7 +130,7 @@ class ButtonParams(Params):
     y: int | None = None
 
 
-class ScrollParams(Params):
+class ScrollParams(FrameFields):
     """Scroll by wheel notches at a position (the current one when x/y are left out)."""
 
     x: int | None = None
@@ -132,7 +139,7 @@ class ScrollParams(Params):
     delta_y: int = Field(0, ge=-1000, le=1000)
 
 
-class DragParams(Params):
+class DragParams(FrameFields):
     """Press at one point, move there smoothly, release."""
 
     from_x: int
