@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import argparse
 import base64
-import http.client
 import io
 import json
 import os
-import socket
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from common import Client, free_port, measure, row
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -36,31 +33,6 @@ sys.path.insert(0, str(ROOT / "src"))
 from remotehands.agent.desktop import VirtualDesktop  # noqa: E402
 
 TEXT = ("The quick brown fox jumps over the lazy dog 0123456789 " * 2)[:100]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _measure(fn: Callable[[], object], rounds: int, warmup: int = 5) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - started) * 1000)
-    return samples
-
-
-def _row(name: str, samples: list[float]) -> str:
-    return (
-        f"{name:<44} median {statistics.median(samples):8.2f} ms   "
-        f"min {min(samples):8.2f}   max {max(samples):8.2f}"
-    )
 
 
 def _ensure_pyautogui() -> None:
@@ -108,7 +80,7 @@ def main() -> None:
     with VirtualDesktop(size=(1920, 1080)) as desktop:
         os.environ.update(desktop.env)
         os.environ["XDG_SESSION_TYPE"] = "x11"  # how pyscreeze learns it may use scrot
-        port = _free_port()
+        port = free_port()
         env = {
             **os.environ,
             **desktop.env,
@@ -142,19 +114,7 @@ def main() -> None:
                     raise SystemExit("the agent did not start")
                 time.sleep(0.05)
             token = httpx.post(base + "/auth/login", json={"password": "bench"}).json()["token"]
-            # http.client on one keep-alive connection: a lean client, so the figures show the
-            # agent's cost (httpx's sync client adds about 0.8 ms a request on its own).
-            conn = http.client.HTTPConnection("127.0.0.1", port)
-            auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-
-            def call(method: str, path: str, body: object = None) -> bytes:
-                conn.request(
-                    method, path, body=None if body is None else json.dumps(body), headers=auth
-                )
-                response = conn.getresponse()
-                data = response.read()
-                assert response.status == 200, data
-                return data
+            client = Client(port, token)
 
             import pyautogui
 
@@ -162,7 +122,7 @@ def main() -> None:
             pyautogui.FAILSAFE = False
 
             def ours_shot() -> None:
-                data = json.loads(call("GET", "/screenshot?format=jpeg&quality=75"))
+                data = json.loads(client.call("GET", "/screenshot?format=jpeg&quality=75"))
                 assert data["width"] == 1920 and base64.b64decode(data["image"])[:2] == b"\xff\xd8"
 
             def peer_shot() -> None:
@@ -173,14 +133,14 @@ def main() -> None:
 
             def ours_move() -> None:
                 i = next(positions)
-                call("POST", "/mouse/move", {"x": 100 + i % 500, "y": 200})
+                client.call("POST", "/mouse/move", {"x": 100 + i % 500, "y": 200})
 
             def peer_move() -> None:
                 i = next(positions)
                 pyautogui.moveTo(100 + i % 500, 200)
 
             def ours_type() -> None:
-                call("POST", "/keyboard/type", {"text": TEXT})
+                client.call("POST", "/keyboard/type", {"text": TEXT})
 
             def peer_type() -> None:
                 pyautogui.write(TEXT)
@@ -190,14 +150,14 @@ def main() -> None:
                 f"Xvfb 1920x1080x24, {rounds} rounds each, remotehands agent over loopback "
                 "HTTP vs pyautogui in-process"
             )
-            print(_row("screenshot 1080p JPEG q75 - remotehands API", _measure(ours_shot, rounds)))
-            print(_row("screenshot 1080p JPEG q75 - pyautogui+PIL", _measure(peer_shot, rounds)))
-            print(_row("pointer move - remotehands API", _measure(ours_move, rounds)))
-            print(_row("pointer move - pyautogui", _measure(peer_move, rounds)))
+            print(row("screenshot 1080p JPEG q75 - remotehands API", measure(ours_shot, rounds)))
+            print(row("screenshot 1080p JPEG q75 - pyautogui+PIL", measure(peer_shot, rounds)))
+            print(row("pointer move - remotehands API", measure(ours_move, rounds)))
+            print(row("pointer move - pyautogui", measure(peer_move, rounds)))
             few = max(5, rounds // 6)
-            print(_row("type 100 chars - remotehands API", _measure(ours_type, few, warmup=1)))
-            print(_row("type 100 chars - pyautogui", _measure(peer_type, few, warmup=1)))
-            conn.close()
+            print(row("type 100 chars - remotehands API", measure(ours_type, few, warmup=1)))
+            print(row("type 100 chars - pyautogui", measure(peer_type, few, warmup=1)))
+            client.close()
         finally:
             agent.terminate()
             agent.wait(10)

@@ -31,12 +31,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import psutil
+from common import measure
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -101,17 +101,6 @@ def _row(name: str, samples: list[float], unit: str = "ms") -> str:
         f"{name:<58} median {statistics.median(samples):9.2f} {unit:<3} "
         f"min {min(samples):9.2f}   max {max(samples):9.2f}"
     )
-
-
-def _measure(fn: Callable[[], object], rounds: int, warmup: int = 10) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - started) * 1000)
-    return samples
 
 
 async def _direct_link_round_trips(rounds: int) -> list[float]:
@@ -240,7 +229,7 @@ async def bench(args: argparse.Namespace) -> None:
             print(
                 _row(
                     "pointer move through the server (HTTP, link, agent)",
-                    await asyncio.to_thread(_measure, move, rounds),
+                    await asyncio.to_thread(measure, move, rounds, warmup=10),
                 )
             )
             print(
@@ -252,7 +241,7 @@ async def bench(args: argparse.Namespace) -> None:
             print(
                 _row(
                     "GET /health on the server (HTTP floor)",
-                    await asyncio.to_thread(_measure, health, rounds),
+                    await asyncio.to_thread(measure, health, rounds, warmup=10),
                 )
             )
 

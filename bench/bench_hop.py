@@ -11,11 +11,8 @@ not a test.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from common import Client, free_port, measure, row
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -31,13 +29,6 @@ sys.path.insert(0, str(ROOT / "src"))
 from remotehands.agent.desktop import VirtualDesktop  # noqa: E402
 
 REMOTEHANDS = str(ROOT / ".venv/bin/remotehands")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _wait(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
@@ -53,38 +44,6 @@ def _up(url: str) -> bool:
         return httpx.get(url + "/health", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-class Client:
-    """One keep-alive connection with a bearer token."""
-
-    def __init__(self, port: int, token: str) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", port)
-        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-
-    def call(self, method: str, path: str, body: object = None) -> bytes:
-        self.conn.request(method, path, body=None if body is None else json.dumps(body),
-                          headers=self.headers)  # fmt: skip
-        response = self.conn.getresponse()
-        data = response.read()
-        assert response.status == 200, data
-        return data
-
-
-def _measure(fn: Callable[[], object], rounds: int) -> list[float]:
-    for _ in range(5):
-        fn()
-    samples = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - started) * 1000)
-    return samples
-
-
-def _row(name: str, samples: list[float]) -> str:
-    return (f"{name:<46} median {statistics.median(samples):8.2f} ms   "
-            f"min {min(samples):8.2f}   max {max(samples):8.2f}")  # fmt: skip
 
 
 def main() -> None:
@@ -103,7 +62,7 @@ def main() -> None:
             data = Path(tmp) / "server"
             subprocess.run([REMOTEHANDS, "server", "init", "--data", str(data)], env=env,
                            check=True, capture_output=True)  # fmt: skip
-            server_port, agent_port = _free_port(), _free_port()
+            server_port, agent_port = free_port(), free_port()
             server_url = f"http://127.0.0.1:{server_port}"
             procs.append(subprocess.Popen(
                 [REMOTEHANDS, "server", "--data", str(data), "--listen",
@@ -149,27 +108,15 @@ def main() -> None:
 
             print(f"Xvfb 1920x1080, terminals of text (JPEG q75 about {size // 1024} KiB), "
                   f"{rounds} rounds each, one keep-alive HTTP connection per path")  # fmt: skip
-            print(
-                _row(
-                    "screenshot - straight from the agent",
-                    _measure(lambda: agent.call("GET", shot), rounds),
-                )
-            )
-            print(_row("screenshot - through the server",
-                       _measure(lambda: fleet.call("GET", f"/v1/devices/{device}{shot}"),
-                                rounds)))  # fmt: skip
-            print(
-                _row(
-                    "pointer move - straight from the agent",
-                    _measure(lambda: move(agent, ""), rounds),
-                )
-            )
-            print(
-                _row(
-                    "pointer move - through the server",
-                    _measure(lambda: move(fleet, f"/v1/devices/{device}"), rounds),
-                )
-            )
+            via_server = f"/v1/devices/{device}"
+            timings: list[tuple[str, Callable[[], object]]] = [
+                ("screenshot - straight from the agent", lambda: agent.call("GET", shot)),
+                ("screenshot - through the server", lambda: fleet.call("GET", via_server + shot)),
+                ("pointer move - straight from the agent", lambda: move(agent, "")),
+                ("pointer move - through the server", lambda: move(fleet, via_server)),
+            ]
+            for name, fn in timings:
+                print(row(name, measure(fn, rounds), width=46))
         finally:
             for proc in reversed(procs):
                 proc.terminate()

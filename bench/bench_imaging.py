@@ -7,11 +7,10 @@ it asserts nothing about time.
 from __future__ import annotations
 
 import io
-import statistics
 import sys
-import time
 from collections.abc import Callable
 
+import common
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -49,16 +48,8 @@ def desktop(seed: int = 0) -> np.ndarray:
 
 
 def measure(label: str, action: Callable[[], object], repeats: int) -> None:
-    action()  # warm up: buffers, caches
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        action()
-        times.append((time.perf_counter() - start) * 1000)
-    print(
-        f"{label:<46} median {statistics.median(times):8.2f} ms"
-        f"   min {min(times):8.2f}   max {max(times):8.2f}"
-    )
+    """Print the times of ``action``; one untimed call first warms up buffers and caches."""
+    print(common.row(label, common.measure(action, repeats, warmup=1), width=46))
 
 
 def naive_ratio(a: np.ndarray, b: np.ndarray, delta: int) -> float:

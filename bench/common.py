@@ -1,0 +1,68 @@
+"""What the benches share: timing a call, printing a row of figures, talking to a loopback server.
+
+The benches import it as ``common`` (a script's own folder is first on ``sys.path``), so each
+bench still runs as ``.venv/bin/python bench/X.py``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import statistics
+import time
+from collections.abc import Callable
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def measure(fn: Callable[[], object], rounds: int, warmup: int = 5) -> list[float]:
+    """Milliseconds per call of ``fn`` over ``rounds`` calls, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def row(name: str, samples: list[float], width: int = 44) -> str:
+    """``name`` (padded to ``width``) and the median, min and max of ``samples`` in ms."""
+    return (
+        f"{name:<{width}} median {statistics.median(samples):8.2f} ms   "
+        f"min {min(samples):8.2f}   max {max(samples):8.2f}"
+    )
+
+
+class Client:
+    """One keep-alive connection to ``127.0.0.1:port`` with a bearer token.
+
+    http.client rather than httpx: a lean client, so the figures show the server's cost (httpx's
+    sync client adds about 0.8 ms a request on its own).
+    """
+
+    def __init__(self, port: int, token: str) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port)
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def call(self, method: str, path: str, body: object = None) -> bytes:
+        """Send a request (``body`` as JSON) and return the answer's body; it must be a 200."""
+        self.conn.request(
+            method, path, body=None if body is None else json.dumps(body), headers=self.headers
+        )
+        response = self.conn.getresponse()
+        data = response.read()
+        assert response.status == 200, data
+        return data
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
