@@ -22,6 +22,7 @@ from remotehands.server.auth import Passwords
 from remotehands.server.db.engine import Database
 from remotehands.server.http import core_routers
 from remotehands.server.http.errors import install_error_handlers
+from remotehands.server.logredact import install_log_redaction
 from remotehands.server.ratelimit import RateLimiter
 from remotehands.server.services import Clock, Services, utc_now
 from remotehands.server.settings import ServerSettings
@@ -96,6 +97,7 @@ def create_app(
             app.state.services = services
             yield
 
+    install_log_redaction()
     app = FastAPI(
         title="remotehands",
         version=__version__,

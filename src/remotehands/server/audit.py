@@ -21,6 +21,7 @@ from sqlalchemy import or_, select
 
 from remotehands.server.db.engine import Database
 from remotehands.server.db.models import AuditEntry
+from remotehands.server.logredact import mask_credentials
 
 __all__ = ["ACTOR_KINDS", "AuditLog", "redact"]
 
@@ -60,7 +61,6 @@ _SECRET_KEYS = frozenset(
     }
 )
 _SECRET_KEY_PARTS = ("password", "secret", "passphrase")
-_CREDENTIAL = re.compile(r"\b(rhs|rht|agt|ekvent)_[A-Za-z0-9_\-]{8,}")
 _SECRET_HEADER = re.compile(
     r"^\s*(authorization|proxy-authorization|cookie|x-api-key|x-auth-token)\s*:", re.IGNORECASE
 )
@@ -81,7 +81,7 @@ def redact(value: Any) -> Any:
         header = _SECRET_HEADER.match(value)
         if header:
             return f"{header.group(1)}: {REDACTED}"
-        return _CREDENTIAL.sub(lambda m: f"{m.group(1)}_{REDACTED}", value)
+        return mask_credentials(value)
     if isinstance(value, bytes | bytearray | memoryview):
         return f"<{len(value)} bytes>"
     return value
