@@ -65,6 +65,7 @@ __all__ = [
     "hash_secret",
     "new_secret",
     "normalise_username",
+    "request_credential",
     "require_role",
     "require_unrestricted",
     "require_writable",
@@ -193,7 +194,9 @@ def _services(conn: HTTPConnection) -> Services:
     return services
 
 
-def _credential(conn: HTTPConnection) -> str:
+def request_credential(conn: HTTPConnection) -> str:
+    """The bearer token of a request (or, for a WebSocket, of its ``?token=``); raises
+    :class:`AuthError` when there is none."""
     header = conn.headers.get("authorization")
     if header:
         scheme, _, value = header.partition(" ")
@@ -295,7 +298,7 @@ def require_role(role: str, *, writes: bool = False) -> Any:
 
     async def dependency(conn: HTTPConnection) -> Principal:
         try:
-            principal = await authenticate(_services(conn), _credential(conn))
+            principal = await authenticate(_services(conn), request_credential(conn))
             if principal.rank < role_rank(role):
                 raise ForbiddenError(
                     f"this needs the {role} role or higher; "

@@ -15,6 +15,7 @@ from remotehands.server.auth import (
     client_ip,
     hash_secret,
     new_secret,
+    request_credential,
     require_role,
     session_expiry,
 )
@@ -113,7 +114,7 @@ async def logout(
         raise ValidationError(
             "an API token cannot log out; revoke it with DELETE /v1/tokens/{id} instead"
         )
-    credential = request.headers["authorization"].partition(" ")[2].strip()
+    credential = request_credential(request)
     services = get_services(request)
     async with services.db.session() as db:
         await db.execute(delete(Session).where(Session.token_hash == hash_secret(credential)))

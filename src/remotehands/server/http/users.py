@@ -28,6 +28,7 @@ from remotehands.server.auth import (
     client_ip,
     hash_secret,
     normalise_username,
+    request_credential,
     require_role,
     require_unrestricted,
     role_rank,
@@ -229,7 +230,7 @@ async def update_user(
             # End the user's sessions, except the one changing its own password.
             ending = delete(Session).where(Session.user_id == user.id)
             if user.id == principal.user_id and principal.kind == "user":
-                current = request.headers["authorization"].partition(" ")[2].strip()
+                current = request_credential(request)
                 ending = ending.where(Session.token_hash != hash_secret(current))
             await db.execute(ending)
         await db.commit()
