@@ -636,3 +636,14 @@ def test_a_login_answer_without_token_is_refused(fake: FakeApi) -> None:
         pytest.raises(errors.AuthError, match="answered the login without token"),
     ):
         client.click()
+
+
+def test_pointer_methods_pass_a_frame_id(agent: AgentClient, fake: FakeApi) -> None:
+    agent.click(10, 20, frame_id=3)
+    assert fake.last.body == {"x": 10, "y": 20, "button": "left", "frame_id": 3}
+    agent.move(1, 2, frame_id=4)
+    assert fake.last.body == {"x": 1, "y": 2, "frame_id": 4}
+    agent.drag(0, 0, 5, 5, frame_id=5)
+    assert fake.last.body["frame_id"] == 5
+    agent.click(10, 20)
+    assert "frame_id" not in fake.last.body

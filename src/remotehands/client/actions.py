@@ -175,19 +175,32 @@ class ActionMethods(Generic[R]):
 
     # pointer
 
-    def move(self, x: int, y: int) -> R:
-        """Move the pointer to ``x``, ``y``."""
-        return self.call("mouse.move", x=x, y=y)
+    def move(self, x: int, y: int, *, frame_id: int | None = None) -> R:
+        """Move the pointer to ``x``, ``y`` (pixels of screenshot ``frame_id`` when given)."""
+        return self.call("mouse.move", x=x, y=y, frame_id=frame_id)
 
-    def click(self, x: int | None = None, y: int | None = None, *, button: Button = "left") -> R:
-        """Click at ``x``, ``y`` (or where the pointer is when they are left out)."""
-        return self.call("mouse.click", x=x, y=y, button=button)
+    def click(
+        self,
+        x: int | None = None,
+        y: int | None = None,
+        *,
+        button: Button = "left",
+        frame_id: int | None = None,
+    ) -> R:
+        """Click at ``x``, ``y`` (or where the pointer is when they are left out); with
+        ``frame_id`` the coordinates are pixels of that screenshot, mapped back by the agent."""
+        return self.call("mouse.click", x=x, y=y, button=button, frame_id=frame_id)
 
     def double_click(
-        self, x: int | None = None, y: int | None = None, *, button: Button = "left"
+        self,
+        x: int | None = None,
+        y: int | None = None,
+        *,
+        button: Button = "left",
+        frame_id: int | None = None,
     ) -> R:
         """Double-click at ``x``, ``y`` (or where the pointer is)."""
-        return self.call("mouse.double_click", x=x, y=y, button=button)
+        return self.call("mouse.double_click", x=x, y=y, button=button, frame_id=frame_id)
 
     def scroll(
         self,
@@ -196,9 +209,12 @@ class ActionMethods(Generic[R]):
         *,
         delta_x: int = 0,
         delta_y: int = 0,
+        frame_id: int | None = None,
     ) -> R:
         """Scroll by wheel notches at ``x``, ``y``; positive ``delta_y`` scrolls down."""
-        return self.call("mouse.scroll", x=x, y=y, delta_x=delta_x, delta_y=delta_y)
+        return self.call(
+            "mouse.scroll", x=x, y=y, delta_x=delta_x, delta_y=delta_y, frame_id=frame_id
+        )
 
     def drag(
         self,
@@ -209,10 +225,12 @@ class ActionMethods(Generic[R]):
         *,
         button: Button = "left",
         duration_ms: int | None = None,
+        frame_id: int | None = None,
     ) -> R:
         """Press at one point, move to the other over ``duration_ms``, release."""
         return self.call(
             "mouse.drag",
+            frame_id=frame_id,
             from_x=from_x,
             from_y=from_y,
             to_x=to_x,
