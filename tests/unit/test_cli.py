@@ -623,3 +623,15 @@ def test_sizes_read_well() -> None:
         "183.4 KiB",
         "3.0 MiB",
     ]
+
+
+def test_pointer_commands_take_a_frame(fake: FakeApi) -> None:
+    env = agent_env(fake)
+    ok(run(["click", "10", "20", "--frame", "7"], env))
+    assert fake.last.body == {"x": 10, "y": 20, "button": "left", "frame_id": 7}
+    ok(run(["move", "3", "4", "--frame", "8"], env))
+    assert fake.last.body == {"x": 3, "y": 4, "frame_id": 8}
+    ok(run(["drag", "1", "2", "3", "4", "--frame", "9"], env))
+    assert fake.last.body["frame_id"] == 9
+    bad = run(["click", "1", "2", "--frame", "0"], env)
+    assert bad.exit_code == 2 and "--frame" in bad.output

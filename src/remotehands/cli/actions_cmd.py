@@ -272,6 +272,8 @@ def screenshot(
     if output is None:
         output = f"screenshot-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}.{extension}"
     size = f"{human_size(len(image))}, {shot.get('width')}x{shot.get('height')}"
+    if shot.get("frame_id") is not None:  # what click/move/drag --frame refer to
+        size += f", frame {shot['frame_id']}"
     if output == "-":
         sys.stdout.buffer.write(image)
         sys.stdout.buffer.flush()
@@ -316,10 +318,21 @@ def _point(rest: list[str]) -> tuple[int | None, int | None]:
     return x, y
 
 
+_FRAME = click.option(
+    "--frame",
+    "frame_id",
+    type=click.IntRange(min=1),
+    help="Coordinates are pixels of this screenshot (its frame_id), scaled or of a region.",
+)
+
+
 @device_command("click", "[DEVICE] [X Y]", counts=(0, 2))
 @click.option("--button", type=click.Choice(BUTTONS), default="left", show_default=True)
 @click.option("--double", is_flag=True, help="Double-click.")
-def click_(hands: ActionMethods[Any], rest: list[str], button: Button, double: bool) -> None:
+@_FRAME
+def click_(
+    hands: ActionMethods[Any], rest: list[str], button: Button, double: bool, frame_id: int | None
+) -> None:
     """Click at X Y, or where the pointer is.
 
     \b
@@ -327,16 +340,19 @@ def click_(hands: ActionMethods[Any], rest: list[str], button: Button, double: b
       remotehands click --agent http://127.0.0.1:8082 100 200
       remotehands click web-1 100 200 --button right
       remotehands click web-1 --double
+      remotehands click web-1 50 40 --frame 12   # pixels of screenshot 12
     """
     x, y = _point(rest)
     if double:
-        emit(hands.double_click(x, y, button=button), f"double-clicked {button}{_at(x, y)}")
+        result = hands.double_click(x, y, button=button, frame_id=frame_id)
+        emit(result, f"double-clicked {button}{_at(x, y)}")
     else:
-        emit(hands.click(x, y, button=button), f"clicked {button}{_at(x, y)}")
+        emit(hands.click(x, y, button=button, frame_id=frame_id), f"clicked {button}{_at(x, y)}")
 
 
 @device_command("move", "[DEVICE] X Y", counts=(2,))
-def move(hands: ActionMethods[Any], rest: list[str]) -> None:
+@_FRAME
+def move(hands: ActionMethods[Any], rest: list[str], frame_id: int | None) -> None:
     """Move the pointer to X Y.
 
     \b
@@ -344,7 +360,7 @@ def move(hands: ActionMethods[Any], rest: list[str]) -> None:
       remotehands move web-1 640 400
     """
     x, y = _ints(rest, "X Y")
-    emit(hands.move(x, y), f"moved to {x},{y}")
+    emit(hands.move(x, y, frame_id=frame_id), f"moved to {x},{y}")
 
 
 @device_command("scroll", "[DEVICE]", counts=(0,))
@@ -372,8 +388,13 @@ def scroll(
 @device_command("drag", "[DEVICE] FROM_X FROM_Y TO_X TO_Y", counts=(4,))
 @click.option("--button", type=click.Choice(BUTTONS), default="left", show_default=True)
 @click.option("--duration-ms", type=click.IntRange(0, 60_000), help="How long the move takes.")
+@_FRAME
 def drag(
-    hands: ActionMethods[Any], rest: list[str], button: Button, duration_ms: int | None
+    hands: ActionMethods[Any],
+    rest: list[str],
+    button: Button,
+    duration_ms: int | None,
+    frame_id: int | None,
 ) -> None:
     """Press at FROM_X FROM_Y, move to TO_X TO_Y, release.
 
@@ -382,7 +403,7 @@ def drag(
       remotehands drag web-1 100 200 400 200 --duration-ms 500
     """
     fx, fy, tx, ty = _ints(rest, "FROM_X FROM_Y TO_X TO_Y")
-    result = hands.drag(fx, fy, tx, ty, button=button, duration_ms=duration_ms)
+    result = hands.drag(fx, fy, tx, ty, button=button, duration_ms=duration_ms, frame_id=frame_id)
     emit(result, f"dragged {button} from {fx},{fy} to {tx},{ty}")
 
 
