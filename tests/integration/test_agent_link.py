@@ -96,8 +96,6 @@ async def test_a_used_token_is_refused_and_nothing_is_stored(
         await load_or_enroll(server.url, token, state_dir=tmp_path / "b", hardware="hw-b",
                              device_type="desktop")  # fmt: skip
     assert not (tmp_path / "b").exists()
-    (tmp_path / "c").mkdir()
-    (tmp_path / "c" / "ignored").write_text("")
     with pytest.raises(ConfigError, match="cannot reach"):
         await load_or_enroll("http://127.0.0.1:9", "ekvent_x", state_dir=tmp_path / "c",
                              hardware="hw-c", device_type="desktop")  # fmt: skip
