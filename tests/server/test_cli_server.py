@@ -207,3 +207,29 @@ async def test_serve_for_real(tmp_path: Path) -> None:
     stderr = (await process.stderr.read()).decode()
     assert code == 130  # interrupted, after a graceful shutdown
     assert "Traceback" not in stderr
+
+
+@pytest.mark.anyio
+async def test_serve_announces_itself_as_json(tmp_path: Path) -> None:
+    env = {**os.environ, "REMOTEHANDS_OWNER_PASSWORD": PASSWORD}
+    command = [sys.executable, "-c", "from remotehands.cli.main import main; main()", "server"]
+    init = await asyncio.create_subprocess_exec(
+        *command, "init", "--data", str(tmp_path), env=env, stdout=asyncio.subprocess.DEVNULL
+    )
+    assert await init.wait() == 0
+    process = await asyncio.create_subprocess_exec(
+        *command, "--data", str(tmp_path), "--listen", "127.0.0.1:0", "--json",
+        env=env, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(30):
+            announced = json.loads(await process.stdout.readline())
+        assert announced["data_dir"] == str(tmp_path)
+        assert announced["database"].startswith("sqlite+aiosqlite:///")
+        async with httpx.AsyncClient(base_url=announced["url"]) as client:
+            assert (await client.get("/health")).json()["status"] == "ok"
+    finally:
+        process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(30):
+            await process.wait()

@@ -95,6 +95,12 @@ def _load_settings(ctx: click.Context, **overrides: Any) -> Any:
     show_default=True,
     help="How much the server logs.",
 )
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Announce the server as one JSON line ({"url", "data_dir", "database"}).',
+)
 @click.pass_context
 @_friendly
 def server(
@@ -105,6 +111,7 @@ def server(
     database_url: str | None,
     config: Path | None,
     log_level: str,
+    as_json: bool,
 ) -> None:
     """Run the fleet server: REST API, agent links, events and metrics.
 
@@ -120,7 +127,7 @@ def server(
     }
     if ctx.invoked_subcommand is not None:
         return
-    _serve(_load_settings(ctx), log_level)
+    _serve(_load_settings(ctx), log_level, as_json)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -160,7 +167,7 @@ async def _prepare(settings: Any) -> bool:
     return owner is not None
 
 
-def _serve(settings: Any, log_level: str) -> None:
+def _serve(settings: Any, log_level: str, as_json: bool = False) -> None:
     import uvicorn
 
     from remotehands.server.app import create_app
@@ -198,7 +205,13 @@ def _serve(settings: Any, log_level: str) -> None:
         lifespan="on",
     )
     instance = uvicorn.Server(config)
-    click.echo(f"remotehands server: serving {settings.base_url} (data in {settings.data_dir})")
+    if as_json:
+        from remotehands.server.db.engine import safe_url
+
+        click.echo(json.dumps({"url": settings.base_url, "data_dir": str(settings.data_dir),
+                               "database": safe_url(settings.db_url)}))  # fmt: skip
+    else:
+        click.echo(f"remotehands server: serving {settings.base_url} (data in {settings.data_dir})")
     sys.stdout.flush()
     instance.run(sockets=[sock])
     if not instance.started:
