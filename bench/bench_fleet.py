@@ -68,6 +68,7 @@ def serve(data_dir: str, database_url: str | None) -> None:
         host="127.0.0.1",
         port=0,
         log_level="warning",
+        ws="websockets-sansio",
         ws_per_message_deflate=False,
         backlog=4096,
     )

@@ -198,6 +198,7 @@ def _serve(settings: Any, log_level: str, as_json: bool = False) -> None:
         create_app(settings),
         loop="uvloop",
         http="httptools",
+        ws="websockets-sansio",  # uvicorn's legacy websockets implementation is deprecated
         ws_per_message_deflate=False,  # the agent link carries images: compression is off
         log_level=log_level,
         proxy_headers=True,
