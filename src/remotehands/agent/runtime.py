@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,11 +87,23 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signals to its owner (the CLI, a test, the demo)."""
+    """A uvicorn server that leaves signals to its owner (the CLI, a test, the demo) and
+    reports a failed start as an error rather than exiting the process."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets)
+        except SystemExit:
+            # uvicorn logged why (address in use, no permission) and asked to exit: a
+            # SystemExit inside a task would stop the whole event loop
+            raise ConfigError(
+                f"could not listen on {self.config.host}:{self.config.port}: see the line "
+                "above; choose another address with --listen"
+            ) from None
 
 
 @contextlib.asynccontextmanager
@@ -120,12 +133,12 @@ async def serve_http(
         while not server.started:
             if task.done():
                 task.result()
-                raise ConfigError(f"could not listen on {listen}")
+                raise ConfigError(f"the HTTP server on {listen} stopped as it started")
             await asyncio.sleep(0.01)
         yield server
     finally:
         server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError, ConfigError):
             await task
 
 
