@@ -6,6 +6,7 @@ import asyncio
 import base64
 import io
 import re
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -368,3 +369,22 @@ async def test_clicks_on_a_scaled_region_shot_map_back_through_its_frame_id(agen
     assert agent.driver.pointer == (160, 120)
     unknown = await agent.http.post("/mouse/move", json={"x": 1, "y": 1, "frame_id": 999})
     assert unknown.status_code == 404 and "new screenshot" in unknown.json()["details"]
+
+
+async def test_an_oversized_body_is_refused_before_it_is_read(agent: Agent) -> None:
+    from remotehands.agent.faces import native
+
+    host, port = agent.base.removeprefix("http://").split(":")
+    token = agent.http.headers["Authorization"]
+
+    def post_with_a_huge_declared_length() -> str:
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            conn.sendall(
+                f"POST /keyboard/type HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n"
+                f"Content-Length: {native.MAX_BODY + 1}\r\n\r\n{{}}".encode()
+            )
+            return conn.recv(65536).decode()
+
+    answer = await asyncio.to_thread(post_with_a_huge_declared_length)
+    assert answer.startswith("HTTP/1.1 422"), answer[:60]
+    assert "is over" in answer and agent.driver.typed == []

@@ -22,6 +22,7 @@ from remotehands.server.auth import Passwords
 from remotehands.server.db.engine import Database
 from remotehands.server.http import core_routers
 from remotehands.server.http.errors import install_error_handlers
+from remotehands.server.http.limits import BodyLimit
 from remotehands.server.logredact import install_log_redaction
 from remotehands.server.ratelimit import RateLimiter
 from remotehands.server.services import Clock, Services, utc_now
@@ -105,6 +106,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     # The link engineer's routers first: a static path of theirs (e.g. under /v1/devices/)
     # must win over the {device_id} of the device routes.
     for module_name in _LINK_ROUTERS:

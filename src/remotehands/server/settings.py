@@ -97,6 +97,8 @@ class ServerSettings(BaseSettings):
     """Default timeout of a request to a device."""
     bulk_concurrency: int = Field(64, ge=1)
     """Devices a bulk action works on at the same time."""
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    """The largest request body taken; bigger ones get 413 before they are read."""
     login_rate_limit: int = Field(10, ge=1)
     """Failed logins allowed per minute for one client address and username."""
     register_rate_limit: int = Field(10, ge=1)

@@ -58,9 +58,17 @@ def _bearer(request: Request) -> str:
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise ValidationError(f"request body over {MAX_BODY} bytes")
+    too_large = ValidationError(f"the request body is over {MAX_BODY} bytes; send less")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():  # capped as it arrives, never read whole first
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise too_large
+        chunks.append(chunk)
+    body = b"".join(chunks)
     if not body.strip():
         return {}
     try:
