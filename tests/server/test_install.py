@@ -6,6 +6,7 @@ import asyncio
 import io
 import os
 import shutil
+import signal
 import sys
 import sysconfig
 import tarfile
@@ -162,3 +163,32 @@ async def test_install_cmd_installs_and_reaches_the_agent(tmp_path: Path) -> Non
         assert __version__ in out
         migrations = list(venv.glob("lib/python*/site-packages/remotehands/server/db/migrations"))
         assert migrations and (migrations[0] / "versions" / "0001_initial.py").exists()
+
+        # and for real: the installed agent enrolls with the token and comes online
+        live = {k: v for k, v in env.items() if k != "REMOTEHANDS_INSTALL_DRY_RUN"}
+        command = (
+            f"{install_cmd} --venv {venv} --python {sys.executable} --reuse-site-packages "
+            f"-- --name rack-7 --driver fake --state-dir {tmp_path / 'agent-state'}"
+        )
+        agent = await asyncio.create_subprocess_exec("sh", "-c", command, env=live,
+                                                     start_new_session=True)  # fmt: skip
+        try:
+
+            async def online() -> list[dict[str, object]]:
+                found = await client.get("/v1/devices", headers=headers,
+                                         params={"status": "online"})  # fmt: skip
+                devices: list[dict[str, object]] = found.json()["devices"]
+                return devices
+
+            async with asyncio.timeout(120):
+                while not await online():
+                    await asyncio.sleep(0.2)
+            [device] = await online()
+            assert device["name"] == "rack-7"
+            moved = await client.post(f"/v1/devices/{device['id']}/mouse/move",
+                                      headers=headers, json={"x": 3, "y": 4})  # fmt: skip
+            assert moved.json() == {"status": "ok"}
+        finally:
+            os.killpg(agent.pid, signal.SIGTERM)
+            async with asyncio.timeout(30):
+                await agent.wait()
