@@ -44,6 +44,11 @@ def test_demo_comes_up_and_the_cli_drives_it(tmp_path: Path) -> None:
         assert f"export REMOTEHANDS_URL={info['url']}" in info["commands"]
 
         cli_env = {**env, "REMOTEHANDS_URL": info["url"], "REMOTEHANDS_TOKEN": info["token"]}
+        # the advertised commands work as printed, in a shell, whatever PATH holds
+        advertised = next(c for c in info["commands"] if c.endswith(" devices"))
+        shell = subprocess.run(advertised, shell=True, env=cli_env, capture_output=True,
+                               text=True, timeout=60)  # fmt: skip
+        assert shell.returncode == 0 and "demo-desktop" in shell.stdout, shell.stderr
         devices = _cli(cli_env, "devices")
         listed = devices["devices"] if isinstance(devices, dict) else devices
         assert [(d["name"], d["status"]) for d in listed] == [("demo-desktop", "online")]

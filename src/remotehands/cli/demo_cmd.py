@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import socket
 import sys
 import time
@@ -43,16 +44,27 @@ class DemoInfo:
 
     def commands(self) -> list[str]:
         """CLI commands worth trying against the demo."""
+        rh = _program()
         return [
             f"export REMOTEHANDS_URL={self.url}",
             f"export REMOTEHANDS_TOKEN={self.token}",
-            "remotehands devices",
-            f"remotehands screenshot {self.device_name} -o shot.jpg",
-            f'remotehands type {self.device_name} "echo hello from remotehands"',
-            f"remotehands key {self.device_name} enter",
-            f"remotehands windows {self.device_name}",
-            "remotehands audit",
+            f"{rh} devices",
+            f"{rh} screenshot {self.device_name} -o shot.jpg",
+            f'{rh} type {self.device_name} "echo hello from remotehands"',
+            f"{rh} key {self.device_name} enter",
+            f"{rh} windows {self.device_name}",
+            f"{rh} audit",
         ]
+
+
+def _program() -> str:
+    """``remotehands`` when that name finds this very program on PATH, else its full path
+    (the demo usually runs from the project's .venv, which is not on PATH)."""
+    here = Path(sys.argv[0]).resolve()
+    found = shutil.which("remotehands")
+    if found is not None and Path(found).resolve() == here:
+        return "remotehands"
+    return str(here) if here.name == "remotehands" else "remotehands"
 
 
 def _free_port(host: str) -> int:
