@@ -28,6 +28,8 @@ import hashlib
 import logging
 import re
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -55,6 +57,7 @@ __all__ = [
     "WS_CLOSE_UNAUTHORIZED",
     "Passwords",
     "Principal",
+    "PrincipalCache",
     "Role",
     "WebSocketRefused",
     "authenticate",
@@ -213,11 +216,54 @@ def request_credential(conn: HTTPConnection) -> str:
     )
 
 
+class PrincipalCache:
+    """Credentials authenticated in the last ``ttl_s`` seconds, so that a burst of requests
+    (an AI agent's screenshot-click loop) does not read the database for each one.
+
+    Any change to users, sessions or API tokens made by this process clears it, so a logout,
+    a revocation or a disabled user takes effect here at once; another server replica sharing
+    the database sees such a change within ``ttl_s``. An entry never outlives the session or
+    token it stands for.
+    """
+
+    def __init__(
+        self, ttl_s: float = 2.0, size: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl_s = ttl_s
+        self._size = size
+        self._clock = clock
+        self._entries: dict[str, tuple[Principal, float, datetime | None]] = {}
+
+    def get(self, digest: str, now: datetime) -> Principal | None:
+        """The cached principal of ``digest``, if still fresh and not expired at ``now``."""
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        principal, fresh_until, expires_at = entry
+        if self._clock() >= fresh_until or (expires_at is not None and expires_at <= now):
+            del self._entries[digest]
+            return None
+        return principal
+
+    def put(self, digest: str, principal: Principal, expires_at: datetime | None) -> None:
+        """Remember an authentication for ``ttl_s``."""
+        if len(self._entries) >= self._size:
+            self._entries.clear()  # a burst of distinct credentials: start over, stay bounded
+        self._entries[digest] = (principal, self._clock() + self.ttl_s, expires_at)
+
+    def clear(self) -> None:
+        """Forget everything (after any change to users, sessions or tokens)."""
+        self._entries.clear()
+
+
 async def authenticate(services: Services, credential: str) -> Principal:
     """The principal of a session (``rhs_``) or API token (``rht_``); raises
     :class:`AuthError` when it is unknown, expired, revoked, or its user is disabled."""
     now = services.clock()
     digest = hash_secret(credential)
+    cached = services.principals.get(digest, now)
+    if cached is not None:
+        return cached
     async with services.db.session() as db:
         if credential.startswith(SESSION_PREFIX):
             row = (
@@ -231,7 +277,9 @@ async def authenticate(services: Services, credential: str) -> Principal:
                 raise AuthError("session expired or unknown: log in again")
             user = row.User
             _check_enabled(user)
-            return Principal("user", user.id, user.username, user.role)
+            principal = Principal("user", user.id, user.username, user.role)
+            services.principals.put(digest, principal, row.Session.expires_at)
+            return principal
         if credential.startswith(API_TOKEN_PREFIX):
             found = (
                 await db.execute(
@@ -259,7 +307,11 @@ async def authenticate(services: Services, credential: str) -> Principal:
                     await db.rollback()
             role = min(token.role, user.role, key=role_rank)
             tags = [str(t) for t in token.tags] if token.tags is not None else None
-            return Principal("token", user.id, user.username, role, token.read_only, tags, token.id)
+            principal = Principal(
+                "token", user.id, user.username, role, token.read_only, tags, token.id
+            )
+            services.principals.put(digest, principal, token.expires_at)
+            return principal
     raise AuthError("unrecognised token: expected a session (rhs_...) or API token (rht_...)")
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import HTTPConnection
 
 from remotehands.server.audit import AuditLog
-from remotehands.server.auth import Passwords
+from remotehands.server.auth import Passwords, PrincipalCache
 from remotehands.server.db.engine import Database
 from remotehands.server.ratelimit import RateLimiter
 from remotehands.server.settings import ServerSettings
@@ -54,6 +54,8 @@ class Services:
     """Failed logins per client address and username."""
     register_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(10))
     """Failed agent registrations per client address."""
+    principals: PrincipalCache = field(default_factory=PrincipalCache)
+    """Recent authentications; cleared by every change to users, sessions and tokens."""
 
 
 def get_services(request_or_ws: HTTPConnection) -> Services:

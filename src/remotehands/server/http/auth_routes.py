@@ -119,6 +119,7 @@ async def logout(
     async with services.db.session() as db:
         await db.execute(delete(Session).where(Session.token_hash == hash_secret(credential)))
         await db.commit()
+    services.principals.clear()
     await services.audit.record(actor=principal.actor, actor_kind="user", action="auth.logout")
     return Response(status_code=204)
 

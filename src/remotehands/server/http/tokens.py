@@ -237,6 +237,7 @@ async def revoke_token(
             return Response(status_code=204)
         token.revoked_at = services.clock()
         await db.commit()
+    services.principals.clear()
     await services.audit.record(
         actor=principal.actor,
         actor_kind=principal.kind,

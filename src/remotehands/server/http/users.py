@@ -234,6 +234,7 @@ async def update_user(
                 ending = ending.where(Session.token_hash != hash_secret(current))
             await db.execute(ending)
         await db.commit()
+    services.principals.clear()  # a new role, a disabled user or ended sessions count at once
     fields = sorted(changed) + (["password"] if new_hash is not None else [])
     if fields:
         await services.audit.record(
@@ -275,6 +276,7 @@ async def delete_user(
         await db.execute(delete(ApiToken).where(ApiToken.user_id == target.id))
         await db.execute(delete(User).where(User.id == target.id))
         await db.commit()
+    services.principals.clear()
     await services.audit.record(
         actor=principal.actor,
         actor_kind=principal.kind,
