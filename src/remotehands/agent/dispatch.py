@@ -546,10 +546,9 @@ class Dispatcher:
                 self._slots[capture.slot] = (text, datetime.now(UTC))
                 results.append({"slot": capture.slot, "text": text, "length": len(text),
                                 "truncated": truncated, "ok": True})  # fmt: skip
-            except (RemoteHandsError, ValueError) as err:
-                code = err.code if isinstance(err, RemoteHandsError) else "invalid"
-                results.append({"slot": capture.slot, "ok": False, "error": code,
-                                "details": str(err)})  # fmt: skip
+            except RemoteHandsError as err:
+                results.append({"slot": capture.slot, "ok": False, "error": err.code,
+                                "details": err.details})  # fmt: skip
         return {"results": results}
 
     # -- windows -------------------------------------------------------------------------------
@@ -608,26 +607,24 @@ class Dispatcher:
             f"request; it may be asking a question: take a screenshot and answer it"
         )
 
-    def _window_id(self, p: A.WindowFocusParams) -> int:
+    @staticmethod
+    def _window_id(p: A.WindowFocusParams) -> int:
         value = p.id if p.id is not None else p.window_id
         if value is None:
             raise ValidationError("name the window: window_id (a number or 0x... id)")
-        try:
-            return A.parse_window_id(value)
-        except ValueError as err:
-            raise ValidationError(str(err)) from err
+        return A.parse_window_id(value)  # checked by the model already: never raises
 
     async def _window_focus(self, p: A.WindowFocusParams) -> dict[str, Any]:
         await self._windows_.focus_window(self._window_id(p))
         return OK
 
     async def _window_move(self, p: A.WindowMoveParams) -> dict[str, Any]:
-        window_id = self._window_id(A.WindowFocusParams(id=p.id))
+        window_id = A.parse_window_id(p.id)
         bounds = await self._windows_.move_window(window_id, p.bounds)
         return {"ok": True, "id": str(window_id), "bounds": bounds.model_dump()}
 
     async def _window_close(self, p: A.WindowParams) -> dict[str, Any]:
-        await self._windows_.close_window(int(p.id))
+        await self._windows_.close_window(p.id)
         return OK
 
     # -- applications --------------------------------------------------------------------------
@@ -641,7 +638,7 @@ class Dispatcher:
 
     async def _app_close(self, p: A.AppCloseParams) -> dict[str, Any]:
         self._check_capability(A.ACTIONS_BY_NAME["window.close"])
-        await self._windows_.close_window(self._window_id(A.WindowFocusParams(id=p.window_id)))
+        await self._windows_.close_window(A.parse_window_id(p.window_id))
         return OK
 
     # -- misc ----------------------------------------------------------------------------------

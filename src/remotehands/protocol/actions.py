@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from remotehands.protocol.models import Bounds
 
@@ -203,6 +203,20 @@ def _check_slot(name: str) -> str:
     return name
 
 
+WindowId = Annotated[int, BeforeValidator(lambda v: parse_window_id(v))]
+"""A window id: a number, or the same as a string, decimal or ``0x...`` hex; made a number."""
+
+
+def _checked_window_ref(value: int | str) -> int | str:
+    parse_window_id(value)
+    return value
+
+
+WindowRef = Annotated[int | str, AfterValidator(_checked_window_ref)]
+"""A window id checked like :data:`WindowId` but kept as given (the wire form stays the
+caller's)."""
+
+
 class SlotParams(Params):
     """Name a clipboard slot."""
 
@@ -228,7 +242,7 @@ class Capture(Params):
     """One capture: focus a window, select all, copy, settle, store the clipboard in a slot."""
 
     slot: str
-    focus_window_id: int | str | None = None
+    focus_window_id: WindowRef | None = None
     select_all: bool = True
     copy_: bool = Field(True, alias="copy")
     settle_ms: int = Field(150, ge=0, le=10_000)
@@ -248,25 +262,20 @@ class CaptureParams(Params):
 class WindowParams(Params):
     """Name a window; ids are accepted as numbers or as ``0x...`` hex strings."""
 
-    id: int | str
-
-    @field_validator("id")
-    @classmethod
-    def _parse_id(cls, v: int | str) -> int:
-        return parse_window_id(v)
+    id: WindowId
 
 
 class WindowFocusParams(Params):
     """A sequence's ``window.focus`` step or ``POST /windows/{id}/focus``."""
 
-    id: int | str | None = None
-    window_id: int | str | None = None
+    id: WindowRef | None = None
+    window_id: WindowRef | None = None
 
 
 class WindowMoveParams(Params):
     """Move and resize a window."""
 
-    id: int | str
+    id: WindowRef
     bounds: Bounds
     lock_timeout_ms: int = Field(10_000, ge=0, le=600_000)
 
@@ -274,7 +283,7 @@ class WindowMoveParams(Params):
 class DialogCloseParams(Params):
     """Close the active dialog (or the given one): Escape first, then the close request."""
 
-    window_id: int | str | None = None
+    window_id: WindowRef | None = None
     wait_dialog_gone_ms: int = Field(800, ge=0, le=60_000)
 
 
@@ -294,7 +303,7 @@ class AppRunningParams(Params):
 class AppCloseParams(Params):
     """Close an application's window."""
 
-    window_id: int | str
+    window_id: WindowRef
 
 
 class ActionsParams(Params):
@@ -347,9 +356,9 @@ def wait_seconds(value: Any) -> float:
     return total
 
 
-def parse_window_id(value: int | str) -> int:
-    """Accept ``12345``, ``"12345"`` or ``"0x4400003"``."""
-    if isinstance(value, bool):
+def parse_window_id(value: object) -> int:
+    """Accept ``12345``, ``"12345"`` or ``"0x4400003"``; anything else is a ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError("a window id is a number such as 12345 or 0x4400003")
     if isinstance(value, int):
         if value <= 0:
