@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from remotehands.drivers.base import Apps, Clipboard, Driver, Keyboard, Pointer, Screen, Windows
+from remotehands.drivers.base import Apps, Clipboard, Driver, Keyboard, Mouse, Screen, Windows
 from remotehands.drivers.fake import FakeDriver
 from remotehands.errors import NotFoundError, ValidationError
 from remotehands.protocol.keys import parse_key
@@ -34,8 +34,8 @@ async def driver(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
 
 
 async def test_declares_the_desktop_capabilities(driver: Any) -> None:
-    assert {"screen", "keyboard", "pointer", "clipboard", "windows", "apps"} <= driver.capabilities
-    for protocol in (Screen, Pointer, Keyboard, Clipboard, Windows, Apps):
+    assert {"screen", "keyboard", "mouse", "clipboard", "windows", "apps"} <= driver.capabilities
+    for protocol in (Screen, Mouse, Keyboard, Clipboard, Windows, Apps):
         assert isinstance(driver, protocol)
 
 

@@ -12,7 +12,7 @@ from Xlib import X
 from Xlib.display import Display
 
 from remotehands.agent.desktop import VirtualDesktop
-from remotehands.drivers.base import Apps, Clipboard, Keyboard, Pointer, Screen, Windows
+from remotehands.drivers.base import Apps, Clipboard, Keyboard, Mouse, Screen, Windows
 from remotehands.drivers.x11 import X11Driver
 from remotehands.errors import ConfigError, NotFoundError, ValidationError
 from remotehands.protocol.keys import Key
@@ -90,8 +90,8 @@ async def _window(driver: X11Driver, window_id: int) -> WindowInfo:
 
 async def test_declares_its_kind_and_capabilities(driver: X11Driver) -> None:
     assert driver.kind == "x11"
-    assert driver.capabilities == {"screen", "keyboard", "pointer", "clipboard", "windows", "apps"}
-    for protocol in (Screen, Pointer, Keyboard, Clipboard, Windows, Apps):
+    assert driver.capabilities == {"screen", "keyboard", "mouse", "clipboard", "windows", "apps"}
+    for protocol in (Screen, Mouse, Keyboard, Clipboard, Windows, Apps):
         assert isinstance(driver, protocol)
 
 

@@ -82,7 +82,7 @@ async def test_path_parameters_and_204_answers(fleet: LiveFleet) -> None:
 
     async with fleet.agent(
         device,
-        capabilities=["clipboard", "windows", "pointer"],
+        capabilities=["clipboard", "windows", "mouse"],
         handlers={"clipboard.slot_store": store},
     ) as agent:
         stored = await fleet.owner.put(slot, json={"text": "hello"})
@@ -116,7 +116,7 @@ async def test_an_action_the_device_cannot_do_is_501_before_the_agent(fleet: Liv
         )
     assert click.status_code == 501
     assert click.json()["error"] == "unsupported"
-    assert "pointer" in click.json()["details"]
+    assert "mouse" in click.json()["details"]
     assert sequence.status_code == 501
     assert "keyboard" in sequence.json()["details"]
     assert agent.requests_seen == 0

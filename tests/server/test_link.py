@@ -35,7 +35,7 @@ async def test_hello_marks_the_device_online_and_publishes_it(fleet: LiveFleet) 
     with fleet.services.events.subscribe() as events:
         async with fleet.agent(
             device,
-            capabilities=["screen", "pointer"],
+            capabilities=["screen", "mouse"],
             screens=[{"id": 0, "width": 1280, "height": 720}],
             agent_version="9.9.9",
             hardware_id="hw-42",
@@ -52,7 +52,7 @@ async def test_hello_marks_the_device_online_and_publishes_it(fleet: LiveFleet) 
             assert row.agent_version == "9.9.9"
             assert row.driver == "sim"
             assert row.device_type == "sim"
-            assert row.capabilities == ["screen", "pointer"]
+            assert row.capabilities == ["screen", "mouse"]
             assert row.screens == [{"id": 0, "width": 1280, "height": 720, "x": 0, "y": 0}]
             assert row.hardware_id == "hw-42"
             assert row.health is not None and row.health["memory_percent"] == 12.5

@@ -52,7 +52,7 @@ async def _own_token(fleet: Fleet, headers: dict[str, str]) -> str:
 
 
 async def _device(fleet: Fleet, headers: dict[str, str]) -> str:
-    capabilities = ["screen", "keyboard", "pointer", "clipboard", "windows", "apps", "sequence"]
+    capabilities = ["screen", "keyboard", "mouse", "clipboard", "windows", "apps", "sequence"]
     return await fleet.device("matrix", ["t"], capabilities=capabilities)
 
 

@@ -127,7 +127,7 @@ def test_enroll_type_read_back_go_offline_and_come_back(
         device = online()[0]
         device_id = device["id"]
         assert device["name"] == "rack-desktop" and device["device_type"] == "desktop"
-        assert {"screen", "keyboard", "pointer", "clipboard", "windows"} <= set(
+        assert {"screen", "keyboard", "mouse", "clipboard", "windows"} <= set(
             device["capabilities"])  # fmt: skip
         assert device["screens"][0]["width"] == 1280
         wait_until(lambda: _device(fleet, device_id)["health"] is not None, timeout=10)

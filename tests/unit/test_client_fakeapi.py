@@ -64,7 +64,7 @@ DEVICES = [
         "agent_version": "0.1.0",
         "last_seen": "2026-05-19T10:00:00Z",
         "health": {"uptime_seconds": 100.0, "cpu_percent": 12.5, "memory_percent": 40.0},
-        "capabilities": ["screen", "keyboard", "pointer"],
+        "capabilities": ["screen", "keyboard", "mouse"],
         "screens": [{"id": 0, "width": 1920, "height": 1080}],
     },
     {

@@ -30,7 +30,7 @@ from remotehands.drivers.base import (
     Driver,
     FrameArray,
     Keyboard,
-    Pointer,
+    Mouse,
     Screen,
     Windows,
 )
@@ -229,8 +229,8 @@ class Dispatcher:
         return cast(Screen, self.driver)
 
     @property
-    def _pointer(self) -> Pointer:
-        return cast(Pointer, self.driver)
+    def _pointer(self) -> Mouse:
+        return cast(Mouse, self.driver)
 
     @property
     def _keyboard(self) -> Keyboard:

@@ -37,17 +37,17 @@ __all__ = [
     "Driver",
     "FrameArray",
     "Keyboard",
-    "Pointer",
+    "Mouse",
     "Screen",
     "Windows",
 ]
 
 Capability = Literal[
-    "screen", "keyboard", "pointer", "clipboard", "windows", "apps", "ocr", "power", "media",
+    "screen", "keyboard", "mouse", "clipboard", "windows", "apps", "ocr", "power", "media",
     "switch", "audio",
 ]  # fmt: skip
 CAPABILITIES: tuple[str, ...] = (
-    "screen", "keyboard", "pointer", "clipboard", "windows", "apps", "ocr", "power", "media",
+    "screen", "keyboard", "mouse", "clipboard", "windows", "apps", "ocr", "power", "media",
     "switch", "audio",
 )  # fmt: skip
 
@@ -76,7 +76,7 @@ class Screen(Protocol):
 
 
 @runtime_checkable
-class Pointer(Protocol):
+class Mouse(Protocol):
     """Move and click the pointer. Coordinates are native pixels of the virtual desktop."""
 
     async def move(self, x: int, y: int) -> None:

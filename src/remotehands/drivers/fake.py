@@ -52,7 +52,7 @@ class FakeDriver(Driver):
     """An in-memory device with screen, keyboard, pointer, clipboard, windows and apps."""
 
     kind = "fake"
-    capabilities = frozenset({"screen", "keyboard", "pointer", "clipboard", "windows", "apps"})
+    capabilities = frozenset({"screen", "keyboard", "mouse", "clipboard", "windows", "apps"})
 
     def __init__(self, width: int = 1280, height: int = 800) -> None:
         self.width = width

@@ -23,7 +23,7 @@ import struct
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from remotehands.errors import ValidationError
 from remotehands.protocol.models import Health, ScreenInfo
@@ -71,6 +71,12 @@ class Hello(_Msg):
     screens: list[ScreenInfo] = Field(default_factory=list)
     hardware_id: str
     health: Health | None = None
+
+    @field_validator("capabilities")
+    @classmethod
+    def _current_names(cls, value: list[str]) -> list[str]:
+        # agents of 0.1.0 called the mouse capability "pointer"
+        return ["mouse" if c == "pointer" else c for c in value]
 
 
 class Welcome(_Msg):

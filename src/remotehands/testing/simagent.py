@@ -55,7 +55,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CAPABILITIES: tuple[str, ...] = ("screen", "keyboard", "pointer", "clipboard")
+DEFAULT_CAPABILITIES: tuple[str, ...] = ("screen", "keyboard", "mouse", "clipboard")
 DEFAULT_SCREENS: tuple[dict[str, int], ...] = ({"id": 0, "width": 1920, "height": 1080},)
 
 Handler = Callable[[dict[str, Any]], Any | Awaitable[Any]]

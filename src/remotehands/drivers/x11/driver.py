@@ -59,7 +59,7 @@ class X11Driver(Driver):
     """
 
     kind = "x11"
-    capabilities = frozenset({"screen", "keyboard", "pointer", "clipboard", "windows", "apps"})
+    capabilities = frozenset({"screen", "keyboard", "mouse", "clipboard", "windows", "apps"})
 
     def __init__(
         self,
