@@ -27,7 +27,7 @@ from PIL import Image
 
 from remotehands.drivers.base import FrameArray
 from remotehands.errors import ValidationError
-from remotehands.protocol.models import Bounds
+from remotehands.protocol.models import Bounds, ImageFormat
 
 __all__ = [
     "MAX_REGIONS",
@@ -46,7 +46,6 @@ __all__ = [
     "scaled_size",
 ]
 
-ImageFormat = Literal["jpeg", "png", "webp"]
 """The encodings a screenshot can have."""
 
 Subsampling = Literal["444", "422", "420"]

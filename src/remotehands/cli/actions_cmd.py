@@ -33,7 +33,8 @@ from remotehands.cli.target import (
 )
 from remotehands.client import ActionMethods
 from remotehands.errors import ConfigError, ValidationError, error_from_wire
-from remotehands.protocol.actions import Button, parse_window_id
+from remotehands.protocol.actions import parse_window_id
+from remotehands.protocol.models import Button
 
 __all__ = ["COMMANDS", "DeviceGroup", "device_command"]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
-from remotehands.protocol.actions import Button, ImageFormat
+from remotehands.protocol.models import Button, ImageFormat
 
 __all__ = ["ACTION_METHODS", "ActionMethods", "wire_name"]
 

@@ -15,10 +15,11 @@ order X servers and mss hand out), so they can be encoded without a conversion.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from remotehands.protocol.keys import Key
-from remotehands.protocol.models import Bounds, ScreenInfo, WindowInfo
+from remotehands.protocol.models import Bounds, Button, ImageFormat, ScreenInfo, WindowInfo
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,6 +36,8 @@ __all__ = [
     "Capability",
     "Clipboard",
     "Driver",
+    "EncodedFrame",
+    "EncodedScreen",
     "FrameArray",
     "Keyboard",
     "Mouse",
@@ -50,8 +53,6 @@ CAPABILITIES: tuple[str, ...] = (
     "screen", "keyboard", "mouse", "clipboard", "windows", "apps", "ocr", "power", "media",
     "switch", "audio",
 )  # fmt: skip
-
-Button = Literal["left", "right", "middle"]
 
 
 @runtime_checkable
@@ -72,6 +73,31 @@ class Screen(Protocol):
 
     async def cursor_position(self) -> tuple[int, int]:
         """The pointer's position in virtual-desktop pixels."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedFrame:
+    """A whole-screen frame as the device itself encoded it (a KVM streamer's JPEG).
+
+    The agent passes it on as it is when a request asks for nothing the pixels would be needed
+    for (no region, scale, cursor ring or stability wait, the same format), so a KVM snapshot is
+    never decoded and encoded again.
+    """
+
+    data: bytes
+    format: ImageFormat
+    width: int
+    height: int
+
+
+@runtime_checkable
+class EncodedScreen(Protocol):
+    """A screen that can also hand out frames it encoded itself (optional, beside Screen)."""
+
+    async def snapshot(self, screen_id: int = 0) -> EncodedFrame | None:
+        """The device's own encoded frame of the whole screen, or ``None`` when it has none to
+        give right now (the agent then grabs raw pixels with :meth:`Screen.grab`)."""
         ...
 
 

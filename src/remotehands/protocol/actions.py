@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from remotehands.protocol.models import Bounds
+from remotehands.protocol.models import Bounds, Button, ImageFormat
 
 __all__ = [
     "ACTIONS",
@@ -30,8 +30,6 @@ __all__ = [
     "wait_seconds",
 ]
 
-Button = Literal["left", "right", "middle"]
-ImageFormat = Literal["jpeg", "png", "webp"]
 Access = Literal["read", "control"]
 
 MAX_TEXT = 100_000

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Bounds", "Health", "ScreenInfo", "WindowInfo"]
+__all__ = ["Bounds", "Button", "Health", "ImageFormat", "ScreenInfo", "WindowInfo"]
+
+Button = Literal["left", "right", "middle"]
+"""A mouse button."""
+
+ImageFormat = Literal["jpeg", "png", "webp"]
+"""An image encoding the agent produces."""
 
 
 class _Model(BaseModel):

@@ -35,7 +35,7 @@ from Xlib import X, Xatom
 from Xlib.display import Display
 from Xlib.protocol import event as xevent
 
-from remotehands.drivers.x11.display import open_display, xid
+from remotehands.drivers.x11.display import open_display, property_bytes, xid
 from remotehands.errors import DeviceError, DeviceTimeoutError
 
 __all__ = ["MAX_READ_BYTES", "ClipboardService"]
@@ -405,7 +405,7 @@ class ClipboardService:
             read.deadline = time.monotonic() + self.timeout_s
             self._window.delete_property(self._atoms["_REMOTEHANDS_SELECTION"])
             return
-        self._finish_read(self._decode(int(prop.property_type), _as_bytes(prop.value)))
+        self._finish_read(self._decode(int(prop.property_type), property_bytes(prop.value)))
 
     def _on_incr_chunk(self) -> None:
         read = self._read
@@ -416,7 +416,7 @@ class ClipboardService:
         self._window.delete_property(self._atoms["_REMOTEHANDS_SELECTION"])
         if prop is None:
             return
-        chunk = _as_bytes(prop.value)
+        chunk = property_bytes(prop.value)
         read.incr_type = int(prop.property_type)
         read.deadline = time.monotonic() + self.timeout_s
         if not chunk:
@@ -489,11 +489,3 @@ def _settle(future: Future[Any], result: Any = None, error: BaseException | None
         future.set_exception(error)
     else:
         future.set_result(result)
-
-
-def _as_bytes(value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode("latin-1")
-    return bytes(value)

@@ -33,6 +33,7 @@ __all__ = [
     "XThread",
     "display_name",
     "open_display",
+    "property_bytes",
     "translate_error",
     "xid",
 ]
@@ -179,3 +180,12 @@ class XConnection:
         """Close the connection; errors on the way out do not matter."""
         with contextlib.suppress(Xlib.error.ConnectionClosedError, OSError):  # already gone
             self.display.close()
+
+
+def property_bytes(value: Any) -> bytes:
+    """An X property's value as bytes (python-xlib gives bytes, str or a list of numbers)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("latin-1")
+    return bytes(value)

@@ -24,7 +24,7 @@ import Xlib.error
 from Xlib import X, Xatom
 from Xlib.protocol import event as xevent
 
-from remotehands.drivers.x11.display import XConnection, xid
+from remotehands.drivers.x11.display import XConnection, property_bytes, xid
 from remotehands.errors import DeviceError, NotFoundError, ValidationError
 from remotehands.protocol.models import Bounds, WindowInfo
 
@@ -175,11 +175,11 @@ class WindowSystem:
             self._conn.atom("_NET_WM_NAME"), self._conn.atom("UTF8_STRING")
         )
         if prop is not None:
-            return _as_bytes(prop.value).decode("utf-8", "replace")
+            return property_bytes(prop.value).decode("utf-8", "replace")
         prop = window.get_full_property(Xatom.WM_NAME, X.AnyPropertyType)
         if prop is None:
             return ""
-        raw = _as_bytes(prop.value)
+        raw = property_bytes(prop.value)
         if int(prop.property_type) == Xatom.STRING:
             return raw.decode("latin-1")
         return raw.decode("utf-8", "replace")  # UTF8_STRING, or COMPOUND_TEXT read loosely
@@ -195,7 +195,7 @@ class WindowSystem:
             return None
         machine = window.get_full_property(Xatom.WM_CLIENT_MACHINE, X.AnyPropertyType)
         if machine is not None:
-            host = _as_bytes(machine.value).decode("latin-1")
+            host = property_bytes(machine.value).decode("latin-1")
             if host and host != self._hostname:
                 return None  # the pid belongs to another machine's process table
         try:
@@ -310,11 +310,3 @@ def _not_found(window_id: int) -> NotFoundError:
     return NotFoundError(
         f"no top-level window {window_id} ({window_id:#x}): list the windows for current ids"
     )
-
-
-def _as_bytes(value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode("latin-1")
-    return bytes(value)
