@@ -5,6 +5,12 @@ file (mode 0600) so the agent enrolls once. :class:`AgentLink` then dials the se
 says hello, sends heartbeats with real health, carries out requests through the dispatcher and
 answers them (images as binary frames), and reconnects with capped exponential backoff and full
 jitter when the link drops. A credential the server refuses (the device was deleted) stops it.
+
+Beside requests it serves the link's streams: a ``watch`` subscribes to the screen's
+:class:`~remotehands.agent.framesource.FrameSource` and pushes its frames, tagged with the
+stream id, until ``unwatch``; chunked transfers run through
+:class:`~remotehands.agent.transfers.LinkTransfers` into the device's transfer targets. The end
+of a session ends its streams and transfers.
 """
 
 from __future__ import annotations
@@ -24,16 +30,22 @@ from typing import Any
 
 import httpx
 import psutil
+import pydantic
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from remotehands import __version__
 from remotehands.agent.dispatch import Dispatcher
+from remotehands.agent.framesource import FrameSources, JpegEncoder
+from remotehands.agent.transfers import LinkTransfers, TransferTargets
+from remotehands.drivers.base import Screen
 from remotehands.errors import (
     AuthError,
     ConfigError,
     DeviceTimeoutError,
+    NotFoundError,
     RemoteHandsError,
+    UnsupportedError,
     ValidationError,
     error_from_wire,
 )
@@ -172,8 +184,17 @@ def _write_credential(path: Path, credential: Credential) -> None:
     tmp.replace(path)
 
 
+FRAME_SEND_TIMEOUT_S = 10.0
+"""The longest one frame may wait for the link; a server that does not read is gone."""
+
+
 class AgentLink:
-    """One device's connection to the server, kept up until :meth:`run` is cancelled."""
+    """One device's connection to the server, kept up until :meth:`run` is cancelled.
+
+    ``frames`` are the device's frame sources (made from the driver's screen when not given;
+    share them with the faces that stream the screen); ``targets`` its transfer targets (a set
+    with only the probe when not given).
+    """
 
     def __init__(
         self,
@@ -185,6 +206,8 @@ class AgentLink:
         hardware: str,
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 30.0,
+        frames: FrameSources | None = None,
+        targets: TransferTargets | None = None,
     ) -> None:
         self.credential = credential
         self.dispatcher = dispatcher
@@ -195,6 +218,15 @@ class AgentLink:
         self.backoff_cap_s = backoff_cap_s
         self.connected = asyncio.Event()
         self.connections = 0
+        driver = dispatcher.driver
+        if frames is None and driver.has("screen") and isinstance(driver, Screen):
+            frames = FrameSources(driver)
+        self.frames = frames
+        self.targets = targets if targets is not None else TransferTargets()
+        self.transfers: LinkTransfers | None = None
+        """The transfers of the current session (None between sessions)."""
+        self.watches: dict[int, asyncio.Task[None]] = {}
+        """The watched streams of the current session, by stream id."""
 
     async def run(self) -> None:
         """Connect, serve, reconnect; returns only when the server refuses the credential."""
@@ -273,15 +305,69 @@ class AgentLink:
             await ws.send(wire.encode(beat))
 
     async def _serve(self, ws: ClientConnection, tasks: asyncio.TaskGroup) -> None:
+        self.transfers = LinkTransfers(self.targets, ws.send, tasks)
+        try:
+            with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+                async for frame in ws:
+                    try:
+                        message = wire.decode(frame)
+                        kind = message["type"]
+                        if kind == "request":
+                            request = wire.Request.model_validate(message)
+                            tasks.create_task(self._answer(ws, request))
+                        elif kind in wire.TRANSFER_MESSAGES:
+                            self.transfers.handle(message)
+                        elif kind == "watch":
+                            self._watch(ws, tasks, wire.Watch.model_validate(message))
+                        elif kind == "unwatch":
+                            task = self.watches.pop(wire.Unwatch.model_validate(message).stream,
+                                                    None)  # fmt: skip
+                            if task is not None:
+                                task.cancel()
+                    except (ValidationError, pydantic.ValidationError) as err:
+                        log.warning("ignoring a malformed frame from the server: %s", err)
+        finally:
+            for task in self.watches.values():
+                task.cancel()
+            self.watches.clear()
+            self.transfers = None
+
+    def _watch(self, ws: ClientConnection, tasks: asyncio.TaskGroup, watch: wire.Watch) -> None:
+        old = self.watches.pop(watch.stream, None)
+        if old is not None:
+            old.cancel()
+        self.watches[watch.stream] = tasks.create_task(self._push_frames(ws, watch))
+
+    async def _push_frames(self, ws: ClientConnection, watch: wire.Watch) -> None:
+        """Send the frames of one watched stream until it is unwatched or the link goes."""
+        error: dict[str, Any] | None = None
+        try:
+            if self.frames is None:
+                raise UnsupportedError("this device has no screen to watch")
+            screens = {screen["id"] for screen in (await self.dispatcher.run("screens"))["screens"]}
+            if watch.screen not in screens:
+                raise NotFoundError(f"no screen {watch.screen}: this device has {sorted(screens)}")
+            source = self.frames.get(watch.screen)
+            encoder = JpegEncoder(watch.quality)
+            async with source.subscribe(rate=watch.rate, encoder=encoder) as frames:
+                async for frame in frames:
+                    message = wire.encode({
+                        "type": "frame", "stream": watch.stream, "seq": frame.seq,
+                        "at": frame.captured_at, "width": frame.width, "height": frame.height,
+                        "format": frame.format, "data": frame.data,
+                    })  # fmt: skip
+                    async with asyncio.timeout(FRAME_SEND_TIMEOUT_S):
+                        await ws.send(message)
+        except RemoteHandsError as err:
+            error = err.to_wire()
+        except TimeoutError:
+            return  # the server stopped reading: the link is as good as gone
+        except websockets.exceptions.ConnectionClosed:
+            return
+        if self.watches.get(watch.stream) is asyncio.current_task():
+            del self.watches[watch.stream]
         with contextlib.suppress(websockets.exceptions.ConnectionClosed):
-            async for frame in ws:
-                try:
-                    message = wire.decode(frame)
-                except ValidationError as err:
-                    log.warning("ignoring a malformed frame from the server: %s", err)
-                    continue
-                if message["type"] == "request":
-                    tasks.create_task(self._answer(ws, wire.Request.model_validate(message)))
+            await ws.send(wire.encode(wire.StreamEnd(stream=watch.stream, error=error)))
 
     async def _answer(self, ws: ClientConnection, request: wire.Request) -> None:
         try:

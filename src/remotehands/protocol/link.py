@@ -15,6 +15,26 @@ Server -> agent: ``welcome`` (answer to hello), ``request``.
 A request carries ``id``, ``action`` (a name of :data:`remotehands.protocol.actions.ACTIONS`),
 ``params`` and ``timeout_ms``; its reply carries the same ``id`` and either ``result`` or
 ``error`` (``{"error": code, "details": text}``).
+
+Beside request/reply, the link carries streams:
+
+- **Watching a screen.** The server sends ``watch`` (a ``stream`` id it chose, the ``screen``,
+  the ``rate`` and ``quality`` it wants); the agent pushes ``frame`` messages tagged with that
+  stream id (binary: the image is a blob) while the screen changes, until ``unwatch``. An agent
+  that cannot go on (no such screen, the driver failed) sends ``stream_end`` with the error.
+- **Chunked transfers**, paced by the receiver. The server opens one with ``transfer_open``
+  (``direction`` ``upload``: server to agent, with its ``size``; ``download``: agent to server,
+  with the ``window`` of bytes the server grants up front). The agent answers
+  ``transfer_accept`` (an upload's first ``window`` of credit; a download's ``size``). Then the
+  sender sends ``chunk`` messages (binary, at most :data:`~remotehands.protocol.streams.CHUNK_MAX`
+  bytes each, ``offset`` in order) and never more bytes than the receiver granted; the receiver
+  grants more with ``credit`` as it consumes them. An upload ends with the agent's
+  ``transfer_done`` (the target's ``result``) once all ``size`` bytes arrived; a download ends
+  with its last byte. Either side may send ``transfer_cancel`` (with an ``error``) at any time;
+  the other side drops the transfer and reports the error. Messages for a stream or transfer
+  that is gone are ignored: they cross a cancel on the wire.
+
+When the link drops, every stream and transfer on it ends on both sides.
 """
 
 from __future__ import annotations
@@ -33,10 +53,22 @@ __all__ = [
     "CLOSE_FENCED",
     "CLOSE_PROTOCOL_ERROR",
     "LINK_PATH",
+    "STREAM_MESSAGES",
+    "TRANSFER_MESSAGES",
+    "Chunk",
+    "Credit",
+    "FrameMessage",
     "Heartbeat",
     "Hello",
     "Reply",
     "Request",
+    "StreamEnd",
+    "TransferAccept",
+    "TransferCancel",
+    "TransferDone",
+    "TransferOpen",
+    "Unwatch",
+    "Watch",
     "Welcome",
     "decode",
     "encode",
@@ -111,6 +143,113 @@ class Reply(_Msg):
     id: str
     result: Any = None
     error: dict[str, Any] | None = None
+
+
+class Watch(_Msg):
+    """Server -> agent: push frames of ``screen`` on ``stream`` while it changes."""
+
+    type: Literal["watch"] = "watch"
+    stream: int
+    screen: int = 0
+    rate: float = Field(default=30.0, gt=0, le=120)
+    quality: int = Field(default=75, ge=1, le=100)
+    format: Literal["jpeg"] = "jpeg"
+
+
+class Unwatch(_Msg):
+    """Server -> agent: stop the frames of ``stream``."""
+
+    type: Literal["unwatch"] = "unwatch"
+    stream: int
+
+
+class FrameMessage(_Msg):
+    """Agent -> server: one frame of a watched stream (a binary message; ``data`` is a blob)."""
+
+    type: Literal["frame"] = "frame"
+    stream: int
+    seq: int
+    at: float
+    width: int
+    height: int
+    format: str
+    data: bytes
+
+
+class StreamEnd(_Msg):
+    """Agent -> server: the agent ended ``stream`` (``error`` says why)."""
+
+    type: Literal["stream_end"] = "stream_end"
+    stream: int
+    error: dict[str, Any] | None = None
+
+
+class TransferOpen(_Msg):
+    """Server -> agent: start a transfer to (``upload``) or from (``download``) a target."""
+
+    type: Literal["transfer_open"] = "transfer_open"
+    transfer: str
+    direction: Literal["upload", "download"]
+    target: str
+    name: str
+    size: int | None = Field(default=None, ge=0)
+    """An upload's size in bytes."""
+    window: int = Field(default=0, ge=0)
+    """A download's first credit: the bytes the agent may send before it hears more."""
+
+
+class TransferAccept(_Msg):
+    """Agent -> server: the target took the transfer."""
+
+    type: Literal["transfer_accept"] = "transfer_accept"
+    transfer: str
+    window: int = Field(default=0, ge=0)
+    """An upload's first credit."""
+    size: int | None = Field(default=None, ge=0)
+    """A download's size in bytes."""
+
+
+class Credit(_Msg):
+    """Receiver -> sender: ``bytes`` more may be sent."""
+
+    type: Literal["credit"] = "credit"
+    transfer: str
+    bytes: int = Field(gt=0)
+
+
+class Chunk(_Msg):
+    """Sender -> receiver: the next bytes of a transfer (a binary message)."""
+
+    type: Literal["chunk"] = "chunk"
+    transfer: str
+    offset: int = Field(ge=0)
+    data: bytes
+
+
+class TransferDone(_Msg):
+    """Agent -> server: an upload arrived whole; ``result`` is what its target answered."""
+
+    type: Literal["transfer_done"] = "transfer_done"
+    transfer: str
+    result: Any = None
+
+
+class TransferCancel(_Msg):
+    """Either way: the transfer is over, unfinished; ``error`` says why."""
+
+    type: Literal["transfer_cancel"] = "transfer_cancel"
+    transfer: str
+    error: dict[str, Any] = Field(
+        default_factory=lambda: {"error": "device_error", "details": "transfer cancelled"}
+    )
+
+
+STREAM_MESSAGES = frozenset({"watch", "unwatch", "frame", "stream_end"})
+"""The message types of screen streams."""
+TRANSFER_MESSAGES = frozenset(
+    {"transfer_open", "transfer_accept", "credit", "chunk", "transfer_done", "transfer_cancel"}
+)
+"""The message types of chunked transfers."""
 
 
 def _strip_blobs(value: Any, blobs: list[bytes]) -> Any:

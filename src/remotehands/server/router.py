@@ -3,23 +3,44 @@
 HTTP routes, bulk actions and anything else that needs a device call a :class:`DeviceRouter`;
 they never reach for an agent link themselves. :class:`InProcessRouter` serves the links this
 process holds (the default, one replica). A router for several replicas (NATS request/reply to
-the replica that holds the link) implements the same Protocol and runs the same tests.
+the replica that holds the link, NATS subjects for the frames and chunks of streams) implements
+the same Protocol and runs the same tests.
+
+Three operations, as the link has them: :meth:`~DeviceRouter.request` (one action, one
+answer), :meth:`~DeviceRouter.watch` (the frames of a screen while it changes) and the chunked
+transfers :meth:`~DeviceRouter.upload` and :meth:`~DeviceRouter.download`.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from remotehands.errors import DeviceOfflineError
+from remotehands.protocol.streams import Frame
 
 if TYPE_CHECKING:
-    from remotehands.server.link.hub import LinkHub
+    from remotehands.server.link.hub import AgentLink, LinkHub
 
-__all__ = ["DeviceRouter", "InProcessRouter"]
+__all__ = ["DeviceRouter", "InProcessRouter", "Incoming"]
+
+
+class Incoming(Protocol):
+    """A download under way: its size, and its bytes in order with ``async for``."""
+
+    @property
+    def size(self) -> int:
+        """How many bytes the download holds."""
+        ...
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        """The bytes, chunk by chunk (each at most a few MiB)."""
+        ...
 
 
 class DeviceRouter(Protocol):
-    """Carries an action to a device's agent and brings back its result."""
+    """Carries actions, screen streams and transfers between the server and a device's agent."""
 
     async def request(
         self, device_id: str, action: str, params: dict[str, Any], timeout_s: float
@@ -37,6 +58,47 @@ class DeviceRouter(Protocol):
         """Whether an agent link holds the device right now."""
         ...
 
+    def watch(
+        self, device_id: str, screen_id: int = 0, *, rate: float = 30.0, quality: int = 75
+    ) -> AbstractAsyncContextManager[AsyncIterator[Frame]]:
+        """The frames of a screen for the ``async with`` block, as an async iterator.
+
+        A frame comes when the screen changed, at most ``rate`` a second, as JPEG of
+        ``quality``. Consumers of one device asking the same settings share one stream from
+        the agent; each reads through its own bounded drop-oldest queue, so one that reads
+        slowly drops frames (a gap in :attr:`~remotehands.protocol.streams.Frame.seq`) and never
+        slows the others. The iteration ends with :class:`~remotehands.errors.DeviceOfflineError`
+        when the link drops, or with the agent's error when it cannot stream the screen.
+        Entering raises :class:`~remotehands.errors.DeviceOfflineError` when the device is not
+        linked.
+        """
+        ...
+
+    async def upload(
+        self,
+        device_id: str,
+        target: str,
+        chunks: AsyncIterable[bytes],
+        size: int,
+        *,
+        name: str = "",
+    ) -> Any:
+        """Stream ``size`` bytes from ``chunks`` to the agent's transfer ``target`` as ``name``
+        and return the target's answer.
+
+        Chunks of any size are cut to the link's; no more than a window of bytes is in flight,
+        so neither end holds the payload. Cancelling the caller cancels the transfer on the
+        agent; a failure there raises its error here.
+        """
+        ...
+
+    def download(
+        self, device_id: str, target: str, name: str
+    ) -> AbstractAsyncContextManager[Incoming]:
+        """``name`` from the agent's transfer ``target`` for the ``async with`` block: iterate
+        the :class:`Incoming` for its bytes. Leaving the block early cancels the transfer."""
+        ...
+
 
 class InProcessRouter:
     """The :class:`DeviceRouter` over the agent links held by this process's :class:`LinkHub`."""
@@ -44,17 +106,44 @@ class InProcessRouter:
     def __init__(self, hub: LinkHub) -> None:
         self._hub = hub
 
-    async def request(
-        self, device_id: str, action: str, params: dict[str, Any], timeout_s: float
-    ) -> Any:
-        """See :meth:`DeviceRouter.request`."""
+    def _link(self, device_id: str) -> AgentLink:
         link = self._hub.get(device_id)
         if link is None:
             raise DeviceOfflineError(
                 f"device {device_id} is offline: its agent is not connected to the server"
             )
-        return await link.request(action, params, timeout_s)
+        return link
+
+    async def request(
+        self, device_id: str, action: str, params: dict[str, Any], timeout_s: float
+    ) -> Any:
+        """See :meth:`DeviceRouter.request`."""
+        return await self._link(device_id).request(action, params, timeout_s)
 
     def is_online(self, device_id: str) -> bool:
         """See :meth:`DeviceRouter.is_online`."""
         return self._hub.get(device_id) is not None
+
+    def watch(
+        self, device_id: str, screen_id: int = 0, *, rate: float = 30.0, quality: int = 75
+    ) -> AbstractAsyncContextManager[AsyncIterator[Frame]]:
+        """See :meth:`DeviceRouter.watch`."""
+        return self._link(device_id).watches.watch(screen_id, rate=rate, quality=quality)
+
+    async def upload(
+        self,
+        device_id: str,
+        target: str,
+        chunks: AsyncIterable[bytes],
+        size: int,
+        *,
+        name: str = "",
+    ) -> Any:
+        """See :meth:`DeviceRouter.upload`."""
+        return await self._link(device_id).transfers.upload(target, name, chunks, size)
+
+    def download(
+        self, device_id: str, target: str, name: str
+    ) -> AbstractAsyncContextManager[Incoming]:
+        """See :meth:`DeviceRouter.download`."""
+        return self._link(device_id).transfers.download(target, name)

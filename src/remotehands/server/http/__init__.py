@@ -20,12 +20,14 @@ def core_routers() -> list[APIRouter]:
         devices,
         enrollment,
         install_routes,
+        screen_stream,
         tokens,
         users,
     )
 
     # enrollment before devices: POST /v1/devices/enrollment is not a device id.
     return [
+        screen_stream.router,
         auth_routes.router,
         users.router,
         tokens.router,

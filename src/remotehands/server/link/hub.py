@@ -53,6 +53,8 @@ from remotehands.protocol.link import (
     CLOSE_CREDENTIAL_REFUSED,
     CLOSE_FENCED,
     CLOSE_PROTOCOL_ERROR,
+    STREAM_MESSAGES,
+    TRANSFER_MESSAGES,
     Heartbeat,
     Hello,
     Reply,
@@ -60,6 +62,8 @@ from remotehands.protocol.link import (
     encode,
 )
 from remotehands.server.db.models import Device
+from remotehands.server.link.streams import LinkWatches
+from remotehands.server.link.transfers import LinkTransfers
 from remotehands.server.router import DeviceRouter, InProcessRouter
 
 if TYPE_CHECKING:
@@ -160,6 +164,10 @@ class AgentLink:
         self.superseded = False
         """Whether something else took over the device's status (a newer link, a deletion,
         the shutdown), so this link must not mark it offline when it ends."""
+        self.watches = LinkWatches(self.device_id, self.send)
+        """The screen streams on this link."""
+        self.transfers = LinkTransfers(self.device_id, self.send)
+        """The chunked transfers on this link."""
 
     def __repr__(self) -> str:
         return f"<AgentLink {self.device_id} {'closed' if self.closed else 'open'}>"
@@ -248,6 +256,10 @@ class AgentLink:
             heartbeat = Heartbeat.model_validate(message)
             self.health = heartbeat.health.model_dump()
             self._hub._on_heartbeat(self)
+        elif kind in TRANSFER_MESSAGES:
+            self.transfers.handle(message)
+        elif kind in STREAM_MESSAGES:
+            self.watches.handle(message)
         else:
             raise ValidationError(f"unexpected link message type {kind!r} from an agent")
 
@@ -282,9 +294,10 @@ class AgentLink:
             return
         self.closed = True
         self.close_code = code
-        self.fail_pending(
-            DeviceOfflineError(f"device {self.device_id} went offline: link closed ({reason})")
-        )
+        gone = DeviceOfflineError(f"device {self.device_id} went offline: link closed ({reason})")
+        self.fail_pending(gone)
+        self.watches.close(gone)
+        self.transfers.close(gone)
         # Interrupt a read in progress in the link's own task (never our own: a timeout that
         # fires in a task leaving its block would cancel that task's next await).
         if (

@@ -1,0 +1,364 @@
+"""The agent's frame stream: one :class:`FrameSource` per screen, shared by every consumer.
+
+A source captures only while someone watches. Each tick it grabs the screen through the
+driver's :class:`~remotehands.drivers.base.Screen`, compares the frame with the last one it kept
+(64-bit words, row bands first, in a worker thread: well under a millisecond at 1080p), and
+encodes only a frame that changed, once per distinct encoder among its consumers. Each consumer
+reads through its own bounded :class:`~remotehands.protocol.streams.DropOldest` queue, so a slow
+one drops frames and never makes the source or the others wait::
+
+    async with source.subscribe(rate=10) as frames:
+        async for frame in frames:
+            ...
+
+The source ticks at the highest rate its consumers ask for, capped by its own ``rate`` (30/s by
+default); each consumer is paced to its own rate. A new consumer gets the current frame at once.
+Capture stops ``linger_s`` (0.5 s) after the last consumer left, so a viewer that reconnects at
+once does not restart it.
+
+Encoding is pluggable (:class:`FrameEncoder`): JPEG now (:class:`JpegEncoder`); an encoder gets
+the changed rectangle too, for changed-rectangle frames and H.264 to come. Consumers whose
+encoders have equal ``key`` share one encoding of each frame.
+
+:class:`FrameSources` keeps one source per screen of a device; every consumer (the fleet link,
+a face's live view) takes its source from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Hashable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from remotehands.agent import imaging
+from remotehands.drivers.base import FrameArray, Screen
+from remotehands.errors import DeviceError, DeviceTimeoutError, RemoteHandsError, ValidationError
+from remotehands.protocol.models import Bounds
+from remotehands.protocol.streams import DropOldest, Frame
+
+__all__ = [
+    "DEFAULT_RATE",
+    "FrameEncoder",
+    "FrameSource",
+    "FrameSources",
+    "FrameStream",
+    "JpegEncoder",
+    "changed_box",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RATE = 30.0
+"""Frames a second a source captures at most, unless configured otherwise."""
+MAX_RATE = 120.0
+GRAB_TIMEOUT_S = 5.0
+"""The longest one screen grab may take."""
+_BAND = 16  # rows compared at once when looking for a change
+
+
+class FrameEncoder(Protocol):
+    """Turns a changed BGRX frame into bytes of one :attr:`format`.
+
+    :meth:`encode` runs in a worker thread; ``changed`` is the rectangle that differs from the
+    previous frame (the whole frame for the first one). Encoders with equal :attr:`key` produce
+    the same bytes, so the source encodes once for all their consumers; a stateful encoder
+    (H.264) gives each consumer a key of its own.
+    """
+
+    @property
+    def format(self) -> str:
+        """The encoding's name, e.g. ``jpeg``."""
+        ...
+
+    @property
+    def key(self) -> Hashable:
+        """Equal for encoders whose output is the same."""
+        ...
+
+    def encode(self, frame: FrameArray, changed: Bounds) -> bytes:
+        """The encoded frame."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class JpegEncoder:
+    """Whole frames as JPEG (simplejpeg straight from BGRX)."""
+
+    quality: int = 75
+    subsampling: imaging.Subsampling = "420"
+
+    @property
+    def format(self) -> str:
+        return "jpeg"
+
+    @property
+    def key(self) -> Hashable:
+        return ("jpeg", self.quality, self.subsampling)
+
+    def encode(self, frame: FrameArray, changed: Bounds) -> bytes:
+        return imaging.encode(frame, "jpeg", self.quality, subsampling=self.subsampling)
+
+
+def changed_box(previous: FrameArray | None, current: FrameArray) -> Bounds | None:
+    """The rectangle where ``current`` differs from ``previous`` (all of it when there is no
+    previous frame of that size), or ``None`` when they are equal.
+
+    Compares 64-bit words (two pixels each), band by band of rows, and stops looking at the
+    rows as soon as it knows the changed ones; an unchanged 1080p frame costs a fraction of a
+    millisecond.
+    """
+    height, width = current.shape[:2]
+    if previous is None or previous.shape != current.shape:
+        return Bounds(x=0, y=0, width=width, height=height)
+    # ``previous`` is always our own contiguous copy; a driver's frame may be a strided view.
+    current = np.ascontiguousarray(current)
+    words = np.uint64 if width % 2 == 0 else np.uint32
+    px = 2 if words is np.uint64 else 1
+    a: npt.NDArray[Any] = previous.view(words).reshape(height, width // px)
+    b: npt.NDArray[Any] = current.view(words).reshape(height, width // px)
+    rows: list[int] = []
+    for top in range(0, height, _BAND):
+        band_a, band_b = a[top : top + _BAND], b[top : top + _BAND]
+        if not np.array_equal(band_a, band_b):
+            rows.extend(top + int(r) for r in np.flatnonzero((band_a != band_b).any(axis=1)))
+    if not rows:
+        return None
+    top, bottom = rows[0], rows[-1] + 1
+    columns = np.flatnonzero((a[top:bottom] != b[top:bottom]).any(axis=0))
+    left = int(columns[0]) * px
+    right = min(width, (int(columns[-1]) + 1) * px)
+    return Bounds(x=left, y=top, width=right - left, height=bottom - top)
+
+
+@dataclass(eq=False)
+class FrameStream:
+    """One consumer of a :class:`FrameSource`: iterate it for frames (``async for``)."""
+
+    encoder: FrameEncoder
+    rate: float
+    queue: DropOldest[Frame]
+    _last_yield: float = field(default=0.0)
+
+    def __aiter__(self) -> FrameStream:
+        return self
+
+    async def __anext__(self) -> Frame:
+        # Pace to this consumer's rate; the wait comes before the take, so that the frame
+        # handed out is the newest one kept.
+        gap = 1.0 / self.rate - (time.monotonic() - self._last_yield)
+        if gap > 0:
+            await asyncio.sleep(gap)
+        frame = await self.queue.get()
+        self._last_yield = time.monotonic()
+        return frame
+
+    @property
+    def dropped(self) -> int:
+        """Frames this consumer lost because it read too slowly."""
+        return self.queue.dropped
+
+
+class FrameSource:
+    """Frames of one screen for any number of consumers; see the module docstring."""
+
+    def __init__(
+        self,
+        screen: Screen,
+        screen_id: int = 0,
+        *,
+        rate: float = DEFAULT_RATE,
+        linger_s: float = 0.5,
+    ) -> None:
+        if not 0 < rate <= MAX_RATE:
+            raise ValidationError(f"a frame rate must be in (0, {MAX_RATE:g}], got {rate}")
+        self.screen = screen
+        self.screen_id = screen_id
+        self.rate = rate
+        self.linger_s = linger_s
+        self._consumers: list[FrameStream] = []
+        self._latest: dict[Hashable, Frame] = {}
+        self._previous: FrameArray | None = None
+        self._seq = 0
+        self._force = False
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self.captures = 0
+        """Screen grabs so far."""
+        self.frames = 0
+        """Changed frames so far (each encoded once per distinct encoder)."""
+        self.error: RemoteHandsError | None = None
+        """What stopped the last capture run, if it failed."""
+
+    @property
+    def capturing(self) -> bool:
+        """Whether the capture loop runs."""
+        return self._task is not None and not self._task.done()
+
+    @property
+    def consumers(self) -> int:
+        """How many consumers are subscribed."""
+        return len(self._consumers)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(
+        self,
+        *,
+        rate: float | None = None,
+        encoder: FrameEncoder | None = None,
+        depth: int = 2,
+    ) -> AsyncIterator[FrameStream]:
+        """Frames of this screen for the block, at most ``rate`` a second (the source's rate
+        by default), encoded by ``encoder`` (JPEG q75 by default), through a drop-oldest queue
+        of ``depth`` frames. The stream ends with the source's error if capture fails."""
+        want = min(self.rate, rate or self.rate)
+        if want <= 0:
+            raise ValidationError(f"a frame rate must be positive, got {rate}")
+        stream = FrameStream(encoder or JpegEncoder(), want, DropOldest(depth))
+        latest = self._latest.get(stream.encoder.key)
+        if latest is not None and self.capturing:
+            stream.queue.put(latest)
+        elif self.capturing:
+            self._force = True  # a new encoder: its first frame must come even if nothing moves
+        self._consumers.append(stream)
+        self._wake.set()
+        if not self.capturing:
+            self.error = None
+            self._task = asyncio.create_task(self._run(), name=f"frames-screen-{self.screen_id}")
+        try:
+            yield stream
+        finally:
+            self._consumers.remove(stream)
+            stream.queue.close()
+            self._wake.set()
+
+    async def aclose(self) -> None:
+        """Stop capturing now and end every consumer's stream."""
+        for stream in list(self._consumers):
+            stream.queue.close()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def _tick_rate(self) -> float:
+        return max((c.rate for c in self._consumers), default=self.rate)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        idle_since: float | None = None
+        try:
+            while True:
+                started = loop.time()
+                if not self._consumers:
+                    idle_since = idle_since if idle_since is not None else started
+                    left = idle_since + self.linger_s - started
+                    if left <= 0:
+                        return
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(left):
+                            await self._wake.wait()
+                    continue
+                idle_since = None
+                await self._capture()
+                gap = 1.0 / self._tick_rate() - (loop.time() - started)
+                if gap > 0:
+                    await asyncio.sleep(gap)
+        except RemoteHandsError as err:
+            log.warning("screen %s: capture stopped: %s", self.screen_id, err.details)
+            self.error = err
+            for stream in list(self._consumers):
+                stream.queue.close(err)
+        finally:
+            # Frames kept from this run are stale once it stops: the next run starts afresh.
+            self._latest.clear()
+            self._previous = None
+
+    async def _capture(self) -> None:
+        try:
+            async with asyncio.timeout(GRAB_TIMEOUT_S):
+                raw = await self.screen.grab(self.screen_id, None)
+        except TimeoutError as err:
+            raise DeviceTimeoutError(
+                f"grabbing screen {self.screen_id} took longer than {GRAB_TIMEOUT_S:g} s"
+            ) from err
+        captured_at = time.time()
+        self.captures += 1
+        encoders = {c.encoder.key: c.encoder for c in self._consumers}
+        force, self._force = self._force, False
+        try:
+            kept, encoded = await asyncio.to_thread(
+                _compare_and_encode, self._previous, raw, encoders, force
+            )
+        except RemoteHandsError:
+            raise
+        except Exception as err:  # an encoder bug must end the streams, not the agent
+            raise DeviceError(f"encoding screen {self.screen_id} failed: {err}") from err
+        # Assigned here, not in the thread: a run cancelled meanwhile must not keep it.
+        self._previous = kept
+        if encoded is None:
+            return
+        self._seq += 1
+        self.frames += 1
+        height, width = raw.shape[:2]
+        frames: dict[Hashable, Frame] = {}
+        for key, data in encoded.items():
+            frames[key] = Frame(self._seq, captured_at, width, height, encoders[key].format, data)
+        self._latest = frames
+        for consumer in self._consumers:
+            frame = frames.get(consumer.encoder.key)
+            if frame is not None:
+                consumer.queue.put(frame)
+
+
+def _compare_and_encode(
+    previous: FrameArray | None,
+    raw: FrameArray,
+    encoders: dict[Hashable, FrameEncoder],
+    force: bool,
+) -> tuple[FrameArray, dict[Hashable, bytes] | None]:
+    """In a worker thread: the kept copy of ``raw`` (``previous`` reused; ``raw`` may be the
+    driver's buffer) and each encoder's bytes, or ``None`` when the screen did not change and
+    ``force`` is off."""
+    box = changed_box(previous, raw)
+    if previous is None or previous.shape != raw.shape:
+        previous = np.empty_like(raw)
+    if box is None:
+        if not force:
+            return previous, None
+        height, width = raw.shape[:2]
+        box = Bounds(x=0, y=0, width=width, height=height)
+    else:
+        np.copyto(previous, raw)
+    return previous, {key: encoder.encode(previous, box) for key, encoder in encoders.items()}
+
+
+class FrameSources:
+    """One :class:`FrameSource` per screen of a device, made on first use."""
+
+    def __init__(
+        self, screen: Screen, *, rate: float = DEFAULT_RATE, linger_s: float = 0.5
+    ) -> None:
+        self.screen = screen
+        self.rate = rate
+        self.linger_s = linger_s
+        self._sources: dict[int, FrameSource] = {}
+
+    def get(self, screen_id: int = 0) -> FrameSource:
+        """The source of ``screen_id``."""
+        source = self._sources.get(screen_id)
+        if source is None:
+            source = FrameSource(self.screen, screen_id, rate=self.rate, linger_s=self.linger_s)
+            self._sources[screen_id] = source
+        return source
+
+    async def aclose(self) -> None:
+        """Stop every source."""
+        for source in self._sources.values():
+            await source.aclose()

@@ -1,0 +1,144 @@
+"""``/v1/devices/{device_id}/screen/ws``: a device's screen, live, through the server.
+
+A WebSocket; authenticate with ``Authorization: Bearer ...`` or ``?token=...`` (browsers cannot
+set headers on a WebSocket). Any role may watch (it reads the screen); a token limited to tags
+sees only the devices it may see. ``?screen=0&rate=30&quality=75`` choose the screen, the most
+frames a second and the JPEG quality. Each frame is one binary message holding one JPEG; a frame
+comes only when the screen changed. The client sends nothing; closing ends the watch.
+
+Refusals come before the handshake as the usual JSON error answer (401, 403, 404 for a device
+the caller may not see, 422, 501 for a device without a screen, 503 when it is offline), or as a
+close with ``4000 + status`` where the server cannot answer a handshake with a body. A device
+that goes offline during the watch closes it with 4503. Viewers that read too slowly lose
+frames, never the stream; one that stops reading for 10 s is closed with 1008. Every watch is
+audited as ``screen.watch`` when it ends, with its duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Annotated
+
+import pydantic
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect
+
+from remotehands.errors import (
+    DeviceOfflineError,
+    RemoteHandsError,
+    UnsupportedError,
+    ValidationError,
+)
+from remotehands.protocol.link import Watch
+from remotehands.server.auth import Principal, can_act, require_role
+from remotehands.server.http.device_actions import load_device, record
+from remotehands.server.http.errors import describe_validation_errors, error_response
+from remotehands.server.services import get_services
+
+__all__ = ["SCREEN_WS_PATH", "router"]
+
+logger = logging.getLogger(__name__)
+
+SCREEN_WS_PATH = "/v1/devices/{device_id}/screen/ws"
+SEND_TIMEOUT_S = 10.0
+"""A viewer that cannot take one frame in this long is disconnected."""
+_CLOSE_TOO_SLOW = 1008
+_AUDIT_ACTION = "screen.watch"
+
+router = APIRouter()
+
+
+async def _refuse(websocket: WebSocket, error: RemoteHandsError) -> None:
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        response = error_response(error.http_status, error.code, error.details)
+        await websocket.send_denial_response(response)
+    else:
+        await websocket.close(code=4000 + error.http_status, reason=error.details[:120])
+
+
+def _settings(websocket: WebSocket) -> Watch:
+    query = websocket.query_params
+    try:
+        return Watch.model_validate(
+            {"stream": 0, **{k: query[k] for k in ("screen", "rate", "quality") if k in query}}
+        )
+    except pydantic.ValidationError as err:
+        raise ValidationError(
+            f"invalid watch parameters: {describe_validation_errors(err.errors())}"
+        ) from err
+
+
+@router.websocket(SCREEN_WS_PATH)
+async def watch_screen(
+    websocket: WebSocket,
+    device_id: str,
+    principal: Annotated[Principal, require_role("viewer")],
+) -> None:
+    """Send the device's screen, frame by frame, until the viewer or the device goes."""
+    services = get_services(websocket)
+    started = time.perf_counter()
+    frames_sent = 0
+    try:
+        can_act(principal, "read")
+        settings = _settings(websocket)
+        device = await load_device(services, principal, device_id)
+        if device.capabilities and "screen" not in device.capabilities:
+            raise UnsupportedError(f"device {device.id} has no screen to watch")
+        router_ = services.hub.router
+        watching = router_.watch(
+            device.id, settings.screen, rate=settings.rate, quality=settings.quality
+        )
+        frames = await watching.__aenter__()
+    except RemoteHandsError as err:
+        await record(services, principal, _AUDIT_ACTION, device_id, None, err.code,
+                     (time.perf_counter() - started) * 1000, err.details)  # fmt: skip
+        await _refuse(websocket, err)
+        return
+    params = {"screen": settings.screen, "rate": settings.rate, "quality": settings.quality}
+    result, details = "ok", None
+    try:
+        await websocket.accept()
+
+        async def client_gone() -> None:
+            # The viewer sends nothing we need; its disconnect ends the watch.
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                while (await websocket.receive())["type"] != "websocket.disconnect":
+                    pass
+
+        async def pump() -> None:
+            nonlocal frames_sent
+            async for frame in frames:
+                async with asyncio.timeout(SEND_TIMEOUT_S):
+                    await websocket.send_bytes(frame.data)
+                frames_sent += 1
+
+        gone = asyncio.create_task(client_gone(), name="screen-ws-client")
+        sending = asyncio.create_task(pump(), name="screen-ws-frames")
+        try:
+            await asyncio.wait({gone, sending}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (gone, sending):
+                task.cancel()
+            await asyncio.gather(gone, sending, return_exceptions=True)
+        if sending.done() and not sending.cancelled():
+            error = sending.exception()
+            if isinstance(error, RemoteHandsError):
+                result, details = error.code, error.details
+                code = 4503 if isinstance(error, DeviceOfflineError) else 4000 + error.http_status
+                with contextlib.suppress(Exception):
+                    await websocket.close(code, error.details[:120])
+            elif isinstance(error, TimeoutError):
+                result, details = "timeout", "the viewer stopped reading"
+                with contextlib.suppress(Exception):
+                    await websocket.close(_CLOSE_TOO_SLOW, "too slow")
+            elif error is None:
+                with contextlib.suppress(Exception):
+                    await websocket.close(1000, "the stream ended")
+    finally:
+        await watching.__aexit__(None, None, None)
+        details = details or f"{frames_sent} frames"
+        await record(services, principal, _AUDIT_ACTION, device.id, params, result,
+                     (time.perf_counter() - started) * 1000, details)  # fmt: skip
