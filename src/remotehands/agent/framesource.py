@@ -121,8 +121,8 @@ def changed_box(previous: FrameArray | None, current: FrameArray) -> Bounds | No
     current = np.ascontiguousarray(current)
     words = np.uint64 if width % 2 == 0 else np.uint32
     px = 2 if words is np.uint64 else 1
-    a: npt.NDArray[Any] = previous.view(words).reshape(height, width // px)
-    b: npt.NDArray[Any] = current.view(words).reshape(height, width // px)
+    a: npt.NDArray[Any] = previous.reshape(height, width * 4).view(words)
+    b: npt.NDArray[Any] = current.reshape(height, width * 4).view(words)
     rows: list[int] = []
     for top in range(0, height, _BAND):
         band_a, band_b = a[top : top + _BAND], b[top : top + _BAND]
