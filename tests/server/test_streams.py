@@ -239,6 +239,7 @@ async def test_the_screen_websocket_sends_jpeg_frames_to_a_viewer(linked: Linked
             data = await asyncio.wait_for(ws.recv(), 10)
             assert isinstance(data, bytes) and data[:2] == b"\xff\xd8"
             assert simplejpeg.decode_jpeg_header(data)[:2] == (200, 320)
+
     # the watch is audited once it ends
     async def audited() -> list[dict[str, Any]]:
         response = await linked.fleet.owner.get("/v1/audit", params={"action": "screen.watch"})
