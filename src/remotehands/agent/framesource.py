@@ -329,6 +329,7 @@ class FrameSource:
             self._fail(err)
             return
         except Exception as err:  # an encoder bug must end the streams, not the agent
+            log.exception("encoding screen %s failed", self.screen_id)
             self._fail(DeviceError(f"encoding screen {self.screen_id} failed: {err}"))
             return
         self.frames += 1
