@@ -337,6 +337,11 @@ async def test_a_download_arrives_whole_within_its_window(linked: Linked) -> Non
     assert 0 < held <= linked.server_link.transfers.window
 
 
+def _active(linked: Linked) -> list[str]:
+    transfers = linked.link.transfers
+    return transfers.active if transfers is not None else []
+
+
 class _SlowSink:
     """A target whose sink takes bytes until told to stop or fail."""
 
@@ -346,7 +351,7 @@ class _SlowSink:
         self.fail_after: int | None = None
 
     async def open_sink(self, name: str, size: int) -> UploadSink:
-        return self  # type: ignore[return-value]
+        return self
 
     async def open_source(self, name: str) -> Any:
         raise NotImplementedError
@@ -379,7 +384,7 @@ async def test_transfers_cancel_from_either_side(linked: Linked) -> None:
     await asyncio.wait_for(sink.aborted.wait(), 10)
     transfers = linked.link.transfers
     assert transfers is not None
-    await eventually(lambda: not transfers.active, timeout=5)
+    await eventually(lambda: not _active(linked), timeout=5)
 
     # the agent cancels: the server's caller gets the error
     sink.aborted.clear()
@@ -403,8 +408,21 @@ async def test_transfers_cancel_from_either_side(linked: Linked) -> None:
     await asyncio.wait_for(sink.aborted.wait(), 10)
     assert not linked.server_link.transfers.active
 
+    # the link drops mid-way: both sides end the transfer
+    sink.aborted.clear()
+    sink.written, sink.fail_after = 0, None
+    upload = asyncio.create_task(linked.router.upload(linked.device_id, "slow", _chunks(total),
+                                                      total))  # fmt: skip
+    await eventually(lambda: sink.written >= 4 << 20, timeout=10)
+    await linked.fleet.services.hub.disconnect(linked.device_id, 1012, "test drop")
+    with pytest.raises(DeviceOfflineError):
+        await asyncio.wait_for(upload, 10)
+    await asyncio.wait_for(sink.aborted.wait(), 10)
+    await eventually(lambda: linked.fleet.services.hub.get(linked.device_id), timeout=10)
+    await eventually(lambda: linked.link.transfers is not None, timeout=10)
+
     # a download left early is cancelled on the agent
     async with linked.router.download(linked.device_id, PROBE, f"{total}") as incoming:
         async for _ in incoming:
             break
-    await eventually(lambda: not transfers.active, timeout=5)
+    await eventually(lambda: not _active(linked), timeout=5)
