@@ -104,6 +104,7 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
         yield Server(served, app, http)
 
 
+@pytest.mark.timeout(120)  # 2 GiB through two processes: about 20 s here, more under load
 async def test_a_gibibyte_each_way_with_both_processes_memory_flat(
     server: Server, tmp_path: Path
 ) -> None:
