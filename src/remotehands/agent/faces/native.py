@@ -12,7 +12,6 @@ of FastAPI per request (PERFORMANCE.md).
 from __future__ import annotations
 
 import logging
-import typing
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,6 +27,7 @@ from remotehands.agent.dispatch import Dispatcher
 from remotehands.errors import AuthError, NotFoundError, RemoteHandsError, ValidationError
 from remotehands.protocol.actions import ACTIONS, ActionSpec
 from remotehands.protocol.encoding import jsonable
+from remotehands.protocol.query import params_from_query
 
 __all__ = ["create_native_app"]
 
@@ -80,22 +80,6 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return data
 
 
-def _list_fields(spec: ActionSpec) -> frozenset[str]:
-    names = set()
-    for name, info in spec.params.model_fields.items():
-        if typing.get_origin(info.annotation) is list:
-            names.add(name)
-    return frozenset(names)
-
-
-def _query(request: Request, list_fields: frozenset[str]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for key in request.query_params:
-        values = request.query_params.getlist(key)
-        params[key] = values if key in list_fields else values[-1]
-    return params
-
-
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -125,10 +109,8 @@ def create_native_app(dispatcher: Dispatcher, tokens: TokenStore) -> Starlette:
         return guarded(endpoint)
 
     def action_endpoint(spec: ActionSpec) -> Endpoint:
-        list_fields = _list_fields(spec)
-
         async def endpoint(request: Request) -> Response:
-            params = _query(request, list_fields)
+            params = params_from_query(spec, request.query_params.multi_items())
             if spec.method != "GET":
                 body = await _json_body(request)
                 # query parameters such as lock_timeout_ms may ride along a body

@@ -19,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-import types
-import typing
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -28,7 +26,6 @@ import orjson
 import pydantic
 from fastapi import APIRouter, Request, Response
 from sqlalchemy import select
-from starlette.datastructures import QueryParams
 
 from remotehands.errors import (
     DeviceOfflineError,
@@ -46,6 +43,7 @@ from remotehands.protocol.actions import (
     wait_seconds,
 )
 from remotehands.protocol.encoding import jsonable
+from remotehands.protocol.query import params_from_query
 from remotehands.server.auth import Principal, can_act, can_see_device, require_role
 from remotehands.server.db.models import Device
 from remotehands.server.http.errors import describe_validation_errors
@@ -104,37 +102,10 @@ class Outcome:
 # -- parameters -------------------------------------------------------------------------------
 
 
-def _is_list(annotation: Any) -> bool:
-    if typing.get_origin(annotation) is list:
-        return True
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        return any(_is_list(arg) for arg in typing.get_args(annotation))
-    return False
-
-
-_LIST_FIELDS: dict[type[Params], frozenset[str]] = {}
-
-
-def _list_fields(model: type[Params]) -> frozenset[str]:
-    fields = _LIST_FIELDS.get(model)
-    if fields is None:
-        fields = _LIST_FIELDS[model] = frozenset(
-            name for name, info in model.model_fields.items() if _is_list(info.annotation)
-        )
-    return fields
-
-
-def params_from_query(spec: ActionSpec, query: QueryParams) -> dict[str, Any]:
-    """Query parameters as a dict: repeated keys give lists for list fields (such as
-    ``upload_header``), the last value otherwise."""
-    lists = _list_fields(spec.params)
-    return {key: query.getlist(key) if key in lists else query[key] for key in query}
-
-
 async def _read_params(
     request: Request, spec: ActionSpec, path_params: Mapping[str, str]
 ) -> dict[str, Any]:
-    raw = params_from_query(spec, request.query_params)
+    raw = params_from_query(spec, request.query_params.multi_items())
     if request.method != "GET":
         body = await request.body()
         if body.strip():
