@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
 import pytest
 from click.testing import CliRunner
 from pydantic import BaseModel
@@ -34,11 +35,12 @@ from remotehands.client import (
     wire_name,
 )
 from remotehands.client.fleet import AsyncDevice, Device
+from remotehands.client.results import as_model
 from remotehands.drivers import base
 from remotehands.drivers.base import EncodedFrame
 from remotehands.drivers.fake import FakeDriver
 from remotehands.drivers.x11.driver import X11Driver
-from remotehands.errors import NotFoundError
+from remotehands.errors import DeviceError, NotFoundError
 from remotehands.protocol import params as P
 from remotehands.protocol import results as R
 from remotehands.protocol.actions import ACTIONS, ACTIONS_BY_NAME, VERBS, by_verb, match_route
@@ -200,6 +202,23 @@ async def test_every_action_answers_its_result_model_and_run_is_its_wire_form(
         "screens": [{"id": 0, "width": 320, "height": 200, "x": 0, "y": 0}]
     }
     assert await dispatcher.run("clipboard.slots_clear") is None
+
+
+@pytest.mark.anyio
+async def test_the_sdk_reads_every_answer_back_as_its_result_model(
+    dispatcher: Dispatcher,
+) -> None:
+    steps = [{"type": "screenshot", "format": "png"}, {"type": "windows.list"},
+             {"type": "clipboard.slot_restore", "slot_name": "nope"}]  # fmt: skip
+    samples = {**SAMPLES, "sequence": {"steps": steps, "on_error": "continue"}}
+    for name, params in samples.items():
+        wire = await dispatcher.run(name, params)
+        sent = orjson.loads(orjson.dumps(jsonable(wire)))  # as HTTP carries it: base64 images
+        model = as_model(ACTIONS_BY_NAME[name].sdk_method, sent)
+        assert isinstance(model, ACTIONS_BY_NAME[name].result), name
+        assert orjson.dumps(jsonable(R.to_wire(model))) == orjson.dumps(jsonable(wire)), name
+    with pytest.raises(DeviceError, match="is not a CursorPosition"):
+        as_model("screenshot.cursor", {"x": 1})
 
 
 @pytest.mark.anyio

@@ -20,6 +20,7 @@ from pydantic import (
     RootModel,
     SerializerFunctionWrapHandler,
     model_serializer,
+    model_validator,
 )
 
 from remotehands.protocol.models import Bounds, ImageFormat, ScreenInfo, WindowInfo
@@ -49,6 +50,7 @@ __all__ = [
     "SlotStored",
     "SlotText",
     "StabilityReport",
+    "StepOutcome",
     "StepResult",
     "UploadAnswer",
     "UploadResult",
@@ -320,6 +322,13 @@ STEP_OWN_KEYS = frozenset({"name", "type", "ok", "status"})
 ``name``)."""
 
 
+class StepOutcome(BaseModel):
+    """A step's result read back from the wire: the keys its action's result spread into the
+    step (the step's own keys left out), kept as they came."""
+
+    model_config = ConfigDict(extra="allow")
+
+
 class StepResult(BaseModel):
     """One step of a sequence. On the wire its action's result is spread into the step
     (``{"name", "type", "ok", ...result..., "duration_ms"}``); a result that is not an object
@@ -334,6 +343,17 @@ class StepResult(BaseModel):
     error: str | None = None
     details: str | None = None
     duration_ms: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather(cls, data: Any) -> Any:
+        """A step as the wire has it: the spread keys of a successful step become a
+        :class:`StepOutcome`."""
+        if isinstance(data, dict) and data.get("ok") is True and "outcome" not in data:
+            own = {k: v for k, v in data.items() if k in cls.model_fields}
+            spread = {k: v for k, v in data.items() if k not in cls.model_fields}
+            return {**own, "outcome": StepOutcome(**spread) if spread else None}
+        return data
 
     @model_serializer(mode="plain")
     def _spread(self) -> dict[str, Any]:
