@@ -32,7 +32,8 @@ async def cursor_position(ctx: ActionContext, _: P.NoParams) -> R.CursorPosition
 
 def _passes_through(p: P.ScreenshotParams) -> bool:
     """Whether the request needs nothing the pixels are needed for, so that a device's own
-    encoded frame (a KVM's JPEG) can be answered as it is."""
+    encoded frame (a KVM's JPEG) can be answered as it is. The format must match too (checked
+    on the frame); the quality is then the device's own, as re-encoding is what this avoids."""
     return (
         not isinstance(p, P.RegionScreenshotParams)
         and p.scale == 1.0
