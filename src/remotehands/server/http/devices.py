@@ -111,8 +111,7 @@ async def _visible(services: Services, principal: Principal, device_id: str) -> 
 
 
 def _publish(services: Services, event: dict[str, Any]) -> None:
-    if services.events is not None:
-        services.events.publish(event)
+    services.events.publish(event)
 
 
 @router.get("")
@@ -209,8 +208,7 @@ async def delete_device(
     async with services.db.session() as db:
         await db.execute(delete(Device).where(Device.id == device_id))
         await db.commit()
-    if services.hub is not None:
-        await services.hub.disconnect(device_id, CLOSE_CREDENTIAL_REFUSED, "device deleted")
+    await services.hub.disconnect(device_id, CLOSE_CREDENTIAL_REFUSED, "device deleted")
     await services.audit.record(
         actor=principal.actor,
         actor_kind=principal.kind,

@@ -208,10 +208,9 @@ async def register(body: RegisterIn, request: Request) -> RegisterOut:
             "from": ip,
         },
     )
-    if services.events is not None:
-        services.events.publish(
-            {"type": "device.created", "device_id": device_id, "tags": tags, "name": name}
-        )
+    services.events.publish(
+        {"type": "device.created", "device_id": device_id, "tags": tags, "name": name}
+    )
     return RegisterOut(
         device_id=device_id,
         auth_token=credential,
