@@ -177,10 +177,9 @@ async def update_device(
         await db.commit()
     out = device_out(device)
     changes = body.model_dump(exclude_none=True)
-    await services.audit.record(
-        actor=principal.actor,
-        actor_kind=principal.kind,
-        action="device.update",
+    await services.audit.record_for(
+        principal,
+        "device.update",
         device_id=device_id,
         params={**changes, "before": before},
     )
@@ -209,10 +208,9 @@ async def delete_device(
         await db.execute(delete(Device).where(Device.id == device_id))
         await db.commit()
     await services.hub.disconnect(device_id, CLOSE_CREDENTIAL_REFUSED, "device deleted")
-    await services.audit.record(
-        actor=principal.actor,
-        actor_kind=principal.kind,
-        action="device.delete",
+    await services.audit.record_for(
+        principal,
+        "device.delete",
         device_id=device_id,
         params={"name": device.name, "tags": list(device.tags or [])},
     )

@@ -115,10 +115,9 @@ async def create_enrollment(
     async with services.db.session() as db:
         db.add(row)
         await db.commit()
-    await services.audit.record(
-        actor=principal.actor,
-        actor_kind=principal.kind,
-        action="enrollment.create",
+    await services.audit.record_for(
+        principal,
+        "enrollment.create",
         params={
             "enrollment_id": row.id,
             "suggested_name": body.suggested_name,
