@@ -1,9 +1,9 @@
 """Fixtures of the fleet server tests: a real server app on SQLite and on PostgreSQL.
 
-``server`` is the main one: the app built by ``create_app`` with its lifespan running, a fake
-clock and a cheap password hasher injected, an ``httpx.AsyncClient`` on it over ASGI, and an
-owner logged in. It is parametrized over both backends, so every test that uses it runs twice.
-Helpers on :class:`Fleet` create users of each role, tokens, enrolled devices.
+``server`` is the main one: the app built by ``create_app`` with its lifespan running, fake clocks
+(wall and monotonic) and a cheap password hasher injected, an ``httpx.AsyncClient`` on it over ASGI,
+and an owner logged in. It is parametrized over both backends, so every test that uses it runs
+twice. Helpers on :class:`Fleet` create users of each role, tokens, enrolled devices.
 """
 
 from __future__ import annotations
@@ -49,6 +49,21 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         """Move the clock forward."""
         self.now += timedelta(seconds=seconds)
+
+
+class FakeMonotonic:
+    """Monotonic seconds that move only when told to: the clock of agent-link heartbeats and
+    of the principal cache in tests."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward."""
+        self.now += seconds
 
 
 @pytest.fixture(scope="session")
@@ -98,6 +113,8 @@ class Fleet:
     """Headers of the owner's session."""
     owner_id: str
     _users: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
+    monotonic: FakeMonotonic = field(default_factory=FakeMonotonic)
+    """The monotonic clock of the app (principal cache, agent-link heartbeats)."""
 
     @property
     def settings(self) -> ServerSettings:
@@ -215,14 +232,17 @@ async def server(
 ) -> AsyncIterator[Fleet]:
     """A running server with an owner logged in (see the module docstring)."""
     clock = FakeClock()
+    monotonic = FakeMonotonic()
     settings = make_settings(tmp_path, database_url, **settings_overrides)
-    app = create_app(settings, clock=clock, passwords=Passwords(FAST_PASSWORDS))
+    app = create_app(
+        settings, clock=clock, passwords=Passwords(FAST_PASSWORDS), monotonic=monotonic
+    )
     async with app.router.lifespan_context(app):
         services: Services = app.state.services
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1234))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             owner = await create_user(services, "owner", OWNER_PASSWORD, "owner")
-            fleet = Fleet(app, services, client, clock, {}, owner.id)
+            fleet = Fleet(app, services, client, clock, {}, owner.id, monotonic=monotonic)
             fleet.owner = await fleet.login("owner", OWNER_PASSWORD)
             yield fleet
 

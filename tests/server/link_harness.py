@@ -1,10 +1,14 @@
 """The live-fleet harness of the link, device-action, bulk, events and metrics tests.
 
-:func:`running_fleet` runs the real server (``create_app``, real clock) on uvicorn on a loopback
-port, with a real database, an owner, and helpers to make users, tokens, enrolled devices and
-simulated agents. The ``fleet`` fixture does so on each backend of ``conftest.database_url``
+:func:`running_fleet` runs the real server (``create_app``, real wall clock) on uvicorn on a
+loopback port, with a real database, an owner, and helpers to make users, tokens, enrolled devices
+and simulated agents. The ``fleet`` fixture does so on each backend of ``conftest.database_url``
 (SQLite and PostgreSQL). The test modules import the fixture and helpers from here; there are no
 tests in this module.
+
+The agent links' heartbeats and silence are measured by a :class:`FakeMonotonic` clock that moves
+only when a test advances it (``fleet.monotonic``): a link never goes silent because the machine
+is loaded, and a test of silence decides when it happened.
 """
 
 from __future__ import annotations
@@ -31,10 +35,10 @@ from remotehands.server.services import Services
 from remotehands.server.settings import ServerSettings
 from remotehands.testing.simagent import Enrolled, SimulatedAgent, enroll
 from remotehands.testing.xapps import eventually
-from tests.server.conftest import FAST_PASSWORDS, PASSWORD
+from tests.server.conftest import FAST_PASSWORDS, PASSWORD, FakeMonotonic
 
 HEARTBEAT_S = 0.2
-"""The heartbeat interval of the test servers: offline after 3 x 0.2 s."""
+"""The heartbeat interval of the test servers: offline after 3 x 0.2 s of the fake clock."""
 
 _users = itertools.count(1)
 
@@ -48,6 +52,8 @@ class LiveFleet:
     base_url: str
     ws_url: str
     owner: httpx.AsyncClient
+    monotonic: FakeMonotonic
+    """The clock of heartbeats and silence: advance it to make agents silent."""
     _clients: list[httpx.AsyncClient] = dataclasses.field(default_factory=list)
 
     @property
@@ -121,7 +127,8 @@ async def running_fleet(tmp_path: Path, **settings: Any) -> AsyncIterator[LiveFl
         **settings,
     }
     server_settings = ServerSettings(**values)
-    app = create_app(server_settings, passwords=Passwords(FAST_PASSWORDS))
+    monotonic = FakeMonotonic()
+    app = create_app(server_settings, passwords=Passwords(FAST_PASSWORDS), monotonic=monotonic)
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -153,7 +160,8 @@ async def running_fleet(tmp_path: Path, **settings: Any) -> AsyncIterator[LiveFl
         headers={"Authorization": f"Bearer {login.json()['token']}"},
         timeout=30,
     )
-    fleet = LiveFleet(app, server_settings, base_url, f"ws://127.0.0.1:{port}/v1/agent/ws", owner)
+    ws_url = f"ws://127.0.0.1:{port}/v1/agent/ws"
+    fleet = LiveFleet(app, server_settings, base_url, ws_url, owner, monotonic)
     try:
         yield fleet
     finally:
@@ -166,6 +174,7 @@ async def running_fleet(tmp_path: Path, **settings: Any) -> AsyncIterator[LiveFl
 
 @pytest.fixture(name="fleet")
 async def fleet_fixture(tmp_path: Path, database_url: str) -> AsyncIterator[LiveFleet]:
-    """A running server with a short heartbeat (offline after 0.6 s), on each backend."""
+    """A running server with a short heartbeat (offline after 0.6 s of ``fleet.monotonic``), on
+    each backend."""
     async with running_fleet(tmp_path, database_url=database_url) as running:
         yield running

@@ -189,7 +189,7 @@ async def load_device(services: Services, principal: Principal, device_id: str) 
     A device whose link this process holds is known from the link (its hello and the tag
     changes the hub follows), which spares a database read on the hot path.
     """
-    link = services.hub.get(device_id) if services.hub is not None else None
+    link = services.hub.get(device_id)
     if link is not None:
         if not can_see_device(principal, link.tags):
             raise NotFoundError(f"no device {device_id}")
@@ -224,7 +224,7 @@ async def perform(
     outcome = Outcome(device)
     try:
         check_capabilities(spec, params, device)
-        router = services.hub.router
+        router = services.router
         if not router.is_online(device.id):
             raise DeviceOfflineError(
                 f"device {device.id} ({device.name}) is offline: its agent is not connected"

@@ -115,10 +115,9 @@ async def create_enrollment(
     async with services.db.session() as db:
         db.add(row)
         await db.commit()
-    await services.audit.record(
-        actor=principal.actor,
-        actor_kind=principal.kind,
-        action="enrollment.create",
+    await services.audit.record_for(
+        principal,
+        "enrollment.create",
         params={
             "enrollment_id": row.id,
             "suggested_name": body.suggested_name,
@@ -208,10 +207,9 @@ async def register(body: RegisterIn, request: Request) -> RegisterOut:
             "from": ip,
         },
     )
-    if services.events is not None:
-        services.events.publish(
-            {"type": "device.created", "device_id": device_id, "tags": tags, "name": name}
-        )
+    services.events.publish(
+        {"type": "device.created", "device_id": device_id, "tags": tags, "name": name}
+    )
     return RegisterOut(
         device_id=device_id,
         auth_token=credential,
