@@ -83,13 +83,13 @@ async def test_script_is_posix_sh(tmp_path: Path) -> None:
 
 async def test_script_lints_clean(tmp_path: Path) -> None:
     """The served script (the package's installer.sh, its address filled in) passes
-    shellcheck as POSIX sh; without shellcheck at least the shell's own syntax check."""
+    shellcheck as POSIX sh (scripts/system-deps installs it) and dash's own syntax check."""
     script = tmp_path / "install.sh"
     script.write_text(install_script("http://fleet.test:8080"))
     shellcheck = shutil.which("shellcheck")
-    if shellcheck is not None:
-        code, out, _ = await _sh(shellcheck, "--shell=sh", "--severity=style", str(script))
-        assert code == 0, out
+    assert shellcheck is not None, "shellcheck is missing: run scripts/system-deps"
+    code, out, _ = await _sh(shellcheck, "--shell=sh", "--severity=style", str(script))
+    assert code == 0, out
     code, _, err = await _sh(shutil.which("dash") or "/bin/sh", "-n", str(script))
     assert code == 0, err
 
