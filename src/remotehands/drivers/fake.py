@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from remotehands.drivers.base import Button, Driver, DriverSettings, FrameArray, Held
 from remotehands.errors import DeviceError, NotFoundError, ValidationError
@@ -31,6 +31,9 @@ _CLICK_COLOURS: dict[str, tuple[int, int, int]] = {
 }
 
 
+_DESKTOP = frozenset({"screen", "keyboard", "mouse", "clipboard", "windows", "apps"})
+
+
 class FakeSettings(DriverSettings):
     """Settings of the fake driver (``[devices.settings]`` of a ``driver = "fake"`` device)."""
 
@@ -43,6 +46,16 @@ class FakeSettings(DriverSettings):
     fail_start: str | None = None
     """When set, :meth:`FakeDriver.start` fails with this reason: rehearses a device that
     cannot start (a KVM that does not answer)."""
+    capabilities: frozenset[str] | None = None
+    """Fewer capabilities than a desktop's, to play a device that lacks some (a KVM has no
+    clipboard, windows or apps: ``["screen", "keyboard", "mouse"]``); unset: all of them."""
+
+    @field_validator("capabilities")
+    @classmethod
+    def _known(cls, value: frozenset[str] | None) -> frozenset[str] | None:
+        if value is not None and not value <= _DESKTOP:
+            raise ValueError(f"the fake driver has only {', '.join(sorted(_DESKTOP))}")
+        return value
 
 
 @dataclass
@@ -67,7 +80,7 @@ class FakeDriver(Driver):
     """An in-memory device with screen, keyboard, pointer, clipboard, windows and apps."""
 
     kind = "fake"
-    capabilities = frozenset({"screen", "keyboard", "mouse", "clipboard", "windows", "apps"})
+    capabilities = _DESKTOP
     Settings = FakeSettings
 
     def __init__(
@@ -85,6 +98,8 @@ class FakeDriver(Driver):
         self.settings: FakeSettings = settings
         self.width = settings.width
         self.height = settings.height
+        if settings.capabilities is not None:
+            self.capabilities = settings.capabilities
         self.framebuffer: FrameArray = np.zeros((self.height, self.width, 4), dtype=np.uint8)
         self.framebuffer[..., 3] = 255
         self.calls: list[_Call] = []
