@@ -28,12 +28,13 @@ from remotehands.agent.faces.listener import create_listener_app
 from remotehands.agent.link import AgentLink, load_or_enroll
 from remotehands.agent.plugins import load_object
 from remotehands.drivers.base import Driver, missing_methods
-from remotehands.errors import ConfigError, RemoteHandsError
+from remotehands.errors import ConfigError, DeviceTimeoutError, RemoteHandsError
 from remotehands.serving import bound_address, parse_listen, serve_http
 
 __all__ = [
     "DEFAULT_LISTEN",
     "DRIVERS",
+    "START_TIMEOUT_S",
     "Agent",
     "AgentOptions",
     "DevicePlan",
@@ -55,6 +56,8 @@ DRIVERS: dict[str, str] = {
 }
 
 DEFAULT_LISTEN = "127.0.0.1:8082"
+START_TIMEOUT_S = 60.0
+"""How long a device's driver may take to start and name its device."""
 
 
 @dataclass
@@ -232,8 +235,15 @@ class Agent:
 
     async def _serve_device(self, run: DeviceRun) -> None:
         plan = run.plan
-        async with plan.driver, contextlib.AsyncExitStack() as stack:
-            run.hardware_id = plan.hardware_id or await plan.driver.hardware_id()
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                async with asyncio.timeout(START_TIMEOUT_S):
+                    await stack.enter_async_context(plan.driver)
+                    run.hardware_id = plan.hardware_id or await plan.driver.hardware_id()
+            except TimeoutError as err:
+                raise DeviceTimeoutError(
+                    f"the {plan.driver.kind} driver did not start within {START_TIMEOUT_S:g} s"
+                ) from err
             if plan.app is not None and plan.listen is not None:
                 server = await stack.enter_async_context(
                     serve_http(plan.app, plan.listen, websockets=True)
