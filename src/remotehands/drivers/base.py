@@ -58,6 +58,9 @@ __all__ = [
     "Mouse",
     "Screen",
     "Windows",
+    "describe_settings_error",
+    "missing_methods",
+    "protocol_methods",
 ]
 
 Capability = Literal[
