@@ -100,7 +100,10 @@ def test_config_errors_are_clear(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "cannot read the agent config" in missing.stderr
     setting = _agent("--driver", "fake", "--setting", "width")
     assert setting.returncode == 2 and "is not KEY=VALUE" in setting.stderr
-    for done in (bad, mixed, missing, setting):
+    value = _agent("--driver", "fake", "--setting", "width=wide")
+    assert value.returncode == 2
+    assert "bad settings for the fake driver: setting 'width'" in value.stderr
+    for done in (bad, mixed, missing, setting, value):
         assert "Traceback" not in done.stderr
 
 

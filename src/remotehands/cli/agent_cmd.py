@@ -21,6 +21,20 @@ Examples:
   remotehands agent --server http://fleet:8080 --token ekvent_... --driver x11 --display :1
   # every device an agent config file lists (see remotehands.agent.config for the format)
   remotehands agent --config /etc/remotehands/agent.toml
+
+\b
+An agent config file:
+  server = "http://fleet:8080"           # optional: without it, local faces only
+  state_dir = "/var/lib/remotehands"     # optional: one credential file per device
+  [[devices]]
+  name = "lab-1"
+  driver = "x11"
+  enrollment_token = "ekvent_..."        # used once, on the first start
+  listen = "127.0.0.1:8082"              # optional: this device's faces
+  faces = ["native"]
+  password_file = "/etc/remotehands/lab-1.pw"  # the faces' password: never in the file
+  [devices.settings]
+  display = ":1"
 """
 
 # the options that describe the one device of the command line, refused beside --config
