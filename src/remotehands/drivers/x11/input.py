@@ -76,7 +76,10 @@ class Input:
         names: dict[int, str] = {}
         if keycodes:
             for code in CODES:
-                found = self.keymap.lookup_code(code)
+                try:
+                    found = self.keymap.lookup_code(code)
+                except ValidationError:
+                    continue  # a code this keymap has no keysym for cannot be down
                 if isinstance(found, Stroke):
                     names.setdefault(found.keycode, code)
         mask = int(self._conn.root.query_pointer().mask)
