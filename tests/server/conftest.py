@@ -8,7 +8,6 @@ twice. Helpers on :class:`Fleet` create users of each role, tokens, enrolled dev
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -19,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 
@@ -29,6 +27,7 @@ from remotehands.server.db.models import Device, new_id
 from remotehands.server.http.users import create_user
 from remotehands.server.services import Services
 from remotehands.server.settings import ServerSettings
+from remotehands.serving import serve_http
 from tests.pg import PostgresServer, PostgresUnavailable, start_postgres
 
 OWNER_PASSWORD = "owner-password-1"
@@ -262,18 +261,8 @@ async def serve(app: FastAPI, sock: socket.socket | None = None) -> AsyncIterato
     included; yields its URL."""
     sock = sock or loopback_socket()
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", ws_per_message_deflate=False)
-    instance = uvicorn.Server(config)
-    task = asyncio.create_task(instance.serve(sockets=[sock]))
     try:
-        async with asyncio.timeout(20):
-            while not instance.started:  # uvicorn offers no event to wait on
-                if task.done():
-                    task.result()
-                    raise RuntimeError("uvicorn stopped before it started")
-                await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
+        async with serve_http(app, sock=sock, lifespan=True, websockets=True):
+            yield f"http://127.0.0.1:{port}"
     finally:
-        instance.should_exit = True
-        await task
         sock.close()

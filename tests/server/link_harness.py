@@ -13,10 +13,8 @@ is loaded, and a test of silence decides when it happened.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import itertools
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,7 +22,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from remotehands.server.app import create_app
@@ -33,6 +30,7 @@ from remotehands.server.db.models import Device
 from remotehands.server.http.users import create_user
 from remotehands.server.services import Services
 from remotehands.server.settings import ServerSettings
+from remotehands.serving import serve_http
 from remotehands.testing.simagent import Enrolled, SimulatedAgent, enroll
 from remotehands.testing.xapps import eventually
 from tests.server.conftest import FAST_PASSWORDS, PASSWORD, FakeMonotonic
@@ -129,47 +127,29 @@ async def running_fleet(tmp_path: Path, **settings: Any) -> AsyncIterator[LiveFl
     server_settings = ServerSettings(**values)
     monotonic = FakeMonotonic()
     app = create_app(server_settings, passwords=Passwords(FAST_PASSWORDS), monotonic=monotonic)
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        lifespan="on",
-        ws_per_message_deflate=False,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if task.done():
-            task.result()
-            pytest.fail("the server stopped while starting")
-        if time.monotonic() > deadline:
-            pytest.fail("the server did not start within 30 s")
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    base_url = f"http://127.0.0.1:{port}"
-    services: Services = app.state.services
-    await create_user(services, "owner", PASSWORD, "owner")
-    anonymous = httpx.AsyncClient(base_url=base_url)
-    login = await anonymous.post("/v1/auth/login", json={"username": "owner", "password": PASSWORD})
-    login.raise_for_status()
-    await anonymous.aclose()
-    owner = httpx.AsyncClient(
-        base_url=base_url,
-        headers={"Authorization": f"Bearer {login.json()['token']}"},
-        timeout=30,
-    )
-    ws_url = f"ws://127.0.0.1:{port}/v1/agent/ws"
-    fleet = LiveFleet(app, server_settings, base_url, ws_url, owner, monotonic)
-    try:
-        yield fleet
-    finally:
-        for client in [owner, *fleet._clients]:
-            await client.aclose()
-        server.should_exit = True
-        async with asyncio.timeout(30):
-            await task
+    async with serve_http(app, "127.0.0.1:0", lifespan=True, websockets=True) as server:
+        port = server.servers[0].sockets[0].getsockname()[1]
+        base_url = f"http://127.0.0.1:{port}"
+        services: Services = app.state.services
+        await create_user(services, "owner", PASSWORD, "owner")
+        anonymous = httpx.AsyncClient(base_url=base_url)
+        login = await anonymous.post(
+            "/v1/auth/login", json={"username": "owner", "password": PASSWORD}
+        )
+        login.raise_for_status()
+        await anonymous.aclose()
+        owner = httpx.AsyncClient(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {login.json()['token']}"},
+            timeout=30,
+        )
+        ws_url = f"ws://127.0.0.1:{port}/v1/agent/ws"
+        fleet = LiveFleet(app, server_settings, base_url, ws_url, owner, monotonic)
+        try:
+            yield fleet
+        finally:
+            for client in [owner, *fleet._clients]:
+                await client.aclose()
 
 
 @pytest.fixture(name="fleet")
