@@ -25,7 +25,11 @@ def describe_errors(errors: Iterable[Mapping[str, Any]], *, whole: str = "body")
     parts = []
     for error in errors:
         where = ".".join(str(p) for p in error.get("loc", ())) or whole
-        parts.append(f"{where}: {error.get('msg', 'invalid value')}")
+        if error.get("type") == "extra_forbidden":
+            message = "unknown parameter"
+        else:
+            message = str(error.get("msg", "invalid value"))
+        parts.append(f"{where}: {message}")
     return "; ".join(parts) or f"{whole}: invalid value"
 
 

@@ -44,9 +44,9 @@ from remotehands.protocol.actions import (
 )
 from remotehands.protocol.encoding import jsonable
 from remotehands.protocol.query import params_from_query
+from remotehands.protocol.validation import describe_validation
 from remotehands.server.auth import Principal, can_act, can_see_device, require_role
 from remotehands.server.db.models import Device
-from remotehands.server.http.errors import describe_validation_errors
 from remotehands.server.http.metrics import ServerMetrics, metrics_for
 from remotehands.server.services import Services, get_services
 
@@ -129,9 +129,7 @@ def validate_params(spec: ActionSpec, raw: Mapping[str, Any]) -> tuple[Params, d
     try:
         params = spec.params.model_validate(raw)
     except pydantic.ValidationError as err:
-        raise ValidationError(
-            f"invalid parameters for {spec.name}: {describe_validation_errors(err.errors())}"
-        ) from err
+        raise ValidationError(describe_validation(err, spec.name)) from err
     return params, params.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
-from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
@@ -23,10 +21,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from remotehands.errors import RemoteHandsError, ValidationError, error_class_for_status
+from remotehands.protocol.validation import describe_errors
 from remotehands.server.auth import WebSocketRefused
 from remotehands.server.ratelimit import RateLimitExceeded
 
-__all__ = ["describe_validation_errors", "error_response", "install_error_handlers"]
+__all__ = ["error_response", "install_error_handlers"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,16 +48,6 @@ def error_response(
     return JSONResponse({"error": code, "details": details}, status_code=status, headers=headers)
 
 
-def describe_validation_errors(errors: Sequence[Any]) -> str:
-    """``loc: message`` for each pydantic error, joined with ``; ``."""
-    parts = []
-    for error in errors:
-        loc = ".".join(str(p) for p in error.get("loc", ()))
-        message = str(error.get("msg", "invalid value"))
-        parts.append(f"{loc}: {message}" if loc else message)
-    return "; ".join(parts) or "invalid request"
-
-
 async def _remotehands_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RemoteHandsError)
     headers = None
@@ -79,7 +68,7 @@ async def _websocket_refused(websocket: WebSocket, exc: Exception) -> None:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return error_response(422, "invalid", describe_validation_errors(exc.errors()))
+    return error_response(422, "invalid", describe_errors(exc.errors()))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
