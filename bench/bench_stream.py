@@ -305,16 +305,18 @@ async def bench_transfer(mib: int, rounds: int) -> None:
                 await asyncio.sleep(0.05)
             [device] = hub.device_ids()
             block = os.urandom(4 * MIB)
-            await hub.router.upload(device, PROBE, _repeat(block, 16 * MIB), 16 * MIB)  # warm-up
+            await services.router.upload(
+                device, PROBE, _repeat(block, 16 * MIB), 16 * MIB
+            )  # warm-up
             up: list[float] = []
             down: list[float] = []
             with PeakRss(os.getpid(), agent.pid) as rss:
                 for i in range(rounds):
                     started = time.perf_counter()
-                    await hub.router.upload(device, PROBE, _repeat(block, total), total)
+                    await services.router.upload(device, PROBE, _repeat(block, total), total)
                     up.append(total / (time.perf_counter() - started) / 1e6)
                     started = time.perf_counter()
-                    async with hub.router.download(device, PROBE, f"{total}:{i}") as incoming:
+                    async with services.router.download(device, PROBE, f"{total}:{i}") as incoming:
                         async for _ in incoming:
                             pass
                     down.append(total / (time.perf_counter() - started) / 1e6)

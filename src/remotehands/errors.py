@@ -1,7 +1,8 @@
 """The one exception tree of remotehands.
 
 Every error carries a stable wire ``code``; where an error leaves the program it is mapped to an
-HTTP status, an exit code or a wire code through the tables here, never anywhere else::
+HTTP status, an exit code or a wire code, all derived from the one table :data:`ERRORS`, never
+anywhere else::
 
     RemoteHandsError                                         code            HTTP  exit
       ConfigError            bad settings, unknown driver    config          400   2
@@ -21,21 +22,25 @@ Foreign errors are translated where they enter (``raise DeviceError(...) from er
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 __all__ = [
+    "ERRORS",
     "AuthError",
     "BusyError",
     "ConfigError",
     "DeviceError",
     "DeviceOfflineError",
     "DeviceTimeoutError",
+    "ErrorKind",
     "ForbiddenError",
     "NotFoundError",
     "RateLimitedError",
     "RemoteHandsError",
     "UnsupportedError",
     "ValidationError",
+    "error_class_for_status",
     "error_from_wire",
 ]
 
@@ -62,106 +67,88 @@ class RemoteHandsError(Exception):
 class ConfigError(RemoteHandsError):
     """Settings that cannot work: a missing password, an unknown driver, a bad address."""
 
-    code = "config"
-    http_status = 400
-    exit_code = 2
-
 
 class AuthError(RemoteHandsError):
     """Missing, wrong, expired or revoked credentials."""
-
-    code = "unauthorized"
-    http_status = 401
-    exit_code = 3
 
 
 class ForbiddenError(RemoteHandsError):
     """Authenticated, but the role or token scope does not allow this."""
 
-    code = "forbidden"
-    http_status = 403
-    exit_code = 3
-
 
 class NotFoundError(RemoteHandsError):
     """No such device, token, window, slot, user or route."""
-
-    code = "not_found"
-    http_status = 404
-    exit_code = 4
 
 
 class ValidationError(RemoteHandsError):
     """A request that does not make sense: off-screen coordinates, unknown keys, bad types."""
 
-    code = "invalid"
-    http_status = 422
-    exit_code = 2
-
 
 class RateLimitedError(RemoteHandsError):
     """Too many failed attempts from one client; wait and retry."""
-
-    code = "rate_limited"
-    http_status = 429
-    exit_code = 5
 
 
 class BusyError(RemoteHandsError):
     """The device is held by another sequence and the caller could not wait longer."""
 
-    code = "busy"
-    http_status = 409
-    exit_code = 5
-
 
 class UnsupportedError(RemoteHandsError):
     """The device's driver does not have the capability the action needs."""
-
-    code = "unsupported"
-    http_status = 501
-    exit_code = 6
 
 
 class DeviceOfflineError(RemoteHandsError):
     """The device's agent is not connected."""
 
-    code = "device_offline"
-    http_status = 503
-    exit_code = 7
-
 
 class DeviceError(RemoteHandsError):
     """The device or its driver failed while carrying out an action."""
-
-    code = "device_error"
-    http_status = 502
-    exit_code = 8
 
 
 class DeviceTimeoutError(RemoteHandsError):
     """The device did not answer in time."""
 
-    code = "timeout"
-    http_status = 504
-    exit_code = 9
+
+@dataclass(frozen=True, slots=True)
+class ErrorKind:
+    """One row of :data:`ERRORS`: an error class and how it leaves the program."""
+
+    cls: type[RemoteHandsError]
+    code: str
+    """The stable wire code: ``{"error": code, ...}`` on the native API and the agent link."""
+    http_status: int
+    """The HTTP status of a REST answer carrying this error."""
+    exit_code: int
+    """The exit status of a CLI command failing with this error."""
 
 
-_BY_CODE: dict[str, type[RemoteHandsError]] = {
-    cls.code: cls
-    for cls in (
-        ConfigError,
-        AuthError,
-        ForbiddenError,
-        NotFoundError,
-        ValidationError,
-        RateLimitedError,
-        BusyError,
-        UnsupportedError,
-        DeviceOfflineError,
-        DeviceError,
-        DeviceTimeoutError,
-    )
+ERRORS: tuple[ErrorKind, ...] = (
+    ErrorKind(ConfigError, "config", 400, 2),
+    ErrorKind(AuthError, "unauthorized", 401, 3),
+    ErrorKind(ForbiddenError, "forbidden", 403, 3),
+    ErrorKind(NotFoundError, "not_found", 404, 4),
+    ErrorKind(ValidationError, "invalid", 422, 2),
+    ErrorKind(RateLimitedError, "rate_limited", 429, 5),
+    ErrorKind(BusyError, "busy", 409, 5),
+    ErrorKind(UnsupportedError, "unsupported", 501, 6),
+    ErrorKind(DeviceOfflineError, "device_offline", 503, 7),
+    ErrorKind(DeviceError, "device_error", 502, 8),
+    ErrorKind(DeviceTimeoutError, "timeout", 504, 9),
+)
+"""The one table of error classes: every map below (wire code, HTTP status, exit code) derives
+from it."""
+
+for _kind in ERRORS:
+    _kind.cls.code = _kind.code
+    _kind.cls.http_status = _kind.http_status
+    _kind.cls.exit_code = _kind.exit_code
+
+_BY_CODE: dict[str, type[RemoteHandsError]] = {kind.code: kind.cls for kind in ERRORS}
+
+# A status raised outside remotehands (by the web framework, a proxy) is read as the error class
+# of that status; 400 there is a request that made no sense (ConfigError is about settings).
+_BY_STATUS: dict[int, type[RemoteHandsError]] = {
+    **{kind.http_status: kind.cls for kind in ERRORS},
+    400: ValidationError,
 }
 
 
@@ -170,3 +157,10 @@ def error_from_wire(code: str, details: str) -> RemoteHandsError:
     :class:`DeviceError` so that nothing a peer sends can crash the receiver."""
     cls = _BY_CODE.get(code, DeviceError)
     return cls(details)
+
+
+def error_class_for_status(status: int) -> type[RemoteHandsError] | None:
+    """The error class an HTTP error status stands for when no wire code came with it (an
+    answer of the web framework or of a proxy): the class of that status in :data:`ERRORS`
+    (400: :class:`ValidationError`), or None for a status no class has."""
+    return _BY_STATUS.get(status)

@@ -1,18 +1,17 @@
-"""One contract every driver passes: the FakeDriver and the x11 driver on a real Xvfb."""
+"""One contract every driver passes, for the capabilities it declares (see conftest.py): the
+FakeDriver, the FakeDriver playing a KVM, and the x11 driver on a real Xvfb."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
 import pytest
 
-from remotehands.drivers.base import Apps, Clipboard, Driver, Keyboard, Mouse, Screen, Windows
-from remotehands.drivers.fake import FakeDriver
+from remotehands.drivers.base import CAPABILITY_PROTOCOLS, Held
 from remotehands.errors import NotFoundError, ValidationError
 from remotehands.protocol.keys import parse_key
 from remotehands.protocol.models import Bounds
@@ -20,25 +19,14 @@ from remotehands.protocol.models import Bounds
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["fake", "x11"])
-async def driver(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    if request.param == "fake":
-        instance: Driver = FakeDriver(1280, 800)
-    else:
-        from remotehands.drivers.x11.driver import X11Driver
-
-        desktop = request.getfixturevalue("desktop")
-        instance = X11Driver(display=desktop.display)
-    async with instance:
-        yield instance
+async def test_implements_the_protocols_of_its_capabilities(driver: Any) -> None:
+    assert driver.capabilities and driver.capabilities <= set(CAPABILITY_PROTOCOLS)
+    for capability in driver.capabilities:
+        assert isinstance(driver, CAPABILITY_PROTOCOLS[capability])
+    assert isinstance(await driver.hardware_id(), str) and await driver.hardware_id()
 
 
-async def test_declares_the_desktop_capabilities(driver: Any) -> None:
-    assert {"screen", "keyboard", "mouse", "clipboard", "windows", "apps"} <= driver.capabilities
-    for protocol in (Screen, Mouse, Keyboard, Clipboard, Windows, Apps):
-        assert isinstance(driver, protocol)
-
-
+@pytest.mark.needs("screen")
 async def test_screens_and_grabs(driver: Any) -> None:
     screens = await driver.screens()
     assert screens and screens[0].id == 0
@@ -51,6 +39,7 @@ async def test_screens_and_grabs(driver: Any) -> None:
         await driver.grab(0, Bounds(x=width - 5, y=0, width=50, height=10))
 
 
+@pytest.mark.needs("screen", "mouse")
 async def test_pointer_moves_where_told_and_refuses_off_screen(driver: Any) -> None:
     await driver.move(123, 45)
     assert await driver.cursor_position() == (123, 45)
@@ -66,19 +55,30 @@ async def test_pointer_moves_where_told_and_refuses_off_screen(driver: Any) -> N
     await driver.scroll(0, 2)
 
 
-async def test_held_keys_are_released_by_release_all(driver: Any) -> None:
+@pytest.mark.needs("keyboard", "mouse")
+async def test_held_keys_and_buttons_are_released_by_release_all(driver: Any) -> None:
+    assert await driver.held() == Held()
     await driver.key(parse_key("shift"), True)
-    await driver.button("right", True)
+    await driver.key(parse_key("ctrl"), True)
+    await driver.button("left", True)
+    held = await driver.held()
+    assert held.keys == {"ShiftLeft", "ControlLeft"} and held.buttons == {"left"}
+    await driver.key(parse_key("ctrl"), False)
+    assert (await driver.held()).keys == {"ShiftLeft"}
     await driver.release_all()
+    assert await driver.held() == Held()
     await driver.release_all()  # twice is harmless
+    assert not await driver.held()
 
 
+@pytest.mark.needs("clipboard")
 async def test_clipboard_round_trip(driver: Any) -> None:
     for text in ("plain", "héllo ✓ Привет 日本", ""):
         await driver.set_text(text)
         assert await driver.get_text() == text
 
 
+@pytest.mark.needs("windows")
 async def test_windows_refuse_unknown_ids(driver: Any) -> None:
     windows = await driver.list_windows()
     assert all(w.bounds.width > 0 for w in windows)
@@ -90,6 +90,7 @@ async def test_windows_refuse_unknown_ids(driver: Any) -> None:
         await driver.move_window(0x7FFFFFF, Bounds(x=0, y=0, width=10, height=10))
 
 
+@pytest.mark.needs("apps")
 async def test_apps_open_and_running(driver: Any) -> None:
     with pytest.raises(NotFoundError):
         await driver.open_app("/nonexistent/program", [])

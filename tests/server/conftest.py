@@ -1,14 +1,13 @@
 """Fixtures of the fleet server tests: a real server app on SQLite and on PostgreSQL.
 
-``server`` is the main one: the app built by ``create_app`` with its lifespan running, a fake
-clock and a cheap password hasher injected, an ``httpx.AsyncClient`` on it over ASGI, and an
-owner logged in. It is parametrized over both backends, so every test that uses it runs twice.
-Helpers on :class:`Fleet` create users of each role, tokens, enrolled devices.
+``server`` is the main one: the app built by ``create_app`` with its lifespan running, fake clocks
+(wall and monotonic) and a cheap password hasher injected, an ``httpx.AsyncClient`` on it over ASGI,
+and an owner logged in. It is parametrized over both backends, so every test that uses it runs
+twice. Helpers on :class:`Fleet` create users of each role, tokens, enrolled devices.
 """
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -19,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 
@@ -29,6 +27,7 @@ from remotehands.server.db.models import Device, new_id
 from remotehands.server.http.users import create_user
 from remotehands.server.services import Services
 from remotehands.server.settings import ServerSettings
+from remotehands.serving import serve_http
 from tests.pg import PostgresServer, PostgresUnavailable, start_postgres
 
 OWNER_PASSWORD = "owner-password-1"
@@ -49,6 +48,21 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         """Move the clock forward."""
         self.now += timedelta(seconds=seconds)
+
+
+class FakeMonotonic:
+    """Monotonic seconds that move only when told to: the clock of agent-link heartbeats and
+    of the principal cache in tests."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward."""
+        self.now += seconds
 
 
 @pytest.fixture(scope="session")
@@ -98,6 +112,8 @@ class Fleet:
     """Headers of the owner's session."""
     owner_id: str
     _users: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
+    monotonic: FakeMonotonic = field(default_factory=FakeMonotonic)
+    """The monotonic clock of the app (principal cache, agent-link heartbeats)."""
 
     @property
     def settings(self) -> ServerSettings:
@@ -215,14 +231,17 @@ async def server(
 ) -> AsyncIterator[Fleet]:
     """A running server with an owner logged in (see the module docstring)."""
     clock = FakeClock()
+    monotonic = FakeMonotonic()
     settings = make_settings(tmp_path, database_url, **settings_overrides)
-    app = create_app(settings, clock=clock, passwords=Passwords(FAST_PASSWORDS))
+    app = create_app(
+        settings, clock=clock, passwords=Passwords(FAST_PASSWORDS), monotonic=monotonic
+    )
     async with app.router.lifespan_context(app):
         services: Services = app.state.services
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1234))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             owner = await create_user(services, "owner", OWNER_PASSWORD, "owner")
-            fleet = Fleet(app, services, client, clock, {}, owner.id)
+            fleet = Fleet(app, services, client, clock, {}, owner.id, monotonic=monotonic)
             fleet.owner = await fleet.login("owner", OWNER_PASSWORD)
             yield fleet
 
@@ -242,18 +261,8 @@ async def serve(app: FastAPI, sock: socket.socket | None = None) -> AsyncIterato
     included; yields its URL."""
     sock = sock or loopback_socket()
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", ws_per_message_deflate=False)
-    instance = uvicorn.Server(config)
-    task = asyncio.create_task(instance.serve(sockets=[sock]))
     try:
-        async with asyncio.timeout(20):
-            while not instance.started:  # uvicorn offers no event to wait on
-                if task.done():
-                    task.result()
-                    raise RuntimeError("uvicorn stopped before it started")
-                await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
+        async with serve_http(app, sock=sock, lifespan=True, websockets=True):
+            yield f"http://127.0.0.1:{port}"
     finally:
-        instance.should_exit = True
-        await task
         sock.close()

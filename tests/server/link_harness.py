@@ -1,18 +1,20 @@
 """The live-fleet harness of the link, device-action, bulk, events and metrics tests.
 
-:func:`running_fleet` runs the real server (``create_app``, real clock) on uvicorn on a loopback
-port, with a real database, an owner, and helpers to make users, tokens, enrolled devices and
-simulated agents. The ``fleet`` fixture does so on each backend of ``conftest.database_url``
+:func:`running_fleet` runs the real server (``create_app``, real wall clock) on uvicorn on a
+loopback port, with a real database, an owner, and helpers to make users, tokens, enrolled devices
+and simulated agents. The ``fleet`` fixture does so on each backend of ``conftest.database_url``
 (SQLite and PostgreSQL). The test modules import the fixture and helpers from here; there are no
 tests in this module.
+
+The agent links' heartbeats and silence are measured by a :class:`FakeMonotonic` clock that moves
+only when a test advances it (``fleet.monotonic``): a link never goes silent because the machine
+is loaded, and a test of silence decides when it happened.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import itertools
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,7 +22,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from remotehands.server.app import create_app
@@ -29,12 +30,13 @@ from remotehands.server.db.models import Device
 from remotehands.server.http.users import create_user
 from remotehands.server.services import Services
 from remotehands.server.settings import ServerSettings
+from remotehands.serving import serve_http
 from remotehands.testing.simagent import Enrolled, SimulatedAgent, enroll
 from remotehands.testing.xapps import eventually
-from tests.server.conftest import FAST_PASSWORDS, PASSWORD
+from tests.server.conftest import FAST_PASSWORDS, PASSWORD, FakeMonotonic
 
 HEARTBEAT_S = 0.2
-"""The heartbeat interval of the test servers: offline after 3 x 0.2 s."""
+"""The heartbeat interval of the test servers: offline after 3 x 0.2 s of the fake clock."""
 
 _users = itertools.count(1)
 
@@ -48,6 +50,8 @@ class LiveFleet:
     base_url: str
     ws_url: str
     owner: httpx.AsyncClient
+    monotonic: FakeMonotonic
+    """The clock of heartbeats and silence: advance it to make agents silent."""
     _clients: list[httpx.AsyncClient] = dataclasses.field(default_factory=list)
 
     @property
@@ -121,51 +125,36 @@ async def running_fleet(tmp_path: Path, **settings: Any) -> AsyncIterator[LiveFl
         **settings,
     }
     server_settings = ServerSettings(**values)
-    app = create_app(server_settings, passwords=Passwords(FAST_PASSWORDS))
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        lifespan="on",
-        ws_per_message_deflate=False,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if task.done():
-            task.result()
-            pytest.fail("the server stopped while starting")
-        if time.monotonic() > deadline:
-            pytest.fail("the server did not start within 30 s")
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    base_url = f"http://127.0.0.1:{port}"
-    services: Services = app.state.services
-    await create_user(services, "owner", PASSWORD, "owner")
-    anonymous = httpx.AsyncClient(base_url=base_url)
-    login = await anonymous.post("/v1/auth/login", json={"username": "owner", "password": PASSWORD})
-    login.raise_for_status()
-    await anonymous.aclose()
-    owner = httpx.AsyncClient(
-        base_url=base_url,
-        headers={"Authorization": f"Bearer {login.json()['token']}"},
-        timeout=30,
-    )
-    fleet = LiveFleet(app, server_settings, base_url, f"ws://127.0.0.1:{port}/v1/agent/ws", owner)
-    try:
-        yield fleet
-    finally:
-        for client in [owner, *fleet._clients]:
-            await client.aclose()
-        server.should_exit = True
-        async with asyncio.timeout(30):
-            await task
+    monotonic = FakeMonotonic()
+    app = create_app(server_settings, passwords=Passwords(FAST_PASSWORDS), monotonic=monotonic)
+    async with serve_http(app, "127.0.0.1:0", lifespan=True, websockets=True) as server:
+        port = server.servers[0].sockets[0].getsockname()[1]
+        base_url = f"http://127.0.0.1:{port}"
+        services: Services = app.state.services
+        await create_user(services, "owner", PASSWORD, "owner")
+        anonymous = httpx.AsyncClient(base_url=base_url)
+        login = await anonymous.post(
+            "/v1/auth/login", json={"username": "owner", "password": PASSWORD}
+        )
+        login.raise_for_status()
+        await anonymous.aclose()
+        owner = httpx.AsyncClient(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {login.json()['token']}"},
+            timeout=30,
+        )
+        ws_url = f"ws://127.0.0.1:{port}/v1/agent/ws"
+        fleet = LiveFleet(app, server_settings, base_url, ws_url, owner, monotonic)
+        try:
+            yield fleet
+        finally:
+            for client in [owner, *fleet._clients]:
+                await client.aclose()
 
 
 @pytest.fixture(name="fleet")
 async def fleet_fixture(tmp_path: Path, database_url: str) -> AsyncIterator[LiveFleet]:
-    """A running server with a short heartbeat (offline after 0.6 s), on each backend."""
+    """A running server with a short heartbeat (offline after 0.6 s of ``fleet.monotonic``), on
+    each backend."""
     async with running_fleet(tmp_path, database_url=database_url) as running:
         yield running

@@ -182,3 +182,23 @@ async def test_admin_changes_are_audited(server: Fleet) -> None:
         "device.update",
         "device.delete",
     }
+
+
+async def test_admin_entries_name_the_principal(server: Fleet) -> None:
+    """An admin route's entry names who acted as the principal says: a session by its user, an
+    API token by its user and token id."""
+    token = await server.token(server.owner, name="automation")
+    with_token = {"Authorization": f"Bearer {token['token']}"}
+    created = await server.client.post(
+        "/v1/users",
+        headers=with_token,
+        json={"username": "by-token", "password": "password-1234", "role": "viewer"},
+    )
+    assert created.status_code == 201, created.text
+    (entry,) = await server.audit(action="user.create")
+    assert entry["actor"] == f"owner/{token['id']}"
+    assert entry["actor_kind"] == "token"
+    assert entry["params"]["username"] == "by-token"
+    (created_token,) = await server.audit(action="token.create")
+    assert created_token["actor"] == "owner"
+    assert created_token["actor_kind"] == "user"

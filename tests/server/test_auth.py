@@ -265,3 +265,17 @@ def test_principal_actor() -> None:
 
 async def test_depends_is_returned(server: Fleet) -> None:
     assert type(require_role("viewer")) is type(Depends(lambda: None))
+
+
+def test_one_roles_list_for_server_and_cli() -> None:
+    import click
+
+    from remotehands.cli import devices_cmd
+    from remotehands.protocol import roles
+    from remotehands.server import auth
+
+    assert auth.ROLES is roles.ROLES == ("viewer", "operator", "admin", "owner")
+    create = devices_cmd.tokens.commands["create"]
+    (role,) = [param for param in create.params if param.name == "role"]
+    assert isinstance(role.type, click.Choice)
+    assert set(role.type.choices) == set(roles.ROLES)

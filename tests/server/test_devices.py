@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from remotehands.protocol.link import CLOSE_CREDENTIAL_REFUSED
 from remotehands.server.auth import authenticate_agent
 from remotehands.server.db.models import Device
 from tests.server.conftest import Fleet
@@ -26,23 +25,6 @@ DEVICE_KEYS = {
     "capabilities",
     "screens",
 }
-
-
-class RecordingEvents:
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    def publish(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
-
-
-class RecordingHub:
-    def __init__(self) -> None:
-        self.disconnected: list[tuple[str, int, str]] = []
-
-    async def disconnect(self, device_id: str, code: int = 0, reason: str = "") -> bool:
-        self.disconnected.append((device_id, code, reason))
-        return True
 
 
 async def _names(server: Fleet, **params: Any) -> list[str]:
@@ -106,9 +88,21 @@ async def test_unknown_device_is_404(server: Fleet) -> None:
 
 
 async def test_patch(server: Fleet) -> None:
-    events = RecordingEvents()
-    server.services.events = events  # type: ignore[assignment]
     device_id = await server.device("old", ["a"])
+    with server.services.events.subscribe() as subscription:
+        await _patch_twice(server, device_id)
+        subscription.close()
+        events = [event async for event in subscription]
+    assert [e["type"] for e in events] == ["device.updated", "device.updated"]
+    assert events[0]["device_id"] == device_id
+    assert events[0]["device"]["name"] == "DC1-R3-S8"
+    assert events[0]["tags"] == ["prod", "munich"]
+    entry = (await server.audit(action="device.update"))[-1]
+    assert entry["device_id"] == device_id
+    assert entry["params"]["before"] == {"name": "old", "tags": ["a"]}
+
+
+async def _patch_twice(server: Fleet, device_id: str) -> None:
     response = await server.client.patch(
         f"/v1/devices/{device_id}",
         headers=server.owner,
@@ -123,13 +117,6 @@ async def test_patch(server: Fleet) -> None:
         f"/v1/devices/{device_id}", headers=server.owner, json={"name": "renamed"}
     )
     assert only_name.json()["tags"] == ["prod", "munich"]
-    assert [e["type"] for e in events.events] == ["device.updated", "device.updated"]
-    assert events.events[0]["device_id"] == device_id
-    assert events.events[0]["device"]["name"] == "DC1-R3-S8"
-    assert events.events[0]["tags"] == ["prod", "munich"]
-    entry = (await server.audit(action="device.update"))[-1]
-    assert entry["device_id"] == device_id
-    assert entry["params"]["before"] == {"name": "old", "tags": ["a"]}
 
 
 @pytest.mark.parametrize(
@@ -152,20 +139,21 @@ async def test_patch_validation(server: Fleet, body: dict[str, Any], field: str)
 
 
 async def test_delete_cuts_the_agent_off(server: Fleet) -> None:
-    events = RecordingEvents()
-    hub = RecordingHub()
-    server.services.events = events  # type: ignore[assignment]
-    server.services.hub = hub  # type: ignore[assignment]
     registered = await server.register(suggested_name="gone", suggested_tags=["t"])
     device_id = registered["device_id"]
     credential = registered["auth_token"]
     assert await authenticate_agent(server.services, credential) is not None
 
-    response = await server.client.delete(f"/v1/devices/{device_id}", headers=server.owner)
+    # The cut link itself (closed with CLOSE_CREDENTIAL_REFUSED) is checked with a live agent
+    # in tests/server/test_link.py.
+    with server.services.events.subscribe() as subscription:
+        response = await server.client.delete(f"/v1/devices/{device_id}", headers=server.owner)
+        subscription.close()
+        events = [event async for event in subscription]
     assert response.status_code == 204
-    assert hub.disconnected == [(device_id, CLOSE_CREDENTIAL_REFUSED, "device deleted")]
     assert await authenticate_agent(server.services, credential) is None
-    assert events.events[-1] == {"type": "device.deleted", "device_id": device_id, "tags": ["t"]}
+    deleted = {key: value for key, value in events[-1].items() if key != "at"}
+    assert deleted == {"type": "device.deleted", "device_id": device_id, "tags": ["t"]}
     async with server.services.db.session() as db:
         assert await db.scalar(select(Device).where(Device.id == device_id)) is None
     again = await server.client.delete(f"/v1/devices/{device_id}", headers=server.owner)

@@ -89,6 +89,16 @@ async def test_name_falls_back_to_the_agent_then_the_hardware_id(server: Fleet) 
     assert names == ["from-agent", "rpi4-serial-1"]
 
 
+async def test_the_agent_adds_tags_to_the_tokens_and_never_drops_them(server: Fleet) -> None:
+    token = (await server.enrollment(suggested_tags=["prod", "rack-3"]))["token"]
+    response = await _register(server, token, tags=["rack-3", "gpu"])
+    device_id = response.json()["device_id"]
+    device = (await server.client.get(f"/v1/devices/{device_id}", headers=server.owner)).json()
+    assert device["tags"] == ["prod", "rack-3", "gpu"]
+    bad = await _register(server, (await server.enrollment())["token"], tags=["no spaces"])
+    assert bad.status_code == 422 and "body.tags" in bad.json()["details"]
+
+
 async def test_https_public_url_gives_wss() -> None:
     from pathlib import Path
 

@@ -5,6 +5,15 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from remotehands.errors import (
+    ERRORS,
+    ConfigError,
+    DeviceError,
+    ValidationError,
+    error_class_for_status,
+    error_from_wire,
+)
+from remotehands.server.ratelimit import RateLimitExceeded
 from tests.server.conftest import Fleet
 
 pytestmark = pytest.mark.anyio
@@ -60,3 +69,38 @@ async def test_unexpected_errors_are_500_without_traceback(server: Fleet) -> Non
         "details": "the server failed unexpectedly; the error is in its log",
     }
     assert "secret internals" not in response.text
+
+
+def test_one_table_gives_every_map() -> None:
+    """Wire code, HTTP status and exit code of each class come from ``ERRORS``, and the
+    designed values of STYLE.md hold."""
+    designed = {
+        "config": (400, 2),
+        "unauthorized": (401, 3),
+        "forbidden": (403, 3),
+        "not_found": (404, 4),
+        "invalid": (422, 2),
+        "rate_limited": (429, 5),
+        "busy": (409, 5),
+        "unsupported": (501, 6),
+        "device_offline": (503, 7),
+        "device_error": (502, 8),
+        "timeout": (504, 9),
+    }
+    assert {kind.code: (kind.http_status, kind.exit_code) for kind in ERRORS} == designed
+    for kind in ERRORS:
+        error = error_from_wire(kind.code, "what happened")
+        assert type(error) is kind.cls
+        assert (error.code, error.http_status, error.exit_code) == (
+            kind.code,
+            kind.http_status,
+            kind.exit_code,
+        )
+        assert error.to_wire() == {"error": kind.code, "details": "what happened"}
+        if kind.cls is not ConfigError:
+            assert error_class_for_status(kind.http_status) is kind.cls
+    assert len({kind.cls for kind in ERRORS}) == len({kind.code for kind in ERRORS}) == 11
+    assert error_class_for_status(400) is ValidationError
+    assert error_class_for_status(418) is None
+    assert type(error_from_wire("no-such-code", "x")) is DeviceError
+    assert RateLimitExceeded.code == "rate_limited"

@@ -10,7 +10,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from remotehands.server.events import EventBus
+from remotehands.server.events import InProcessEventBus
 from tests.server.link_harness import LiveFleet, fleet_fixture  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.anyio
@@ -38,6 +38,10 @@ async def test_the_stream_sees_devices_come_and_go(fleet: LiveFleet) -> None:
         online = await _next(ws, "device.online")
         health = await _next(ws, "device.health")
         agent.stop_heartbeats()
+        # A reply comes after every heartbeat sent before it; then silence past the bound, by
+        # the server's link clock.
+        assert await fleet.services.router.request(device.device_id, "screens", {}, 5)
+        fleet.monotonic.advance(fleet.settings.offline_after_s)
         offline = await _next(ws, "device.offline")
     assert online["device_id"] == device.device_id
     assert online["tags"] == ["lab"]
@@ -94,7 +98,7 @@ async def test_the_stream_needs_a_viewer(fleet: LiveFleet) -> None:
 
 
 async def test_a_slow_subscriber_drops_events_and_never_blocks_publishers() -> None:
-    async with EventBus(queue_size=3) as bus:
+    async with InProcessEventBus(queue_size=3) as bus:
         with bus.subscribe() as slow, bus.subscribe(queue_size=100) as fast:
             for i in range(10):
                 bus.publish({"type": "device.health", "device_id": f"dev_{i}"})
@@ -108,7 +112,7 @@ async def test_a_slow_subscriber_drops_events_and_never_blocks_publishers() -> N
 
 
 async def test_a_subscription_can_take_only_some_types() -> None:
-    async with EventBus(queue_size=2) as bus:
+    async with InProcessEventBus(queue_size=2) as bus:
         with bus.subscribe(types=["device.online"]) as online_only:
             for _ in range(5):
                 bus.publish({"type": "device.health", "device_id": "dev_1"})
@@ -119,7 +123,7 @@ async def test_a_subscription_can_take_only_some_types() -> None:
 
 
 async def test_closing_the_bus_ends_every_stream() -> None:
-    async with EventBus(queue_size=2) as bus:
+    async with InProcessEventBus(queue_size=2) as bus:
         full, idle = bus.subscribe(), bus.subscribe()
         full_subscription = full.__enter__()
         bus.publish({"type": "device.online", "device_id": "dev_1"})

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import io
 import os
 import shutil
@@ -10,12 +12,14 @@ import signal
 import sys
 import sysconfig
 import tarfile
+import zipfile
 from pathlib import Path
 
 import httpx
 import pytest
 
 from remotehands import __version__
+from remotehands.server import install_backend
 from remotehands.server.app import create_app
 from remotehands.server.auth import Passwords
 from remotehands.server.http.users import create_user
@@ -75,6 +79,110 @@ async def test_script_is_posix_sh(tmp_path: Path) -> None:
     code, _, err = await _sh(shell, "-s", "--", "--token", stdin=script.encode())
     assert code == 1
     assert "--token needs a value" in err
+
+
+async def test_script_lints_clean(tmp_path: Path) -> None:
+    """The served script (the package's installer.sh, its address filled in) passes
+    shellcheck as POSIX sh (scripts/system-deps installs it) and dash's own syntax check."""
+    script = tmp_path / "install.sh"
+    script.write_text(install_script("http://fleet.test:8080"))
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck is not None, "shellcheck is missing: run scripts/system-deps"
+    code, out, _ = await _sh(shellcheck, "--shell=sh", "--severity=style", str(script))
+    assert code == 0, out
+    code, _, err = await _sh(shutil.which("dash") or "/bin/sh", "-n", str(script))
+    assert code == 0, err
+
+
+async def _functions(body: str, tmp_path: Path, **env: str) -> tuple[int, str, str]:
+    """Run ``body`` in sh after sourcing the installer as a library of functions."""
+    script = tmp_path / "install.sh"
+    script.write_text(install_script("http://fleet.test:8080/"))
+    environment = {**os.environ, "REMOTEHANDS_INSTALL_LIBRARY": "1", "HOME": str(tmp_path), **env}
+    shell = shutil.which("dash") or "/bin/sh"
+    return await _sh(shell, "-c", f". {script}\n{body}", env=environment)
+
+
+async def test_script_parse_args(tmp_path: Path) -> None:
+    report = 'echo "$TOKEN|$VENV|$PYTHON|$SERVER|$REUSE|$CONSUMED"'
+    code, out, err = await _functions(
+        f"parse_args --token=ekvent_1 --venv /opt/rh --python py --reuse-site-packages "
+        f"--server http://other:1/ -- --name x\n{report}",
+        tmp_path,
+    )
+    assert code == 0, err
+    assert out.strip() == "ekvent_1|/opt/rh|py|http://other:1|1|9"
+    code, out, err = await _functions(f"parse_args --token t\n{report}", tmp_path)
+    assert code == 0, err
+    assert out.strip() == f"t|{tmp_path}/.remotehands/venv||http://fleet.test:8080|0|2"
+    code, _, err = await _functions("parse_args --venv /x -- --token t", tmp_path)
+    assert code == 1
+    assert "missing --token" in err
+
+
+async def test_script_finds_a_recent_python(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(sys.executable)
+    old = bin_dir / "python3.12"
+    old.write_text("#!/bin/sh\nexit 1\n")  # a Python that fails the version check
+    old.chmod(0o755)
+    path = str(bin_dir)  # only these two Pythons
+    code, out, err = await _functions('find_python\necho "$PYTHON"', tmp_path, PATH=path)
+    assert code == 0, err
+    assert out.strip() == "python3"
+    code, out, err = await _functions(
+        'PYTHON=mine\nfind_python\necho "$PYTHON"', tmp_path, PATH=path
+    )
+    assert out.strip() == "mine"
+    code, _, err = await _functions("find_python", tmp_path, PATH="/nonexistent")
+    assert code == 1
+    assert "needs Python 3.11 or newer" in err
+
+
+def test_build_backend_in_process(tmp_path: Path) -> None:
+    """The archive's build backend, called in-process on the unpacked archive: metadata, a
+    wheel holding the package and its entry points, an sdist; it needs nothing to build."""
+    with tarfile.open(fileobj=io.BytesIO(build_source_archive())) as archive:
+        archive.extractall(tmp_path, filter="data")
+    root = tmp_path / f"remotehands-{__version__}"
+    assert (root / "_build" / "remotehands_build.py").read_bytes() == Path(
+        install_backend.__file__
+    ).read_bytes()
+    assert install_backend.get_requires_for_build_wheel() == []
+    assert install_backend.get_requires_for_build_sdist() == []
+
+    meta = tmp_path / "meta"
+    name = install_backend.write_metadata(root, meta)
+    assert name == f"remotehands-{__version__}.dist-info"
+    text = (meta / name / "METADATA").read_text()
+    assert f"Version: {__version__}" in text
+    assert "Provides-Extra: agent" in text
+    assert any(
+        line.startswith("Requires-Dist: sqlalchemy[asyncio]") and 'extra == "server"' in line
+        for line in text.splitlines()
+    )
+
+    out = tmp_path / "dist"
+    out.mkdir()
+    wheel_name = install_backend.wheel(root, out)
+    assert wheel_name == f"remotehands-{__version__}-py3-none-any.whl"
+    with zipfile.ZipFile(out / wheel_name) as wheel:
+        names = set(wheel.namelist())
+        record = wheel.read(f"{name}/RECORD").decode()
+        entry_points = wheel.read(f"{name}/entry_points.txt").decode()
+        init = wheel.read("remotehands/__init__.py")
+    assert "remotehands/server/installer.sh" in names
+    assert "remotehands/server/db/migrations/versions/0001_initial.py" in names
+    assert not any("__pycache__" in n for n in names)
+    assert "remotehands = remotehands.cli.main:main" in entry_points
+    digest = base64.urlsafe_b64encode(hashlib.sha256(init).digest()).rstrip(b"=").decode()
+    assert f"remotehands/__init__.py,sha256={digest},{len(init)}" in record
+    assert len(record.splitlines()) == len(names)
+
+    sdist_name = install_backend.sdist(root, out)
+    with tarfile.open(out / sdist_name) as sdist:
+        assert f"remotehands-{__version__}/pyproject.toml" in sdist.getnames()
 
 
 async def test_archive(server: Fleet) -> None:

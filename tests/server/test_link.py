@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,7 +26,10 @@ from tests.server.link_harness import HEARTBEAT_S, LiveFleet, fleet_fixture, run
 pytestmark = pytest.mark.anyio
 
 OFFLINE_BOUND_S = 3 * HEARTBEAT_S
-SLACK_S = 0.5
+"""Silence (by ``fleet.monotonic``) after which a link is closed and its device offline."""
+WAIT_S = 10.0
+"""How long a test waits for a condition the server reaches on its own (real time): a bound
+on a hung test, not a window the server must meet."""
 
 
 async def test_hello_marks_the_device_online_and_publishes_it(fleet: LiveFleet) -> None:
@@ -58,7 +60,7 @@ async def test_hello_marks_the_device_online_and_publishes_it(fleet: LiveFleet) 
             assert row.health is not None and row.health["memory_percent"] == 12.5
             assert row.last_seen is not None
             assert datetime.now(UTC) - row.last_seen < timedelta(seconds=5)
-            assert fleet.services.hub.router.is_online(device.device_id)
+            assert fleet.services.router.is_online(device.device_id)
             event = await asyncio.wait_for(events.get(), 5)
     assert event is not None
     assert event["type"] == "device.online"
@@ -94,14 +96,19 @@ async def test_heartbeats_update_health_and_last_seen(fleet: LiveFleet) -> None:
 
 async def test_missed_heartbeats_mark_the_device_offline_within_the_bound(fleet: LiveFleet) -> None:
     (device,) = await fleet.enroll(1)
+    hub, router = fleet.services.hub, fleet.services.router
     with fleet.services.events.subscribe() as events:
         async with fleet.agent(device) as agent:
             agent.stop_heartbeats()
-            silent_since = time.monotonic()
-            await fleet.wait_status(device.device_id, "offline", OFFLINE_BOUND_S + SLACK_S)
-            assert time.monotonic() - silent_since >= OFFLINE_BOUND_S - HEARTBEAT_S
-            assert await agent.wait_closed(5) == 1001
-            assert not fleet.services.hub.router.is_online(device.device_id)
+            # A reply comes after every heartbeat sent before it: from here on, silence.
+            assert await router.request(device.device_id, "screens", {}, 5)
+            fleet.monotonic.advance(OFFLINE_BOUND_S - HEARTBEAT_S / 2)
+            assert await hub.close_silent() == []
+            assert router.is_online(device.device_id)
+            fleet.monotonic.advance(HEARTBEAT_S)
+            await fleet.wait_status(device.device_id, "offline", WAIT_S)
+            assert await agent.wait_closed(WAIT_S) == 1001
+            assert not router.is_online(device.device_id)
         events.close()
         kinds = [event["type"] async for event in events]
     assert kinds[0] == "device.online"
@@ -113,18 +120,20 @@ async def test_a_vanished_agent_goes_offline(fleet: LiveFleet) -> None:
     agent = fleet.agent(device)
     await agent.connect()
     await agent.drop()
-    await fleet.wait_status(device.device_id, "offline", OFFLINE_BOUND_S + SLACK_S)
+    # Whether or not the server noticed the dropped connection, silence ends the link.
+    fleet.monotonic.advance(OFFLINE_BOUND_S)
+    await fleet.wait_status(device.device_id, "offline", WAIT_S)
 
 
 async def test_requests_fail_fast_when_offline_and_time_out_when_unanswered(
     fleet: LiveFleet,
 ) -> None:
     (device,) = await fleet.enroll(1)
-    router = fleet.services.hub.router
-    start = time.monotonic()
+    router = fleet.services.router
+    # Fast: well before the request's own 30 s timeout.
     with pytest.raises(DeviceOfflineError):
-        await router.request(device.device_id, "mouse.move", {"x": 1, "y": 1}, 5)
-    assert time.monotonic() - start < 0.1
+        async with asyncio.timeout(WAIT_S):
+            await router.request(device.device_id, "mouse.move", {"x": 1, "y": 1}, 30)
     async with fleet.agent(device) as agent:
         assert await router.request(device.device_id, "mouse.move", {"x": 1, "y": 1}, 5) == {
             "status": "ok"
@@ -150,13 +159,13 @@ async def test_agent_errors_come_back_as_the_same_error(fleet: LiveFleet) -> Non
 
     async with fleet.agent(device, handlers={"mouse.click": busy}):
         with pytest.raises(BusyError, match="a sequence holds the device"):
-            await fleet.services.hub.router.request(device.device_id, "mouse.click", {}, 5)
+            await fleet.services.router.request(device.device_id, "mouse.click", {}, 5)
 
 
 async def test_images_travel_as_binary_frames_and_arrive_as_bytes(fleet: LiveFleet) -> None:
     (device,) = await fleet.enroll(1)
     async with fleet.agent(device, image_bytes=300_000) as agent:
-        result = await fleet.services.hub.router.request(device.device_id, "screenshot", {}, 5)
+        result = await fleet.services.router.request(device.device_id, "screenshot", {}, 5)
     assert isinstance(result["image"], bytes)
     assert result["image"] == agent.image
     assert len(result["image"]) == 300_000
@@ -164,7 +173,7 @@ async def test_images_travel_as_binary_frames_and_arrive_as_bytes(fleet: LiveFle
 
 async def test_a_second_connection_fences_the_first(fleet: LiveFleet) -> None:
     (device,) = await fleet.enroll(1)
-    router = fleet.services.hub.router
+    router = fleet.services.router
     async with fleet.agent(device) as old:
         old.stop_answering()
         pending = asyncio.create_task(router.request(device.device_id, "mouse.move", {}, 30))
@@ -254,7 +263,7 @@ async def test_a_bad_hello_is_a_protocol_error(fleet: LiveFleet, first_frame: st
 )
 async def test_garbage_closes_only_that_link(fleet: LiveFleet, garbage: str | bytes) -> None:
     bad, good = await fleet.enroll(2)
-    router = fleet.services.hub.router
+    router = fleet.services.router
     async with fleet.agent(bad) as bad_agent, fleet.agent(good):
         await bad_agent.send_raw(garbage)
         assert await bad_agent.wait_closed(5) == CLOSE_PROTOCOL_ERROR
@@ -268,7 +277,7 @@ async def test_a_reply_to_an_unknown_request_is_ignored(fleet: LiveFleet) -> Non
     (device,) = await fleet.enroll(1)
     async with fleet.agent(device) as agent:
         await agent.send_raw(encode({"type": "reply", "id": "no-such-request", "result": 1}))
-        assert await fleet.services.hub.router.request(device.device_id, "screens", {}, 5)
+        assert await fleet.services.router.request(device.device_id, "screens", {}, 5)
         assert agent.close_code is None
 
 
@@ -302,8 +311,8 @@ async def test_devices_left_online_without_a_link_are_swept_offline(fleet: LiveF
         )
         await session.commit()
     with fleet.services.events.subscribe() as events:
-        bound = OFFLINE_BOUND_S + 2 * HEARTBEAT_S + SLACK_S
-        await fleet.wait_status(device.device_id, "offline", bound)
+        # The sweeper runs every heartbeat interval; waiting for it has no tight window.
+        await fleet.wait_status(device.device_id, "offline", WAIT_S)
         event = await asyncio.wait_for(events.get(), 5)
     assert event is not None
     assert event["type"] == "device.offline"

@@ -52,13 +52,12 @@ async def test_changes_through_the_api_count_at_once(server: Fleet) -> None:
 
 
 async def test_changes_made_elsewhere_count_within_the_cache_lifetime(server: Fleet) -> None:
-    ticks = Ticks()
-    server.services.principals = PrincipalCache(ttl_s=2.0, clock=ticks)
+    assert server.services.principals.ttl_s == 2.0
     user_id, headers = await server.user("viewer", username="other-replica")
     assert (await server.client.get("/v1/auth/me", headers=headers)).status_code == 200
     async with server.services.db.session() as db:  # as another replica would
         await db.execute(update(User).where(User.id == user_id).values(disabled=True))
         await db.commit()
     assert (await server.client.get("/v1/auth/me", headers=headers)).status_code == 200
-    ticks.now += 2.0
+    server.monotonic.advance(2.0)
     assert (await server.client.get("/v1/auth/me", headers=headers)).status_code == 401

@@ -59,7 +59,7 @@ class Linked:
 
     @property
     def router(self) -> DeviceRouter:
-        return self.fleet.services.hub.router
+        return self.fleet.services.router
 
     @property
     def server_link(self) -> ServerLink:

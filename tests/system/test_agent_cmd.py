@@ -1,12 +1,18 @@
-"""``remotehands agent`` refuses what cannot work with one clear line and exit code 2."""
+"""``remotehands agent``: one device from its options or every device of a config file, and
+what cannot work refused with one clear line and exit code 2."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import httpx
+
+from remotehands.testing.xapps import wait_until
 
 REMOTEHANDS = str(Path(sys.executable).with_name("remotehands"))
 
@@ -42,3 +48,67 @@ def test_bad_settings_are_clear_errors() -> None:
     assert not_enrolled.returncode == 2 and "--token ekvent_" in not_enrolled.stderr
     for done in (unknown, listen, no_password, not_enrolled):
         assert "Traceback" not in done.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_config_runs_every_device_it_lists(tmp_path: Path) -> None:
+    password = tmp_path / "faces.pw"
+    password.write_text("pw-from-file\n")
+    password.chmod(0o600)
+    ports = {"left": _free_port(), "right": _free_port()}
+    config = tmp_path / "agent.toml"
+    config.write_text("".join(
+        f'[[devices]]\nname = "{name}"\ndriver = "fake"\nlisten = "127.0.0.1:{port}"\n'
+        f'password_file = "faces.pw"\n[devices.settings]\nwidth = {300 + i}\n\n'
+        for i, (name, port) in enumerate(ports.items())
+    ))  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "REMOTEHANDS_AGENT_PASSWORD"}
+    agent = subprocess.Popen([REMOTEHANDS, "agent", "--config", str(config)], env=env,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        for i, port in enumerate(ports.values()):
+            base = f"http://127.0.0.1:{port}"
+            wait_until(lambda base=base: _answers(base + "/health"), timeout=30)
+            login = httpx.post(base + "/auth/login", json={"password": "pw-from-file"})
+            headers = {"Authorization": f"Bearer {login.json()['token']}"}
+            screens = httpx.get(base + "/screens", headers=headers).json()
+            assert screens["screens"][0]["width"] == 300 + i
+        assert agent.poll() is None
+    finally:
+        agent.send_signal(signal.SIGINT)
+        _, stderr = agent.communicate(timeout=30)
+    assert agent.returncode == 0, stderr
+    assert "device left: native on http://127.0.0.1:" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_config_errors_are_clear(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text('[[devices]]\nname = "x"\ndriver = "fake"\n[devices.settings]\nwidht = 3\n')
+    bad = _agent("--config", str(config))
+    assert bad.returncode == 2
+    assert "device 'x': bad settings for the fake driver: unknown setting 'widht'" in bad.stderr
+    mixed = _agent("--config", str(config), "--driver", "fake")
+    assert mixed.returncode == 2 and "--driver cannot go with --config" in mixed.stderr
+    missing = _agent("--config", str(tmp_path / "none.toml"))
+    assert missing.returncode == 2 and "cannot read the agent config" in missing.stderr
+    setting = _agent("--driver", "fake", "--setting", "width")
+    assert setting.returncode == 2 and "is not KEY=VALUE" in setting.stderr
+    value = _agent("--driver", "fake", "--setting", "width=wide")
+    assert value.returncode == 2
+    assert "bad settings for the fake driver: setting 'width'" in value.stderr
+    for done in (bad, mixed, missing, setting, value):
+        assert "Traceback" not in done.stderr
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

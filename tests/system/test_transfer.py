@@ -128,7 +128,7 @@ async def test_a_gibibyte_each_way_with_both_processes_memory_flat(
         expected_up = asyncio.create_task(asyncio.to_thread(_repeated_sha256, block))
         expected_down = asyncio.create_task(asyncio.to_thread(_repeated_sha256, pattern))
         [device_id] = await eventually(linked, timeout=30)
-        router = hub.router
+        router = server.app.state.services.router
         expected = await expected_up
 
         # warm both ends up, so that the baseline holds their steady buffers

@@ -52,6 +52,19 @@ def test_password_file(tmp_path: Path) -> None:
         password_check(password=None, password_file=tmp_path / "missing", pam=False)
 
 
+def test_a_password_file_others_can_read_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "pw"
+    path.write_text("secret\n")
+    path.chmod(0o600)
+    password_check(password=None, password_file=path, pam=False)
+    assert "can be read by other users" not in caplog.text
+    path.chmod(0o644)
+    password_check(password=None, password_file=path, pam=False)
+    assert f"the password file {path} can be read by other users: chmod 600 it" in caplog.text
+
+
 def test_pam_checks_the_unix_password(unix_user: str) -> None:
     check = password_check(password=None, password_file=None, pam=True, pam_user=unix_user)
     assert check(PAM_PASSWORD) is True

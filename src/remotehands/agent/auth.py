@@ -11,7 +11,9 @@ import asyncio
 import getpass
 import hashlib
 import hmac
+import logging
 import secrets
+import stat
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
@@ -21,6 +23,8 @@ from pathlib import Path
 from remotehands.errors import AuthError, ConfigError, RateLimitedError
 
 __all__ = ["TokenStore", "password_check"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,8 +62,12 @@ def password_check(
     if password_file is not None:
         try:
             text = password_file.read_text(encoding="utf-8").strip()
+            mode = password_file.stat().st_mode
         except OSError as err:
             raise ConfigError(f"cannot read the password file {password_file}: {err}") from err
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            log.warning("the password file %s can be read by other users: chmod 600 it",
+                        password_file)  # fmt: skip
         if not text:
             raise ConfigError(f"the password file {password_file} is empty")
         return _Static(hashlib.sha256(text.encode()).digest())

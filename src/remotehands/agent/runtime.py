@@ -1,28 +1,51 @@
-"""Running an agent: pick the driver, serve the native face, keep the link to the server."""
+"""Running an agent: one or many devices, each with its driver, faces and link to the server.
+
+A device is planned before anything starts (:func:`plan_device`): its driver built from its
+name and settings, its dispatcher, its faces and their password; every problem found there is a
+:class:`ConfigError`, so a typo in the config stops the agent before it touches a device. Then
+:class:`Agent` runs every device in one TaskGroup: the driver starts, the listener serves the
+device's faces, the device enrolls (once; its credential is kept in the state directory) and its
+link to the server stays up. A device that fails (its driver does not start, its enrollment is
+refused, its link or driver dies) is logged and stops alone; the others run on.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
-import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import uvicorn
+from typing import Any, Literal
 
 from remotehands.agent.auth import TokenStore, password_check
+from remotehands.agent.config import AgentConfig, DeviceConfig, default_state_dir
 from remotehands.agent.dispatch import Dispatcher
-from remotehands.agent.faces.native import create_native_app
-from remotehands.agent.link import AgentLink, hardware_id, load_or_enroll
-from remotehands.drivers.base import Driver
-from remotehands.errors import ConfigError
+from remotehands.agent.faces.base import Face, FaceContext, make_face
+from remotehands.agent.faces.listener import create_listener_app
+from remotehands.agent.link import AgentLink, load_or_enroll
+from remotehands.agent.plugins import load_object
+from remotehands.drivers.base import Driver, missing_methods
+from remotehands.errors import ConfigError, DeviceTimeoutError, RemoteHandsError
+from remotehands.serving import bound_address, parse_listen, serve_http
 
-__all__ = ["DRIVERS", "AgentOptions", "make_driver", "parse_listen", "run_agent", "serve_http"]
+__all__ = [
+    "DEFAULT_LISTEN",
+    "DRIVERS",
+    "START_TIMEOUT_S",
+    "Agent",
+    "AgentOptions",
+    "DevicePlan",
+    "DeviceRun",
+    "bound_address",
+    "make_driver",
+    "parse_listen",
+    "plan_device",
+    "run_agent",
+    "serve_http",
+]
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +56,19 @@ DRIVERS: dict[str, str] = {
 }
 
 DEFAULT_LISTEN = "127.0.0.1:8082"
+START_TIMEOUT_S = 60.0
+"""How long a device's driver may take to start and name its device."""
 
 
 @dataclass
 class AgentOptions:
-    """Everything ``remotehands agent`` can be told."""
+    """Everything ``remotehands agent`` can be told for one device on the command line."""
 
     driver: str = "x11"
     display: str | None = None
+    """The ``display`` setting (of the x11 driver), as ``--display`` gives it."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The driver's settings (``--setting KEY=VALUE``)."""
     listen: str | None = None
     password: str | None = None
     password_file: Path | None = None
@@ -48,143 +76,254 @@ class AgentOptions:
     server: str | None = None
     token: str | None = None
     name: str | None = None
-    state_dir: Path = field(
-        default_factory=lambda: Path(
-            os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")
-        ) / "remotehands"
-    )  # fmt: skip
+    state_dir: Path = field(default_factory=default_state_dir)
     token_ttl_s: int = 28_800
     hardware_id: str | None = None
-    """Stable id of the device; by default derived from the machine, driver and display."""
+    """Stable id of the device; by default the driver's (:meth:`Driver.hardware_id`)."""
 
 
-def make_driver(name: str, display: str | None = None) -> Driver:
-    """Build a driver by name; an unknown name is a :class:`ConfigError` listing the known ones."""
-    target = DRIVERS.get(name)
+def make_driver(name: str, settings: Mapping[str, Any] | None = None) -> Driver:
+    """Build a driver from its name (a name of :data:`DRIVERS`, or ``package.module:Class``)
+    and its settings; an unknown name, a missing extra or a bad setting is a
+    :class:`ConfigError` that says what to do."""
+    target = DRIVERS.get(name, name if ":" in name else None)
     if target is None:
         raise ConfigError(f"unknown driver {name!r}: choose one of {', '.join(sorted(DRIVERS))}")
-    module_name, attr = target.split(":")
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except ImportError as err:
-        raise ConfigError(
-            f"the {name} driver needs packages that are not installed ({err.name}): "
-            "install remotehands[agent]"
-        ) from err
-    if name == "x11":
-        driver: Driver = cls(display=display)
-    else:
-        driver = cls()
+    cls = load_object(target, f"the {name} driver")
+    if not (isinstance(cls, type) and issubclass(cls, Driver)):
+        raise ConfigError(f"{target} is not a driver class (a subclass of Driver)")
+    driver = cls.from_settings(settings or {})
+    # a driver may narrow its capabilities per device: it still has to implement them all
+    missing = missing_methods(cls, frozenset(driver.capabilities))
+    if missing:
+        raise ConfigError(f"the {name} driver declares capabilities it lacks: {sorted(missing)}")
     return driver
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:8082`` for IPv6) into its parts, with a clear error."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"invalid listen address {text!r}: use HOST:PORT, e.g. 127.0.0.1:8082")
-    return host.strip("[]") or "127.0.0.1", int(port)
+@dataclass
+class DevicePlan:
+    """One device, ready to start: everything checked that can be checked without it."""
+
+    name: str
+    driver: Driver
+    dispatcher: Dispatcher
+    server: str | None = None
+    enrollment_token: str | None = None
+    state_dir: Path = field(default_factory=default_state_dir)
+    listen: str | None = None
+    faces: Sequence[Face] = ()
+    app: Any = None
+    """The listener's ASGI app, when the device serves faces."""
+    hardware_id: str | None = None
+    tags: Sequence[str] = ()
 
 
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signals to its owner (the CLI, a test, the demo) and
-    reports a failed start as an error rather than exiting the process."""
+def plan_device(
+    name: str,
+    driver: Driver,
+    *,
+    listen: str | None,
+    faces: Sequence[str],
+    password: str | None,
+    password_file: Path | None,
+    pam: bool,
+    token_ttl_s: int = 28_800,
+    server: str | None = None,
+    enrollment_token: str | None = None,
+    state_dir: Path | None = None,
+    hardware_id: str | None = None,
+    tags: Sequence[str] = (),
+) -> DevicePlan:
+    """Plan a device: its dispatcher, and on ``listen`` its faces behind one password (the
+    listener's routes checked for collisions). Nothing is opened until :class:`Agent` runs
+    the plan."""
+    dispatcher = Dispatcher(driver)
+    plan = DevicePlan(name=name, driver=driver, dispatcher=dispatcher, server=server,
+                      enrollment_token=enrollment_token,
+                      state_dir=state_dir or default_state_dir(), listen=listen,
+                      hardware_id=hardware_id, tags=tags)  # fmt: skip
+    if listen is None:
+        return plan
+    parse_listen(listen)
+    check = password_check(password=password, password_file=password_file, pam=pam)
+    context = FaceContext(device=name, dispatcher=dispatcher,
+                          tokens=TokenStore(check, ttl_s=token_ttl_s))  # fmt: skip
+    plan.faces = [make_face(face, context) for face in faces]
+    plan.app = create_listener_app(plan.faces, device=f"device {name!r}")
+    return plan
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        try:
-            await super().startup(sockets)
-        except SystemExit:
-            # uvicorn logged why (address in use, no permission) and asked to exit: a
-            # SystemExit inside a task would stop the whole event loop
-            raise ConfigError(
-                f"could not listen on {self.config.host}:{self.config.port}: see the line "
-                "above; choose another address with --listen"
-            ) from None
+State = Literal["planned", "starting", "running", "failed", "stopped"]
 
 
-@contextlib.asynccontextmanager
-async def serve_http(
-    app: Any, listen: str, *, lifespan: bool = False, websockets: bool = False
-) -> AsyncIterator[uvicorn.Server]:
-    """Serve an ASGI app on ``listen`` until the block ends; yields once it accepts requests.
+@dataclass
+class DeviceRun:
+    """A device as the agent runs it, observable while it runs."""
 
-    Port 0 picks a free port: read it with :func:`bound_address`. ``lifespan`` runs the app's
-    startup and shutdown; ``websockets`` serves WebSocket routes (without compression: the
-    agent link and live view carry images).
+    plan: DevicePlan
+    state: State = "planned"
+    error: BaseException | None = None
+    """Why the device stopped, when it failed."""
+    address: str | None = None
+    """``host:port`` its listener really serves on."""
+    link: AgentLink | None = None
+    hardware_id: str | None = None
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the device runs or has failed."""
+
+    @property
+    def name(self) -> str:
+        """The device's name."""
+        return self.plan.name
+
+
+class Agent:
+    """Runs devices side by side until cancelled; a failing device stops alone.
+
+    ``isolate=False`` (one device from the command line) lets a device's failure end
+    :meth:`run` with its error, as a single-device agent should.
     """
-    host, port = parse_listen(listen)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        lifespan="on" if lifespan else "off",
-        access_log=False,
-        ws="websockets-sansio" if websockets else "none",
-        ws_per_message_deflate=False,
-    )
-    server = _Server(config)
-    task = asyncio.create_task(server.serve())
+
+    def __init__(self, plans: Sequence[DevicePlan], *, isolate: bool = True) -> None:
+        self.devices: dict[str, DeviceRun] = {plan.name: DeviceRun(plan) for plan in plans}
+        self.isolate = isolate
+
+    @classmethod
+    def from_config(cls, config: AgentConfig, *, token_ttl_s: int = 28_800) -> Agent:
+        """Plan every device of ``config``; a :class:`ConfigError` names the device."""
+        env_password = os.environ.get("REMOTEHANDS_AGENT_PASSWORD") or None
+        return cls([_plan_from_config(config, device, env_password, token_ttl_s)
+                    for device in config.devices])  # fmt: skip
+
+    async def run(self) -> None:
+        """Run every device; returns (or raises) only when every device has stopped."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                for run in self.devices.values():
+                    group.create_task(self._device(run), name=f"device {run.name}")
+        except ExceptionGroup as group:
+            # one device (isolate=False) failed: its error is the agent's, as it was
+            first = group.exceptions[0]
+            if len(group.exceptions) == 1 and isinstance(first, RemoteHandsError):
+                raise first from None
+            raise
+        failed = [run for run in self.devices.values() if run.state == "failed"]
+        if failed:
+            raise ConfigError(
+                f"no device is running: {'; '.join(f'{r.name}: {r.error}' for r in failed)}"
+            )
+
+    async def _device(self, run: DeviceRun) -> None:
+        plan = run.plan
+        run.state = "starting"
+        try:
+            await self._serve_device(run)
+        except asyncio.CancelledError:
+            run.state = "stopped"
+            raise
+        except Exception as err:
+            run.state, run.error = "failed", err
+            run.settled.set()
+            detail = err.details if isinstance(err, RemoteHandsError) else repr(err)
+            if not self.isolate:
+                raise
+            log.error("device %s (%s driver) failed and is stopped; the others run on: %s",
+                      plan.name, plan.driver.kind, detail,
+                      exc_info=not isinstance(err, RemoteHandsError))  # fmt: skip
+        finally:
+            await plan.dispatcher.aclose()
+
+    async def _serve_device(self, run: DeviceRun) -> None:
+        plan = run.plan
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                async with asyncio.timeout(START_TIMEOUT_S):
+                    await stack.enter_async_context(plan.driver)
+                    run.hardware_id = plan.hardware_id or await plan.driver.hardware_id()
+            except TimeoutError as err:
+                raise DeviceTimeoutError(
+                    f"the {plan.driver.kind} driver did not start within {START_TIMEOUT_S:g} s"
+                ) from err
+            if plan.app is not None and plan.listen is not None:
+                server = await stack.enter_async_context(
+                    serve_http(plan.app, plan.listen, websockets=True)
+                )
+                run.address = bound_address(server)
+                faces = ", ".join(face.name for face in plan.faces)
+                log.warning("device %s: %s on http://%s", plan.name, faces, run.address)
+            link_task = None
+            if plan.server:
+                credential = await load_or_enroll(
+                    plan.server, plan.enrollment_token, state_dir=plan.state_dir,
+                    hardware=run.hardware_id, device_type=plan.driver.device_type,
+                    name=plan.name,
+                )  # fmt: skip
+                log.warning("device %s: enrolled as %s with %s", plan.name,
+                            credential.device_id, plan.server)  # fmt: skip
+                run.link = AgentLink(credential, plan.dispatcher, driver_name=plan.driver.kind,
+                                     device_type=plan.driver.device_type,
+                                     hardware=run.hardware_id)  # fmt: skip
+                link_task = asyncio.create_task(run.link.run(), name=f"link {plan.name}")
+            run.state = "running"
+            run.settled.set()
+            if link_task is None:
+                await asyncio.Event().wait()
+            else:
+                try:
+                    await link_task
+                finally:
+                    link_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await link_task
+
+
+def _plan_from_config(
+    config: AgentConfig, device: DeviceConfig, env_password: str | None, token_ttl_s: int
+) -> DevicePlan:
     try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise ConfigError(f"the HTTP server on {listen} stopped as it started")
-            await asyncio.sleep(0.01)
-        yield server
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError, ConfigError):
-            await task
-
-
-def bound_address(server: uvicorn.Server) -> str:
-    """``host:port`` a started server really listens on."""
-    sock = server.servers[0].sockets[0]
-    host, port = sock.getsockname()[:2]
-    return f"{host}:{port}"
+        driver = make_driver(device.driver, device.settings)
+        own = device.password_file is not None or device.pam
+        return plan_device(
+            device.name, driver, listen=device.listen, faces=device.faces,
+            password=None if own or config.password_file or config.pam else env_password,
+            password_file=device.password_file if own else config.password_file,
+            pam=device.pam if own else config.pam, token_ttl_s=token_ttl_s,
+            server=config.server, enrollment_token=device.enrollment_token,
+            state_dir=config.state_dir, tags=device.tags,
+        )  # fmt: skip
+    except ConfigError as err:
+        raise ConfigError(f"device {device.name!r}: {err.details}") from err
 
 
 async def run_agent(options: AgentOptions, started: asyncio.Event | None = None) -> None:
-    """Run until cancelled: the native face (standalone, or with ``--listen``) and the link."""
+    """Run one device until cancelled: its native face (standalone, or with ``--listen``) and
+    its link; its failure is this function's error."""
     listen = options.listen or (None if options.server else DEFAULT_LISTEN)
-    driver = make_driver(options.driver, options.display)  # an unknown driver is said first
-    tokens = None
-    if listen:
-        check = password_check(password=options.password, password_file=options.password_file,
-                               pam=options.pam)  # fmt: skip
-        tokens = TokenStore(check, ttl_s=options.token_ttl_s)
-    hardware = options.hardware_id or hardware_id(
-        f"|{options.driver}|{options.display or os.environ.get('DISPLAY', '')}"
-    )
-    async with driver:
-        dispatcher = Dispatcher(driver)
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                if listen and tokens is not None:
-                    server = await stack.enter_async_context(
-                        serve_http(create_native_app(dispatcher, tokens), listen)
-                    )
-                    log.warning("native API on http://%s", bound_address(server))
-                link_task = None
-                if options.server:
-                    credential = await load_or_enroll(
-                        options.server, options.token, state_dir=options.state_dir,
-                        hardware=hardware, device_type="desktop", name=options.name,
-                    )  # fmt: skip
-                    log.warning("enrolled as %s with %s", credential.device_id, options.server)
-                    link = AgentLink(credential, dispatcher, driver_name=driver.kind,
-                                     device_type="desktop", hardware=hardware)  # fmt: skip
-                    link_task = asyncio.create_task(link.run())
-                if started is not None:
-                    started.set()
-                if link_task is not None:
-                    await link_task
-                else:
-                    await asyncio.Event().wait()
-        finally:
-            await dispatcher.aclose()
+    settings = dict(options.settings)
+    if options.display is not None:
+        settings["display"] = options.display
+    driver = make_driver(options.driver, settings)  # an unknown driver is said first
+    plan = plan_device(
+        options.name or options.driver, driver, listen=listen, faces=["native"],
+        password=options.password, password_file=options.password_file, pam=options.pam,
+        token_ttl_s=options.token_ttl_s, server=options.server,
+        enrollment_token=options.token, state_dir=options.state_dir,
+        hardware_id=options.hardware_id,
+    )  # fmt: skip
+    agent = Agent([plan], isolate=False)
+    run = agent.devices[plan.name]
+    if started is None:
+        await agent.run()
+        return
+    task = asyncio.create_task(agent.run())
+    try:
+        settled = asyncio.create_task(run.settled.wait())
+        await asyncio.wait({task, settled}, return_when=asyncio.FIRST_COMPLETED)
+        settled.cancel()
+        if run.state == "running":
+            started.set()
+        await task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

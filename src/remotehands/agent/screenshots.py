@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, Final, Literal, Self
+from typing import Any, Final
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from remotehands.agent.imaging import (
     MIME_TYPES,
@@ -37,6 +35,23 @@ from remotehands.errors import (
     ValidationError,
 )
 from remotehands.protocol.models import Bounds
+from remotehands.protocol.params import (
+    MAX_VARIANTS,
+    UPLOAD_TIMEOUT_S,
+    ScreenshotsRequest,
+    Upload,
+    UploadFormat,
+    UploadMethod,
+    Variant,
+    check_header,
+    check_url,
+)
+from remotehands.protocol.results import (
+    ScreenshotsResult,
+    UploadAnswer,
+    UploadResult,
+    VariantImage,
+)
 
 __all__ = [
     "MAX_VARIANTS",
@@ -47,51 +62,18 @@ __all__ = [
     "Variant",
     "WindowBounds",
     "capture_variants",
+    "make_variants",
     "parse_upload_headers",
+    "upload",
     "upload_image",
     "uploaded_url",
 ]
 
-UploadMethod = Literal["POST", "PUT", "PATCH"]
-"""HTTP methods an upload may use."""
-
-UploadFormat = Literal["raw", "multipart"]
-"""``raw``: the image is the body; ``multipart``: a ``multipart/form-data`` file field."""
-
 WindowBounds = Callable[[int], Awaitable[Bounds]]
 """Looks a window up by id and answers its bounds on the screen."""
 
-MAX_VARIANTS: Final = 16
-"""How many variants one request may ask for."""
-
-UPLOAD_TIMEOUT_S: Final = 10.0
-"""How long an upload may take, connection to last byte of the answer, unless told."""
-
 _BODY_LIMIT: Final = 64 << 10  # bytes of an upload's answer kept for the response
 _EXTENSIONS: Final = {"jpeg": "jpg", "png": "png", "webp": "webp"}
-_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 field name
-_BAD_VALUE: Final = re.compile(r"[\x00\r\n]")
-
-
-def _check_url(url: str) -> str:
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL as err:
-        raise ValidationError(f"bad upload URL {url!r}: {err}") from err
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ValidationError(f"bad upload URL {url!r}: use an absolute http:// or https:// URL")
-    return url
-
-
-def _check_header(name: str, value: str) -> None:
-    if not _TOKEN.fullmatch(name):
-        raise ValidationError(f"bad upload header name {name!r}")
-    if _BAD_VALUE.search(value):
-        raise ValidationError(f"upload header {name} holds a line break or NUL")
-    try:
-        value.encode("latin-1")
-    except UnicodeEncodeError as err:
-        raise ValidationError(f"upload header {name} holds characters HTTP cannot carry") from err
 
 
 def parse_upload_headers(lines: Iterable[str]) -> dict[str, str]:
@@ -107,101 +89,10 @@ def parse_upload_headers(lines: Iterable[str]) -> dict[str, str]:
         name, value = name.strip(), value.strip()
         if not colon or not name:
             raise ValidationError(f"bad upload header {line!r}: expected 'Name: value'")
-        _check_header(name, value)
+        check_header(name, value)
         key = folded.setdefault(name.lower(), name)
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
     return headers
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Upload(_Model):
-    """Where and how a variant's image is sent."""
-
-    url: str
-    """An absolute ``http://`` or ``https://`` URL."""
-    method: UploadMethod = "POST"
-    headers: dict[str, str] = Field(default_factory=dict)
-    """Sent with the upload (``Authorization``, ...); ``Content-Type`` is ours for multipart."""
-    include_inline: bool = True
-    """Also answer the image in the response; ``false`` answers ``image: null``."""
-    format: UploadFormat = "raw"
-    name: str = Field(default="screenshot", min_length=1, max_length=100)
-    """The multipart field's name (and file name, with the format's extension)."""
-    timeout_ms: int = Field(default=int(UPLOAD_TIMEOUT_S * 1000), ge=1, le=300_000)
-
-    @field_validator("method", mode="before")
-    @classmethod
-    def _upper(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
-
-    @field_validator("url")
-    @classmethod
-    def _absolute_http(cls, value: str) -> str:
-        try:
-            return _check_url(value)
-        except ValidationError as err:
-            raise ValueError(err.details) from err
-
-    @field_validator("headers")
-    @classmethod
-    def _sendable(cls, value: dict[str, str]) -> dict[str, str]:
-        try:
-            for name, text in value.items():
-                _check_header(name, text)
-        except ValidationError as err:
-            raise ValueError(err.details) from err
-        return value
-
-
-class Variant(_Model):
-    """One image made from the frame: crop (or window), scale, format, upload."""
-
-    name: str = Field(min_length=1, max_length=100)
-    crop: Bounds | None = None
-    """A rectangle of the screen, in native pixels; it must lie inside the screen."""
-    scale_x: float = Field(default=1.0, gt=0, le=8)
-    scale_y: float = Field(default=1.0, gt=0, le=8)
-    format: ImageFormat = "png"
-    jpeg_quality: int = Field(default=75, ge=1, le=100)
-    """Quality of JPEG and WebP variants."""
-    window_id: int | None = None
-    """Crop to this window's bounds (clipped to the screen); ``0x..`` strings are accepted."""
-    upload: Upload | None = None
-
-    @field_validator("window_id", mode="before")
-    @classmethod
-    def _hex_id(cls, value: object) -> object:
-        if isinstance(value, str):
-            try:
-                return int(value, 0)
-            except ValueError as err:
-                raise ValueError(f"window_id {value!r} is not a number") from err
-        return value
-
-    @model_validator(mode="after")
-    def _one_area(self) -> Self:
-        if self.crop is not None and self.window_id is not None:
-            raise ValueError("give crop or window_id, not both")
-        return self
-
-
-class ScreenshotsRequest(_Model):
-    """The body of ``POST /screenshots``: 1 to 16 variants with distinct names."""
-
-    variants: list[Variant] = Field(min_length=1, max_length=MAX_VARIANTS)
-
-    @field_validator("variants")
-    @classmethod
-    def _distinct_names(cls, value: list[Variant]) -> list[Variant]:
-        seen: set[str] = set()
-        for variant in value:
-            if variant.name in seen:
-                raise ValueError(f"two variants are named {variant.name!r}: names must differ")
-            seen.add(variant.name)
-        return value
 
 
 async def upload_image(
@@ -216,6 +107,27 @@ async def upload_image(
     name: str = "screenshot",
     timeout_s: float = UPLOAD_TIMEOUT_S,
 ) -> dict[str, Any]:
+    """:func:`upload` in its wire form (a dict)."""
+    answer = await upload(
+        http, data, url=url, image_format=image_format, method=method,
+        upload_format=upload_format, headers=headers, name=name, timeout_s=timeout_s,
+    )  # fmt: skip
+    wire: dict[str, Any] = answer.model_dump()
+    return wire
+
+
+async def upload(
+    http: httpx.AsyncClient,
+    data: bytes,
+    *,
+    url: str,
+    image_format: ImageFormat,
+    method: str = "POST",
+    upload_format: UploadFormat = "raw",
+    headers: Mapping[str, str] | None = None,
+    name: str = "screenshot",
+    timeout_s: float = UPLOAD_TIMEOUT_S,
+) -> UploadResult:
     """Send ``data`` to ``url`` and answer the reference's ``upload`` object.
 
     ``raw`` sends the image as the body with its ``Content-Type`` (unless ``headers`` sets one);
@@ -225,14 +137,14 @@ async def upload_image(
     when not ``ok`` (no answer, or a status outside 2xx); the answer's body is cut at 64 KiB.
     A bad URL, method or header raises :class:`~remotehands.errors.ValidationError`.
     """
-    _check_url(url)
+    check_url(url)
     verb = method.upper()
     if verb not in ("POST", "PUT", "PATCH"):
         raise ValidationError(f"bad upload method {method!r}: use POST, PUT or PATCH")
     mime = MIME_TYPES[image_format]
     sent = dict(headers or {})
     for key, value in sent.items():
-        _check_header(key, value)
+        check_header(key, value)
     request_args: dict[str, Any]
     if upload_format == "multipart":
         # httpx writes the Content-Type with the form's boundary; a caller's would break it
@@ -260,18 +172,16 @@ async def upload_image(
     except httpx.HTTPError as err:
         return _failed(f"the upload to {url} failed: {type(err).__name__}: {err}")
     ok = 200 <= response.status_code < 300
-    answer: dict[str, Any] = {
-        "ok": ok,
-        "status": response.status_code,
-        "response": {
-            "status": response.status_code,
-            "headers": dict(response.headers.items()),
-            "body": body.decode(response.encoding or "utf-8", errors="replace"),
-        },
-    }
-    if not ok:
-        answer["error"] = f"the upload to {url} was refused: HTTP {response.status_code}"
-    return answer
+    return UploadResult(
+        ok=ok,
+        status=response.status_code,
+        response=UploadAnswer(
+            status=response.status_code,
+            headers=dict(response.headers.items()),
+            body=body.decode(response.encoding or "utf-8", errors="replace"),
+        ),
+        error=None if ok else f"the upload to {url} was refused: HTTP {response.status_code}",
+    )
 
 
 async def _read_capped(response: httpx.Response) -> bytes:
@@ -283,15 +193,18 @@ async def _read_capped(response: httpx.Response) -> bytes:
     return bytes(body)
 
 
-def _failed(error: str) -> dict[str, Any]:
-    return {"ok": False, "status": None, "response": None, "error": error}
+def _failed(error: str) -> UploadResult:
+    return UploadResult(ok=False, status=None, response=None, error=error)
 
 
-def uploaded_url(upload_url: str, answer: Mapping[str, Any]) -> str | None:
+def uploaded_url(upload_url: str, answer: UploadResult | Mapping[str, Any]) -> str | None:
     """Where the upload's answer says the image now is: its ``Location`` header, made absolute
     against ``upload_url``; ``None`` without one."""
-    response = answer.get("response")
-    location = response["headers"].get("location") if response else None
+    if isinstance(answer, UploadResult):
+        location = answer.response.headers.get("location") if answer.response else None
+    else:
+        response = answer.get("response")
+        location = response["headers"].get("location") if response else None
     if not location:
         return None
     try:
@@ -315,6 +228,22 @@ async def capture_variants(
     http: httpx.AsyncClient,
     window_timeout_s: float = 10.0,
 ) -> dict[str, Any]:
+    """:func:`make_variants` in its wire form (a dict)."""
+    result = await make_variants(
+        frame, request, window_bounds=window_bounds, http=http, window_timeout_s=window_timeout_s
+    )
+    wire: dict[str, Any] = result.model_dump()
+    return wire
+
+
+async def make_variants(
+    frame: FrameArray,
+    request: ScreenshotsRequest,
+    *,
+    window_bounds: WindowBounds | None = None,
+    http: httpx.AsyncClient,
+    window_timeout_s: float = 10.0,
+) -> ScreenshotsResult:
     """Make every variant of ``frame`` and answer the reference's ``POST /screenshots`` body:
     ``{"native_width", "native_height", "images": [...]}``, one image object a variant, in
     order. ``image`` values are raw ``bytes`` (the HTTP face base64-encodes them).
@@ -345,12 +274,12 @@ async def capture_variants(
             )
         return clipped
 
-    async def make(variant: Variant) -> dict[str, Any]:
+    async def make(variant: Variant) -> VariantImage:
         area = variant.crop
         image: bytes | None = None
         width = height = None
         url: str | None = None
-        upload: dict[str, Any] | None = None
+        sent: UploadResult | None = None
         error: str | None = None
         try:
             area = await area_of(variant)
@@ -360,7 +289,7 @@ async def capture_variants(
             error = err.details
         if image is not None and variant.upload is not None:
             spec = variant.upload
-            upload = await upload_image(
+            sent = await upload(
                 http,
                 image,
                 url=spec.url,
@@ -371,33 +300,30 @@ async def capture_variants(
                 name=spec.name,
                 timeout_s=spec.timeout_ms / 1000,
             )
-            url = uploaded_url(spec.url, upload)
-            error = upload.get("error")
+            url = uploaded_url(spec.url, sent)
+            error = sent.error
             if not spec.include_inline:
                 image = None
-        entry: dict[str, Any] = {
-            "name": variant.name,
-            "image": image,
-            "format": variant.format,
-            "width": width,
-            "height": height,
-            "scale_x": variant.scale_x,
-            "scale_y": variant.scale_y,
-            "crop": None if area is None else area.model_dump(),
-            "window_id": variant.window_id,
-            "url": url,
-            "ok": error is None,
-        }
-        if upload is not None:
-            entry["upload"] = upload
-        if error is not None:
-            entry["error"] = error
-        return entry
+        return VariantImage(
+            name=variant.name,
+            image=image,
+            format=variant.format,
+            width=width,
+            height=height,
+            scale_x=variant.scale_x,
+            scale_y=variant.scale_y,
+            crop=area,
+            window_id=variant.window_id,
+            url=url,
+            ok=error is None,
+            upload=sent,
+            error=error,
+        )
 
     async with asyncio.TaskGroup() as group:
         tasks = [group.create_task(make(variant)) for variant in request.variants]
-    return {
-        "native_width": native_w,
-        "native_height": native_h,
-        "images": [task.result() for task in tasks],
-    }
+    return ScreenshotsResult(
+        native_width=native_w,
+        native_height=native_h,
+        images=[task.result() for task in tasks],
+    )

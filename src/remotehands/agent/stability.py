@@ -18,19 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-import pydantic
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from remotehands.agent.imaging import POOL, clip_bounds, parse_regions
+from remotehands.agent.imaging import POOL, clip_bounds
 from remotehands.drivers.base import FrameArray
 from remotehands.errors import DeviceTimeoutError, ValidationError
 from remotehands.protocol.models import Bounds
+from remotehands.protocol.params import StabilityParams
+from remotehands.protocol.results import StabilityReport
 
 __all__ = [
     "FrameDiff",
@@ -42,52 +42,6 @@ __all__ = [
 _INLINE_BYTES: Final = 1 << 16  # frames this small are diffed on the loop: a thread hop costs more
 _BGR_MASK: Final = np.uint32(0x00FFFFFF)  # the B, G, R bytes of a little-endian BGRX pixel
 _T = TypeVar("_T")
-
-
-class StabilityParams(BaseModel):
-    """How :func:`wait_stable` decides the screen has settled (the reference's query fields)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    pixel_delta: int = Field(default=30, ge=0, le=255)
-    """A pixel changed when any channel differs by more than this between consecutive polls."""
-    stable_ratio: float = Field(default=0.2, ge=0.0, le=100.0)
-    """In percent of watched pixels: a poll is still when ``change_ratio * 100 <= stable_ratio``."""
-    stable_window_ms: int = Field(default=500, ge=0, le=600_000)
-    """How long the screen must stay still."""
-    timeout_ms: int = Field(default=5000, ge=0, le=600_000)
-    """When to give up and answer ``timed_out``."""
-    poll_interval_ms: int = Field(default=200, ge=1, le=60_000)
-    """Time between polls."""
-    min_change_ratio: float | None = Field(default=None, ge=0.0, le=1.0)
-    """A fraction: first wait until the screen differs this much from the first frame."""
-    ignore_region: list[Bounds] = Field(default_factory=list)
-    """Regions whose changes do not count (a clock, a spinner)."""
-    watch_region: list[Bounds] = Field(default_factory=list)
-    """When given, only these regions count."""
-
-    @field_validator("ignore_region", "watch_region", mode="before")
-    @classmethod
-    def _regions_from_text(cls, value: object) -> object:
-        if value is None or isinstance(value, str):
-            try:
-                return parse_regions(value)
-            except ValidationError as err:
-                raise ValueError(err.details) from err
-        return value
-
-    @classmethod
-    def parse(cls, values: Mapping[str, Any]) -> StabilityParams:
-        """Build from query or JSON values (regions may be query strings); bad values raise
-        :class:`~remotehands.errors.ValidationError` naming each field and its range."""
-        try:
-            return cls.model_validate(dict(values))
-        except pydantic.ValidationError as err:
-            problems = "; ".join(
-                f"{'.'.join(str(loc) for loc in error['loc'])}: {error['msg']}"
-                for error in err.errors()
-            )
-            raise ValidationError(f"bad stability parameters: {problems}") from err
 
 
 @dataclass
@@ -108,15 +62,20 @@ class StabilityResult:
     """The last frame grabbed, owned by the caller (a copy); encode it, no second grab needed.
     It may go back to :data:`~remotehands.agent.imaging.POOL` when done with."""
 
-    def to_wire(self) -> dict[str, Any]:
+    def report(self) -> StabilityReport:
         """The reference's stability fields of a screenshot response."""
-        return {
-            "stable": self.stable,
-            "timed_out": self.timed_out,
-            "waited_ms": self.waited_ms,
-            "polls": self.polls,
-            "change_ratio_last": self.change_ratio_last,
-        }
+        return StabilityReport(
+            stable=self.stable,
+            timed_out=self.timed_out,
+            waited_ms=self.waited_ms,
+            polls=self.polls,
+            change_ratio_last=self.change_ratio_last,
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """:meth:`report` in its wire form."""
+        wire: dict[str, Any] = self.report().model_dump()
+        return wire
 
 
 class FrameDiff:

@@ -13,6 +13,7 @@ DEVICE depends on the target.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import sys
 from collections.abc import Callable, Container, Mapping, Sequence
@@ -33,37 +34,10 @@ from remotehands.cli.target import (
 )
 from remotehands.client import ActionMethods
 from remotehands.errors import ConfigError, ValidationError, error_from_wire
-from remotehands.protocol.actions import parse_window_id
+from remotehands.protocol.actions import ACTIONS, by_verb, parse_window_id
 from remotehands.protocol.models import Button
 
-__all__ = ["COMMANDS", "DeviceGroup", "device_command"]
-
-COMMANDS: dict[str, tuple[str, str]] = {
-    name: (f"remotehands.cli.actions_cmd:{attr}", help_text)
-    for name, attr, help_text in (
-        ("screenshot", "screenshot", "Capture the screen or a region to a file."),
-        ("click", "click_", "Click (or double-click) at a position."),
-        ("move", "move", "Move the pointer."),
-        ("scroll", "scroll", "Scroll the wheel at a position."),
-        ("drag", "drag", "Drag from one position to another."),
-        ("mouse-down", "mouse_down", "Press a mouse button and keep it down."),
-        ("mouse-up", "mouse_up", "Release a mouse button."),
-        ("type", "type_", "Type text (any Unicode)."),
-        ("key", "key", "Press a key or a combination such as ctrl+shift+t."),
-        ("hotkey", "hotkey", "Press keys together: hotkey ctrl alt Delete."),
-        ("key-down", "key_down", "Hold a key down."),
-        ("key-up", "key_up", "Release a held key."),
-        ("cursor", "cursor", "Print where the pointer is."),
-        ("screens", "screens", "List a device's screens."),
-        ("clipboard", "clipboard", "Read and write the clipboard and its named slots."),
-        ("windows", "windows", "List, focus, move and close windows; find dialogs."),
-        ("apps", "apps", "Open applications, see whether they run, close them."),
-        ("sequence", "sequence", "Run a JSON batch of steps under the device lock."),
-        ("actions", "actions", "Show a device's recent action log."),
-        ("call", "call", "Run any action by name with JSON parameters."),
-    )
-}
-"""Command name -> ("module:attribute", one-line help), for ``remotehands.cli.main``."""
+__all__ = ["COMMANDS", "VERB_COMMANDS", "DeviceGroup", "device_command"]
 
 BUTTONS = ("left", "right", "middle")
 Body = Callable[..., None]
@@ -92,6 +66,27 @@ def _text_arg(value: str) -> str:
     return sys.stdin.read() if value == "-" else value
 
 
+VERB_COMMANDS: dict[str, click.Command] = {}
+"""CLI name -> command, one for each SDK name of :data:`~remotehands.protocol.actions.ACTIONS`
+(the rule: the verb with ``_`` written ``-``); filled as the commands below are made."""
+
+
+def _as_verb(command: click.Command, sdk_name: str) -> None:
+    """Serve ``command`` as the CLI command of ``sdk_name``'s action and of its other names
+    (a copy under the rule's name when the command has another, such as ``clipboard get``)."""
+    spec = by_verb(sdk_name)
+    if spec is None:
+        raise LookupError(f"{sdk_name!r} names no action of the table")
+    for name in spec.names:
+        cli_name = name.replace("_", "-")
+        if command.name == cli_name:
+            VERB_COMMANDS[cli_name] = command
+        else:
+            twin = copy.copy(command)
+            twin.name = cli_name
+            VERB_COMMANDS[cli_name] = twin
+
+
 def device_command(
     name: str,
     usage: str,
@@ -99,11 +94,14 @@ def device_command(
     *,
     parent: click.Group | None = None,
     context_settings: dict[str, Any] | None = None,
+    verb: str | None = None,
 ) -> Callable[[Body], click.Command]:
     """Make ``body(hands, rest, **options)`` a command taking ``[DEVICE]`` and ``usage``.
 
     ``counts`` are the numbers of arguments allowed after the DEVICE; ``hands`` is the agent or
-    the device; the body prints through :func:`remotehands.cli.output.emit`.
+    the device; the body prints through :func:`remotehands.cli.output.emit`. The command serves
+    as the CLI command of ``verb`` (an SDK name), or of its own name when that is a verb and it
+    has no ``parent``.
     """
 
     def decorate(body: Body) -> click.Command:
@@ -131,6 +129,10 @@ def device_command(
         )
         if parent is not None:
             parent.add_command(command)
+        if verb is not None:
+            _as_verb(command, verb)
+        elif parent is None and by_verb(name) is not None:
+            _as_verb(command, name)
         return command
 
     return decorate
@@ -210,31 +212,46 @@ def _region(value: str) -> tuple[int, int, int, int]:
     return x, y, width, height
 
 
-@device_command("screenshot", "[DEVICE]", counts=(0,))
-@click.option(
-    "-o",
-    "--output",
-    metavar="PATH",
-    help="Where to write the image; - writes it to stdout. Default: screenshot-<time>.<format>.",
-)
-@click.option("--region", metavar="X,Y,W,H", help="Capture only this rectangle.")
-@click.option(
-    "--format",
-    "image_format",
-    type=click.Choice(["jpeg", "png", "webp"]),
-    help="Image format (default: from -o's extension, else jpeg).",
-)
-@click.option("--quality", type=click.IntRange(1, 100), help="JPEG/WebP quality, 1-100.")
-@click.option("--scale", type=click.FloatRange(0, 4, min_open=True), help="Scale, e.g. 0.5.")
-@click.option("--screen", "screen_id", type=click.IntRange(min=0), help="Screen id (default 0).")
-@click.option("--wait-stable", is_flag=True, help="Wait for the screen to stop changing first.")
-@click.option("--timeout-ms", type=click.IntRange(min=0), help="How long --wait-stable waits.")
-@click.option("--cursor", "cursor_ring", is_flag=True, help="Ring the pointer in the image.")
-def screenshot(
+def _shot_options(body: Body) -> Body:
+    """The options of ``screenshot`` and ``screenshot-region``."""
+    options = [
+        click.option(
+            "-o",
+            "--output",
+            metavar="PATH",
+            help="Where to write the image; - writes it to stdout. "
+            "Default: screenshot-<time>.<format>.",
+        ),
+        click.option(
+            "--format",
+            "image_format",
+            type=click.Choice(["jpeg", "png", "webp"]),
+            help="Image format (default: from -o's extension, else jpeg).",
+        ),
+        click.option("--quality", type=click.IntRange(1, 100), help="JPEG/WebP quality, 1-100."),
+        click.option(
+            "--scale", type=click.FloatRange(0, 4, min_open=True), help="Scale, e.g. 0.5."
+        ),
+        click.option(
+            "--screen", "screen_id", type=click.IntRange(min=0), help="Screen id (default 0)."
+        ),
+        click.option("--wait-stable", is_flag=True, help="Wait for the screen to stop changing."),
+        click.option(
+            "--timeout-ms", type=click.IntRange(min=0), help="How long --wait-stable waits."
+        ),
+        click.option(
+            "--cursor", "cursor_ring", is_flag=True, help="Ring the pointer in the image."
+        ),
+    ]
+    for option in reversed(options):
+        body = option(body)
+    return body
+
+
+def _save_shot(
     hands: ActionMethods[Any],
-    rest: list[str],
+    region: tuple[int, int, int, int] | None,
     output: str | None,
-    region: str | None,
     image_format: str | None,
     quality: int | None,
     scale: float | None,
@@ -243,14 +260,6 @@ def screenshot(
     timeout_ms: int | None,
     cursor_ring: bool,
 ) -> None:
-    """Capture the screen (or a region) and write it to a file.
-
-    \b
-    Examples:
-      remotehands screenshot --agent http://127.0.0.1:8082 -o screen.png
-      remotehands screenshot web-1 --region 0,0,800,600 --scale 0.5 -o part.jpg
-      remotehands screenshot web-1 --wait-stable -o - | display
-    """
     if output == "-" and json_mode():
         raise click.UsageError("--json prints the metadata on stdout: give -o a file with it")
     if image_format is None and output not in (None, "-"):
@@ -265,7 +274,7 @@ def screenshot(
         "cursor_ring": cursor_ring or None,
     }
     if region is not None:
-        shot = hands.screenshot_region(*_region(region), **options)
+        shot = hands.screenshot_region(*region, **options)
     else:
         shot = hands.screenshot(**options)
     image: bytes = shot.image
@@ -288,7 +297,86 @@ def screenshot(
     emit(data, f"wrote {output} ({size})")
 
 
-@device_command("cursor", "[DEVICE]", counts=(0,))
+@device_command("screenshot", "[DEVICE]", counts=(0,))
+@click.option("--region", metavar="X,Y,W,H", help="Capture only this rectangle.")
+@_shot_options
+def screenshot(
+    hands: ActionMethods[Any], rest: list[str], region: str | None, **options: Any
+) -> None:
+    """Capture the screen (or a region) and write it to a file.
+
+    \b
+    Examples:
+      remotehands screenshot --agent http://127.0.0.1:8082 -o screen.png
+      remotehands screenshot web-1 --region 0,0,800,600 --scale 0.5 -o part.jpg
+      remotehands screenshot web-1 --wait-stable -o - | display
+    """
+    _save_shot(hands, None if region is None else _region(region), **options)
+
+
+@device_command("screenshot-region", "[DEVICE] X Y WIDTH HEIGHT", counts=(4,))
+@_shot_options
+def screenshot_region(hands: ActionMethods[Any], rest: list[str], **options: Any) -> None:
+    """Capture the rectangle X Y WIDTH HEIGHT of the screen and write it to a file.
+
+    \b
+    Example:
+      remotehands screenshot-region web-1 0 0 800 600 -o part.png
+    """
+    x, y, width, height = _ints(rest, "X Y WIDTH HEIGHT")
+    _save_shot(hands, (x, y, width, height), **options)
+
+
+_VARIANT_COLUMNS: list[Column] = [
+    ("NAME", "name"),
+    ("FORMAT", "format"),
+    ("WIDTH", "width"),
+    ("HEIGHT", "height"),
+    ("OK", "ok"),
+    ("DETAILS", lambda r: r.get("error") or r.get("path") or r.get("url") or ""),
+]
+
+
+@device_command("screenshots", "[DEVICE] FILE", counts=(1,))
+@click.option("--dir", "folder", metavar="DIR", help="Write each image to DIR/<name>.<format>.")
+@click.option("--screen", "screen_id", type=click.IntRange(min=0), help="Screen id (default 0).")
+def screenshots(
+    hands: ActionMethods[Any], rest: list[str], folder: str | None, screen_id: int | None
+) -> None:
+    """Make several variants of one frame (crop, scale, format, upload), as FILE (- reads
+    stdin) lists them: {"variants": [...]} or just the list.
+
+    \b
+    Example FILE:
+      [{"name": "overview", "scale_x": 0.5, "scale_y": 0.5, "format": "jpeg"},
+       {"name": "panel", "crop": {"x": 0, "y": 0, "width": 400, "height": 300}}]
+    """
+    document = _read_json(rest[0], "screenshot variants")
+    if isinstance(document, dict):
+        document = document.get("variants")
+    if not isinstance(document, list):
+        raise ValidationError('variants are {"variants": [...]} or a list of variants')
+    result = hands.screenshots(document, screen_id=screen_id)
+    rows: list[dict[str, Any]] = []
+    for entry in result.get("images", []) if isinstance(result, Mapping) else []:
+        row = {k: v for k, v in entry.items() if k != "image"}
+        image = entry.get("image")
+        if isinstance(image, bytes):
+            row["bytes"] = len(image)
+            if folder is not None:
+                extension = "jpg" if entry.get("format") == "jpeg" else entry.get("format")
+                path = Path(folder) / f"{entry.get('name')}.{extension}"
+                try:
+                    path.write_bytes(image)
+                except OSError as err:
+                    raise ConfigError(f"cannot write {path}: {err.strerror or err}") from err
+                row["path"] = str(path)
+        rows.append(row)
+    data = {k: v for k, v in result.items() if k != "images"} | {"images": rows}
+    emit(data, lambda: table(rows, _VARIANT_COLUMNS, "no images"))
+
+
+@device_command("cursor", "[DEVICE]", counts=(0,), verb="cursor_position")
 def cursor(hands: ActionMethods[Any], rest: list[str]) -> None:
     """Print where the pointer is, as X,Y."""
     position = hands.cursor_position()
@@ -349,6 +437,23 @@ def click_(
         emit(result, f"double-clicked {button}{_at(x, y)}")
     else:
         emit(hands.click(x, y, button=button, frame_id=frame_id), f"clicked {button}{_at(x, y)}")
+
+
+@device_command("double-click", "[DEVICE] [X Y]", counts=(0, 2))
+@click.option("--button", type=click.Choice(BUTTONS), default="left", show_default=True)
+@_FRAME
+def double_click(
+    hands: ActionMethods[Any], rest: list[str], button: Button, frame_id: int | None
+) -> None:
+    """Double-click at X Y, or where the pointer is (the same as click --double).
+
+    \b
+    Example:
+      remotehands double-click web-1 100 200
+    """
+    x, y = _point(rest)
+    result = hands.double_click(x, y, button=button, frame_id=frame_id)
+    emit(result, f"double-clicked {button}{_at(x, y)}")
 
 
 @device_command("move", "[DEVICE] X Y", counts=(2,))
@@ -502,7 +607,7 @@ def clipboard() -> None:
     """
 
 
-@device_command("get", "[DEVICE]", counts=(0,), parent=clipboard)
+@device_command("get", "[DEVICE]", counts=(0,), parent=clipboard, verb="clipboard_get")
 @click.option("--max-bytes", type=click.IntRange(min=1), help="Read at most this much UTF-8.")
 def clipboard_get(hands: ActionMethods[Any], rest: list[str], max_bytes: int | None) -> None:
     """Print the clipboard's text."""
@@ -517,7 +622,7 @@ def clipboard_get(hands: ActionMethods[Any], rest: list[str], max_bytes: int | N
     emit(result, show)
 
 
-@device_command("set", "[DEVICE] TEXT", counts=(1,), parent=clipboard)
+@device_command("set", "[DEVICE] TEXT", counts=(1,), parent=clipboard, verb="clipboard_set")
 def clipboard_set(hands: ActionMethods[Any], rest: list[str]) -> None:
     """Put TEXT on the clipboard (- reads stdin)."""
     text = _text_arg(rest[0])
@@ -527,46 +632,48 @@ def clipboard_set(hands: ActionMethods[Any], rest: list[str]) -> None:
 _SLOT_COLUMNS: list[Column] = [("NAME", "name"), ("LENGTH", "length"), ("STORED", "stored_at")]
 
 
-@device_command("slots", "[DEVICE]", counts=(0,), parent=clipboard)
+@device_command("slots", "[DEVICE]", counts=(0,), parent=clipboard, verb="clipboard_slots")
 def clipboard_slots(hands: ActionMethods[Any], rest: list[str]) -> None:
     """List the named slots."""
     slots = hands.clipboard_slots()
     emit(slots, lambda: table(slots, _SLOT_COLUMNS, "no slots"))
 
 
-@device_command("slot-get", "[DEVICE] NAME", counts=(1,), parent=clipboard)
+@device_command("slot-get", "[DEVICE] NAME", counts=(1,), parent=clipboard, verb="slot_get")
 def slot_get(hands: ActionMethods[Any], rest: list[str]) -> None:
     """Print the text of slot NAME."""
     slot = hands.slot_get(rest[0])
     emit(slot, lambda: _print_text(str(slot.get("text") or "")))
 
 
-@device_command("slot-store", "[DEVICE] NAME TEXT", counts=(2,), parent=clipboard)
+@device_command(
+    "slot-store", "[DEVICE] NAME TEXT", counts=(2,), parent=clipboard, verb="slot_store"
+)
 def slot_store(hands: ActionMethods[Any], rest: list[str]) -> None:
     """Store TEXT (- reads stdin) in slot NAME."""
     text = _text_arg(rest[1])
     emit(hands.slot_store(rest[0], text), f"stored {len(text)} characters in {rest[0]}")
 
 
-@device_command("slot-delete", "[DEVICE] NAME", counts=(1,), parent=clipboard)
+@device_command("slot-delete", "[DEVICE] NAME", counts=(1,), parent=clipboard, verb="slot_delete")
 def slot_delete(hands: ActionMethods[Any], rest: list[str]) -> None:
     """Delete slot NAME."""
     emit(hands.slot_delete(rest[0]), f"deleted slot {rest[0]}")
 
 
-@device_command("slots-clear", "[DEVICE]", counts=(0,), parent=clipboard)
+@device_command("slots-clear", "[DEVICE]", counts=(0,), parent=clipboard, verb="slots_clear")
 def slots_clear(hands: ActionMethods[Any], rest: list[str]) -> None:
     """Delete every slot."""
     emit(hands.slots_clear(), "deleted every slot")
 
 
-@device_command("slot-restore", "[DEVICE] NAME", counts=(1,), parent=clipboard)
+@device_command("slot-restore", "[DEVICE] NAME", counts=(1,), parent=clipboard, verb="slot_restore")
 def slot_restore(hands: ActionMethods[Any], rest: list[str]) -> None:
     """Put slot NAME back on the clipboard."""
     emit(hands.slot_restore(rest[0]), f"restored {rest[0]} to the clipboard")
 
 
-@device_command("capture", "[DEVICE] SLOT", counts=(1,), parent=clipboard)
+@device_command("capture", "[DEVICE] SLOT", counts=(1,), parent=clipboard, verb="clipboard_capture")
 @click.option("--window", "window_id", metavar="ID", help="Focus this window first.")
 @click.option("--select-all/--no-select-all", default=True, show_default=True)
 @click.option("--copy/--no-copy", default=True, show_default=True)
@@ -640,20 +747,22 @@ def windows_list(hands: ActionMethods[Any], rest: list[str]) -> None:
     emit(rows, lambda: table(rows, _WINDOW_COLUMNS, "no windows"))
 
 
-@device_command("focused", "[DEVICE]", counts=(0,), parent=windows)
+@device_command("focused", "[DEVICE]", counts=(0,), parent=windows, verb="focused_window")
 def windows_focused(hands: ActionMethods[Any], rest: list[str]) -> None:
     """Show the focused window."""
     window = hands.focused_window()
     emit(window, lambda: table([window] if window else [], _WINDOW_COLUMNS, "no focused window"))
 
 
-@device_command("focus", "[DEVICE] ID", counts=(1,), parent=windows)
+@device_command("focus", "[DEVICE] ID", counts=(1,), parent=windows, verb="focus_window")
 def windows_focus(hands: ActionMethods[Any], rest: list[str]) -> None:
     """Focus window ID (12345 or 0x4400003)."""
     emit(hands.focus_window(_window(rest[0])), f"focused {rest[0]}")
 
 
-@device_command("move", "[DEVICE] ID X Y WIDTH HEIGHT", counts=(5,), parent=windows)
+@device_command(
+    "move", "[DEVICE] ID X Y WIDTH HEIGHT", counts=(5,), parent=windows, verb="move_window"
+)
 def windows_move(hands: ActionMethods[Any], rest: list[str]) -> None:
     """Move and resize window ID."""
     x, y, width, height = _ints(rest[1:], "X Y WIDTH HEIGHT")
@@ -661,13 +770,13 @@ def windows_move(hands: ActionMethods[Any], rest: list[str]) -> None:
     emit(result, f"moved {rest[0]} to {width}x{height}+{x}+{y}")
 
 
-@device_command("close", "[DEVICE] ID", counts=(1,), parent=windows)
+@device_command("close", "[DEVICE] ID", counts=(1,), parent=windows, verb="close_window")
 def windows_close(hands: ActionMethods[Any], rest: list[str]) -> None:
     """Ask window ID to close."""
     emit(hands.close_window(_window(rest[0])), f"asked {rest[0]} to close")
 
 
-@device_command("dialog", "[DEVICE]", counts=(0,), parent=windows)
+@device_command("dialog", "[DEVICE]", counts=(0,), parent=windows, verb="dialog")
 def windows_dialog(hands: ActionMethods[Any], rest: list[str]) -> None:
     """Show the active dialog, if there is one."""
     result = hands.dialog()
@@ -675,7 +784,7 @@ def windows_dialog(hands: ActionMethods[Any], rest: list[str]) -> None:
     emit(result, lambda: table([found] if found else [], _WINDOW_COLUMNS, "no dialog"))
 
 
-@device_command("dialog-close", "[DEVICE] [ID]", counts=(0, 1), parent=windows)
+@device_command("dialog-close", "[DEVICE] [ID]", counts=(0, 1), parent=windows, verb="dialog_close")
 @click.option("--wait-ms", type=click.IntRange(0, 60_000), help="How long to wait for it to go.")
 def windows_dialog_close(hands: ActionMethods[Any], rest: list[str], wait_ms: int | None) -> None:
     """Close the active dialog (or window ID): Escape first, then a close request."""
@@ -705,6 +814,7 @@ def apps() -> None:
     counts=range(1, 257),
     parent=apps,
     context_settings={"ignore_unknown_options": True},
+    verb="open_app",
 )
 def apps_open(hands: ActionMethods[Any], rest: list[str]) -> None:
     """Start the program PATH with ARGS (put -- before ARGS that start with -)."""
@@ -712,7 +822,7 @@ def apps_open(hands: ActionMethods[Any], rest: list[str]) -> None:
     emit(result, f"started {rest[0]} (pid {result.get('pid')})")
 
 
-@device_command("running", "[DEVICE] NAME", counts=(1,), parent=apps)
+@device_command("running", "[DEVICE] NAME", counts=(1,), parent=apps, verb="app_running")
 def apps_running(hands: ActionMethods[Any], rest: list[str]) -> None:
     """Say whether a program named NAME runs (and its pids)."""
     result = hands.app_running(rest[0])
@@ -725,7 +835,7 @@ def apps_running(hands: ActionMethods[Any], rest: list[str]) -> None:
     emit(result, text)
 
 
-@device_command("close", "[DEVICE] WINDOW_ID", counts=(1,), parent=apps)
+@device_command("close", "[DEVICE] WINDOW_ID", counts=(1,), parent=apps, verb="close_app")
 def apps_close(hands: ActionMethods[Any], rest: list[str]) -> None:
     """Close the application window WINDOW_ID."""
     emit(hands.close_app(_window(rest[0])), f"closed {rest[0]}")
@@ -837,3 +947,31 @@ def call(hands: ActionMethods[Any], rest: list[str], params: str) -> None:
     if not isinstance(values, dict):
         raise ValidationError('--params must be a JSON object such as {"x": 10, "y": 20}')
     emit(hands.call(rest[0], **values))
+
+
+# The command table ``remotehands.cli.main`` loads lazily: every CLI name of the vocabulary's
+# rule (the verb commands, each a module attribute ``verb_<name>``), and the older spellings
+# that group the verbs (``clipboard get``, ``windows focus``, ``apps open``) or shorten them.
+_as_verb(windows, "windows")  # ``remotehands windows`` lists them: the verb's own command
+for _name, _command in VERB_COMMANDS.items():
+    globals()["verb_" + _name.replace("-", "_")] = _command
+_SUMMARIES = {
+    name.replace("_", "-"): spec.summary
+    for spec in ACTIONS
+    if not spec.step_only
+    for name in spec.names
+}
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    name: (f"remotehands.cli.actions_cmd:verb_{name.replace('-', '_')}", _SUMMARIES[name] + ".")
+    for name in VERB_COMMANDS
+} | {
+    name: (f"remotehands.cli.actions_cmd:{attr}", help_text)
+    for name, attr, help_text in (
+        ("cursor", "cursor", "Print where the pointer is (the same as cursor-position)."),
+        ("clipboard", "clipboard", "Read and write the clipboard and its named slots."),
+        ("apps", "apps", "Open applications, see whether they run, close them."),
+        ("call", "call", "Run any action by name with JSON parameters."),
+    )
+}
+"""Command name -> ("module:attribute", one-line help), for ``remotehands.cli.main``."""

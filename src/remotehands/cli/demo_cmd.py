@@ -107,10 +107,11 @@ async def run_demo(
     """Bring everything up, call ``announce(DemoInfo)``, then run until cancelled."""
     from remotehands.agent.desktop import VirtualDesktop
     from remotehands.agent.link import hardware_id
-    from remotehands.agent.runtime import AgentOptions, run_agent, serve_http
+    from remotehands.agent.runtime import AgentOptions, run_agent
     from remotehands.server.app import create_app
     from remotehands.server.db.bootstrap import initialise
-    from remotehands.server.settings import ServerSettings, parse_listen
+    from remotehands.server.settings import ServerSettings
+    from remotehands.serving import parse_listen, serve_http
 
     host, port = parse_listen(listen)
     if port == 0:

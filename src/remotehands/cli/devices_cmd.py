@@ -17,6 +17,7 @@ import orjson
 from remotehands.cli.output import Column, emit, fail, human_size, reports_errors, table
 from remotehands.cli.target import open_fleet, server_options
 from remotehands.errors import ConfigError, ValidationError, error_from_wire
+from remotehands.protocol.roles import ROLES
 
 __all__ = ["COMMANDS"]
 
@@ -35,7 +36,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 """Command name -> ("module:attribute", one-line help), for ``remotehands.cli.main``."""
 
 _SETTINGS = {"help_option_names": ["-h", "--help"]}
-ROLES = ("owner", "admin", "operator", "viewer")
 ASSIGNABLE = ("admin", "operator", "viewer")  # the owner is made by `server init`, not here
 
 
@@ -370,7 +370,11 @@ def tokens_list() -> None:
 
 @fleet_command("create", parent=tokens)
 @click.argument("name", metavar="NAME")
-@click.option("--role", type=click.Choice(ROLES), help="At most your own role (default yours).")
+@click.option(
+    "--role",
+    type=click.Choice(tuple(reversed(ROLES))),
+    help="At most your own role (default yours).",
+)
 @click.option("--tag", "tags", multiple=True, metavar="TAG", help="Only devices with TAG.")
 @click.option("--read-only", is_flag=True, help="Only actions that observe.")
 @click.option("--expires-days", type=click.IntRange(min=1), help="Expire after this many days.")

@@ -171,7 +171,7 @@ def _serve(settings: Any, log_level: str, as_json: bool = False) -> None:
     import uvicorn
 
     from remotehands.server.app import create_app
-    from remotehands.server.settings import parse_listen
+    from remotehands.serving import parse_listen
 
     host, port = parse_listen(settings.listen)
     sock = _bind(host, port)

@@ -9,8 +9,10 @@ async twins, whose ``call`` returns an awaitable, which is what the type paramet
     agent.click(x=10, y=20)                  # sync: the result
     await async_agent.click(x=10, y=20)      # async: an awaitable of the result
 
-:data:`ACTION_METHODS` maps each wire name to its method name; the CLI and the MCP tools use it
-too, so a verb has one name everywhere.
+Each method is named for its action's verb in :data:`remotehands.protocol.actions.ACTIONS` (the
+rule is written there); :data:`ACTION_METHODS` is that table's wire name -> method name, so the
+CLI and the MCP tools name a verb as the SDK does. Older names stay as aliases (``type_text`` of
+``type``; ``hotkey``, the second route of the verb ``key``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
+from remotehands.protocol.actions import ACTIONS, by_verb
 from remotehands.protocol.models import Button, ImageFormat
 
 __all__ = ["ACTION_METHODS", "ActionMethods", "wire_name"]
@@ -27,60 +30,20 @@ R = TypeVar("R")
 KeyName = str | Mapping[str, str]
 """A key: a name such as ``"ctrl"``, ``"Enter"``, ``"KeyA"``, or ``{"char": "é"}``."""
 
-ACTION_METHODS: dict[str, str] = {
-    "screenshot": "screenshot",
-    "screenshot.region": "screenshot_region",
-    "screenshot.cursor": "cursor_position",
-    "screenshots": "screenshots",
-    "screens": "screens",
-    "mouse.move": "move",
-    "mouse.click": "click",
-    "mouse.double_click": "double_click",
-    "mouse.scroll": "scroll",
-    "mouse.drag": "drag",
-    "mouse.down": "mouse_down",
-    "mouse.up": "mouse_up",
-    "keyboard.type": "type",
-    "keyboard.hotkey": "hotkey",
-    "keyboard.key": "key",
-    "keyboard.down": "key_down",
-    "keyboard.up": "key_up",
-    "clipboard.get": "clipboard_get",
-    "clipboard.set": "clipboard_set",
-    "clipboard.slots": "clipboard_slots",
-    "clipboard.slot_get": "slot_get",
-    "clipboard.slot_store": "slot_store",
-    "clipboard.slot_delete": "slot_delete",
-    "clipboard.slots_clear": "slots_clear",
-    "clipboard.slot_restore": "slot_restore",
-    "clipboard.capture": "clipboard_capture",
-    "sequence": "sequence",
-    "windows.list": "windows",
-    "windows.focused": "focused_window",
-    "dialog.get": "dialog",
-    "dialog.close": "dialog_close",
-    "window.focus": "focus_window",
-    "window.move": "move_window",
-    "window.close": "close_window",
-    "application.open": "open_app",
-    "application.running": "app_running",
-    "application.close": "close_app",
-    "actions": "actions",
-}
-"""Wire action name -> SDK method name (the CLI command is the same name with dashes).
-``sleep`` is missing on purpose: it only exists as a step of a sequence."""
-
-
-_BY_METHOD: dict[str, str] = {method: action for action, method in ACTION_METHODS.items()}
-_BY_METHOD["type_text"] = "keyboard.type"
+ACTION_METHODS: dict[str, str] = {a.name: a.sdk_method for a in ACTIONS if not a.step_only}
+"""Wire action name -> SDK method name, from :data:`~remotehands.protocol.actions.ACTIONS`
+(the method is the row's verb; the CLI command is the same name with dashes). ``sleep`` is
+missing on purpose: it only exists as a step of a sequence."""
 
 
 def wire_name(name: str) -> str | None:
     """The wire name of an action named by its method or CLI name (``double-click`` ->
-    ``mouse.double_click``); ``None`` when ``name`` is none of those."""
+    ``mouse.double_click``; older names such as ``type_text`` too); ``None`` when ``name`` is
+    none of those."""
     if name in ACTION_METHODS:
         return name
-    return _BY_METHOD.get(name.replace("-", "_"))
+    spec = by_verb(name)
+    return spec.name if spec is not None else None
 
 
 def _keys(keys: Sequence[KeyName] | str) -> list[KeyName] | str:

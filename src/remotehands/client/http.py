@@ -26,39 +26,17 @@ from remotehands import __version__
 from remotehands.client.request import Request
 from remotehands.errors import (
     AuthError,
-    BusyError,
     ConfigError,
     DeviceError,
     DeviceOfflineError,
     DeviceTimeoutError,
-    ForbiddenError,
-    NotFoundError,
-    RateLimitedError,
     RemoteHandsError,
-    UnsupportedError,
     ValidationError,
+    error_class_for_status,
     error_from_wire,
 )
 
 __all__ = ["AsyncHTTP", "HTTPBase", "SyncHTTP", "error_from_response", "error_from_transport"]
-
-# An error answer without our body is read by its status; 400 is a request that made no sense.
-_BY_STATUS: dict[int, type[RemoteHandsError]] = {
-    cls.http_status: cls
-    for cls in (
-        AuthError,
-        NotFoundError,
-        ValidationError,
-        RateLimitedError,
-        BusyError,
-        UnsupportedError,
-        DeviceOfflineError,
-        DeviceError,
-        DeviceTimeoutError,
-        ForbiddenError,
-    )
-}
-_BY_STATUS[400] = ValidationError
 
 
 def _framework_detail(body: Any) -> str | None:
@@ -95,7 +73,8 @@ def error_from_response(response: httpx.Response) -> RemoteHandsError:
         detail = f"{what} answered HTTP {response.status_code} {response.reason_phrase}"
         if text:
             detail += f": {text}"
-    cls = _BY_STATUS.get(response.status_code)
+    # an answer without our body (the framework's, a proxy's) is read by its status
+    cls = error_class_for_status(response.status_code)
     if cls is None:
         cls = ValidationError if 400 <= response.status_code < 500 else DeviceError
     return cls(detail)

@@ -25,6 +25,7 @@ from remotehands.protocol.actions import (
     parse_window_id,
     wait_seconds,
 )
+from remotehands.protocol.validation import describe_validation
 
 __all__ = [
     "Request",
@@ -74,17 +75,6 @@ def find_action(name: str) -> ActionSpec:
     raise ValidationError(f"unknown action {name!r}; the actions are: {known}")
 
 
-def _describe(err: pydantic.ValidationError) -> str:
-    parts = []
-    for problem in err.errors():
-        where = ".".join(str(p) for p in problem["loc"]) or "parameters"
-        message = problem["msg"]
-        if problem["type"] == "extra_forbidden":
-            message = "unknown parameter"
-        parts.append(f"{where}: {message}")
-    return "; ".join(parts)
-
-
 def validate_params(spec: ActionSpec, params: Mapping[str, Any]) -> dict[str, Any]:
     """Check ``params`` against the action's model; return the JSON form of what was given.
 
@@ -95,7 +85,7 @@ def validate_params(spec: ActionSpec, params: Mapping[str, Any]) -> dict[str, An
     try:
         model = spec.params.model_validate(given)
     except pydantic.ValidationError as err:
-        raise ValidationError(f"invalid parameters for {spec.name}: {_describe(err)}") from err
+        raise ValidationError(describe_validation(err, spec.name)) from err
     values: dict[str, Any] = model.model_dump(mode="json", exclude_unset=True, by_alias=True)
     return values
 

@@ -12,9 +12,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from remotehands.errors import DeviceError, ValidationError
+import pydantic
+from pydantic import BaseModel
 
-__all__ = ["Result", "Screenshot", "as_result", "screenshot_result", "unwrap", "with_images"]
+from remotehands.errors import DeviceError, ValidationError
+from remotehands.protocol.actions import ACTIONS_BY_NAME, by_verb
+
+__all__ = [
+    "Result",
+    "Screenshot",
+    "as_model",
+    "as_result",
+    "screenshot_result",
+    "unwrap",
+    "with_images",
+]
 
 
 class Result(dict[str, Any]):
@@ -112,3 +124,18 @@ def unwrap(key: str) -> Callable[[Any], Any]:
         return with_images(body)
 
     return parse
+
+
+def as_model(action: str, body: Any) -> BaseModel:
+    """The JSON answer of ``action`` (a wire name or an SDK name; images as base64) as that
+    action's result model (:attr:`remotehands.protocol.actions.ActionSpec.result`), for code
+    that wants shapes rather than dicts. :class:`DeviceError` when the answer does not fit."""
+    spec = ACTIONS_BY_NAME.get(action) or by_verb(action)
+    if spec is None:
+        raise ValidationError(f"unknown action {action!r}")
+    try:
+        return spec.result.model_validate(_images(body))
+    except pydantic.ValidationError as err:
+        raise DeviceError(
+            f"the answer to {spec.name} is not a {spec.result.__name__}: {err}"
+        ) from err

@@ -5,6 +5,13 @@ checks that set before it calls a method, so an action outside it fails with ``u
 before it reaches the device. Every method is a coroutine: drivers that talk to blocking
 libraries (Xlib, mss) run them on a thread of their own.
 
+A driver names its settings model in ``Settings`` (a :class:`DriverSettings`, pydantic) and takes
+an instance of it as the keyword ``settings``, so that the agent builds any driver from its name
+and a mapping of settings (:meth:`Driver.from_settings`) with no special case per driver. The
+capabilities a driver class declares are checked against the Protocols it implements when the
+class is defined (:data:`CAPABILITY_PROTOCOLS`): a declared capability whose methods are
+missing is a ``TypeError`` at import, never an ``AttributeError`` in the middle of an action.
+
 Drivers only translate. Imaging (encoding, scaling, stability), clipboard slots, sequences and
 locks live in the agent, above the driver, so that every driver gets them the same way.
 
@@ -14,10 +21,15 @@ order X servers and mss hand out), so they can be encoded without a conversion.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+import hashlib
+import inspect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 
+import pydantic
+
+from remotehands.errors import ConfigError
 from remotehands.protocol.keys import Key
 from remotehands.protocol.models import Bounds, Button, ImageFormat, ScreenInfo, WindowInfo
 
@@ -31,18 +43,24 @@ else:
 
 __all__ = [
     "CAPABILITIES",
+    "CAPABILITY_PROTOCOLS",
     "Apps",
     "Button",
     "Capability",
     "Clipboard",
     "Driver",
+    "DriverSettings",
     "EncodedFrame",
     "EncodedScreen",
     "FrameArray",
+    "Held",
     "Keyboard",
     "Mouse",
     "Screen",
     "Windows",
+    "describe_settings_error",
+    "missing_methods",
+    "protocol_methods",
 ]
 
 Capability = Literal[
@@ -123,6 +141,18 @@ class Mouse(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Held:
+    """Keys and buttons held down: key codes in W3C spelling (``ShiftLeft``), or
+    ``keycode N`` for a key with no such name, and button names."""
+
+    keys: frozenset[str] = field(default_factory=frozenset)
+    buttons: frozenset[Button] = field(default_factory=frozenset)
+
+    def __bool__(self) -> bool:
+        return bool(self.keys or self.buttons)
+
+
 @runtime_checkable
 class Keyboard(Protocol):
     """Type and press keys."""
@@ -137,6 +167,12 @@ class Keyboard(Protocol):
 
     async def release_all(self) -> None:
         """Release every key and button this driver holds down."""
+        ...
+
+    async def held(self) -> Held:
+        """The keys and buttons down on the device right now, as the device reports them
+        where it can (the X server's keymap and pointer state), so that a test can check
+        :meth:`release_all` for real."""
         ...
 
 
@@ -187,16 +223,111 @@ class Apps(Protocol):
         ...
 
 
+CAPABILITY_PROTOCOLS: dict[str, type] = {
+    "screen": Screen,
+    "keyboard": Keyboard,
+    "mouse": Mouse,
+    "clipboard": Clipboard,
+    "windows": Windows,
+    "apps": Apps,
+}
+"""Capability -> the Protocol a driver declaring it implements. A driver may declare only
+these; the capabilities the agent provides above every driver (OCR, sequences, clipboard slots)
+are the agent's, and the next capabilities (power, media, switch, audio) join with their
+Protocols."""
+
+
+def protocol_methods(protocol: type) -> list[str]:
+    """The public methods a capability Protocol requires, in definition order."""
+    return [name for name, value in vars(protocol).items()
+            if not name.startswith("_") and inspect.isfunction(value)]  # fmt: skip
+
+
+def missing_methods(cls: type, capabilities: frozenset[str]) -> dict[str, list[str]]:
+    """For each capability in ``capabilities`` that ``cls`` does not implement, the coroutine
+    methods it lacks; an unknown capability lacks its Protocol (``["<no Protocol>"]``)."""
+    missing: dict[str, list[str]] = {}
+    for capability in sorted(capabilities):
+        protocol = CAPABILITY_PROTOCOLS.get(capability)
+        if protocol is None:
+            missing[capability] = ["<no Protocol>"]
+            continue
+        lacking = [name for name in protocol_methods(protocol)
+                   if not inspect.iscoroutinefunction(getattr(cls, name, None))]  # fmt: skip
+        if lacking:
+            missing[capability] = lacking
+    return missing
+
+
+class DriverSettings(pydantic.BaseModel):
+    """Base of every driver's settings: unknown names are refused, values are frozen."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+
+def describe_settings_error(
+    driver: str, model: type[DriverSettings], err: pydantic.ValidationError
+) -> str:
+    """One line per problem, naming the setting, what is wrong and the settings there are."""
+    known = ", ".join(model.model_fields) or "none"
+    problems = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "settings"
+        if e["type"] == "extra_forbidden":
+            problems.append(f"unknown setting {where!r} (the {driver} driver takes: {known})")
+        else:
+            problems.append(f"setting {where!r}: {e['msg']} (got {e.get('input')!r})")
+    return f"bad settings for the {driver} driver: " + "; ".join(problems)
+
+
 class Driver:
-    """Base of every driver. Subclasses set ``kind`` and ``capabilities`` and implement the
-    capability Protocols named there.
+    """Base of every driver. Subclasses set ``kind``, ``capabilities`` and ``Settings``,
+    implement the capability Protocols named in ``capabilities`` (checked when the subclass is
+    defined) and take their settings as the keyword ``settings``.
 
     A driver is an async context manager: ``start`` opens connections, ``close`` releases
     held keys and buttons and frees what it holds.
     """
 
     kind: str = "base"
+    device_type: ClassVar[str] = "desktop"
+    """What the device is to the fleet (``desktop``; ``kvm`` for a KVM's drivers)."""
     capabilities: frozenset[str] = frozenset()
+    Settings: ClassVar[type[DriverSettings]] = DriverSettings
+    """The pydantic model of this driver's settings (``[devices.settings]`` of the agent's
+    config file)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        missing = missing_methods(cls, frozenset(cls.capabilities))
+        if missing:
+            lacks = "; ".join(f"{cap} needs {', '.join(names)}" for cap, names in missing.items())
+            raise TypeError(
+                f"driver {cls.__qualname__} declares capabilities it does not implement: {lacks}"
+            )
+
+    def __init__(self, settings: DriverSettings | None = None) -> None:
+        self.settings: DriverSettings = settings if settings is not None else self.Settings()
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any]) -> Self:
+        """Build the driver from a mapping of its settings; :class:`ConfigError` names each
+        bad or unknown setting and the settings there are."""
+        try:
+            settings = cls.Settings.model_validate(dict(values))
+        except pydantic.ValidationError as err:
+            raise ConfigError(describe_settings_error(cls.kind, cls.Settings, err)) from err
+        return cls(settings=settings)
+
+    async def hardware_id(self) -> str:
+        """A stable id of the device this driver fronts, the same across agent restarts.
+
+        This default derives it from the driver's kind and settings (a device is where its
+        settings point); drivers whose device has an id of its own (a serial number, a machine
+        id) override it.
+        """
+        digest = hashlib.sha256(f"{self.kind}|{self.settings.model_dump_json()}".encode())
+        return digest.hexdigest()[:32]
 
     async def start(self) -> None:
         """Open connections; called once before any action."""

@@ -15,19 +15,47 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pydantic import Field, field_validator
 
-from remotehands.drivers.base import Button, Driver, FrameArray
-from remotehands.errors import NotFoundError, ValidationError
+from remotehands.drivers.base import Button, Driver, DriverSettings, FrameArray, Held
+from remotehands.errors import DeviceError, NotFoundError, ValidationError
 from remotehands.protocol.keys import Key
 from remotehands.protocol.models import Bounds, ScreenInfo, WindowInfo
 
-__all__ = ["FakeDriver", "FakeWindow"]
+__all__ = ["FakeDriver", "FakeSettings", "FakeWindow"]
 
 _CLICK_COLOURS: dict[str, tuple[int, int, int]] = {
     "left": (0, 0, 255),  # BGR: red
     "right": (0, 255, 0),
     "middle": (255, 0, 0),
 }
+
+
+_DESKTOP = frozenset({"screen", "keyboard", "mouse", "clipboard", "windows", "apps"})
+
+
+class FakeSettings(DriverSettings):
+    """Settings of the fake driver (``[devices.settings]`` of a ``driver = "fake"`` device)."""
+
+    width: int = Field(1280, ge=1, le=16384)
+    """Screen width in pixels."""
+    height: int = Field(800, ge=1, le=16384)
+    """Screen height in pixels."""
+    serial: str | None = Field(None, min_length=1, max_length=128)
+    """The device's hardware id; by default one derived from these settings."""
+    fail_start: str | None = None
+    """When set, :meth:`FakeDriver.start` fails with this reason: rehearses a device that
+    cannot start (a KVM that does not answer)."""
+    capabilities: frozenset[str] | None = None
+    """Fewer capabilities than a desktop's, to play a device that lacks some (a KVM has no
+    clipboard, windows or apps: ``["screen", "keyboard", "mouse"]``); unset: all of them."""
+
+    @field_validator("capabilities")
+    @classmethod
+    def _known(cls, value: frozenset[str] | None) -> frozenset[str] | None:
+        if value is not None and not value <= _DESKTOP:
+            raise ValueError(f"the fake driver has only {', '.join(sorted(_DESKTOP))}")
+        return value
 
 
 @dataclass
@@ -52,16 +80,31 @@ class FakeDriver(Driver):
     """An in-memory device with screen, keyboard, pointer, clipboard, windows and apps."""
 
     kind = "fake"
-    capabilities = frozenset({"screen", "keyboard", "mouse", "clipboard", "windows", "apps"})
+    capabilities = _DESKTOP
+    Settings = FakeSettings
 
-    def __init__(self, width: int = 1280, height: int = 800) -> None:
-        self.width = width
-        self.height = height
-        self.framebuffer: FrameArray = np.zeros((height, width, 4), dtype=np.uint8)
+    def __init__(
+        self, width: int | None = None, height: int | None = None, *,
+        settings: FakeSettings | None = None,
+    ) -> None:  # fmt: skip
+        """``FakeDriver(640, 480)`` is a shorthand for ``settings=FakeSettings(width=640,
+        height=480)``."""
+        if settings is None:
+            size = {"width": width, "height": height}
+            settings = FakeSettings.model_validate({k: v for k, v in size.items() if v})
+        elif width is not None or height is not None:
+            raise TypeError("give FakeDriver a size or settings, not both")
+        super().__init__(settings)
+        self.settings: FakeSettings = settings
+        self.width = settings.width
+        self.height = settings.height
+        if settings.capabilities is not None:
+            self.capabilities = settings.capabilities
+        self.framebuffer: FrameArray = np.zeros((self.height, self.width, 4), dtype=np.uint8)
         self.framebuffer[..., 3] = 255
         self.calls: list[_Call] = []
         self.pointer = (0, 0)
-        self.buttons_down: set[str] = set()
+        self.buttons_down: set[Button] = set()
         self.keys_down: list[Key] = []
         self.typed: list[str] = []
         self.pressed: list[Key] = []
@@ -71,6 +114,15 @@ class FakeDriver(Driver):
         self.processes: dict[int, str] = {}
         self._pids = itertools.count(10_000)
         self.closed = False
+
+    async def start(self) -> None:
+        """Nothing to open; fails as told by the ``fail_start`` setting."""
+        if self.settings.fail_start is not None:
+            raise DeviceError(f"the fake device refused to start: {self.settings.fail_start}")
+
+    async def hardware_id(self) -> str:
+        """The ``serial`` setting, else an id derived from the settings."""
+        return self.settings.serial or await super().hardware_id()
 
     # -- helpers for tests -------------------------------------------------------------------
     def fill(self, bgr: tuple[int, int, int], bounds: Bounds | None = None) -> None:
@@ -166,6 +218,10 @@ class FakeDriver(Driver):
         self._record("release_all")
         self.keys_down.clear()
         self.buttons_down.clear()
+
+    async def held(self) -> Held:
+        keys = frozenset(k.code or f"char {k.char}" for k in self.keys_down)
+        return Held(keys=keys, buttons=frozenset(self.buttons_down))
 
     # -- clipboard ---------------------------------------------------------------------------
     async def get_text(self) -> str:

@@ -8,51 +8,43 @@ it can still mark its devices offline).
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, cast
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 
 from remotehands import __version__
 from remotehands.server.audit import AuditLog
-from remotehands.server.auth import Passwords
+from remotehands.server.auth import Passwords, PrincipalCache
 from remotehands.server.db.engine import Database
-from remotehands.server.http import core_routers
+from remotehands.server.events import InProcessEventBus
+from remotehands.server.http import (
+    audit_routes,
+    auth_routes,
+    bulk,
+    device_actions,
+    devices,
+    enrollment,
+    events_routes,
+    health,
+    install_routes,
+    screen_stream,
+    tokens,
+    users,
+)
+from remotehands.server.http import metrics as metrics_routes
 from remotehands.server.http.errors import install_error_handlers
 from remotehands.server.http.limits import BodyLimit
+from remotehands.server.link import ws as link_ws
+from remotehands.server.link.hub import LinkHub
 from remotehands.server.logredact import install_log_redaction
 from remotehands.server.ratelimit import RateLimiter
+from remotehands.server.router import InProcessRouter
 from remotehands.server.services import Clock, Services, utc_now
 from remotehands.server.settings import ServerSettings
 
 __all__ = ["create_app"]
-
-# Routers of the agent link, device actions, bulk, events, metrics and health: included when
-# their modules exist.
-_LINK_ROUTERS = (
-    "remotehands.server.http.device_actions",
-    "remotehands.server.http.bulk",
-    "remotehands.server.http.events_routes",
-    "remotehands.server.http.metrics",
-    "remotehands.server.http.health",
-    "remotehands.server.link.ws",
-)
-
-
-def _optional(module_name: str, attribute: str) -> Any:
-    """``module.attribute``, or None when the module itself does not exist (yet); an import
-    error inside an existing module is not hidden."""
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        missing = err.name or ""
-        if module_name == missing or module_name.startswith(missing + "."):
-            return None
-        raise
-    return getattr(module, attribute)
 
 
 def create_app(
@@ -60,12 +52,16 @@ def create_app(
     *,
     clock: Clock | None = None,
     passwords: Passwords | None = None,
+    monotonic: Callable[[], float] | None = None,
 ) -> FastAPI:
     """The fleet server for ``settings``.
 
-    ``clock`` (aware UTC datetimes) and ``passwords`` (a hasher) are for tests: a fake clock
-    moves sessions, tokens and rate limits through time without sleeping; a cheap hasher keeps
-    argon2 from dominating the test run.
+    The arguments after ``settings`` are for tests: ``clock`` (aware UTC datetimes) moves
+    sessions, tokens and rate limits through time without sleeping; ``passwords`` (a cheap
+    hasher) keeps argon2 from dominating the test run; ``monotonic`` (seconds) is the clock the
+    agent links' heartbeats and silence and the principal cache's lifetime are measured by, so
+    that a test decides when an agent has been silent for too long instead of racing a
+    real-time window.
     """
     now = clock or utc_now
     limiter_clock: Callable[[], float] = (
@@ -77,25 +73,33 @@ def create_app(
         async with AsyncExitStack() as stack:
             db = await Database.open(settings.db_url)
             stack.push_async_callback(db.close)
-            services = Services(
+            audit = await stack.enter_async_context(AuditLog(db, now))
+            events = await stack.enter_async_context(InProcessEventBus())
+            # Entered last, so left first: it marks its devices offline while the database and
+            # the event bus are still open.
+            hub = await stack.enter_async_context(
+                LinkHub(
+                    db=db,
+                    events=events,
+                    heartbeat_interval_s=settings.heartbeat_interval_s,
+                    offline_after_s=settings.offline_after_s,
+                    clock=monotonic or time.monotonic,
+                    now=now,
+                )
+            )
+            app.state.services = Services(
                 settings=settings,
                 db=db,
-                audit=await stack.enter_async_context(AuditLog(db, now)),
-                # Filled in below; None only in a build without the link modules.
-                events=cast(Any, None),
-                hub=cast(Any, None),
+                audit=audit,
+                events=events,
+                hub=hub,
+                router=InProcessRouter(hub),
                 clock=now,
                 passwords=passwords or Passwords(),
                 login_limiter=RateLimiter(settings.login_rate_limit, clock=limiter_clock),
                 register_limiter=RateLimiter(settings.register_rate_limit, clock=limiter_clock),
+                principals=PrincipalCache(clock=monotonic or time.monotonic),
             )
-            event_bus = _optional("remotehands.server.events", "EventBus")
-            if event_bus is not None:
-                services.events = await stack.enter_async_context(event_bus())
-            link_hub = _optional("remotehands.server.link.hub", "LinkHub")
-            if link_hub is not None:
-                services.hub = await stack.enter_async_context(link_hub(services))
-            app.state.services = services
             yield
 
     install_log_redaction()
@@ -107,12 +111,23 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    # The link engineer's routers first: a static path of theirs (e.g. under /v1/devices/)
-    # must win over the {device_id} of the device routes.
-    for module_name in _LINK_ROUTERS:
-        router: APIRouter | None = _optional(module_name, "router")
-        if router is not None:
-            app.include_router(router)
-    for router in core_routers():
-        app.include_router(router)
+    # Routes with static paths first: one under /v1/devices/ (bulk, enrollment...) must win
+    # over the {device_id} of the device routes.
+    for module in (
+        device_actions,
+        bulk,
+        events_routes,
+        metrics_routes,
+        health,
+        link_ws,
+        screen_stream,
+        auth_routes,
+        users,
+        tokens,
+        enrollment,
+        devices,
+        audit_routes,
+        install_routes,
+    ):
+        app.include_router(module.router)
     return app

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import or_, select
 
+from remotehands.server.auth.principals import Principal
 from remotehands.server.db.engine import Database
 from remotehands.server.db.models import AuditEntry
 from remotehands.server.logredact import mask_credentials
@@ -135,6 +136,32 @@ class AuditLog:
                 await self._write([entry])
         except Exception:
             logger.exception("could not write the audit entry %s by %s", action, actor)
+
+    async def record_for(
+        self,
+        principal: Principal,
+        action: str,
+        *,
+        device_id: str | None = None,
+        params: dict[str, Any] | None = None,
+        result: str = "ok",
+        duration_ms: float = 0.0,
+        details: str | None = None,
+        wait: bool = True,
+    ) -> None:
+        """:meth:`record` an entry by ``principal``: the audit log names it by its
+        :attr:`~remotehands.server.auth.Principal.actor` and its kind (``user`` or ``token``)."""
+        await self.record(
+            actor=principal.actor,
+            actor_kind=principal.kind,
+            action=action,
+            device_id=device_id,
+            params=params,
+            result=result,
+            duration_ms=duration_ms,
+            details=details,
+            wait=wait,
+        )
 
     async def _write(self, entries: list[AuditEntry]) -> None:
         async with asyncio.timeout(RECORD_TIMEOUT_S), self._db.session() as session:

@@ -10,18 +10,29 @@ An event is a JSON-ready dict::
 
 Publishers add ``tags`` (the device's tags) so that subscribers limited to some tags can be
 served without a database lookup per event.
+
+:class:`EventBus` is the interface publishers and subscribers use; :class:`InProcessEventBus`
+serves the subscribers of this process (the default, one replica). A bus spanning several
+replicas (NATS subjects) implements the same Protocol.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Collection, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
-__all__ = ["DEFAULT_QUEUE_SIZE", "EventBus", "Subscription", "utc_now_iso"]
+__all__ = [
+    "DEFAULT_QUEUE_SIZE",
+    "EventBus",
+    "EventSubscription",
+    "InProcessEventBus",
+    "Subscription",
+    "utc_now_iso",
+]
 
 DEFAULT_QUEUE_SIZE = 1024
 """Events a subscriber may have waiting before new ones are dropped for it."""
@@ -32,13 +43,51 @@ def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
+class EventSubscription(Protocol):
+    """One subscriber's stream of events, as :meth:`EventBus.subscribe` hands it out."""
+
+    dropped: int
+    """Events this subscriber lost because it read too slowly."""
+
+    def close(self) -> None:
+        """Stop receiving; a waiting :meth:`get` returns ``None`` and iteration ends."""
+        ...
+
+    async def get(self) -> dict[str, Any] | None:
+        """The next event, or ``None`` once the subscription is closed."""
+        ...
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        """The events until the subscription or the bus closes."""
+        ...
+
+
+class EventBus(Protocol):
+    """Fan-out of events to subscribers: what the agent links, the routes and the events stream
+    rely on. Publishing never blocks and never fails."""
+
+    def publish(self, event: dict[str, Any]) -> None:
+        """Hand ``event`` to every subscriber without waiting; ``at`` is added when missing.
+        Subscribers must treat the event as read-only."""
+        ...
+
+    def subscribe(
+        self, queue_size: int | None = None, types: Collection[str] | None = None
+    ) -> AbstractContextManager[EventSubscription]:
+        """A subscription that lives for the ``with`` block, limited to ``types`` when given."""
+        ...
+
+
 class Subscription:
-    """One subscriber's queue of events; iterate it, or call :meth:`get`.
+    """One subscriber's queue of events on an :class:`InProcessEventBus`; iterate it, or call
+    :meth:`get`.
 
     Iteration ends when the bus closes or the subscription is closed.
     """
 
-    def __init__(self, bus: EventBus, queue_size: int, types: frozenset[str] | None = None) -> None:
+    def __init__(
+        self, bus: InProcessEventBus, queue_size: int, types: frozenset[str] | None = None
+    ) -> None:
         self._bus = bus
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(queue_size)
         self.types = types
@@ -82,8 +131,8 @@ class Subscription:
             yield event
 
 
-class EventBus:
-    """Fan-out of events to subscribers, in process; an async context manager.
+class InProcessEventBus:
+    """The :class:`EventBus` of one process; an async context manager.
 
     Leaving the context closes every subscription, which ends their streams.
     """

@@ -1,28 +1,28 @@
-"""The fleet server's shared resources, wired once by the app factory.
+"""The fleet server's shared resources: a record built once by the app factory.
 
-Routes reach them with :func:`get_services`; nothing else holds global state. Tests build the app
-with their own clock and password hasher (see :func:`remotehands.server.app.create_app`) and may
-swap ``events`` or ``hub`` for recording fakes.
+:func:`remotehands.server.app.create_app` opens every resource, builds one :class:`Services`
+from them and stores it in ``app.state.services``; routes read it with :func:`get_services`.
+Nothing else builds one, nothing changes one (it is frozen), and nothing holds global state.
+Tests choose the clocks and the password hasher through ``create_app``'s arguments.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection
 
 from remotehands.server.audit import AuditLog
-from remotehands.server.auth import Passwords, PrincipalCache
+from remotehands.server.auth.authentication import PrincipalCache
+from remotehands.server.auth.passwords import Passwords
 from remotehands.server.db.engine import Database
+from remotehands.server.events import EventBus
+from remotehands.server.link.hub import LinkHub
 from remotehands.server.ratelimit import RateLimiter
+from remotehands.server.router import DeviceRouter
 from remotehands.server.settings import ServerSettings
-
-if TYPE_CHECKING:
-    from remotehands.server.events import EventBus
-    from remotehands.server.link.hub import LinkHub
 
 __all__ = ["Clock", "Services", "get_services", "utc_now"]
 
@@ -35,26 +35,27 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Services:
-    """Everything a route needs: settings, database, audit log, event bus, agent links.
-
-    ``events`` and ``hub`` are None only in a build without the link modules; code that uses
-    them outside the link package checks for that.
-    """
+    """Everything a route needs: settings, database, audit log, event bus, agent links, the
+    router to devices, clock, password hasher, rate limiters and the principal cache."""
 
     settings: ServerSettings
     db: Database
     audit: AuditLog
     events: EventBus
     hub: LinkHub
-    clock: Clock = utc_now
-    passwords: Passwords = field(default_factory=Passwords)
-    login_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(10))
+    """The agent links this process holds: their bookkeeping (who is connected, cutting a
+    link off). Device requests never go through it: they go through :attr:`router`."""
+    router: DeviceRouter
+    """The one path to a device (request/reply today; streams next)."""
+    clock: Clock
+    passwords: Passwords
+    login_limiter: RateLimiter
     """Failed logins per client address and username."""
-    register_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(10))
+    register_limiter: RateLimiter
     """Failed agent registrations per client address."""
-    principals: PrincipalCache = field(default_factory=PrincipalCache)
+    principals: PrincipalCache
     """Recent authentications; cleared by every change to users, sessions and tokens."""
 
 

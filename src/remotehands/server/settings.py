@@ -23,24 +23,9 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from remotehands.errors import ConfigError
+from remotehands.serving import parse_listen  # the one parser; re-exported for old importers
 
 __all__ = ["ServerSettings", "normalise_database_url", "parse_listen"]
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """Split ``HOST:PORT`` (``[::1]:8080`` for IPv6) into its host and port.
-
-    Raises :class:`ConfigError` when it is not an address a server can bind.
-    """
-    host, sep, port_text = listen.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
-        raise ConfigError(f"listen address {listen!r} is not HOST:PORT (e.g. 127.0.0.1:8080)")
-    port = int(port_text)
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"listen port {port} is outside 0-65535")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, port
 
 
 def normalise_database_url(url: str) -> str:

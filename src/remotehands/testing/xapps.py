@@ -66,7 +66,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, cast, overload
 
 __all__ = [
     "ColorWindow",
@@ -102,6 +102,22 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise TimeoutError(f"condition not met within {timeout:g} s (last value: {value!r})")
         time.sleep(interval)
+
+
+@overload
+async def eventually(
+    condition: Callable[[], Awaitable[T]],
+    timeout: float = ...,  # noqa: ASYNC109 - a polling deadline, like wait_until's
+    interval: float = ...,
+) -> T: ...
+
+
+@overload
+async def eventually(
+    condition: Callable[[], T],
+    timeout: float = ...,  # noqa: ASYNC109 - a polling deadline, like wait_until's
+    interval: float = ...,
+) -> T: ...
 
 
 async def eventually(

@@ -3,7 +3,8 @@
 Routes are generated from :data:`remotehands.protocol.actions.ACTIONS`; each one validates its
 parameters (query string for ``GET``, JSON body otherwise, plus path parameters), checks the
 bearer token and hands the action to the :class:`~remotehands.agent.dispatch.Dispatcher`.
-Errors are ``{"error": code, "details": text}`` with the status of the error's class.
+Errors are ``{"error": code, "details": text}`` with the status of the error's class. It is the
+face named ``native`` (:func:`native_face`); :func:`create_native_app` serves it alone.
 
 It is a plain Starlette app (no FastAPI): the screenshot path is hot and Starlette costs a third
 of FastAPI per request (PERFORMANCE.md).
@@ -12,7 +13,6 @@ of FastAPI per request (PERFORMANCE.md).
 from __future__ import annotations
 
 import logging
-import typing
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,11 +25,14 @@ from starlette.routing import Route
 
 from remotehands.agent.auth import TokenStore
 from remotehands.agent.dispatch import Dispatcher
+from remotehands.agent.faces.base import Face, FaceContext
+from remotehands.agent.faces.listener import create_listener_app
 from remotehands.errors import AuthError, NotFoundError, RemoteHandsError, ValidationError
 from remotehands.protocol.actions import ACTIONS, ActionSpec
 from remotehands.protocol.encoding import jsonable
+from remotehands.protocol.query import params_from_query
 
-__all__ = ["create_native_app"]
+__all__ = ["create_native_app", "native_face"]
 
 log = logging.getLogger(__name__)
 
@@ -80,27 +83,20 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return data
 
 
-def _list_fields(spec: ActionSpec) -> frozenset[str]:
-    names = set()
-    for name, info in spec.params.model_fields.items():
-        if typing.get_origin(info.annotation) is list:
-            names.add(name)
-    return frozenset(names)
-
-
-def _query(request: Request, list_fields: frozenset[str]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for key in request.query_params:
-        values = request.query_params.getlist(key)
-        params[key] = values if key in list_fields else values[-1]
-    return params
-
-
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def create_native_app(dispatcher: Dispatcher, tokens: TokenStore) -> Starlette:
-    """The native face of one device, ready for uvicorn."""
+    """The native face of one device alone on a listener, ready for uvicorn."""
+    return create_listener_app([_native(dispatcher, tokens)])
+
+
+def native_face(context: FaceContext) -> Face:
+    """The native face of a device (the ``native`` entry of the face table)."""
+    return _native(context.dispatcher, context.tokens)
+
+
+def _native(dispatcher: Dispatcher, tokens: TokenStore) -> Face:
 
     def guarded(handler: Endpoint) -> Endpoint:
         async def endpoint(request: Request) -> Response:
@@ -125,10 +121,8 @@ def create_native_app(dispatcher: Dispatcher, tokens: TokenStore) -> Starlette:
         return guarded(endpoint)
 
     def action_endpoint(spec: ActionSpec) -> Endpoint:
-        list_fields = _list_fields(spec)
-
         async def endpoint(request: Request) -> Response:
-            params = _query(request, list_fields)
+            params = params_from_query(spec, request.query_params.multi_items())
             if spec.method != "GET":
                 body = await _json_body(request)
                 # query parameters such as lock_timeout_ms may ride along a body
@@ -184,4 +178,4 @@ def create_native_app(dispatcher: Dispatcher, tokens: TokenStore) -> Starlette:
         for spec in ACTIONS
         if spec.name != "sleep"
     ]
-    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+    return Face(name="native", routes=routes, error_handler=not_found)

@@ -11,12 +11,17 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import hashlib
 import os
+import socket
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
-from remotehands.drivers.base import Button, Driver, FrameArray
+from pydantic import Field
+
+from remotehands.drivers.base import Button, Driver, DriverSettings, FrameArray, Held
 from remotehands.drivers.x11 import apps
 from remotehands.drivers.x11.clipboard import ClipboardService
 from remotehands.drivers.x11.display import (
@@ -33,7 +38,7 @@ from remotehands.errors import DeviceError, DeviceTimeoutError, RemoteHandsError
 from remotehands.protocol.keys import Key, parse_key
 from remotehands.protocol.models import Bounds, ScreenInfo, WindowInfo
 
-__all__ = ["X11Driver"]
+__all__ = ["X11Driver", "X11Settings"]
 
 T = TypeVar("T")
 
@@ -43,6 +48,26 @@ RESTORE_IDLE_S = 1.0
 keysyms up when they process a key event, which may be well after we sent it."""
 _WINDOW_SETTLE_S = 1.0  # how long focus and move wait for the window manager to act
 _POLL_S = 0.02
+
+
+class X11Settings(DriverSettings):
+    """Settings of the x11 driver (``[devices.settings]`` of a ``driver = "x11"`` device)."""
+
+    display: str | None = Field(None, min_length=1)
+    """The X display to drive (``":0"``); unset means ``$DISPLAY``."""
+    timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0, le=600)
+    """How long one call to the X server may take."""
+    clipboard_timeout_s: float = Field(2.0, gt=0, le=600)
+    """How long a clipboard read waits for the owner's answer."""
+
+
+def _machine_id() -> str:
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        with contextlib.suppress(OSError):
+            found = Path(path).read_text().strip()
+            if found:
+                return found
+    return socket.gethostname()
 
 
 class X11Driver(Driver):
@@ -60,19 +85,32 @@ class X11Driver(Driver):
 
     kind = "x11"
     capabilities = frozenset({"screen", "keyboard", "mouse", "clipboard", "windows", "apps"})
+    Settings = X11Settings
 
     def __init__(
         self,
         display: str | None = None,
         *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        clipboard_timeout_s: float = 2.0,
+        timeout_s: float | None = None,
+        clipboard_timeout_s: float | None = None,
+        settings: X11Settings | None = None,
     ) -> None:
-        self._requested = display
+        """``display``, ``timeout_s`` and ``clipboard_timeout_s`` are shorthands for the
+        fields of ``settings``; give one or the other."""
+        shorthand = {"display": display, "timeout_s": timeout_s,
+                     "clipboard_timeout_s": clipboard_timeout_s}  # fmt: skip
+        given = {k: v for k, v in shorthand.items() if v is not None}
+        if settings is None:
+            settings = X11Settings.model_validate(given)
+        elif given:
+            raise TypeError("give X11Driver its settings or their shorthands, not both")
+        super().__init__(settings)
+        self.settings: X11Settings = settings
+        self._requested = settings.display
         self.display: str | None = None
         """The display in use, once started."""
-        self._timeout_s = timeout_s
-        self._clipboard_timeout_s = clipboard_timeout_s
+        self._timeout_s = settings.timeout_s
+        self._clipboard_timeout_s = settings.clipboard_timeout_s
         self._thread: XThread | None = None
         self._conn: XConnection | None = None
         self._input: Input | None = None
@@ -151,6 +189,13 @@ class X11Driver(Driver):
             await asyncio.to_thread(thread.shutdown)
         if clipboard is not None:
             await asyncio.to_thread(clipboard.close)
+
+    async def hardware_id(self) -> str:
+        """This machine's id and the display: one device per display of a machine (the same
+        id agents before 0.2 derived, so their stored credentials still match)."""
+        display = self.display or display_name(self._requested)
+        machine = await asyncio.to_thread(_machine_id)
+        return hashlib.sha256(f"{machine}|x11|{display}".encode()).hexdigest()[:32]
 
     async def _restore_keymap_when_idle(self) -> None:
         # Owned by the driver: started in start(), cancelled and awaited in close().
@@ -258,6 +303,11 @@ class X11Driver(Driver):
     async def release_all(self) -> None:
         """Release every key and button this driver holds down."""
         await self._x("release held input", self._inp().release_all)
+
+    async def held(self) -> Held:
+        """Keys and buttons the X server has down (pressed by anyone, not only this driver)."""
+        keys, buttons = await self._x("read held input", self._inp().down_on_server)
+        return Held(keys=frozenset(keys), buttons=frozenset(buttons))
 
     # -- clipboard -----------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from remotehands.drivers.base import Button
 from remotehands.drivers.x11.display import XConnection
 from remotehands.drivers.x11.keymap import Keymap, Stroke, char_keysyms
 from remotehands.errors import ConfigError, ValidationError
-from remotehands.protocol.keys import Key
+from remotehands.protocol.keys import CODES, Key
 
 __all__ = ["BUTTONS", "MAX_CLICKS", "MAX_SCROLL", "Input"]
 
@@ -66,6 +66,27 @@ class Input:
     def held_buttons(self) -> list[int]:
         """X button numbers this driver holds down."""
         return sorted(self._held_buttons)
+
+    def down_on_server(self) -> tuple[list[str], list[Button]]:
+        """Keys and buttons the X server has down now (from every client and device): key
+        codes in W3C spelling (``keycode N`` for a key with none) and button names."""
+        keymap = self._display.query_keymap()
+        keycodes = [8 * i + bit for i, byte in enumerate(keymap) for bit in range(8)
+                    if byte & (1 << bit)]  # fmt: skip
+        names: dict[int, str] = {}
+        if keycodes:
+            for code in CODES:
+                try:
+                    found = self.keymap.lookup_code(code)
+                except ValidationError:
+                    continue  # a code this keymap has no keysym for cannot be down
+                if isinstance(found, Stroke):
+                    names.setdefault(found.keycode, code)
+        mask = int(self._conn.root.query_pointer().mask)
+        masks: dict[Button, int] = {"left": X.Button1Mask, "middle": X.Button2Mask,
+                                    "right": X.Button3Mask}  # fmt: skip
+        buttons = [name for name, bit in masks.items() if mask & bit]
+        return [names.get(k, f"keycode {k}") for k in keycodes], buttons
 
     def handle_events(self) -> None:
         """Read queued events; reload the keymap when another client changed it."""

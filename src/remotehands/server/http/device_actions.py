@@ -19,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-import types
-import typing
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -28,7 +26,6 @@ import orjson
 import pydantic
 from fastapi import APIRouter, Request, Response
 from sqlalchemy import select
-from starlette.datastructures import QueryParams
 
 from remotehands.errors import (
     DeviceOfflineError,
@@ -46,9 +43,10 @@ from remotehands.protocol.actions import (
     wait_seconds,
 )
 from remotehands.protocol.encoding import jsonable
+from remotehands.protocol.query import params_from_query
+from remotehands.protocol.validation import describe_validation
 from remotehands.server.auth import Principal, can_act, can_see_device, require_role
 from remotehands.server.db.models import Device
-from remotehands.server.http.errors import describe_validation_errors
 from remotehands.server.http.metrics import ServerMetrics, metrics_for
 from remotehands.server.services import Services, get_services
 
@@ -104,37 +102,10 @@ class Outcome:
 # -- parameters -------------------------------------------------------------------------------
 
 
-def _is_list(annotation: Any) -> bool:
-    if typing.get_origin(annotation) is list:
-        return True
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        return any(_is_list(arg) for arg in typing.get_args(annotation))
-    return False
-
-
-_LIST_FIELDS: dict[type[Params], frozenset[str]] = {}
-
-
-def _list_fields(model: type[Params]) -> frozenset[str]:
-    fields = _LIST_FIELDS.get(model)
-    if fields is None:
-        fields = _LIST_FIELDS[model] = frozenset(
-            name for name, info in model.model_fields.items() if _is_list(info.annotation)
-        )
-    return fields
-
-
-def params_from_query(spec: ActionSpec, query: QueryParams) -> dict[str, Any]:
-    """Query parameters as a dict: repeated keys give lists for list fields (such as
-    ``upload_header``), the last value otherwise."""
-    lists = _list_fields(spec.params)
-    return {key: query.getlist(key) if key in lists else query[key] for key in query}
-
-
 async def _read_params(
     request: Request, spec: ActionSpec, path_params: Mapping[str, str]
 ) -> dict[str, Any]:
-    raw = params_from_query(spec, request.query_params)
+    raw = params_from_query(spec, request.query_params.multi_items())
     if request.method != "GET":
         body = await request.body()
         if body.strip():
@@ -158,9 +129,7 @@ def validate_params(spec: ActionSpec, raw: Mapping[str, Any]) -> tuple[Params, d
     try:
         params = spec.params.model_validate(raw)
     except pydantic.ValidationError as err:
-        raise ValidationError(
-            f"invalid parameters for {spec.name}: {describe_validation_errors(err.errors())}"
-        ) from err
+        raise ValidationError(describe_validation(err, spec.name)) from err
     return params, params.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
@@ -218,7 +187,7 @@ async def load_device(services: Services, principal: Principal, device_id: str) 
     A device whose link this process holds is known from the link (its hello and the tag
     changes the hub follows), which spares a database read on the hot path.
     """
-    link = services.hub.get(device_id) if services.hub is not None else None
+    link = services.hub.get(device_id)
     if link is not None:
         if not can_see_device(principal, link.tags):
             raise NotFoundError(f"no device {device_id}")
@@ -253,7 +222,7 @@ async def perform(
     outcome = Outcome(device)
     try:
         check_capabilities(spec, params, device)
-        router = services.hub.router
+        router = services.router
         if not router.is_online(device.id):
             raise DeviceOfflineError(
                 f"device {device.id} ({device.name}) is offline: its agent is not connected"

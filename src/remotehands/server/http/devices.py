@@ -111,8 +111,7 @@ async def _visible(services: Services, principal: Principal, device_id: str) -> 
 
 
 def _publish(services: Services, event: dict[str, Any]) -> None:
-    if services.events is not None:
-        services.events.publish(event)
+    services.events.publish(event)
 
 
 @router.get("")
@@ -178,10 +177,9 @@ async def update_device(
         await db.commit()
     out = device_out(device)
     changes = body.model_dump(exclude_none=True)
-    await services.audit.record(
-        actor=principal.actor,
-        actor_kind=principal.kind,
-        action="device.update",
+    await services.audit.record_for(
+        principal,
+        "device.update",
         device_id=device_id,
         params={**changes, "before": before},
     )
@@ -209,12 +207,10 @@ async def delete_device(
     async with services.db.session() as db:
         await db.execute(delete(Device).where(Device.id == device_id))
         await db.commit()
-    if services.hub is not None:
-        await services.hub.disconnect(device_id, CLOSE_CREDENTIAL_REFUSED, "device deleted")
-    await services.audit.record(
-        actor=principal.actor,
-        actor_kind=principal.kind,
-        action="device.delete",
+    await services.hub.disconnect(device_id, CLOSE_CREDENTIAL_REFUSED, "device deleted")
+    await services.audit.record_for(
+        principal,
+        "device.delete",
         device_id=device_id,
         params={"name": device.name, "tags": list(device.tags or [])},
     )

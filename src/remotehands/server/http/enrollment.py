@@ -70,6 +70,13 @@ class RegisterIn(BaseModel):
     hardware_id: str = Field(min_length=1, max_length=256)
     device_type: str | None = Field(None, min_length=1, max_length=64)
     name: str | None = Field(None, min_length=1, max_length=128)
+    tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
+    """Tags the agent's configuration gives the device, added to the enrollment token's."""
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        return check_tags(value)
 
 
 class RegisterOut(BaseModel):
@@ -115,10 +122,9 @@ async def create_enrollment(
     async with services.db.session() as db:
         db.add(row)
         await db.commit()
-    await services.audit.record(
-        actor=principal.actor,
-        actor_kind=principal.kind,
-        action="enrollment.create",
+    await services.audit.record_for(
+        principal,
+        "enrollment.create",
         params={
             "enrollment_id": row.id,
             "suggested_name": body.suggested_name,
@@ -162,7 +168,9 @@ async def register(body: RegisterIn, request: Request) -> RegisterOut:
             await db.rollback()
         else:
             name = claimed.suggested_name or body.name or body.hardware_id
+            # the agent may add tags, never drop the ones an admin gave the token
             tags = [str(t) for t in claimed.suggested_tags or []]
+            tags += [t for t in body.tags if t not in tags]
             db.add(
                 Device(
                     id=device_id,
@@ -208,10 +216,9 @@ async def register(body: RegisterIn, request: Request) -> RegisterOut:
             "from": ip,
         },
     )
-    if services.events is not None:
-        services.events.publish(
-            {"type": "device.created", "device_id": device_id, "tags": tags, "name": name}
-        )
+    services.events.publish(
+        {"type": "device.created", "device_id": device_id, "tags": tags, "name": name}
+    )
     return RegisterOut(
         device_id=device_id,
         auth_token=credential,

@@ -14,34 +14,31 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
-from typing import Any
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from remotehands.errors import RemoteHandsError
+from remotehands.errors import RemoteHandsError, ValidationError, error_class_for_status
+from remotehands.protocol.validation import describe_errors
 from remotehands.server.auth import WebSocketRefused
 from remotehands.server.ratelimit import RateLimitExceeded
 
-__all__ = ["describe_validation_errors", "error_response", "install_error_handlers"]
+__all__ = ["error_response", "install_error_handlers"]
 
 logger = logging.getLogger(__name__)
 
-_HTTP_CODES = {
-    400: "invalid",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "invalid",
-    409: "busy",
-    413: "invalid",
-    415: "invalid",
-    422: "invalid",
-    429: "rate_limited",
-}
+
+def _code_of_status(status: int) -> str:
+    """The wire code of an HTTP error raised by the framework (unknown route, wrong method, body
+    too large...): that of the error class of the status for a 4xx (see
+    :func:`~remotehands.errors.error_class_for_status`), ``invalid`` for other 4xx, ``internal``
+    for 5xx (a framework's 5xx is the server's own failure, not a device's)."""
+    if status >= 500:
+        return "internal"
+    cls = error_class_for_status(status)
+    return cls.code if cls is not None else ValidationError.code
 
 
 def error_response(
@@ -49,16 +46,6 @@ def error_response(
 ) -> JSONResponse:
     """The one error shape of the native API."""
     return JSONResponse({"error": code, "details": details}, status_code=status, headers=headers)
-
-
-def describe_validation_errors(errors: Sequence[Any]) -> str:
-    """``loc: message`` for each pydantic error, joined with ``; ``."""
-    parts = []
-    for error in errors:
-        loc = ".".join(str(p) for p in error.get("loc", ()))
-        message = str(error.get("msg", "invalid value"))
-        parts.append(f"{loc}: {message}" if loc else message)
-    return "; ".join(parts) or "invalid request"
 
 
 async def _remotehands_error(request: Request, exc: Exception) -> JSONResponse:
@@ -81,7 +68,7 @@ async def _websocket_refused(websocket: WebSocket, exc: Exception) -> None:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return error_response(422, "invalid", describe_validation_errors(exc.errors()))
+    return error_response(422, "invalid", describe_errors(exc.errors()))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -92,7 +79,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         details = f"{request.method} is not allowed on {request.url.path}"
     else:
         details = str(exc.detail)
-    code = _HTTP_CODES.get(exc.status_code, "internal" if exc.status_code >= 500 else "invalid")
+    code = _code_of_status(exc.status_code)
     return error_response(exc.status_code, code, details, dict(exc.headers or {}))
 
 

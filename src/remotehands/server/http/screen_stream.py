@@ -22,7 +22,6 @@ import logging
 import time
 from typing import Annotated
 
-import pydantic
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
@@ -30,12 +29,12 @@ from remotehands.errors import (
     DeviceOfflineError,
     RemoteHandsError,
     UnsupportedError,
-    ValidationError,
 )
 from remotehands.protocol.link import Watch
+from remotehands.protocol.validation import validated
 from remotehands.server.auth import Principal, can_act, require_role
 from remotehands.server.http.device_actions import load_device, record
-from remotehands.server.http.errors import describe_validation_errors, error_response
+from remotehands.server.http.errors import error_response
 from remotehands.server.services import get_services
 
 __all__ = ["SCREEN_WS_PATH", "router"]
@@ -61,14 +60,8 @@ async def _refuse(websocket: WebSocket, error: RemoteHandsError) -> None:
 
 def _settings(websocket: WebSocket) -> Watch:
     query = websocket.query_params
-    try:
-        return Watch.model_validate(
-            {"stream": 0, **{k: query[k] for k in ("screen", "rate", "quality") if k in query}}
-        )
-    except pydantic.ValidationError as err:
-        raise ValidationError(
-            f"invalid watch parameters: {describe_validation_errors(err.errors())}"
-        ) from err
+    values = {"stream": 0, **{k: query[k] for k in ("screen", "rate", "quality") if k in query}}
+    return validated(Watch, values, "the screen watch")
 
 
 @router.websocket(SCREEN_WS_PATH)
@@ -87,7 +80,7 @@ async def watch_screen(
         device = await load_device(services, principal, device_id)
         if device.capabilities and "screen" not in device.capabilities:
             raise UnsupportedError(f"device {device.id} has no screen to watch")
-        router_ = services.hub.router
+        router_ = services.router
         watching = router_.watch(
             device.id, settings.screen, rate=settings.rate, quality=settings.quality
         )

@@ -145,10 +145,9 @@ async def create_token(
     async with services.db.session() as db:
         db.add(token)
         await db.commit()
-    await services.audit.record(
-        actor=principal.actor,
-        actor_kind=principal.kind,
-        action="token.create",
+    await services.audit.record_for(
+        principal,
+        "token.create",
         params={
             "token_id": token.id,
             "name": token.name,
@@ -238,10 +237,9 @@ async def revoke_token(
         token.revoked_at = services.clock()
         await db.commit()
     services.principals.clear()
-    await services.audit.record(
-        actor=principal.actor,
-        actor_kind=principal.kind,
-        action="token.revoke",
+    await services.audit.record_for(
+        principal,
+        "token.revoke",
         params={"token_id": token_id, "name": token.name, "user": owner.username},
     )
     return Response(status_code=204)

@@ -171,10 +171,9 @@ async def create(
     _check_may_grant(principal, body.role)
     services = get_services(request)
     user = await create_user(services, body.username, body.password, body.role)
-    await services.audit.record(
-        actor=principal.actor,
-        actor_kind=principal.kind,
-        action="user.create",
+    await services.audit.record_for(
+        principal,
+        "user.create",
         params={"user_id": user.id, "username": user.username, "role": user.role},
     )
     return _out(user)
@@ -237,10 +236,9 @@ async def update_user(
     services.principals.clear()  # a new role, a disabled user or ended sessions count at once
     fields = sorted(changed) + (["password"] if new_hash is not None else [])
     if fields:
-        await services.audit.record(
-            actor=principal.actor,
-            actor_kind=principal.kind,
-            action="user.update",
+        await services.audit.record_for(
+            principal,
+            "user.update",
             params={"user_id": user.id, "username": user.username, "changed": fields, **changed},
         )
     return _out(user)
@@ -277,10 +275,9 @@ async def delete_user(
         await db.execute(delete(User).where(User.id == target.id))
         await db.commit()
     services.principals.clear()
-    await services.audit.record(
-        actor=principal.actor,
-        actor_kind=principal.kind,
-        action="user.delete",
+    await services.audit.record_for(
+        principal,
+        "user.delete",
         params={"user_id": target.id, "username": target.username, "role": target.role},
     )
     return Response(status_code=204)

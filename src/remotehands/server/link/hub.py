@@ -8,9 +8,10 @@ the links by device id and keeps the database and the event bus in step with the
   agent is welcomed, and ``device.online`` is published;
 - heartbeats update ``health`` and ``last_seen``; they are written in batches (one transaction
   for every heartbeat that arrived since the last write), and ``device.health`` is published;
-- a link that carried no frame for ``offline_after_missed * heartbeat_interval_s`` is closed and
-  its device marked ``offline`` (``device.offline``); a sweeper does the same for devices left
-  ``online`` in the database that no live link refreshes (a crashed process, a lost replica);
+- a link that carried no frame for ``offline_after_s`` (by the hub's monotonic clock, checked by
+  a watchdog several times per heartbeat interval) is closed and its device marked ``offline``
+  (``device.offline``); a sweeper does the same for devices left ``online`` in the database that
+  no live link refreshes (a crashed process, a lost replica);
 - when the same device connects again, the old link is fenced: closed with
   :data:`~remotehands.protocol.link.CLOSE_FENCED`, its waiting requests failed;
 - garbage from an agent closes that link with
@@ -22,8 +23,13 @@ Events of a link carry its device's ``tags`` (kept current from ``device.updated
 events stream can filter them for tag-limited tokens without a lookup.
 
 The WebSocket endpoint (:mod:`remotehands.server.link.ws`) authenticates the agent, reads its
-hello and hands the connection to :meth:`LinkHub.serve`; requests reach links through
-:attr:`LinkHub.router`.
+hello and hands the connection to :meth:`LinkHub.serve`. Requests reach links only through a
+:class:`~remotehands.server.router.DeviceRouter` (``InProcessRouter(hub)``, built by the app
+factory); the hub does not build one.
+
+The hub is given what it uses: the database, the event bus, its timing, and two clocks (aware
+UTC datetimes for what it writes, monotonic seconds for heartbeats and silence), so that tests
+move time instead of waiting for it.
 """
 
 from __future__ import annotations
@@ -33,10 +39,11 @@ import contextlib
 import dataclasses
 import itertools
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Self, cast
+from typing import Any, Protocol, Self, cast
 
 import pydantic
 from sqlalchemy import CursorResult, Table, bindparam, select, update
@@ -61,13 +68,11 @@ from remotehands.protocol.link import (
     decode,
     encode,
 )
+from remotehands.server.db.engine import Database
 from remotehands.server.db.models import Device
+from remotehands.server.events import EventBus
 from remotehands.server.link.streams import LinkWatches
 from remotehands.server.link.transfers import LinkTransfers
-from remotehands.server.router import DeviceRouter, InProcessRouter
-
-if TYPE_CHECKING:
-    from remotehands.server.services import Services
 
 __all__ = ["CLOSE_GOING_AWAY", "AgentLink", "LinkHub", "LinkIdentity", "LinkTransport"]
 
@@ -148,8 +153,10 @@ class AgentLink:
         self.health: dict[str, Any] | None = (
             hello.health.model_dump() if hello.health is not None else None
         )
-        self.connected_at = _now()
+        self.connected_at = hub.now()
         self.last_frame_at = self.connected_at
+        self.last_frame_mono = hub.clock()
+        """When the last frame came, by the hub's monotonic clock (what silence is measured by)."""
         self._hub = hub
         self._transport = transport
         self._pending: dict[str, asyncio.Future[Any]] = {}
@@ -217,30 +224,23 @@ class AgentLink:
                 f"device {self.device_id} is offline: its agent stopped reading the link"
             ) from None
 
-    async def run(self, idle_timeout_s: float) -> None:
-        """Read frames until the agent goes, stays silent for ``idle_timeout_s``, sends garbage,
-        or :meth:`close` is called (from another task)."""
-        loop = asyncio.get_running_loop()
+    async def run(self) -> None:
+        """Read frames until the agent goes, sends garbage, or :meth:`close` is called (from
+        another task: the hub's watchdog closes a link silent for too long)."""
         self._task = asyncio.current_task()
         try:
-            async with asyncio.timeout(idle_timeout_s) as deadline:
+            # No deadline of its own: close() sets one to interrupt a read in progress.
+            async with asyncio.timeout(None) as deadline:
                 self._deadline = deadline
                 while not self.closed:
                     frame = await self._transport.receive()
                     if frame is None:
                         return
-                    deadline.reschedule(loop.time() + idle_timeout_s)
-                    self.last_frame_at = _now()
+                    self.last_frame_mono = self._hub.clock()
+                    self.last_frame_at = self._hub.now()
                     self._handle(decode(frame))
         except TimeoutError:
-            if self.closed:  # close() interrupted the read: nothing more to do
-                return
-            logger.warning(
-                "agent link %s: no frame for %.1f s, marking the device offline",
-                self.device_id,
-                idle_timeout_s,
-            )
-            await self.close(CLOSE_GOING_AWAY, f"no heartbeat for {idle_timeout_s:g} s")
+            return  # close() interrupted the read: nothing more to do
         except (ValidationError, pydantic.ValidationError) as err:
             logger.warning("agent link %s: protocol error, closing: %s", self.device_id, err)
             reason = err.details if isinstance(err, ValidationError) else "invalid message"
@@ -319,14 +319,28 @@ class LinkHub:
     leaving closes every link and marks those devices offline.
     """
 
-    def __init__(self, services: Services) -> None:
-        self._services = services
-        settings = services.settings
-        self.heartbeat_interval_s: float = settings.heartbeat_interval_s
-        self.offline_after_s: float = settings.offline_after_missed * settings.heartbeat_interval_s
+    def __init__(
+        self,
+        *,
+        db: Database,
+        events: EventBus,
+        heartbeat_interval_s: float,
+        offline_after_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = _now,
+    ) -> None:
+        """``heartbeat_interval_s`` is told to agents in their welcome; a link that carried no
+        frame for ``offline_after_s`` by ``clock`` (monotonic seconds) is closed as silent.
+        ``now`` (aware UTC) stamps what is written: ``last_seen``."""
+        self._db = db
+        self._events = events
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.offline_after_s = offline_after_s
         """A device whose agent sent nothing for this long is offline."""
-        self.router: DeviceRouter = InProcessRouter(self)
-        """The way device requests go; a multi-replica router replaces this one."""
+        self.clock = clock
+        """Monotonic seconds: heartbeats and silence are measured by it."""
+        self.now = now
+        """Aware UTC datetimes: ``last_seen`` and the stale sweep are measured by it."""
         self._links: dict[str, AgentLink] = {}
         self._status_locks: dict[str, asyncio.Lock] = {}
         self._dirty: dict[str, AgentLink] = {}
@@ -343,6 +357,7 @@ class LinkHub:
         self._loops = [
             self._tasks.create_task(self._write_heartbeats(), name="link-heartbeat-writer"),
             self._tasks.create_task(self._sweep_stale(), name="link-stale-sweeper"),
+            self._tasks.create_task(self._watch_silence(), name="link-silence-watchdog"),
             self._tasks.create_task(self._follow_tag_changes(), name="link-tag-follower"),
         ]
         return self
@@ -405,7 +420,7 @@ class LinkHub:
                 return
             except DeviceOfflineError:  # the agent left before its welcome
                 return
-            await link.run(self.offline_after_s)
+            await link.run()
         finally:
             await self._detach(link)
 
@@ -470,7 +485,7 @@ class LinkHub:
     # -- database and events -----------------------------------------------------------------
 
     def _publish(self, link: AgentLink, kind: str, **fields: Any) -> None:
-        self._services.events.publish(
+        self._events.publish(
             {"type": kind, "device_id": link.device_id, "tags": link.tags, **fields}
         )
 
@@ -488,7 +503,7 @@ class LinkHub:
         }
         if link.health is not None:
             values["health"] = link.health
-        async with asyncio.timeout(DB_TIMEOUT_S), self._services.db.session() as session:
+        async with asyncio.timeout(DB_TIMEOUT_S), self._db.session() as session:
             result = await session.execute(
                 update(Device).where(Device.id == link.device_id).values(**values)
             )
@@ -501,12 +516,12 @@ class LinkHub:
             return
         by_id = {link.device_id: link for link in links}
         try:
-            async with asyncio.timeout(DB_TIMEOUT_S), self._services.db.session() as session:
+            async with asyncio.timeout(DB_TIMEOUT_S), self._db.session() as session:
                 for chunk in _chunks(list(by_id), _IN_CHUNK):
                     await session.execute(
                         update(Device)
                         .where(Device.id.in_(chunk), Device.status == "online")
-                        .values(status="offline", last_seen=_now())
+                        .values(status="offline", last_seen=self.now())
                     )
                 await session.commit()
         except Exception:
@@ -537,7 +552,7 @@ class LinkHub:
                 try:
                     async with (
                         asyncio.timeout(DB_TIMEOUT_S),
-                        self._services.db.session() as session,
+                        self._db.session() as session,
                     ):
                         await session.execute(_HEARTBEAT_UPDATE, rows)
                         await session.commit()
@@ -549,7 +564,7 @@ class LinkHub:
         """Keep the tags and names of live links current, so that their events reach exactly
         the subscribers allowed to see the device now, and device actions can be authorised
         from the link without a database read."""
-        with self._services.events.subscribe(types=("device.updated",)) as updates:
+        with self._events.subscribe(types=("device.updated",)) as updates:
             async for event in updates:
                 link = self._links.get(str(event.get("device_id")))
                 if link is None:
@@ -560,6 +575,34 @@ class LinkHub:
                 device = event.get("device")
                 if isinstance(device, dict) and isinstance(device.get("name"), str):
                     link.name = device["name"]
+
+    async def _watch_silence(self) -> None:
+        """Close the links silent for too long, checking several times per heartbeat interval
+        (at least once a second), so that the offline bound is kept within a fraction of an
+        interval."""
+        period = min(1.0, self.heartbeat_interval_s / 4)
+        while True:
+            try:
+                await self.close_silent()
+            except Exception:
+                logger.exception("silent link check failed")
+            await asyncio.sleep(period)
+
+    async def close_silent(self) -> list[str]:
+        """One check: close every link that carried no frame for :attr:`offline_after_s` by
+        :attr:`clock` (its device then goes offline as the link ends); returns their ids."""
+        cutoff = self.clock() - self.offline_after_s
+        silent = [link for link in self._links.values() if link.last_frame_mono <= cutoff]
+        reason = f"no heartbeat for {self.offline_after_s:g} s"
+        async with asyncio.TaskGroup() as group:
+            for link in silent:
+                logger.warning(
+                    "agent link %s: no frame for %.1f s, marking the device offline",
+                    link.device_id,
+                    self.offline_after_s,
+                )
+                group.create_task(link.close(CLOSE_GOING_AWAY, reason))
+        return [link.device_id for link in silent]
 
     async def _sweep_stale(self) -> None:
         """Mark offline the devices left ``online`` that no link refreshed for too long."""
@@ -573,9 +616,9 @@ class LinkHub:
     async def sweep_stale(self) -> list[str]:
         """One sweep; returns the ids it marked offline."""
         # The margin covers the batching of heartbeat writes.
-        cutoff = _now() - timedelta(seconds=self.offline_after_s + self.heartbeat_interval_s)
+        cutoff = self.now() - timedelta(seconds=self.offline_after_s + self.heartbeat_interval_s)
         stale_filter = (Device.status == "online", Device.last_seen < cutoff)
-        async with asyncio.timeout(DB_TIMEOUT_S), self._services.db.session() as session:
+        async with asyncio.timeout(DB_TIMEOUT_S), self._db.session() as session:
             found = (
                 await session.execute(select(Device.id, Device.tags).where(*stale_filter))
             ).all()
@@ -589,7 +632,7 @@ class LinkHub:
             await session.commit()
         for device_id, tags in stale:
             logger.info("device %s: no live link refreshes it, marking it offline", device_id)
-            self._services.events.publish(
+            self._events.publish(
                 {
                     "type": "device.offline",
                     "device_id": device_id,

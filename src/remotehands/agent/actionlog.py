@@ -1,0 +1,48 @@
+"""The action log of a device: its recent actions, newest last, secrets left out."""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any
+
+from remotehands.protocol.results import ActionLogEntry
+
+__all__ = ["SECRET_FIELDS", "ActionLog"]
+
+SECRET_FIELDS = frozenset({"text", "password", "upload_header", "headers"})
+"""Parameters the log shows as their length (text) or ``<hidden>``, never as they were."""
+
+
+class ActionLog:
+    """The recent actions of a device, newest last, with secrets and long texts left out."""
+
+    def __init__(self, size: int = 1000) -> None:
+        self._entries: deque[ActionLogEntry] = deque(maxlen=size)
+
+    def add(self, action: str, params: dict[str, Any], result: str, duration_ms: float) -> None:
+        """Remember one action."""
+        shown = {
+            k: (f"<{len(v)} chars>" if isinstance(v, str) else "<hidden>")
+            if k in SECRET_FIELDS
+            else v
+            for k, v in params.items()
+        }
+        self._entries.append(
+            ActionLogEntry(
+                timestamp=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+                action=action,
+                params=json.dumps(shown, default=str, ensure_ascii=False),
+                result=result,
+                duration_ms=round(duration_ms, 2),
+            )
+        )
+
+    def entries(self, limit: int) -> list[ActionLogEntry]:
+        """Up to ``limit`` entries, oldest first."""
+        return list(self._entries)[-limit:]
+
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        """:meth:`entries` in their wire form."""
+        return [entry.model_dump() for entry in self.entries(limit)]

@@ -1,0 +1,159 @@
+"""Authentication against the database: sessions, API tokens and agent credentials, with a
+short-lived cache of recent answers (:class:`PrincipalCache`)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from remotehands.errors import AuthError
+from remotehands.server.auth.credentials import (
+    AGENT_PREFIX,
+    API_TOKEN_PREFIX,
+    SESSION_PREFIX,
+    hash_secret,
+)
+from remotehands.server.auth.principals import Principal, role_rank
+from remotehands.server.db.models import ApiToken, Device, Session, User
+
+if TYPE_CHECKING:
+    from remotehands.server.services import Services
+
+__all__ = [
+    "TOKEN_TOUCH_INTERVAL_S",
+    "PrincipalCache",
+    "authenticate",
+    "authenticate_agent",
+    "session_expiry",
+]
+
+logger = logging.getLogger(__name__)
+
+TOKEN_TOUCH_INTERVAL_S = 60.0
+"""``last_used_at`` of an API token is written at most this often."""
+
+
+class PrincipalCache:
+    """Credentials authenticated in the last ``ttl_s`` seconds, so that a burst of requests
+    (an AI agent's screenshot-click loop) does not read the database for each one.
+
+    Any change to users, sessions or API tokens made by this process clears it, so a logout,
+    a revocation or a disabled user takes effect here at once; another server replica sharing
+    the database sees such a change within ``ttl_s``. An entry never outlives the session or
+    token it stands for.
+    """
+
+    def __init__(
+        self, ttl_s: float = 2.0, size: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl_s = ttl_s
+        self._size = size
+        self._clock = clock
+        self._entries: dict[str, tuple[Principal, float, datetime | None]] = {}
+
+    def get(self, digest: str, now: datetime) -> Principal | None:
+        """The cached principal of ``digest``, if still fresh and not expired at ``now``."""
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        principal, fresh_until, expires_at = entry
+        if self._clock() >= fresh_until or (expires_at is not None and expires_at <= now):
+            del self._entries[digest]
+            return None
+        return principal
+
+    def put(self, digest: str, principal: Principal, expires_at: datetime | None) -> None:
+        """Remember an authentication for ``ttl_s``."""
+        if len(self._entries) >= self._size:
+            self._entries.clear()  # a burst of distinct credentials: start over, stay bounded
+        self._entries[digest] = (principal, self._clock() + self.ttl_s, expires_at)
+
+    def clear(self) -> None:
+        """Forget everything (after any change to users, sessions or tokens)."""
+        self._entries.clear()
+
+
+async def authenticate(services: Services, credential: str) -> Principal:
+    """The principal of a session (``rhs_``) or API token (``rht_``); raises
+    :class:`AuthError` when it is unknown, expired, revoked, or its user is disabled."""
+    now = services.clock()
+    digest = hash_secret(credential)
+    cached = services.principals.get(digest, now)
+    if cached is not None:
+        return cached
+    async with services.db.session() as db:
+        if credential.startswith(SESSION_PREFIX):
+            row = (
+                await db.execute(
+                    select(Session, User)
+                    .join(User, User.id == Session.user_id)
+                    .where(Session.token_hash == digest)
+                )
+            ).first()
+            if row is None or row.Session.expires_at <= now:
+                raise AuthError("session expired or unknown: log in again")
+            user = row.User
+            _check_enabled(user)
+            principal = Principal("user", user.id, user.username, user.role)
+            services.principals.put(digest, principal, row.Session.expires_at)
+            return principal
+        if credential.startswith(API_TOKEN_PREFIX):
+            found = (
+                await db.execute(
+                    select(ApiToken, User)
+                    .join(User, User.id == ApiToken.user_id)
+                    .where(ApiToken.token_hash == digest)
+                )
+            ).first()
+            if found is None or found.ApiToken.revoked_at is not None:
+                raise AuthError("API token revoked or unknown")
+            token, user = found.ApiToken, found.User
+            if token.expires_at is not None and token.expires_at <= now:
+                raise AuthError(f"API token {token.id} expired; create a new one")
+            _check_enabled(user)
+            if token.last_used_at is None or now - token.last_used_at > timedelta(
+                seconds=TOKEN_TOUCH_INTERVAL_S
+            ):
+                try:
+                    await db.execute(
+                        update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now)
+                    )
+                    await db.commit()
+                except SQLAlchemyError:  # bookkeeping only: never refuse a request for it
+                    logger.warning("could not record the use of API token %s", token.id)
+                    await db.rollback()
+            role = min(token.role, user.role, key=role_rank)
+            tags = [str(t) for t in token.tags] if token.tags is not None else None
+            principal = Principal(
+                "token", user.id, user.username, role, token.read_only, tags, token.id
+            )
+            services.principals.put(digest, principal, token.expires_at)
+            return principal
+    raise AuthError("unrecognised token: expected a session (rhs_...) or API token (rht_...)")
+
+
+def _check_enabled(user: User) -> None:
+    if user.disabled:
+        raise AuthError(f"user {user.username} is disabled")
+
+
+async def authenticate_agent(services: Services, credential: str) -> Device | None:
+    """The device whose agent credential (``agt_...``) this is, or None."""
+    if not credential.startswith(AGENT_PREFIX):
+        return None
+    async with services.db.session() as db:
+        device: Device | None = await db.scalar(
+            select(Device).where(Device.credential_hash == hash_secret(credential))
+        )
+        return device
+
+
+def session_expiry(services: Services) -> datetime:
+    """When a session created now expires."""
+    return services.clock() + timedelta(seconds=services.settings.session_ttl_s)

@@ -1,0 +1,101 @@
+"""The HTTP side of authentication: reading the bearer credential of a request or WebSocket,
+and the FastAPI dependencies that refuse callers without the role a route needs.
+
+HTTP routes authenticate with ``Authorization: Bearer ...``; WebSocket routes may pass
+``?token=...`` instead (browsers cannot set headers on a WebSocket). A refused WebSocket gets the
+same 401/403 JSON answer as HTTP when the ASGI server can send one instead of the handshake
+(uvicorn can), or else is closed with code 4401 (unauthorized) or 4403 (forbidden).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Depends, WebSocketException
+from starlette.requests import HTTPConnection
+
+from remotehands.errors import AuthError, ForbiddenError, RemoteHandsError
+from remotehands.server.auth.authentication import authenticate
+from remotehands.server.auth.principals import ROLES, Principal, require_writable, role_rank
+
+if TYPE_CHECKING:
+    from remotehands.server.services import Services
+
+__all__ = [
+    "WS_CLOSE_FORBIDDEN",
+    "WS_CLOSE_UNAUTHORIZED",
+    "WebSocketRefused",
+    "client_ip",
+    "request_credential",
+    "require_role",
+]
+
+WS_CLOSE_UNAUTHORIZED = 4401
+"""WebSocket close code for missing or bad credentials."""
+WS_CLOSE_FORBIDDEN = 4403
+"""WebSocket close code for credentials that do not allow the route."""
+
+
+def client_ip(conn: HTTPConnection) -> str:
+    """The caller's address (as the ASGI server reports it, after trusted proxy headers)."""
+    return conn.client.host if conn.client is not None else "unknown"
+
+
+def _services(conn: HTTPConnection) -> Services:
+    services: Services = conn.app.state.services
+    return services
+
+
+def request_credential(conn: HTTPConnection) -> str:
+    """The bearer token of a request (or, for a WebSocket, of its ``?token=``); raises
+    :class:`AuthError` when there is none."""
+    header = conn.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise AuthError("the Authorization header must be 'Bearer <token>'")
+        return value.strip()
+    if conn.scope["type"] == "websocket":
+        token = conn.query_params.get("token")
+        if token:
+            return token
+    raise AuthError(
+        "this needs a token: log in with POST /v1/auth/login or create an API token, then send "
+        "'Authorization: Bearer <token>'"
+    )
+
+
+class WebSocketRefused(WebSocketException):
+    """A WebSocket refused before it was accepted; :mod:`remotehands.server.http.errors`
+    answers it (a 401/403 response, or a 4401/4403 close)."""
+
+    def __init__(self, error: RemoteHandsError) -> None:
+        code = WS_CLOSE_UNAUTHORIZED if isinstance(error, AuthError) else WS_CLOSE_FORBIDDEN
+        super().__init__(code=code, reason=error.details[:120])
+        self.error = error
+
+
+def require_role(role: str, *, writes: bool = False) -> Any:
+    """A FastAPI dependency (``Depends``) that authenticates the caller and returns its
+    :class:`Principal`, refusing roles below ``role`` (403) and, when the route ``writes``
+    (changes users, tokens or devices), read-only tokens."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+
+    async def dependency(conn: HTTPConnection) -> Principal:
+        try:
+            principal = await authenticate(_services(conn), request_credential(conn))
+            if principal.rank < role_rank(role):
+                raise ForbiddenError(
+                    f"this needs the {role} role or higher; "
+                    f"{principal.username} acts as {principal.role}"
+                )
+            if writes:
+                require_writable(principal)
+        except RemoteHandsError as err:
+            if conn.scope["type"] == "websocket":
+                raise WebSocketRefused(err) from err
+            raise
+        return principal
+
+    return Depends(dependency)

@@ -1,0 +1,191 @@
+"""An agent of many devices, in-process against a real fleet server on loopback: three
+FakeDriver devices and one more from a TOML file, one failing at start and one whose enrollment
+is refused; the other two enroll, come online and act through the server, and keep their
+credentials (one file each) for the next start."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import textwrap
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from remotehands.agent.config import load_config
+from remotehands.agent.runtime import Agent
+from remotehands.drivers.fake import FakeDriver
+from remotehands.errors import AuthError, ConfigError, DeviceError
+from remotehands.server.app import create_app
+from remotehands.server.auth import Passwords
+from remotehands.server.db.bootstrap import initialise
+from remotehands.server.settings import ServerSettings
+from remotehands.testing.xapps import eventually
+from tests.server.conftest import FAST_PASSWORDS, loopback_socket, serve
+
+pytestmark = pytest.mark.anyio
+
+OWNER_PASSWORD = "owner-password-123"
+
+
+@dataclass
+class Fleet:
+    url: str
+    http: httpx.AsyncClient
+
+    async def enrollment(self, name: str) -> str:
+        response = await self.http.post("/v1/devices/enrollment",
+                                        json={"suggested_name": name})  # fmt: skip
+        token: str = response.json()["token"]
+        return token
+
+    async def device(self, name: str) -> dict[str, object] | None:
+        devices = (await self.http.get("/v1/devices")).json()["devices"]
+        return next((d for d in devices if d["name"] == name), None)
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
+    sock = loopback_socket()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    settings = ServerSettings(data_dir=tmp_path / "server", public_url=url,
+                              heartbeat_interval_s=0.2)  # fmt: skip
+    passwords = Passwords(FAST_PASSWORDS)
+    await initialise(settings, password=OWNER_PASSWORD, passwords=passwords)
+    app = create_app(settings, passwords=passwords)
+    async with serve(app, sock) as served, httpx.AsyncClient(base_url=served, timeout=20) as http:
+        login = await http.post(
+            "/v1/auth/login", json={"username": "owner", "password": OWNER_PASSWORD}
+        )
+        http.headers["Authorization"] = f"Bearer {login.json()['token']}"
+        yield Fleet(served, http)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_many_devices_in_one_agent_and_one_failure_stops_alone(
+    fleet: Fleet, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tokens = {name: await fleet.enrollment(name) for name in ("desk-a", "desk-b", "broken")}
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        textwrap.dedent(f"""
+        server = "{fleet.url}"
+        state_dir = "state"
+
+        [[devices]]
+        name = "desk-a"
+        driver = "fake"
+        tags = ["lab"]
+        enrollment_token = "{tokens["desk-a"]}"
+        [devices.settings]
+        width = 320
+        height = 200
+
+        [[devices]]
+        name = "desk-b"
+        driver = "fake"
+        enrollment_token = "{tokens["desk-b"]}"
+        [devices.settings]
+        width = 640
+        height = 480
+
+        [[devices]]
+        name = "broken"
+        driver = "fake"
+        enrollment_token = "{tokens["broken"]}"
+        [devices.settings]
+        fail_start = "the KVM does not answer"
+
+        [[devices]]
+        name = "refused"
+        driver = "fake"
+        enrollment_token = "ekvent_not-a-token"
+        [devices.settings]
+        serial = "refused-1"
+    """)
+    )
+    agent = Agent.from_config(load_config(config))
+    devices = agent.devices
+    caplog.set_level(logging.ERROR, logger="remotehands.agent.runtime")
+    task = asyncio.create_task(agent.run())
+    try:
+        for run in devices.values():
+            await asyncio.wait_for(run.settled.wait(), 20)
+        assert {name: run.state for name, run in devices.items()} == {
+            "desk-a": "running", "desk-b": "running", "broken": "failed", "refused": "failed",
+        }  # fmt: skip
+        assert isinstance(devices["broken"].error, DeviceError)
+        assert isinstance(devices["refused"].error, AuthError)
+        logged = caplog.text
+        assert "device broken (fake driver) failed and is stopped; the others run on" in logged
+        assert "the KVM does not answer" in logged and "device refused (fake driver)" in logged
+
+        # the two healthy devices are online and act through the server, each on its driver
+        async def online() -> bool:
+            for name in ("desk-a", "desk-b"):
+                device = await fleet.device(name)
+                if device is None or device["status"] != "online":
+                    return False
+            return True
+
+        await eventually(online, timeout=20)
+        for name, width in (("desk-a", 320), ("desk-b", 640)):
+            device = await fleet.device(name)
+            assert device is not None
+            base = f"/v1/devices/{device['id']}"
+            assert (await fleet.http.get(base + "/screens")).json()["screens"][0]["width"] == width
+            typed = await fleet.http.post(base + "/keyboard/type", json={"text": f"to {name}"})
+            assert typed.json() == {"status": "ok"}
+            driver = devices[name].plan.driver
+            assert isinstance(driver, FakeDriver) and driver.typed == [f"to {name}"]
+        assert devices["desk-a"].hardware_id != devices["desk-b"].hardware_id
+        assert await fleet.device("broken") is None  # it never started, so never enrolled
+        assert not task.done()
+    finally:
+        await _stop(task)
+
+    # each device kept its own credential: the next start needs no token and is the same device
+    assert len(list((tmp_path / "state").iterdir())) == 2
+    ids = {name: (await fleet.device(name) or {}).get("id") for name in ("desk-a", "desk-b")}
+    again = Agent.from_config(load_config(config))
+    task = asyncio.create_task(again.run())
+    try:
+        for name in ("desk-a", "desk-b"):
+            run = again.devices[name]
+            await asyncio.wait_for(run.settled.wait(), 20)
+            assert run.state == "running" and run.link is not None
+            assert run.link.credential.device_id == ids[name]
+            await asyncio.wait_for(run.link.connected.wait(), 20)
+
+        # a device whose link dies (deleted on the server: its credential is refused) stops
+        # alone; the other one still acts
+        assert (await fleet.http.delete(f"/v1/devices/{ids['desk-b']}")).status_code == 204
+        await eventually(lambda: again.devices["desk-b"].state == "failed", timeout=20)
+        assert isinstance(again.devices["desk-b"].error, AuthError)
+        moved = await fleet.http.post(f"/v1/devices/{ids['desk-a']}/mouse/move",
+                                      json={"x": 7, "y": 8})  # fmt: skip
+        assert moved.json() == {"status": "ok"} and not task.done()
+    finally:
+        await _stop(task)
+
+
+async def test_an_agent_whose_every_device_failed_says_so(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        textwrap.dedent("""
+        [[devices]]
+        name = "one"
+        driver = "fake"
+        [devices.settings]
+        fail_start = "unplugged"
+    """)
+    )
+    with pytest.raises(ConfigError, match=r"no device is running: one: .*unplugged"):
+        await asyncio.wait_for(Agent.from_config(load_config(config)).run(), 20)
