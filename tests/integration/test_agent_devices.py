@@ -16,6 +16,8 @@ import httpx
 import pytest
 
 from remotehands.agent.config import load_config
+from remotehands.agent.dispatch import Dispatcher
+from remotehands.agent.link import AgentLink, load_or_enroll
 from remotehands.agent.runtime import Agent
 from remotehands.drivers.fake import FakeDriver
 from remotehands.errors import AuthError, ConfigError, DeviceError
@@ -136,6 +138,11 @@ async def test_many_devices_in_one_agent_and_one_failure_stops_alone(
             return True
 
         await eventually(online, timeout=20)
+        # the config's tags were added at enrollment
+        assert [(await fleet.device(n) or {}).get("tags") for n in ("desk-a", "desk-b")] == [
+            ["lab"],
+            [],
+        ]
         for name, width in (("desk-a", 320), ("desk-b", 640)):
             device = await fleet.device(name)
             assert device is not None
@@ -189,3 +196,22 @@ async def test_an_agent_whose_every_device_failed_says_so(tmp_path: Path) -> Non
     )
     with pytest.raises(ConfigError, match=r"no device is running: one: .*unplugged"):
         await asyncio.wait_for(Agent.from_config(load_config(config)).run(), 20)
+
+
+async def test_a_link_refused_before_its_welcome_stops_instead_of_retrying(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """A device deleted on the server before its link first connects: the server closes the
+    link at hello with "credential refused"; the agent stops that link (AuthError) rather than
+    retrying forever."""
+    token = await fleet.enrollment("gone")
+    credential = await load_or_enroll(
+        fleet.url, token, state_dir=tmp_path, hardware="hw-gone", device_type="desktop"
+    )
+    assert (await fleet.http.delete(f"/v1/devices/{credential.device_id}")).status_code == 204
+    driver = FakeDriver()
+    async with driver:
+        link = AgentLink(credential, Dispatcher(driver), driver_name="fake",
+                         device_type="desktop", hardware="hw-gone")  # fmt: skip
+        with pytest.raises(AuthError, match="refused this device's credential"):
+            await asyncio.wait_for(link.run(), 20)

@@ -67,7 +67,7 @@ class DeviceConfig(_Strict):
     driver: str = Field(min_length=1)
     """A driver name (``x11``, ``fake``) or ``package.module:Class``."""
     tags: list[str] = Field(default_factory=list)
-    """The device's tags (the enrollment token's tags are the ones the server applies)."""
+    """The device's tags, added at enrollment to the enrollment token's own tags."""
     enrollment_token: str | None = Field(None, min_length=1)
     """Used once, on the first start; the credential it earns is kept in ``state_dir``."""
     listen: str | None = None

@@ -24,6 +24,7 @@ import os
 import random
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -98,13 +99,17 @@ async def enroll(
     hardware: str,
     device_type: str,
     name: str | None = None,
+    tags: Sequence[str] = (),
     timeout_s: float = 15.0,
 ) -> Credential:
-    """Register this device with an ``ekvent_`` token; the token is used up."""
+    """Register this device with an ``ekvent_`` token; the token is used up. ``tags`` are
+    added to the token's own."""
     body: dict[str, Any] = {"enrollment_token": token, "hardware_id": hardware,
                             "device_type": device_type}  # fmt: skip
     if name:
         body["name"] = name
+    if tags:
+        body["tags"] = list(tags)
     url = server_url.rstrip("/") + "/v1/agent/register"
     try:
         async with httpx.AsyncClient(timeout=timeout_s) as client:
@@ -143,8 +148,10 @@ async def load_or_enroll(
     hardware: str,
     device_type: str,
     name: str | None = None,
+    tags: Sequence[str] = (),
 ) -> Credential:
-    """The stored credential for this server and device, or a new one from ``token``."""
+    """The stored credential for this server and device, or a new one from ``token`` (with
+    ``tags`` added to the token's; a stored credential keeps the device's tags as they are)."""
     path = _state_file(state_dir, server_url, hardware)
     stored = await asyncio.to_thread(_read_credential, path)
     if stored is not None:
@@ -156,7 +163,7 @@ async def load_or_enroll(
             "--token ekvent_..."
         )
     credential = await enroll(
-        server_url, token, hardware=hardware, device_type=device_type, name=name
+        server_url, token, hardware=hardware, device_type=device_type, name=name, tags=tags
     )
     await asyncio.to_thread(_write_credential, path, credential)
     return credential
@@ -182,6 +189,13 @@ def _write_credential(path: Path, credential: Credential) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(asdict(credential), f)
     tmp.replace(path)
+
+
+def _check_refused(close_code: int | None) -> None:
+    """Raise :class:`AuthError` when the server closed the link refusing the credential."""
+    if close_code == wire.CLOSE_CREDENTIAL_REFUSED:
+        raise AuthError("the server refused this device's credential: the device was deleted or "
+                        "its credential revoked; enroll again")  # fmt: skip
 
 
 FRAME_SEND_TIMEOUT_S = 10.0
@@ -279,8 +293,12 @@ class AgentLink:
             raise
         async with ws:
             await ws.send(wire.encode(await self._hello()))
-            async with asyncio.timeout(10):
-                welcome = wire.Welcome.model_validate(wire.decode(await ws.recv()))
+            try:
+                async with asyncio.timeout(10):
+                    welcome = wire.Welcome.model_validate(wire.decode(await ws.recv()))
+            except websockets.exceptions.ConnectionClosed:
+                _check_refused(ws.close_code)
+                raise
             self.connections += 1
             self.connected.set()
             log.info("linked to %s as %s", self.credential.ws_url, welcome.device_id)
@@ -292,9 +310,7 @@ class AgentLink:
             except* _LinkClosed:
                 pass
             code = ws.close_code
-            if code == wire.CLOSE_CREDENTIAL_REFUSED:
-                raise AuthError("the server refused this device's credential: the device was "
-                                "deleted or its credential revoked; enroll again")  # fmt: skip
+            _check_refused(code)
             if code == wire.CLOSE_FENCED:
                 log.warning("another connection of this device replaced this one")
 

@@ -256,7 +256,7 @@ class Agent:
                 credential = await load_or_enroll(
                     plan.server, plan.enrollment_token, state_dir=plan.state_dir,
                     hardware=run.hardware_id, device_type=plan.driver.device_type,
-                    name=plan.name,
+                    name=plan.name, tags=plan.tags,
                 )  # fmt: skip
                 log.warning("device %s: enrolled as %s with %s", plan.name,
                             credential.device_id, plan.server)  # fmt: skip
