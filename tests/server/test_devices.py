@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from remotehands.server.auth import authenticate_agent
 from remotehands.server.db.models import Device
 from tests.server.conftest import Fleet
 
@@ -142,7 +141,7 @@ async def test_delete_cuts_the_agent_off(server: Fleet) -> None:
     registered = await server.register(suggested_name="gone", suggested_tags=["t"])
     device_id = registered["device_id"]
     credential = registered["auth_token"]
-    assert await authenticate_agent(server.services, credential) is not None
+    assert await server.services.authenticator.agent(credential) is not None
 
     # The cut link itself (closed with CLOSE_CREDENTIAL_REFUSED) is checked with a live agent
     # in tests/server/test_link.py.
@@ -151,7 +150,7 @@ async def test_delete_cuts_the_agent_off(server: Fleet) -> None:
         subscription.close()
         events = [event async for event in subscription]
     assert response.status_code == 204
-    assert await authenticate_agent(server.services, credential) is None
+    assert await server.services.authenticator.agent(credential) is None
     deleted = {key: value for key, value in events[-1].items() if key != "at"}
     assert deleted == {"type": "device.deleted", "device_id": device_id, "tags": ["t"]}
     async with server.services.db.session() as db:
@@ -171,5 +170,5 @@ async def test_delete_with_the_real_hub(server: Fleet) -> None:
 
 
 async def test_authenticate_agent_ignores_other_credentials(server: Fleet) -> None:
-    assert await authenticate_agent(server.services, "rhs_whatever") is None
-    assert await authenticate_agent(server.services, "agt_unknown") is None
+    assert await server.services.authenticator.agent("rhs_whatever") is None
+    assert await server.services.authenticator.agent("agt_unknown") is None

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from remotehands.server.auth import authenticate_agent
 from remotehands.server.db.models import Device, EnrollmentToken
 from tests.server.conftest import Fleet
 
@@ -69,7 +68,7 @@ async def test_register_creates_the_device(server: Fleet) -> None:
     assert device["tags"] == ["prod"]
     assert device["status"] == "offline"
     assert device["device_type"] == "pikvm"
-    found = await authenticate_agent(server.services, body["auth_token"])
+    found = await server.services.authenticator.agent(body["auth_token"])
     assert found is not None and found.id == body["device_id"]
     assert found.hardware_id == "rpi4-serial-1"
     entry = (await server.audit(action="device.register"))[0]

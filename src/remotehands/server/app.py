@@ -16,7 +16,8 @@ from fastapi import FastAPI
 
 from remotehands import __version__
 from remotehands.server.audit import AuditLog
-from remotehands.server.auth import Passwords, PrincipalCache
+from remotehands.server.auth import Authenticator, Passwords, PrincipalCache
+from remotehands.server.clock import Clock, utc_now
 from remotehands.server.db.engine import Database
 from remotehands.server.events import InProcessEventBus
 from remotehands.server.http import (
@@ -41,7 +42,7 @@ from remotehands.server.link.hub import LinkHub
 from remotehands.server.logredact import install_log_redaction
 from remotehands.server.ratelimit import RateLimiter
 from remotehands.server.router import InProcessRouter
-from remotehands.server.services import Clock, Services, utc_now
+from remotehands.server.services import Services
 from remotehands.server.settings import ServerSettings
 
 __all__ = ["create_app"]
@@ -87,6 +88,10 @@ def create_app(
                     now=now,
                 )
             )
+            principals = PrincipalCache(clock=monotonic or time.monotonic)
+            authenticator = Authenticator(
+                db, principals, clock=now, session_ttl_s=settings.session_ttl_s
+            )
             app.state.services = Services(
                 settings=settings,
                 db=db,
@@ -98,7 +103,8 @@ def create_app(
                 passwords=passwords or Passwords(),
                 login_limiter=RateLimiter(settings.login_rate_limit, clock=limiter_clock),
                 register_limiter=RateLimiter(settings.register_rate_limit, clock=limiter_clock),
-                principals=PrincipalCache(clock=monotonic or time.monotonic),
+                principals=principals,
+                authenticator=authenticator,
             )
             yield
 

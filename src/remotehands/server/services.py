@@ -8,15 +8,14 @@ Tests choose the clocks and the password hasher through ``create_app``'s argumen
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from starlette.requests import HTTPConnection
 
 from remotehands.server.audit import AuditLog
-from remotehands.server.auth.authentication import PrincipalCache
+from remotehands.server.auth.authentication import Authenticator, PrincipalCache
 from remotehands.server.auth.passwords import Passwords
+from remotehands.server.clock import Clock
 from remotehands.server.db.engine import Database
 from remotehands.server.events import EventBus
 from remotehands.server.link.hub import LinkHub
@@ -24,15 +23,7 @@ from remotehands.server.ratelimit import RateLimiter
 from remotehands.server.router import DeviceRouter
 from remotehands.server.settings import ServerSettings
 
-__all__ = ["Clock", "Services", "get_services", "utc_now"]
-
-Clock = Callable[[], datetime]
-"""Returns the current time as an aware UTC datetime."""
-
-
-def utc_now() -> datetime:
-    """The current time, aware UTC: the default :data:`Clock`."""
-    return datetime.now(UTC)
+__all__ = ["Services", "get_services"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,6 +48,8 @@ class Services:
     """Failed agent registrations per client address."""
     principals: PrincipalCache
     """Recent authentications; cleared by every change to users, sessions and tokens."""
+    authenticator: Authenticator
+    """Credentials to principals and devices, through :attr:`principals`."""
 
 
 def get_services(request_or_ws: HTTPConnection) -> Services:

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 from remotehands.server.auth.authentication import (
     TOKEN_TOUCH_INTERVAL_S,
+    Authenticator,
     PrincipalCache,
-    authenticate,
-    authenticate_agent,
-    session_expiry,
 )
 from remotehands.server.auth.credentials import (
     AGENT_PREFIX,
@@ -62,13 +60,12 @@ __all__ = [
     "USERNAME_PATTERN",
     "WS_CLOSE_FORBIDDEN",
     "WS_CLOSE_UNAUTHORIZED",
+    "Authenticator",
     "Passwords",
     "Principal",
     "PrincipalCache",
     "Role",
     "WebSocketRefused",
-    "authenticate",
-    "authenticate_agent",
     "can_act",
     "can_see_device",
     "client_ip",
@@ -80,5 +77,4 @@ __all__ = [
     "require_unrestricted",
     "require_writable",
     "role_rank",
-    "session_expiry",
 ]

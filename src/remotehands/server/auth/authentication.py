@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from remotehands.errors import AuthError
 from remotehands.server.auth.credentials import (
@@ -23,15 +24,10 @@ from remotehands.server.auth.principals import Principal, role_rank
 from remotehands.server.db.models import ApiToken, Device, Session, User
 
 if TYPE_CHECKING:
-    from remotehands.server.services import Services
+    from remotehands.server.clock import Clock
+    from remotehands.server.db.engine import Database
 
-__all__ = [
-    "TOKEN_TOUCH_INTERVAL_S",
-    "PrincipalCache",
-    "authenticate",
-    "authenticate_agent",
-    "session_expiry",
-]
+__all__ = ["TOKEN_TOUCH_INTERVAL_S", "Authenticator", "PrincipalCache"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,81 +75,97 @@ class PrincipalCache:
         self._entries.clear()
 
 
-async def authenticate(services: Services, credential: str) -> Principal:
-    """The principal of a session (``rhs_``) or API token (``rht_``); raises
-    :class:`AuthError` when it is unknown, expired, revoked, or its user is disabled."""
-    now = services.clock()
-    digest = hash_secret(credential)
-    cached = services.principals.get(digest, now)
-    if cached is not None:
-        return cached
-    async with services.db.session() as db:
-        if credential.startswith(SESSION_PREFIX):
-            row = (
-                await db.execute(
-                    select(Session, User)
-                    .join(User, User.id == Session.user_id)
-                    .where(Session.token_hash == digest)
-                )
-            ).first()
-            if row is None or row.Session.expires_at <= now:
-                raise AuthError("session expired or unknown: log in again")
-            user = row.User
-            _check_enabled(user)
-            principal = Principal("user", user.id, user.username, user.role)
-            services.principals.put(digest, principal, row.Session.expires_at)
-            return principal
-        if credential.startswith(API_TOKEN_PREFIX):
-            found = (
-                await db.execute(
-                    select(ApiToken, User)
-                    .join(User, User.id == ApiToken.user_id)
-                    .where(ApiToken.token_hash == digest)
-                )
-            ).first()
-            if found is None or found.ApiToken.revoked_at is not None:
-                raise AuthError("API token revoked or unknown")
-            token, user = found.ApiToken, found.User
-            if token.expires_at is not None and token.expires_at <= now:
-                raise AuthError(f"API token {token.id} expired; create a new one")
-            _check_enabled(user)
-            if token.last_used_at is None or now - token.last_used_at > timedelta(
-                seconds=TOKEN_TOUCH_INTERVAL_S
-            ):
-                try:
-                    await db.execute(
-                        update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now)
-                    )
-                    await db.commit()
-                except SQLAlchemyError:  # bookkeeping only: never refuse a request for it
-                    logger.warning("could not record the use of API token %s", token.id)
-                    await db.rollback()
-            role = min(token.role, user.role, key=role_rank)
-            tags = [str(t) for t in token.tags] if token.tags is not None else None
-            principal = Principal(
-                "token", user.id, user.username, role, token.read_only, tags, token.id
+class Authenticator:
+    """Credentials to principals (sessions, API tokens) and to devices (agent credentials),
+    read from the database through a :class:`PrincipalCache` of recent answers."""
+
+    def __init__(
+        self, db: Database, principals: PrincipalCache, *, clock: Clock, session_ttl_s: float
+    ) -> None:
+        self._db = db
+        self._principals = principals
+        self._clock = clock
+        self._session_ttl_s = session_ttl_s
+
+    async def principal(self, credential: str) -> Principal:
+        """The principal of a session (``rhs_``) or API token (``rht_``); raises
+        :class:`AuthError` when it is unknown, expired, revoked, or its user is disabled."""
+        now = self._clock()
+        digest = hash_secret(credential)
+        cached = self._principals.get(digest, now)
+        if cached is not None:
+            return cached
+        async with self._db.session() as db:
+            if credential.startswith(SESSION_PREFIX):
+                return await self._session(db, digest, now)
+            if credential.startswith(API_TOKEN_PREFIX):
+                return await self._api_token(db, digest, now)
+        raise AuthError("unrecognised token: expected a session (rhs_...) or API token (rht_...)")
+
+    async def _session(self, db: AsyncSession, digest: str, now: datetime) -> Principal:
+        row = (
+            await db.execute(
+                select(Session, User)
+                .join(User, User.id == Session.user_id)
+                .where(Session.token_hash == digest)
             )
-            services.principals.put(digest, principal, token.expires_at)
-            return principal
-    raise AuthError("unrecognised token: expected a session (rhs_...) or API token (rht_...)")
+        ).first()
+        if row is None or row.Session.expires_at <= now:
+            raise AuthError("session expired or unknown: log in again")
+        user = row.User
+        _check_enabled(user)
+        principal = Principal("user", user.id, user.username, user.role)
+        self._principals.put(digest, principal, row.Session.expires_at)
+        return principal
+
+    async def _api_token(self, db: AsyncSession, digest: str, now: datetime) -> Principal:
+        found = (
+            await db.execute(
+                select(ApiToken, User)
+                .join(User, User.id == ApiToken.user_id)
+                .where(ApiToken.token_hash == digest)
+            )
+        ).first()
+        if found is None or found.ApiToken.revoked_at is not None:
+            raise AuthError("API token revoked or unknown")
+        token, user = found.ApiToken, found.User
+        if token.expires_at is not None and token.expires_at <= now:
+            raise AuthError(f"API token {token.id} expired; create a new one")
+        _check_enabled(user)
+        if token.last_used_at is None or now - token.last_used_at > timedelta(
+            seconds=TOKEN_TOUCH_INTERVAL_S
+        ):
+            try:
+                await db.execute(
+                    update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now)
+                )
+                await db.commit()
+            except SQLAlchemyError:  # bookkeeping only: never refuse a request for it
+                logger.warning("could not record the use of API token %s", token.id)
+                await db.rollback()
+        role = min(token.role, user.role, key=role_rank)
+        tags = [str(t) for t in token.tags] if token.tags is not None else None
+        principal = Principal(
+            "token", user.id, user.username, role, token.read_only, tags, token.id
+        )
+        self._principals.put(digest, principal, token.expires_at)
+        return principal
+
+    async def agent(self, credential: str) -> Device | None:
+        """The device whose agent credential (``agt_...``) this is, or None."""
+        if not credential.startswith(AGENT_PREFIX):
+            return None
+        async with self._db.session() as db:
+            device: Device | None = await db.scalar(
+                select(Device).where(Device.credential_hash == hash_secret(credential))
+            )
+            return device
+
+    def session_expiry(self) -> datetime:
+        """When a session created now expires."""
+        return self._clock() + timedelta(seconds=self._session_ttl_s)
 
 
 def _check_enabled(user: User) -> None:
     if user.disabled:
         raise AuthError(f"user {user.username} is disabled")
-
-
-async def authenticate_agent(services: Services, credential: str) -> Device | None:
-    """The device whose agent credential (``agt_...``) this is, or None."""
-    if not credential.startswith(AGENT_PREFIX):
-        return None
-    async with services.db.session() as db:
-        device: Device | None = await db.scalar(
-            select(Device).where(Device.credential_hash == hash_secret(credential))
-        )
-        return device
-
-
-def session_expiry(services: Services) -> datetime:
-    """When a session created now expires."""
-    return services.clock() + timedelta(seconds=services.settings.session_ttl_s)

@@ -15,7 +15,6 @@ from fastapi import Depends, WebSocketException
 from starlette.requests import HTTPConnection
 
 from remotehands.errors import AuthError, ForbiddenError, RemoteHandsError
-from remotehands.server.auth.authentication import authenticate
 from remotehands.server.auth.principals import ROLES, Principal, require_writable, role_rank
 
 if TYPE_CHECKING:
@@ -84,7 +83,7 @@ def require_role(role: str, *, writes: bool = False) -> Any:
 
     async def dependency(conn: HTTPConnection) -> Principal:
         try:
-            principal = await authenticate(_services(conn), request_credential(conn))
+            principal = await _services(conn).authenticator.principal(request_credential(conn))
             if principal.rank < role_rank(role):
                 raise ForbiddenError(
                     f"this needs the {role} role or higher; "

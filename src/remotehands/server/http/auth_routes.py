@@ -17,7 +17,6 @@ from remotehands.server.auth import (
     new_secret,
     request_credential,
     require_role,
-    session_expiry,
 )
 from remotehands.server.db.models import Session, User
 from remotehands.server.services import get_services
@@ -94,7 +93,7 @@ async def login(body: LoginIn, request: Request) -> LoginOut:
             Session(
                 token_hash=hash_secret(token),
                 user_id=user.id,
-                expires_at=session_expiry(services),
+                expires_at=services.authenticator.session_expiry(),
                 created_at=now,
             )
         )

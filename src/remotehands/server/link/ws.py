@@ -26,7 +26,6 @@ from remotehands.protocol.link import (
     Hello,
     decode,
 )
-from remotehands.server.auth import authenticate_agent
 from remotehands.server.link.hub import LinkIdentity
 from remotehands.server.services import Services, get_services
 
@@ -89,7 +88,7 @@ async def _handshake(
     try:
         async with asyncio.timeout(HELLO_TIMEOUT_S):
             credential = _bearer(websocket)
-            device = await authenticate_agent(services, credential) if credential else None
+            device = await services.authenticator.agent(credential) if credential else None
             if device is None:
                 await transport.close(CLOSE_CREDENTIAL_REFUSED, "device credential refused")
                 return None
