@@ -211,12 +211,7 @@ class LinkTransfers:
                     f"device {self.device_id} did not confirm transfer {pending.id}"
                 ) from err
         except BaseException as err:
-            reason = (
-                err
-                if isinstance(err, RemoteHandsError)
-                else ValidationError("the server cancelled the transfer")
-            )
-            await asyncio.shield(self._cancel(pending, reason))
+            await self._abandon(pending, err)
             raise
         finally:
             self._active.pop(pending.id, None)
@@ -237,15 +232,20 @@ class LinkTransfers:
             if download.received < download.size:
                 await self._cancel(pending, ValidationError("the server stopped the download"))
         except BaseException as err:
-            reason = (
-                err
-                if isinstance(err, RemoteHandsError)
-                else ValidationError("the server cancelled the transfer")
-            )
-            await asyncio.shield(self._cancel(pending, reason))
+            await self._abandon(pending, err)
             raise
         finally:
             self._active.pop(pending.id, None)
+
+    async def _abandon(self, pending: _Pending, err: BaseException) -> None:
+        """Cancel ``pending`` on both sides because ``err`` ended it here (a cancelled caller,
+        a failed source, a timeout), even while the caller's task is being cancelled."""
+        reason = (
+            err
+            if isinstance(err, RemoteHandsError)
+            else ValidationError("the server cancelled the transfer")
+        )
+        await asyncio.shield(self._cancel(pending, reason))
 
     def handle(self, message: dict[str, Any]) -> None:
         """A transfer message from the agent (never waits)."""
