@@ -74,13 +74,13 @@ async def test_held_keys_and_buttons_are_released_by_release_all(driver: Any) ->
 @pytest.mark.needs("clipboard")
 async def test_clipboard_round_trip(driver: Any) -> None:
     for text in ("plain", "héllo ✓ Привет 日本", ""):
-        await driver.set_text(text)
-        assert await driver.get_text() == text
+        await driver.clipboard_set(text)
+        assert await driver.clipboard_get() == text
 
 
 @pytest.mark.needs("windows")
 async def test_windows_refuse_unknown_ids(driver: Any) -> None:
-    windows = await driver.list_windows()
+    windows = await driver.windows()
     assert all(w.bounds.width > 0 for w in windows)
     assert sum(w.is_focused for w in windows) <= 1
     for call in (driver.focus_window, driver.close_window):
@@ -96,8 +96,8 @@ async def test_apps_open_and_running(driver: Any) -> None:
         await driver.open_app("/nonexistent/program", [])
     pid = await driver.open_app("sleep", ["30"])
     try:
-        assert pid in await driver.running("sleep")
-        assert await driver.running("no-such-program-xyz") == []
+        assert pid in await driver.app_running("sleep")
+        assert await driver.app_running("no-such-program-xyz") == []
     finally:
         if driver.kind != "fake":
             with contextlib.suppress(ProcessLookupError):

@@ -281,7 +281,7 @@ async def test_windows_dialogs_and_apps(agent: Agent) -> None:
     }
     closed = (await http.post("/windows/dialog/close", json={"wait_dialog_gone_ms": 50})).json()
     assert closed == {"status": "ok", "closed_via": "close"}  # the fake ignores Escape
-    assert [w.id for w in driver.windows] == [main.id]
+    assert [w.id for w in driver.open_windows] == [main.id]
     assert (await http.post(f"/windows/{main.id}/focus")).json() == {"status": "ok"}
     assert (await http.get("/windows/focused")).json()["id"] == main.id
     opened = (
@@ -291,7 +291,7 @@ async def test_windows_dialogs_and_apps(agent: Agent) -> None:
     running = (await http.get("/application/running", params={"name": "sleep"})).json()
     assert running == {"running": True, "pids": [opened["pid"]]}
     assert (await http.post("/application/close", json={"window_id": main.id})).status_code == 200
-    assert driver.windows == []
+    assert driver.open_windows == []
 
 
 async def test_sequence_runs_steps_in_order_and_aborts_on_error(agent: Agent) -> None:

@@ -56,40 +56,40 @@ def xclip_in(text: str) -> None:
 
 
 @pytest.mark.parametrize("text", ["plain ascii", "héllo ✓ Привет 日本\nline two\ttab", ""])
-async def test_set_text_is_read_by_xclip(driver: X11Driver, text: str) -> None:
-    await driver.set_text(text)
+async def test_clipboard_set_is_read_by_xclip(driver: X11Driver, text: str) -> None:
+    await driver.clipboard_set(text)
     assert xclip_out() == text
-    assert await driver.get_text() == text  # our own text, without a conversion
+    assert await driver.clipboard_get() == text  # our own text, without a conversion
 
 
 async def test_string_target_gets_latin1(driver: X11Driver) -> None:
-    await driver.set_text("café ✓")
+    await driver.clipboard_set("café ✓")
     assert xclip_out("STRING") == "café ?"
     assert set(xclip_out("TARGETS").split()) >= {"TARGETS", "UTF8_STRING", "STRING", "TEXT"}
 
 
 @pytest.mark.parametrize("text", ["from xclip", "от xclip: ✓ 日本"])
 async def test_text_set_by_xclip_is_read(driver: X11Driver, text: str) -> None:
-    await driver.set_text("ours first")
+    await driver.clipboard_set("ours first")
     xclip_in(text)
-    assert await driver.get_text() == text
+    assert await driver.clipboard_get() == text
 
 
 async def test_large_text_goes_both_ways(driver: X11Driver) -> None:
     big = "0123456789abcdef✓\n" * 40_000  # ~800 KB: more than one request, so INCR
-    await driver.set_text(big)
+    await driver.clipboard_set(big)
     assert xclip_out() == big
     xclip_in(big[::-1])
-    assert await driver.get_text() == big[::-1]
+    assert await driver.clipboard_get() == big[::-1]
 
 
 async def test_empty_when_nobody_owns_it(driver: X11Driver, desktop: VirtualDesktop) -> None:
     other = X11Driver()
     await other.start()
-    await other.set_text("soon gone")
-    assert await driver.get_text() == "soon gone"
+    await other.clipboard_set("soon gone")
+    assert await driver.clipboard_get() == "soon gone"
     await other.close()  # the owner goes away, and its text with it
-    assert await driver.get_text() == ""
+    assert await driver.clipboard_get() == ""
 
 
 async def test_an_owner_that_never_answers_times_out(
@@ -101,7 +101,7 @@ async def test_an_owner_that_never_answers_times_out(
         window.set_selection_owner(silent.intern_atom("CLIPBOARD"), X.CurrentTime)
         silent.sync()  # owns it, and never reads the requests that come
         with pytest.raises(DeviceTimeoutError, match="did not answer"):
-            await driver.get_text()
+            await driver.clipboard_get()
     finally:
         silent.close()
-    assert await driver.get_text() == ""
+    assert await driver.clipboard_get() == ""

@@ -80,7 +80,7 @@ def _key(kind: str, keysym: str) -> Callable[[Event], bool]:
 
 async def _window(driver: X11Driver, window_id: int) -> WindowInfo:
     async def listed() -> WindowInfo | None:
-        return next((w for w in await driver.list_windows() if w.id == window_id), None)
+        return next((w for w in await driver.windows() if w.id == window_id), None)
 
     return await eventually(listed)
 
@@ -177,7 +177,7 @@ async def test_grab_of_an_off_screen_region_is_invalid(driver: X11Driver) -> Non
 
 async def test_typed_ascii_arrives_verbatim(driver: X11Driver, probe: Probe) -> None:
     text = "Hello, World! ~`@#$%^&*()_+{}|:\"<>? 0123456789 -=[]\\;',./\nnext\tline"
-    await driver.type_text(text)
+    await driver.type(text)
     await eventually(lambda: probe.text() == text)
 
 
@@ -186,7 +186,7 @@ async def test_typed_unicode_arrives_verbatim_and_the_keymap_is_restored(
 ) -> None:
     before = _keymap(peer)
     text = "héllo ✓ Привет 日本"
-    await driver.type_text(text)
+    await driver.type(text)
     await eventually(lambda: probe.text() == text)
     await eventually(lambda: _keymap(peer) == before)  # borrowed keycodes go back once typing idles
 
@@ -200,13 +200,13 @@ async def test_more_unmapped_characters_than_spare_keycodes(
     # change makes the window manager grab its keys again, which costs openbox ~60 ms.)
     spares = len(_spare_keycodes(peer))
     text = "".join(chr(0x100 + i) for i in range(spares + 1))
-    await driver.type_text(text)
+    await driver.type(text)
     await eventually(lambda: probe.text() == text)
     await eventually(lambda: _keymap(peer) == before)
 
 
-async def test_type_text_with_a_delay(driver: X11Driver, probe: Probe) -> None:
-    await driver.type_text("a✓b", delay_s=0.01)
+async def test_type_with_a_delay(driver: X11Driver, probe: Probe) -> None:
+    await driver.type("a✓b", delay_s=0.01)
     await eventually(lambda: probe.text() == "a✓b")
 
 
@@ -215,7 +215,7 @@ async def test_untypable_characters_are_refused_before_typing(
 ) -> None:
     mark = probe.mark()
     with pytest.raises(ValidationError, match="U\\+0007"):
-        await driver.type_text("ab\x07c")
+        await driver.type("ab\x07c")
     assert probe.keys(since=mark) == []
 
 
@@ -227,7 +227,7 @@ async def test_a_held_key_stays_down_until_released(
     press = await probe.wait_for_async(_key("key_press", "Shift_L"), since=mark)
     assert press["keycode"] in _keys_down(peer)
     assert probe.events("key_release", since=mark) == []
-    await driver.type_text("x")  # typing lets go of the held Shift and presses it again
+    await driver.type("x")  # typing lets go of the held Shift and presses it again
     await eventually(lambda: probe.text() == "x")
     assert press["keycode"] in _keys_down(peer)
 
@@ -376,7 +376,7 @@ async def test_window_list_shows_the_probe(driver: X11Driver, probe: Probe) -> N
 
 
 async def test_the_terminal_is_listed(driver: X11Driver, desktop: VirtualDesktop) -> None:
-    windows = await driver.list_windows()
+    windows = await driver.windows()
     assert any(w.pid == desktop.pids["xterm"] and w.process_name == "xterm" for w in windows)
 
 
@@ -389,9 +389,9 @@ async def test_focus_moves_between_windows(driver: X11Driver) -> None:
             mark = target.mark()
             await driver.focus_window(target.window_id)
             await target.wait_for_async("focus_in", since=mark)
-            focused = [w.id for w in await driver.list_windows() if w.is_focused]
+            focused = [w.id for w in await driver.windows() if w.is_focused]
             assert focused == [target.window_id]
-            stacked = [w.id for w in await driver.list_windows()]
+            stacked = [w.id for w in await driver.windows()]
             assert stacked.index(target.window_id) > stacked.index(other.window_id)
 
 
@@ -410,7 +410,7 @@ async def test_close_window_closes_it(driver: X11Driver) -> None:
         window.proc.wait(timeout=10)
 
         async def gone() -> bool:
-            return all(w.id != window.window_id for w in await driver.list_windows())
+            return all(w.id != window.window_id for w in await driver.windows())
 
         await eventually(gone)
 
@@ -449,8 +449,8 @@ async def test_open_app_starts_it_on_the_display(
 async def test_running_finds_programs_by_name(driver: X11Driver) -> None:
     pid = await driver.open_app("/bin/sleep", ["30"])
     try:
-        assert pid in await driver.running("sleep")
-        assert await driver.running("no-such-program-here") == []
+        assert pid in await driver.app_running("sleep")
+        assert await driver.app_running("no-such-program-here") == []
     finally:
         process = psutil.Process(pid)
         process.terminate()

@@ -91,25 +91,25 @@ def test_a_declared_capability_must_be_implemented() -> None:
         class Teleporter(Driver):
             capabilities = frozenset({"teleport"})
 
-    with pytest.raises(TypeError, match="clipboard needs get_text"):
+    with pytest.raises(TypeError, match="clipboard needs clipboard_get"):
 
         class SyncClipboard(Driver):  # methods that are not coroutines do not count
             capabilities = frozenset({"clipboard"})
 
-            def get_text(self) -> str:
+            def clipboard_get(self) -> str:
                 return ""
 
-            async def set_text(self, text: str) -> None:
+            async def clipboard_set(self, text: str) -> None:
                 pass
 
     class Clip(Driver):
         kind = "clip"
         capabilities = frozenset({"clipboard"})
 
-        async def get_text(self) -> str:
+        async def clipboard_get(self) -> str:
             return ""
 
-        async def set_text(self, text: str) -> None:
+        async def clipboard_set(self, text: str) -> None:
             pass
 
     assert Clip().has("clipboard") and not Clip().has("screen")

@@ -43,7 +43,14 @@ from remotehands.drivers.x11.driver import X11Driver
 from remotehands.errors import DeviceError, NotFoundError
 from remotehands.protocol import params as P
 from remotehands.protocol import results as R
-from remotehands.protocol.actions import ACTIONS, ACTIONS_BY_NAME, VERBS, by_verb, match_route
+from remotehands.protocol.actions import (
+    ACTIONS,
+    ACTIONS_BY_NAME,
+    DRIVER_PRIMITIVES,
+    VERBS,
+    by_verb,
+    match_route,
+)
 from remotehands.protocol.encoding import jsonable
 from remotehands.protocol.models import Bounds
 from remotehands.protocol.query import params_from_query
@@ -423,6 +430,23 @@ def test_every_capability_of_the_table_has_a_protocol_and_its_driver_calls_exist
             protocol_name, method = call.split(".")
             assert method in _methods(getattr(base, protocol_name)), (spec.name, call)
     assert not [a for a in ACTIONS if a.capability is None and a.driver]
+
+
+def test_a_driver_protocol_method_is_the_verb_of_its_action_or_a_primitive() -> None:
+    # The rule of the table, strictly: a Protocol method that is not a primitive is the action
+    # it does in one call and carries that action's verb, so an older name such as
+    # ``Keyboard.type_text`` or ``Apps.running`` fails here. With the test above (a row whose
+    # verb is a method names it), every row's driver calls follow the rule.
+    protocols = {p.__name__: (c, p) for c, p in base.CAPABILITY_PROTOCOLS.items()}
+    protocols["EncodedScreen"] = ("screen", base.EncodedScreen)
+    verbs = {(a.capability, a.verb) for a in ACTIONS}
+    for name, (capability, protocol) in protocols.items():
+        for method in _methods(protocol):
+            call = f"{name}.{method}"
+            assert call in DRIVER_PRIMITIVES or (capability, method) in verbs, call
+    for call in DRIVER_PRIMITIVES:
+        name, method = call.split(".")
+        assert method in _methods(protocols[name][1]), call
 
 
 @pytest.mark.parametrize("driver", [FakeDriver, X11Driver])

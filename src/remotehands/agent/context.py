@@ -122,7 +122,7 @@ class ActionContext:
 
     async def find_window(self, window_id: int) -> WindowInfo:
         """The window ``window_id``; :class:`NotFoundError` when there is none."""
-        for window in await self.windows.list_windows():
+        for window in await self.windows.windows():
             if window.id == window_id:
                 return window
         raise NotFoundError(f"no window {window_id} ({window_id:#x}): list windows for valid ids")

@@ -161,7 +161,7 @@ class Keyboard(Protocol):
         """Press or release one key; a pressed key stays held until released."""
         ...
 
-    async def type_text(self, text: str, delay_s: float = 0.0) -> None:
+    async def type(self, text: str, delay_s: float = 0.0) -> None:
         """Type ``text`` verbatim, any Unicode, waiting ``delay_s`` between characters."""
         ...
 
@@ -180,11 +180,11 @@ class Keyboard(Protocol):
 class Clipboard(Protocol):
     """The device's text clipboard."""
 
-    async def get_text(self) -> str:
+    async def clipboard_get(self) -> str:
         """The clipboard's text, ``""`` when it is empty or holds no text."""
         ...
 
-    async def set_text(self, text: str) -> None:
+    async def clipboard_set(self, text: str) -> None:
         """Own the clipboard with ``text``."""
         ...
 
@@ -193,7 +193,7 @@ class Clipboard(Protocol):
 class Windows(Protocol):
     """Top-level windows."""
 
-    async def list_windows(self) -> list[WindowInfo]:
+    async def windows(self) -> list[WindowInfo]:
         """Every managed top-level window, in stacking order, bottom first."""
         ...
 
@@ -218,7 +218,7 @@ class Apps(Protocol):
         """Start a program detached from the agent; answers its pid."""
         ...
 
-    async def running(self, name: str) -> list[int]:
+    async def app_running(self, name: str) -> list[int]:
         """Pids of processes whose executable name is ``name``."""
         ...
 

@@ -3,7 +3,9 @@
 It has every desktop capability. Its screen is a real BGRX framebuffer that tests draw into
 (:meth:`FakeDriver.fill`) and that input marks visibly: a click paints a small square where it
 happened, so a screenshot shows it. Every call is recorded in :attr:`FakeDriver.calls`, and the
-state a test wants to check (held keys and buttons, typed text, clipboard, windows) is public.
+state a test wants to check (held keys and buttons, typed text, clipboard, open windows) is
+public. The open windows are ``open_windows``: ``windows`` is the Protocol method that lists
+them.
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ class FakeDriver(Driver):
         self.typed: list[str] = []
         self.pressed: list[Key] = []
         self.clipboard = ""
-        self.windows: list[FakeWindow] = []
+        self.open_windows: list[FakeWindow] = []
         self.focused: int | None = None
         self.processes: dict[int, str] = {}
         self._pids = itertools.count(10_000)
@@ -132,9 +134,9 @@ class FakeDriver(Driver):
 
     def add_window(self, title: str, bounds: Bounds, *, is_dialog: bool = False) -> FakeWindow:
         """Open a window and focus it."""
-        window = FakeWindow(id=0x400001 + len(self.windows), title=title, bounds=bounds,
-                            is_dialog=is_dialog)  # fmt: skip
-        self.windows.append(window)
+        window = FakeWindow(id=0x400001 + len(self.open_windows), title=title,
+                            bounds=bounds, is_dialog=is_dialog)  # fmt: skip
+        self.open_windows.append(window)
         self.focused = window.id
         return window
 
@@ -153,7 +155,7 @@ class FakeDriver(Driver):
             )
 
     def _window(self, window_id: int) -> FakeWindow:
-        for window in self.windows:
+        for window in self.open_windows:
             if window.id == window_id:
                 return window
         raise NotFoundError(f"no window {window_id:#x}: list the windows to get a valid id")
@@ -210,8 +212,8 @@ class FakeDriver(Driver):
         elif key in self.keys_down:
             self.keys_down.remove(key)
 
-    async def type_text(self, text: str, delay_s: float = 0.0) -> None:
-        self._record("type_text", text=text, delay_s=delay_s)
+    async def type(self, text: str, delay_s: float = 0.0) -> None:
+        self._record("type", text=text, delay_s=delay_s)
         self.typed.append(text)
 
     async def release_all(self) -> None:
@@ -224,19 +226,19 @@ class FakeDriver(Driver):
         return Held(keys=keys, buttons=frozenset(self.buttons_down))
 
     # -- clipboard ---------------------------------------------------------------------------
-    async def get_text(self) -> str:
+    async def clipboard_get(self) -> str:
         return self.clipboard
 
-    async def set_text(self, text: str) -> None:
-        self._record("set_text", text=text)
+    async def clipboard_set(self, text: str) -> None:
+        self._record("clipboard_set", text=text)
         self.clipboard = text
 
     # -- windows -----------------------------------------------------------------------------
-    async def list_windows(self) -> list[WindowInfo]:
+    async def windows(self) -> list[WindowInfo]:
         return [
             WindowInfo(id=w.id, title=w.title, process_name=w.process_name, pid=w.pid,
                        bounds=w.bounds, is_focused=w.id == self.focused, is_dialog=w.is_dialog)
-            for w in self.windows
+            for w in self.open_windows
         ]  # fmt: skip
 
     async def focus_window(self, window_id: int) -> None:
@@ -253,9 +255,9 @@ class FakeDriver(Driver):
     async def close_window(self, window_id: int) -> None:
         window = self._window(window_id)
         self._record("close_window", window_id=window_id)
-        self.windows.remove(window)
+        self.open_windows.remove(window)
         if self.focused == window_id:
-            self.focused = self.windows[-1].id if self.windows else None
+            self.focused = self.open_windows[-1].id if self.open_windows else None
 
     # -- apps --------------------------------------------------------------------------------
     async def open_app(self, path: str, args: Sequence[str]) -> int:
@@ -266,7 +268,7 @@ class FakeDriver(Driver):
         self.processes[pid] = path.rsplit("/", 1)[-1]
         return pid
 
-    async def running(self, name: str) -> list[int]:
+    async def app_running(self, name: str) -> list[int]:
         return sorted(pid for pid, proc in self.processes.items() if proc == name)
 
     async def close(self) -> None:

@@ -12,15 +12,17 @@ result models, its capability and the access it needs. Every layer follows the r
 - **MCP tool = verb** (``click``; the MCP server comes in a later issue).
 - **agent handler**: registered against the wire name by the module of the row's capability
   (:mod:`remotehands.agent.capabilities`).
-- **driver Protocol method = verb** when the driver does the action in one call: ``screens``,
-  ``cursor_position``, ``move``, ``click``, ``scroll``, ``focus_window``, ``move_window``,
-  ``close_window``, ``open_app``. Every other action is the agent's work over the primitives of
-  the capability's Protocol, which are named for what they do on any device rather than for one
-  action: ``Screen.grab``, ``Mouse.button``, ``Keyboard.key``, ``Keyboard.type_text``,
-  ``Clipboard.get_text``/``set_text``, ``Windows.list_windows``, ``Apps.running`` (so
-  ``double_click`` is ``click`` twice, ``drag`` is ``move`` and ``button``, ``key`` presses and
-  releases ``Keyboard.key``...). The row's ``driver`` names the Protocol methods it reaches; it
-  is empty for what the agent does alone (clipboard slots, the action log, sequences, sleep).
+- **driver Protocol method = verb** for every action the driver does in one call:
+  ``screens``, ``cursor_position``, ``move``, ``click``, ``scroll``, ``type``,
+  ``clipboard_get``, ``clipboard_set``, ``windows``, ``focus_window``, ``move_window``,
+  ``close_window``, ``open_app``, ``app_running`` (``Keyboard.type``, ``Windows.windows``).
+  Every other action the agent composes from those methods and from the primitives of the
+  Protocols (:data:`DRIVER_PRIMITIVES`), named for what they do on any device rather than for
+  one action: ``Screen.grab``, ``Mouse.button``, ``Keyboard.key``... (so ``double_click`` is
+  ``click`` twice, ``drag`` is ``move`` and ``button``, ``key`` presses and releases
+  ``Keyboard.key``, ``focused_window`` picks from ``windows``). A Protocol method is a verb or a
+  primitive, nothing else. The row's ``driver`` names the Protocol methods it reaches; it is
+  empty for what the agent does alone (clipboard slots, the action log, sequences, sleep).
   The Protocol of a capability is the capability's name capitalised (``mouse`` -> ``Mouse``).
 
 Two rows may share a verb when one verb has two routes: ``keyboard.key`` and ``keyboard.hotkey``
@@ -104,6 +106,7 @@ from remotehands.protocol.results import (
 __all__ = [
     "ACTIONS",
     "ACTIONS_BY_NAME",
+    "DRIVER_PRIMITIVES",
     "VERBS",
     "Access",
     "ActionSpec",
@@ -193,10 +196,19 @@ def _a(
     )  # fmt: skip
 
 
+DRIVER_PRIMITIVES: frozenset[str] = frozenset({
+    "Screen.grab", "EncodedScreen.snapshot", "Mouse.button", "Keyboard.key",
+    "Keyboard.release_all", "Keyboard.held",
+})  # fmt: skip
+"""The driver Protocol methods that are not an action done in one call: the primitives the agent
+composes actions from (``Keyboard.key`` presses or releases one key; the action ``key`` is a
+whole combination), and the upkeep around them (``release_all`` after a sequence, ``held``).
+Every other Protocol method is the verb of the action it does."""
+
 _GRAB = ("Screen.grab",)
 _BUTTON = ("Mouse.move", "Mouse.button")
 _KEY = ("Keyboard.key",)
-_LIST = ("Windows.list_windows",)
+_LIST = ("Windows.windows",)
 
 ACTIONS: tuple[ActionSpec, ...] = (
     _a("screenshot", "screenshot", "GET /screenshot", ScreenshotParams, ScreenshotResult,
@@ -225,7 +237,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
     _a("mouse.up", "mouse_up", "POST /mouse/up", ButtonParams, Ok, "mouse", "control",
        "Release a pressed button", _BUTTON),
     _a("keyboard.type", "type", "POST /keyboard/type", TypeParams, Ok, "keyboard", "control",
-       "Type text", ("Keyboard.type_text",), aliases=("type_text",)),
+       "Type text", ("Keyboard.type",), aliases=("type_text",)),
     _a("keyboard.hotkey", "key", "POST /keyboard/hotkey", HotkeyParams, Ok, "keyboard",
        "control", "Press a key combination", _KEY, aliases=("hotkey",), primary=False),
     _a("keyboard.key", "key", "POST /keyboard/key", KeyParams, Ok, "keyboard", "control",
@@ -235,9 +247,9 @@ ACTIONS: tuple[ActionSpec, ...] = (
     _a("keyboard.up", "key_up", "POST /keyboard/up", KeyHoldParams, Ok, "keyboard", "control",
        "Release a held key", _KEY),
     _a("clipboard.get", "clipboard_get", "GET /clipboard", ClipboardGetParams, ClipboardText,
-       "clipboard", "control", "Read the clipboard", ("Clipboard.get_text",)),
+       "clipboard", "control", "Read the clipboard", ("Clipboard.clipboard_get",)),
     _a("clipboard.set", "clipboard_set", "POST /clipboard", ClipboardSetParams, Ok,
-       "clipboard", "control", "Write the clipboard", ("Clipboard.set_text",)),
+       "clipboard", "control", "Write the clipboard", ("Clipboard.clipboard_set",)),
     _a("clipboard.slots", "clipboard_slots", "GET /clipboard/slots", NoParams, SlotList,
        "clipboard", "control", "List clipboard slots"),
     _a("clipboard.slot_get", "slot_get", "GET /clipboard/slots/{name}", SlotParams, SlotText,
@@ -250,10 +262,10 @@ ACTIONS: tuple[ActionSpec, ...] = (
        "clipboard", "control", "Delete all slots", status=204),
     _a("clipboard.slot_restore", "slot_restore", "POST /clipboard/slots/{name}/restore",
        SlotRestoreParams, SlotStored, "clipboard", "control",
-       "Restore a slot to the OS clipboard", ("Clipboard.set_text",)),
+       "Restore a slot to the OS clipboard", ("Clipboard.clipboard_set",)),
     _a("clipboard.capture", "clipboard_capture", "POST /clipboard/capture", CaptureParams,
        CaptureResult, "clipboard", "control", "Batch capture into clipboard slots",
-       ("Windows.focus_window", "Keyboard.key", "Clipboard.get_text")),
+       ("Windows.focus_window", "Keyboard.key", "Clipboard.clipboard_get")),
     _a("sequence", "sequence", "POST /sequence", SequenceParams, SequenceResult, None,
        "control", "Run an ordered batch of steps under the device lock", sequence=False),
     _a("windows.list", "windows", "GET /windows", NoParams, WindowList, "windows", "read",
@@ -264,7 +276,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
        "Detect the active dialog", _LIST),
     _a("dialog.close", "dialog_close", "POST /windows/dialog/close", DialogCloseParams,
        DialogClosed, "windows", "control", "Close the active dialog",
-       ("Windows.list_windows", "Windows.focus_window", "Windows.close_window",
+       ("Windows.windows", "Windows.focus_window", "Windows.close_window",
         "Keyboard.key")),
     _a("window.focus", "focus_window", "POST /windows/{id}/focus", WindowFocusParams, Ok,
        "windows", "control", "Focus a window", ("Windows.focus_window",)),
@@ -275,7 +287,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
     _a("application.open", "open_app", "POST /application/open", AppOpenParams, AppOpened,
        "apps", "control", "Open an application", ("Apps.open_app",)),
     _a("application.running", "app_running", "GET /application/running", AppRunningParams,
-       AppRunning, "apps", "read", "Is an application running", ("Apps.running",)),
+       AppRunning, "apps", "read", "Is an application running", ("Apps.app_running",)),
     _a("application.close", "close_app", "POST /application/close", AppCloseParams, Ok, "apps",
        "control", "Close an application window", ("Windows.close_window",)),
     _a("actions", "actions", "GET /actions", ActionsParams, ActionLogResult, None, "read",

@@ -44,7 +44,7 @@ Example (an async test)::
     with launch_probe("probe", x=100, y=100) as probe:
         await driver.focus_window(probe.window_id)
         await probe.wait_for_async("focus_in")
-        await driver.type_text("héllo")
+        await driver.type("héllo")
         await eventually(lambda: probe.text() == "héllo")
         await driver.move(*probe.center())
         await driver.click("left")

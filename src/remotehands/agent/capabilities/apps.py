@@ -20,7 +20,7 @@ async def open_app(ctx: ActionContext, p: P.AppOpenParams) -> R.AppOpened:
 @handles("application.running")
 async def app_running(ctx: ActionContext, p: P.AppRunningParams) -> R.AppRunning:
     """Whether a program runs, by executable name."""
-    pids = await ctx.apps.running(p.name)
+    pids = await ctx.apps.app_running(p.name)
     return R.AppRunning(running=bool(pids), pids=pids)
 
 

@@ -35,14 +35,14 @@ def _truncate(text: str, max_bytes: int) -> tuple[str, bool]:
 @handles("clipboard.get")
 async def clipboard_get(ctx: ActionContext, p: P.ClipboardGetParams) -> R.ClipboardText:
     """The clipboard's text, cut at ``max_bytes``."""
-    text, truncated = _truncate(await ctx.clipboard.get_text(), p.max_bytes)
+    text, truncated = _truncate(await ctx.clipboard.clipboard_get(), p.max_bytes)
     return R.ClipboardText(text=text, length=len(text), truncated=truncated)
 
 
 @handles("clipboard.set")
 async def clipboard_set(ctx: ActionContext, p: P.ClipboardSetParams) -> R.Ok:
     """Put text on the clipboard."""
-    await ctx.clipboard.set_text(p.text)
+    await ctx.clipboard.clipboard_set(p.text)
     return R.Ok()
 
 
@@ -86,7 +86,7 @@ async def slot_restore(ctx: ActionContext, p: P.SlotRestoreParams) -> R.SlotStor
     if not name:
         raise ValidationError("name the slot to restore (slot_name in a sequence step)")
     text = ctx.slots.get(name).text
-    await ctx.clipboard.set_text(text)
+    await ctx.clipboard.clipboard_set(text)
     return R.SlotStored(name=name, length=len(text))
 
 
@@ -106,7 +106,7 @@ async def capture(ctx: ActionContext, p: P.CaptureParams) -> R.CaptureResult:
                 await ctx.press_combo(parse_keys("ctrl+c"))
             if one.settle_ms:
                 await asyncio.sleep(one.settle_ms / 1000)
-            text, truncated = _truncate(await ctx.clipboard.get_text(), one.max_bytes)
+            text, truncated = _truncate(await ctx.clipboard.clipboard_get(), one.max_bytes)
             ctx.slots.store(one.slot, text)
             results.append(R.CaptureEntry(slot=one.slot, text=text, length=len(text),
                                           truncated=truncated, ok=True))  # fmt: skip

@@ -15,7 +15,7 @@ __all__ = ["key", "key_down", "key_up", "type_"]
 async def type_(ctx: ActionContext, p: P.TypeParams) -> Ok:
     """Type text, spread over ``duration_ms``."""
     delay = p.duration_ms / 1000 / len(p.text) if p.duration_ms else 0.0
-    await ctx.keyboard.type_text(p.text, delay)
+    await ctx.keyboard.type(p.text, delay)
     return Ok()
 
 

@@ -27,20 +27,20 @@ __all__ = [
 @handles("windows.list")
 async def windows(ctx: ActionContext, _: P.NoParams) -> R.WindowList:
     """The top-level windows."""
-    return R.WindowList(await ctx.windows.list_windows())
+    return R.WindowList(await ctx.windows.windows())
 
 
 @handles("windows.focused")
 async def focused_window(ctx: ActionContext, _: P.NoParams) -> R.FocusedWindow:
     """The focused window, if any."""
-    for window in await ctx.windows.list_windows():
+    for window in await ctx.windows.windows():
         if window.is_focused:
             return R.FocusedWindow(window)
     return R.FocusedWindow(None)
 
 
 async def _active_dialog(ctx: ActionContext) -> WindowInfo | None:
-    dialogs = [w for w in await ctx.windows.list_windows() if w.is_dialog]
+    dialogs = [w for w in await ctx.windows.windows() if w.is_dialog]
     focused = [w for w in dialogs if w.is_focused]
     if focused:
         return focused[0]
@@ -56,7 +56,7 @@ async def dialog(ctx: ActionContext, _: P.NoParams) -> R.DialogResult:
 async def _gone(ctx: ActionContext, window_id: int, within_ms: int) -> bool:
     deadline = time.monotonic() + within_ms / 1000
     while True:
-        if all(w.id != window_id for w in await ctx.windows.list_windows()):
+        if all(w.id != window_id for w in await ctx.windows.windows()):
             return True
         if time.monotonic() >= deadline:
             return False

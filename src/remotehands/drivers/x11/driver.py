@@ -280,7 +280,7 @@ class X11Driver(Driver):
         finally:
             self._keymap_dirty.set()
 
-    async def type_text(self, text: str, delay_s: float = 0.0) -> None:
+    async def type(self, text: str, delay_s: float = 0.0) -> None:
         """Type ``text`` verbatim, any Unicode, waiting ``delay_s`` between characters."""
         if not isinstance(text, str):
             raise ValidationError("text to type must be a string")
@@ -316,11 +316,11 @@ class X11Driver(Driver):
             raise DeviceError(self._not_ready())
         return self._clipboard
 
-    async def get_text(self) -> str:
+    async def clipboard_get(self) -> str:
         """The clipboard's text; ``""`` when it is empty or holds no text."""
         return await self._await_clipboard("read the clipboard", self._clip().get_text())
 
-    async def set_text(self, text: str) -> None:
+    async def clipboard_set(self, text: str) -> None:
         """Own the clipboard with ``text``."""
         if not isinstance(text, str):
             raise ValidationError("clipboard text must be a string")
@@ -335,7 +335,7 @@ class X11Driver(Driver):
 
     # -- windows -------------------------------------------------------------------------
 
-    async def list_windows(self) -> list[WindowInfo]:
+    async def windows(self) -> list[WindowInfo]:
         """Every managed top-level window, bottom of the stack first."""
         return await self._x("list windows", self._win().list_windows)
 
@@ -390,7 +390,7 @@ class X11Driver(Driver):
         launcher = self._apps
         return await self._in_thread(f"open {path}", launcher.open, path, list(args))
 
-    async def running(self, name: str) -> list[int]:
+    async def app_running(self, name: str) -> list[int]:
         """Pids of processes whose executable name is ``name``."""
         return await self._in_thread("list running programs", apps.running, name)
 
