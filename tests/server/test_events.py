@@ -6,10 +6,22 @@ import asyncio
 import json
 from typing import Any
 
+import pydantic
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from remotehands.protocol.events import (
+    EVENT_TYPES,
+    DeviceCreated,
+    DeviceDeleted,
+    DeviceEvent,
+    DeviceHealth,
+    DeviceOffline,
+    DeviceOnline,
+    DeviceUpdated,
+    parse_event,
+)
 from remotehands.server.events import InProcessEventBus
 from tests.server.link_harness import LiveFleet, fleet_fixture  # noqa: F401 (fixture)
 
@@ -135,3 +147,45 @@ async def test_closing_the_bus_ends_every_stream() -> None:
     assert [event["device_id"] async for event in full_subscription] == ["dev_2"]
     full.__exit__(None, None, None)
     idle.__exit__(None, None, None)
+
+
+async def test_every_event_the_server_publishes_fits_its_model(fleet: LiveFleet) -> None:
+    """Created, online, health, updated, offline and deleted, each read back as the model of
+    its type in protocol.events (the shapes the SDK and the web console rely on)."""
+    seen: list[DeviceEvent] = []
+    with fleet.services.events.subscribe() as subscription:
+
+        async def until(kind: type[DeviceEvent]) -> None:
+            while not seen or not isinstance(seen[-1], kind):
+                event = await asyncio.wait_for(subscription.get(), 5)
+                assert event is not None
+                seen.append(parse_event(event))
+
+        (device,) = await fleet.enroll(1, tags=["lab"])
+        async with fleet.agent(device) as agent:
+            await until(DeviceHealth)
+            renamed = await fleet.owner.patch(
+                f"/v1/devices/{device.device_id}", json={"name": "renamed"}
+            )
+            assert renamed.status_code == 200
+            await until(DeviceUpdated)
+            agent.stop_heartbeats()
+            assert await fleet.services.router.request(device.device_id, "screens", {}, 5)
+            fleet.monotonic.advance(fleet.settings.offline_after_s)
+            await until(DeviceOffline)
+        deleted = await fleet.owner.delete(f"/v1/devices/{device.device_id}")
+        assert deleted.status_code == 204
+        await until(DeviceDeleted)
+    kinds = {type(e) for e in seen}
+    assert {DeviceCreated, DeviceOnline, DeviceHealth, DeviceUpdated, DeviceOffline} <= kinds
+    assert all(e.device_id == device.device_id for e in seen)
+    assert {e.type for e in seen} <= set(EVENT_TYPES)
+    updated = next(e for e in seen if isinstance(e, DeviceUpdated))
+    assert updated.device["name"] == "renamed" and updated.tags == ["lab"]
+
+
+def test_an_unknown_event_type_is_refused() -> None:
+    with pytest.raises(pydantic.ValidationError):
+        parse_event({"type": "device.exploded", "device_id": "d", "tags": [], "at": "x Z"})
+    with pytest.raises(pydantic.ValidationError):
+        parse_event(b'{"type": "device.deleted", "device_id": "d", "tags": []}')  # no "at"

@@ -9,7 +9,8 @@ An event is a JSON-ready dict::
     {"type": "device.online", "device_id": "dev_...", "at": "2026-05-19T10:15:00.123456Z", ...}
 
 Publishers add ``tags`` (the device's tags) so that subscribers limited to some tags can be
-served without a database lookup per event.
+served without a database lookup per event. The shape of each type is a model of
+:mod:`remotehands.protocol.events`.
 
 :class:`EventBus` is the interface publishers and subscribers use; :class:`InProcessEventBus`
 serves the subscribers of this process (the default, one replica). A bus spanning several
