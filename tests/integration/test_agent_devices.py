@@ -169,6 +169,8 @@ async def test_many_devices_in_one_agent_and_one_failure_stops_alone(
             await asyncio.wait_for(run.settled.wait(), 20)
             assert run.state == "running" and run.link is not None
             assert run.link.credential.device_id == ids[name]
+            # one frame source per screen of the device, shared by its link (and faces)
+            assert run.plan.frames is not None and run.link.frames is run.plan.frames
             await asyncio.wait_for(run.link.connected.wait(), 20)
 
         # a device whose link dies (deleted on the server: its credential is refused) stops

@@ -25,9 +25,10 @@ from remotehands.agent.config import AgentConfig, DeviceConfig, default_state_di
 from remotehands.agent.dispatch import Dispatcher
 from remotehands.agent.faces.base import Face, FaceContext, make_face
 from remotehands.agent.faces.listener import create_listener_app
+from remotehands.agent.framesource import FrameSources
 from remotehands.agent.link import AgentLink, load_or_enroll
 from remotehands.agent.plugins import load_object
-from remotehands.drivers.base import Driver, missing_methods
+from remotehands.drivers.base import Driver, Screen, missing_methods
 from remotehands.errors import ConfigError, DeviceTimeoutError, RemoteHandsError
 from remotehands.serving import bound_address, parse_listen, serve_http
 
@@ -116,6 +117,8 @@ class DevicePlan:
     """The listener's ASGI app, when the device serves faces."""
     hardware_id: str | None = None
     tags: Sequence[str] = ()
+    frames: FrameSources | None = None
+    """The device's frame sources (one per screen), shared by its link and its faces."""
 
 
 def plan_device(
@@ -138,16 +141,17 @@ def plan_device(
     listener's routes checked for collisions). Nothing is opened until :class:`Agent` runs
     the plan."""
     dispatcher = Dispatcher(driver)
+    frames = FrameSources(driver) if isinstance(driver, Screen) and driver.has("screen") else None
     plan = DevicePlan(name=name, driver=driver, dispatcher=dispatcher, server=server,
                       enrollment_token=enrollment_token,
                       state_dir=state_dir or default_state_dir(), listen=listen,
-                      hardware_id=hardware_id, tags=tags)  # fmt: skip
+                      hardware_id=hardware_id, tags=tags, frames=frames)  # fmt: skip
     if listen is None:
         return plan
     parse_listen(listen)
     check = password_check(password=password, password_file=password_file, pam=pam)
     context = FaceContext(device=name, dispatcher=dispatcher,
-                          tokens=TokenStore(check, ttl_s=token_ttl_s))  # fmt: skip
+                          tokens=TokenStore(check, ttl_s=token_ttl_s), frames=frames)  # fmt: skip
     plan.faces = [make_face(face, context) for face in faces]
     plan.app = create_listener_app(plan.faces, device=f"device {name!r}")
     return plan
@@ -231,6 +235,8 @@ class Agent:
                       plan.name, plan.driver.kind, detail,
                       exc_info=not isinstance(err, RemoteHandsError))  # fmt: skip
         finally:
+            if plan.frames is not None:
+                await plan.frames.aclose()
             await plan.dispatcher.aclose()
 
     async def _serve_device(self, run: DeviceRun) -> None:
@@ -262,7 +268,7 @@ class Agent:
                             credential.device_id, plan.server)  # fmt: skip
                 run.link = AgentLink(credential, plan.dispatcher, driver_name=plan.driver.kind,
                                      device_type=plan.driver.device_type,
-                                     hardware=run.hardware_id)  # fmt: skip
+                                     hardware=run.hardware_id, frames=plan.frames)  # fmt: skip
                 link_task = asyncio.create_task(run.link.run(), name=f"link {plan.name}")
             run.state = "running"
             run.settled.set()

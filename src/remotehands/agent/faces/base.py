@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute
 
 from remotehands.agent.auth import TokenStore
 from remotehands.agent.dispatch import Dispatcher
+from remotehands.agent.framesource import FrameSources
 from remotehands.agent.plugins import load_object
 from remotehands.errors import ConfigError
 
@@ -52,6 +53,9 @@ class FaceContext:
     """Runs actions on the device's driver, under its lock."""
     tokens: TokenStore
     """The device's password check and bearer tokens, shared by its faces."""
+    frames: FrameSources | None = None
+    """The device's live frames (one source per screen, shared with its link); None without a
+    screen."""
 
 
 FaceFactory = Callable[[FaceContext], Face]
