@@ -117,7 +117,7 @@ async def test_actions_through_the_server_reach_the_driver_and_the_link_comes_ba
         await asyncio.wait_for(link.connected.wait(), 20)
 
         async def online() -> bool:
-            return (await server.http.get(base)).json()["status"] == "online"
+            return bool((await server.http.get(base)).json()["status"] == "online")
 
         await eventually(online, timeout=10)
         device = (await server.http.get(base)).json()

@@ -41,7 +41,7 @@ def agent_url(desktop: VirtualDesktop) -> Iterator[str]:
     port = _free_port()
     env = {**os.environ, **desktop.env, "REMOTEHANDS_AGENT_PASSWORD": PASSWORD}
     proc = subprocess.Popen(
-        [REMOTEHANDS, "agent", "--driver", "x11", "--display", desktop.display,
+        [REMOTEHANDS, "agent", "--driver", "x11", "--display", _display(desktop),
          "--listen", f"127.0.0.1:{port}"],
         env=env, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -74,14 +74,20 @@ def _image(payload: dict[str, Any]) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(payload["image"]))).convert("RGB")
 
 
-def _close(rgb: tuple[int, ...], expected: tuple[int, int, int], tol: int = 24) -> bool:
+def _close(rgb: object, expected: tuple[int, int, int], tol: int = 24) -> bool:
+    assert isinstance(rgb, tuple), rgb  # getpixel of an RGB image: (r, g, b)
     return all(abs(a - b) <= tol for a, b in zip(rgb, expected, strict=True))
+
+
+def _display(desktop: VirtualDesktop) -> str:
+    assert desktop.display is not None  # set by start()
+    return desktop.display
 
 
 def test_agent_refuses_to_start_without_a_password(desktop: VirtualDesktop) -> None:
     env = {k: v for k, v in os.environ.items() if k != "REMOTEHANDS_AGENT_PASSWORD"}
     done = subprocess.run(
-        [REMOTEHANDS, "agent", "--driver", "x11", "--display", desktop.display, "--listen",
+        [REMOTEHANDS, "agent", "--driver", "x11", "--display", _display(desktop), "--listen",
          f"127.0.0.1:{_free_port()}"], env=env, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert done.returncode == 2
@@ -97,7 +103,9 @@ def test_screenshots_show_what_a_window_drew(api: httpx.Client) -> None:
         assert (full["width"], full["height"]) == (1280, 800)
         assert _image(full).getpixel((cx, cy)) == (0, 192, 0)
 
-        area = {"x": x + 10, "y": y + 10, "width": 50, "height": 40, "format": "png"}
+        area: dict[str, str | int] = {
+            "x": x + 10, "y": y + 10, "width": 50, "height": 40, "format": "png"
+        }  # fmt: skip
         region = api.get("/screenshot/region", params=area).json()
         crop = _image(region)
         assert crop.size == (50, 40)
@@ -195,8 +203,9 @@ def test_windows_list_and_dialog_detection(api: httpx.Client) -> None:
 
 
 def test_wait_stable_on_still_and_animated_screens(api: httpx.Client) -> None:
-    params = {"wait_stable": "true", "stable_window_ms": 300, "poll_interval_ms": 50,
-              "format": "jpeg"}  # fmt: skip
+    params: dict[str, str | int] = {
+        "wait_stable": "true", "stable_window_ms": 300, "poll_interval_ms": 50, "format": "jpeg"
+    }  # fmt: skip
     with launch_color_window("animated", color="#0000ff", x=600, y=300, width=120,
                              height=90) as window:  # fmt: skip
         still = api.get("/screenshot", params=params).json()
