@@ -14,7 +14,8 @@ from remotehands.testing.simagent import Enrolled, run_many
 from remotehands.testing.xapps import eventually
 from tests.server.link_harness import LiveFleet, fleet_fixture  # noqa: F401 (fixture)
 
-pytestmark = pytest.mark.anyio
+# Every test brings 50 simulated agents online over real WebSockets: seconds each.
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 @asynccontextmanager

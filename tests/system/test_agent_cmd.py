@@ -12,8 +12,12 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from remotehands.testing.xapps import wait_until
+
+# Each test starts the agent as its own process (or several): seconds each.
+pytestmark = pytest.mark.slow
 
 REMOTEHANDS = str(Path(sys.executable).with_name("remotehands"))
 

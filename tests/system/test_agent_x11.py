@@ -25,6 +25,9 @@ from remotehands.testing.xapps import (
     wait_until,
 )
 
+# The agent in its own process on a real Xvfb, with real X clients: seconds a test.
+pytestmark = [pytest.mark.slow, pytest.mark.x11]
+
 PASSWORD = "s3cret-agent-pw"
 REMOTEHANDS = str(Path(sys.executable).with_name("remotehands"))
 

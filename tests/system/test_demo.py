@@ -13,7 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image
+
+# The whole demo (server, agent, display) in processes, driven by the CLI.
+pytestmark = pytest.mark.slow
 
 REMOTEHANDS = str(Path(sys.executable).with_name("remotehands"))
 

@@ -21,6 +21,9 @@ import pytest
 from remotehands.agent.desktop import VirtualDesktop
 from remotehands.testing.xapps import wait_until
 
+# A server and an agent as processes, on a real Xvfb.
+pytestmark = [pytest.mark.slow, pytest.mark.x11]
+
 REMOTEHANDS = str(Path(sys.executable).with_name("remotehands"))
 HEARTBEAT_S = 0.5
 OWNER_PASSWORD = "owner-password-for-tests"
