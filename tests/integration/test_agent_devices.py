@@ -26,7 +26,7 @@ from remotehands.server.auth import Passwords
 from remotehands.server.db.bootstrap import initialise
 from remotehands.server.settings import ServerSettings
 from remotehands.testing.xapps import eventually
-from tests.server.conftest import FAST_PASSWORDS, loopback_socket, serve
+from tests.server.conftest import FAST_PASSWORDS, FakeMonotonic, loopback_socket, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -57,7 +57,9 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
                               heartbeat_interval_s=0.2)  # fmt: skip
     passwords = Passwords(FAST_PASSWORDS)
     await initialise(settings, password=OWNER_PASSWORD, passwords=passwords)
-    app = create_app(settings, passwords=passwords)
+    # Silence is judged by a clock that stands still: a loaded machine that stalls an agent for
+    # three 0.2 s heartbeats must not drop its link mid-test.
+    app = create_app(settings, passwords=passwords, monotonic=FakeMonotonic())
     async with serve(app, sock) as served, httpx.AsyncClient(base_url=served, timeout=20) as http:
         login = await http.post(
             "/v1/auth/login", json={"username": "owner", "password": OWNER_PASSWORD}

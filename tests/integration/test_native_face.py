@@ -120,7 +120,9 @@ async def test_screenshot_full_region_and_scaled(agent: Agent) -> None:
     scaled = (await agent.http.get("/screenshot", params={"scale": 0.5})).json()
     jpeg = Image.open(io.BytesIO(base64.b64decode(scaled["image"])))
     assert jpeg.format == "JPEG" and jpeg.size == (320, 240)
-    r, g, b = jpeg.convert("RGB").getpixel((10, 10))
+    pixel = jpeg.convert("RGB").getpixel((10, 10))
+    assert isinstance(pixel, tuple)
+    r, g, b = pixel
     assert r > 200 and g < 50 and b < 50
 
 

@@ -16,7 +16,7 @@ from remotehands.drivers.base import Apps, Clipboard, Keyboard, Mouse, Screen, W
 from remotehands.drivers.x11 import X11Driver
 from remotehands.errors import ConfigError, NotFoundError, ValidationError
 from remotehands.protocol.keys import Key
-from remotehands.protocol.models import Bounds, ScreenInfo, WindowInfo
+from remotehands.protocol.models import Bounds, Button, ScreenInfo, WindowInfo
 from remotehands.testing.xapps import (
     Event,
     Probe,
@@ -82,7 +82,9 @@ async def _window(driver: X11Driver, window_id: int) -> WindowInfo:
     async def listed() -> WindowInfo | None:
         return next((w for w in await driver.windows() if w.id == window_id), None)
 
-    return await eventually(listed)
+    window = await eventually(listed)
+    assert window is not None  # eventually returns only a truthy value
+    return window
 
 
 # -- the contract --------------------------------------------------------------------------
@@ -301,7 +303,8 @@ async def test_pointer_off_the_screen_is_invalid(driver: X11Driver) -> None:
 async def test_clicks_reach_the_window_with_their_buttons(driver: X11Driver, probe: Probe) -> None:
     x, y = probe.center()
     await driver.move(x, y)
-    for name, number in (("left", 1), ("right", 3), ("middle", 2)):
+    buttons: tuple[tuple[Button, int], ...] = (("left", 1), ("right", 3), ("middle", 2))
+    for name, number in buttons:
         mark = probe.mark()
         await driver.click(name)
         press = await probe.wait_for_async("button_press", since=mark)
@@ -355,7 +358,11 @@ async def test_scroll_sends_wheel_notches(driver: X11Driver, probe: Probe) -> No
     ):
         mark = probe.mark()
         await driver.scroll(dx, dy)
-        await eventually(lambda m=mark, n=notches: len(probe.events("wheel", since=m)) == n)
+
+        def scrolled(m: int = mark, n: int = notches) -> bool:
+            return len(probe.events("wheel", since=m)) == n
+
+        await eventually(scrolled)
         wheel = probe.events("wheel", since=mark)
         assert {(e["axis"], e["direction"]) for e in wheel} == {(axis, direction)}
 

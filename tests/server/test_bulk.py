@@ -6,15 +6,26 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from remotehands.testing.simagent import Enrolled, run_many
 from remotehands.testing.xapps import eventually
-from tests.server.link_harness import LiveFleet, fleet_fixture  # noqa: F401 (fixture)
+from tests.server.link_harness import LiveFleet, running_fleet
 
-pytestmark = pytest.mark.anyio
+# Every test brings 50 simulated agents online over real WebSockets: seconds each.
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+
+@pytest.fixture(name="fleet")
+async def fleet_fixture(tmp_path: Path, database_url: str) -> AsyncIterator[LiveFleet]:
+    """A running server whose heartbeat is 5 s, not the harness's 0.2 s: these tests time no
+    heartbeats, and the stale-device sweep (by wall time, margin four heartbeats) must not catch
+    a device whose link is still being attached while 50 agents connect on a loaded machine."""
+    async with running_fleet(tmp_path, database_url=database_url, heartbeat_interval_s=5.0) as f:
+        yield f
 
 
 @asynccontextmanager

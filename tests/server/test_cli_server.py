@@ -153,6 +153,7 @@ def test_serve_refuses_an_unreachable_database(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.slow  # init and serve as processes, with real password hashing
 async def test_serve_for_real(tmp_path: Path) -> None:
     env = {**os.environ, "REMOTEHANDS_OWNER_PASSWORD": PASSWORD}
     init = await asyncio.create_subprocess_exec(
@@ -210,6 +211,7 @@ async def test_serve_for_real(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.slow  # init and serve as processes, with real password hashing
 async def test_serve_announces_itself_as_json(tmp_path: Path) -> None:
     env = {**os.environ, "REMOTEHANDS_OWNER_PASSWORD": PASSWORD}
     command = [sys.executable, "-c", "from remotehands.cli.main import main; main()", "server"]

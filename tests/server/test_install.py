@@ -13,6 +13,9 @@ import sys
 import sysconfig
 import tarfile
 import zipfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -24,6 +27,7 @@ from remotehands.server.app import create_app
 from remotehands.server.auth import Passwords
 from remotehands.server.http.users import create_user
 from remotehands.server.install import build_source_archive, install_script
+from remotehands.testing.xapps import eventually
 from tests.server.conftest import (
     FAST_PASSWORDS,
     OWNER_PASSWORD,
@@ -214,11 +218,23 @@ async def test_archive(server: Fleet) -> None:
     assert '"remotehands" = "remotehands.cli.main:main"' in text
 
 
-async def test_install_cmd_installs_and_reaches_the_agent(tmp_path: Path) -> None:
-    """Run an enrollment's install_cmd for real (curl | sh) into a fresh venv.
+@dataclass
+class _Enrolled:
+    url: str
+    client: httpx.AsyncClient
+    headers: dict[str, str]
+    token: str
+    install_cmd: str
+    env: dict[str, str]
+    """The environment of the install command: offline, the test's packages reused."""
 
-    ``--reuse-site-packages`` keeps it offline: the venv sees the test interpreter's packages
-    (through PYTHONPATH, since that interpreter is itself a venv) and pip installs only
+
+@asynccontextmanager
+async def _enrolled(tmp_path: Path) -> AsyncIterator[_Enrolled]:
+    """A server on loopback with an enrollment made; the install command's environment.
+
+    ``--reuse-site-packages`` keeps an install offline: the venv sees the test interpreter's
+    packages (through PYTHONPATH, since that interpreter is itself a venv) and pip installs only
     remotehands, built from the served archive by its in-tree backend.
     """
     if shutil.which("curl") is None:
@@ -238,23 +254,35 @@ async def test_install_cmd_installs_and_reaches_the_agent(tmp_path: Path) -> Non
         enrollment = (await client.post("/v1/devices/enrollment", headers=headers)).json()
         install_cmd = enrollment["install_cmd"]
         assert install_cmd.startswith(f"curl -sSL {url}/install | sh -s -- --token ekvent_")
-
-        venv = tmp_path / "venv"
         env = {
             **os.environ,
             "HOME": str(tmp_path),
             "PYTHONPATH": sysconfig.get_paths()["purelib"],
-            "REMOTEHANDS_INSTALL_DRY_RUN": "1",
             "PIP_NO_INDEX": "1",  # prove that nothing comes from the network
         }
+        yield _Enrolled(url, client, headers, enrollment["token"], install_cmd, env)
+
+
+# A real install (a venv, pip building the served archive) takes several seconds: the dry run
+# and the live run are two tests, each with its own venv, so that each stays well within the
+# per-test timeout on a loaded machine.
+
+
+@pytest.mark.slow
+async def test_install_cmd_installs_remotehands_from_the_served_archive(tmp_path: Path) -> None:
+    """Run an enrollment's install_cmd for real (curl | sh) into a fresh venv, as a dry run:
+    it installs, then prints the agent command instead of running it."""
+    async with _enrolled(tmp_path) as enrolled:
+        venv = tmp_path / "venv"
+        env = {**enrolled.env, "REMOTEHANDS_INSTALL_DRY_RUN": "1"}
         command = (
-            f"{install_cmd} --venv {venv} --python {sys.executable} --reuse-site-packages "
-            "-- --name rack-7"
+            f"{enrolled.install_cmd} --venv {venv} --python {sys.executable} "
+            "--reuse-site-packages -- --name rack-7"
         )
         code, out, err = await _sh("sh", "-c", command, env=env)
         assert code == 0, err
         assert out.strip() == (
-            f"{venv}/bin/remotehands agent --server {url} --token {enrollment['token']} "
+            f"{venv}/bin/remotehands agent --server {enrolled.url} --token {enrolled.token} "
             "--name rack-7"
         )
         # remotehands itself was installed into the venv from the served archive.
@@ -272,29 +300,33 @@ async def test_install_cmd_installs_and_reaches_the_agent(tmp_path: Path) -> Non
         migrations = list(venv.glob("lib/python*/site-packages/remotehands/server/db/migrations"))
         assert migrations and (migrations[0] / "versions" / "0001_initial.py").exists()
 
-        # and for real: the installed agent enrolls with the token and comes online
-        live = {k: v for k, v in env.items() if k != "REMOTEHANDS_INSTALL_DRY_RUN"}
+
+@pytest.mark.slow
+async def test_install_cmd_starts_an_agent_that_comes_online(tmp_path: Path) -> None:
+    """The install_cmd for real, not a dry run: the installed agent enrolls with the token and
+    comes online, and an action reaches it."""
+    async with _enrolled(tmp_path) as enrolled:
+        venv = tmp_path / "venv"
         command = (
-            f"{install_cmd} --venv {venv} --python {sys.executable} --reuse-site-packages "
+            f"{enrolled.install_cmd} --venv {venv} --python {sys.executable} "
+            "--reuse-site-packages "
             f"-- --name rack-7 --driver fake --state-dir {tmp_path / 'agent-state'}"
         )
-        agent = await asyncio.create_subprocess_exec("sh", "-c", command, env=live,
+        agent = await asyncio.create_subprocess_exec("sh", "-c", command, env=enrolled.env,
                                                      start_new_session=True)  # fmt: skip
         try:
 
             async def online() -> list[dict[str, object]]:
-                found = await client.get("/v1/devices", headers=headers,
-                                         params={"status": "online"})  # fmt: skip
+                found = await enrolled.client.get("/v1/devices", headers=enrolled.headers,
+                                                  params={"status": "online"})  # fmt: skip
                 devices: list[dict[str, object]] = found.json()["devices"]
                 return devices
 
-            async with asyncio.timeout(120):
-                while not await online():
-                    await asyncio.sleep(0.2)
-            [device] = await online()
+            [device] = await eventually(online, timeout=25, interval=0.2)
             assert device["name"] == "rack-7"
-            moved = await client.post(f"/v1/devices/{device['id']}/mouse/move",
-                                      headers=headers, json={"x": 3, "y": 4})  # fmt: skip
+            moved = await enrolled.client.post(f"/v1/devices/{device['id']}/mouse/move",
+                                               headers=enrolled.headers,
+                                               json={"x": 3, "y": 4})  # fmt: skip
             assert moved.json() == {"status": "ok"}
         finally:
             os.killpg(agent.pid, signal.SIGTERM)

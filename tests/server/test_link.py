@@ -75,14 +75,12 @@ async def test_heartbeats_update_health_and_last_seen(fleet: LiveFleet) -> None:
         async with fleet.agent(device) as agent:
             first = await fleet.device(device.device_id)
             assert first is not None and first.last_seen is not None and first.health is not None
+            seen, uptime = first.last_seen, first.health["uptime_seconds"]
 
             async def refreshed() -> bool:
                 row = await fleet.device(device.device_id)
                 assert row is not None and row.last_seen is not None and row.health is not None
-                return (
-                    row.last_seen > first.last_seen
-                    and row.health["uptime_seconds"] > first.health["uptime_seconds"]
-                )
+                return row.last_seen > seen and row.health["uptime_seconds"] > uptime
 
             await eventually(refreshed)
             assert agent.heartbeats_sent >= 1

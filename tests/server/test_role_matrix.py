@@ -46,9 +46,8 @@ async def _fresh_user(fleet: Fleet, headers: dict[str, str]) -> str:
 
 
 async def _own_token(fleet: Fleet, headers: dict[str, str]) -> str:
-    if not headers:
-        return (await fleet.token(fleet.owner))["id"]
-    return (await fleet.token(headers))["id"]
+    token = await fleet.token(headers or fleet.owner)
+    return str(token["id"])
 
 
 async def _device(fleet: Fleet, headers: dict[str, str]) -> str:

@@ -92,7 +92,7 @@ def test_top_level_toml(tmp_path: Path) -> None:
 )
 def test_bad_values_name_the_setting(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        ServerSettings.load(**overrides)
+        ServerSettings.load(None, **overrides)
 
 
 def test_bad_environment_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:

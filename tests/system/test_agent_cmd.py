@@ -3,6 +3,7 @@ what cannot work refused with one clear line and exit code 2."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -11,8 +12,12 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from remotehands.testing.xapps import wait_until
+
+# Each test starts the agent as its own process (or several): seconds each.
+pytestmark = pytest.mark.slow
 
 REMOTEHANDS = str(Path(sys.executable).with_name("remotehands"))
 
@@ -74,7 +79,7 @@ def test_config_runs_every_device_it_lists(tmp_path: Path) -> None:
     try:
         for i, port in enumerate(ports.values()):
             base = f"http://127.0.0.1:{port}"
-            wait_until(lambda base=base: _answers(base + "/health"), timeout=30)
+            wait_until(functools.partial(_answers, base + "/health"), timeout=30)
             login = httpx.post(base + "/auth/login", json={"password": "pw-from-file"})
             headers = {"Authorization": f"Bearer {login.json()['token']}"}
             screens = httpx.get(base + "/screens", headers=headers).json()

@@ -10,6 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# The desktop command in its own process, with its Xvfb.
+pytestmark = pytest.mark.slow
+
 REMOTEHANDS = str(Path(sys.executable).with_name("remotehands"))
 
 

@@ -21,8 +21,13 @@ import pytest
 from remotehands.agent.desktop import VirtualDesktop
 from remotehands.testing.xapps import wait_until
 
+# A server and an agent as processes, on a real Xvfb.
+pytestmark = [pytest.mark.slow, pytest.mark.x11]
+
 REMOTEHANDS = str(Path(sys.executable).with_name("remotehands"))
-HEARTBEAT_S = 0.5
+# Real processes on a real clock: a loaded machine can stall an agent for a second or more, which
+# must not count as three missed heartbeats (the killed agent's socket closes at once anyway).
+HEARTBEAT_S = 2.0
 OWNER_PASSWORD = "owner-password-for-tests"
 
 
@@ -108,23 +113,39 @@ def _ocr(png: bytes) -> str:
     return done.stdout.decode()
 
 
-def test_enroll_type_read_back_go_offline_and_come_back(
-    fleet: Fleet, desktop: VirtualDesktop, tmp_path: Path
-) -> None:
+def _enroll_agent(
+    fleet: Fleet, desktop: VirtualDesktop, state: Path, name: str
+) -> tuple[subprocess.Popen[bytes], dict[str, Any], str]:
+    """An agent process enrolled as a new device ``name`` (tagged ``name``), once it is online;
+    the device, and the enrollment token it used."""
     enrollment = fleet.http.post("/v1/devices/enrollment", json={
-        "suggested_name": "rack-desktop", "suggested_tags": ["lab"]}).json()  # fmt: skip
+        "suggested_name": name, "suggested_tags": [name]}).json()  # fmt: skip
     assert enrollment["token"].startswith("ekvent_")
     assert fleet.url in enrollment["install_cmd"]
-    state = tmp_path / "agent-state"
     agent = _agent(fleet, desktop, state, enrollment["token"])
+
+    def online() -> list[dict[str, Any]]:
+        devices = fleet.http.get("/v1/devices", params={"tag": name}).json()["devices"]
+        return [d for d in devices if d["status"] == "online"]
+
     try:
+        wait_until(lambda: len(online()) == 1, timeout=20)
+    except BaseException:
+        agent.kill()
+        agent.wait(10)
+        raise
+    return agent, online()[0], enrollment["token"]
 
-        def online() -> list[dict[str, Any]]:
-            devices = fleet.http.get("/v1/devices", params={"tag": "lab"}).json()["devices"]
-            return [d for d in devices if d["status"] == "online"]
 
-        wait_until(lambda: len(online()) == 1, timeout=30)
-        device = online()[0]
+# The journey is two tests (each well within the per-test timeout on a loaded machine, the first
+# also paying for the module's server): work through the server, then going and coming back.
+
+
+def test_enroll_type_read_back_and_go_offline(
+    fleet: Fleet, desktop: VirtualDesktop, tmp_path: Path
+) -> None:
+    agent, device, _ = _enroll_agent(fleet, desktop, tmp_path / "agent-state", "rack-desktop")
+    try:
         device_id = device["id"]
         assert device["name"] == "rack-desktop" and device["device_type"] == "desktop"
         assert {"screen", "keyboard", "mouse", "clipboard", "windows"} <= set(
@@ -181,16 +202,33 @@ def test_enroll_type_read_back_go_offline_and_come_back(
                    timeout=3 * HEARTBEAT_S + 2)  # fmt: skip
         offline = fleet.http.post(f"/v1/devices/{device_id}/mouse/move", json={"x": 1, "y": 1})
         assert offline.status_code == 503 and offline.json()["error"] == "device_offline"
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait(10)
+
+
+def test_agent_and_server_restarts_lose_no_device(
+    fleet: Fleet, desktop: VirtualDesktop, tmp_path: Path
+) -> None:
+    state = tmp_path / "agent-state"
+    agent, device, token = _enroll_agent(fleet, desktop, state, "rack-returning")
+    try:
+        device_id = device["id"]
+        count = len(fleet.http.get("/v1/devices").json()["devices"])
 
         # restart it with its stored credential: the same device comes back
+        agent.send_signal(signal.SIGKILL)
+        agent.wait(10)
+        wait_until(lambda: _device(fleet, device_id)["status"] == "offline", timeout=10)
         agent = _agent(fleet, desktop, state)
-        wait_until(lambda: _device(fleet, device_id)["status"] == "online", timeout=30)
-        assert len(fleet.http.get("/v1/devices").json()["devices"]) == 1
+        wait_until(lambda: _device(fleet, device_id)["status"] == "online", timeout=20)
+        assert len(fleet.http.get("/v1/devices").json()["devices"]) == count
 
         # restart the server: the agent comes back by itself, no device lost
         fleet.stop_server()
         fleet.start_server()
-        wait_until(lambda: _device(fleet, device_id)["status"] == "online", timeout=60)
+        wait_until(lambda: _device(fleet, device_id)["status"] == "online", timeout=20)
         moved = fleet.http.post(f"/v1/devices/{device_id}/mouse/move", json={"x": 5, "y": 6})
         assert moved.json() == {"status": "ok"}
         cursor = fleet.http.get(f"/v1/devices/{device_id}/screenshot/cursor-position").json()
@@ -198,7 +236,7 @@ def test_enroll_type_read_back_go_offline_and_come_back(
 
         # the used enrollment token cannot enroll a second device
         again = httpx.post(fleet.url + "/v1/agent/register", json={
-            "enrollment_token": enrollment["token"], "hardware_id": "other"})  # fmt: skip
+            "enrollment_token": token, "hardware_id": "other"})  # fmt: skip
         assert again.status_code == 401
 
         # deleting the device cuts its agent off at once, and the agent stops

@@ -65,6 +65,7 @@ def test_a_password_file_others_can_read_is_warned_about(
     assert f"the password file {path} can be read by other users: chmod 600 it" in caplog.text
 
 
+@pytest.mark.slow  # PAM delays a failed check by about 2 s (pam_unix's fail delay)
 def test_pam_checks_the_unix_password(unix_user: str) -> None:
     check = password_check(password=None, password_file=None, pam=True, pam_user=unix_user)
     assert check(PAM_PASSWORD) is True

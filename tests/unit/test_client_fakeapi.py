@@ -53,7 +53,7 @@ WINDOWS = [
     },
 ]
 
-DEVICES = [
+DEVICES: list[dict[str, Any]] = [
     {
         "id": "dev_1",
         "name": "web-1",

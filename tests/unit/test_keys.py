@@ -46,6 +46,7 @@ def test_combinations() -> None:
     assert parse_keys(["ctrl+alt", "Delete"]) == [Key(code="ControlLeft"), Key(code="AltLeft"),
                                                   Key(code="Delete")]  # fmt: skip
     assert parse_keys({"char": "é"}) == [Key(char="é")]
+    bad: object
     for bad in ("", "ctrl++shift+", "ctrl+ +a", [], 3.5):
         with pytest.raises(ValidationError):
             parse_keys(bad)
