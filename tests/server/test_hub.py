@@ -108,3 +108,46 @@ async def test_silence_is_measured_by_the_given_clock(database: Database) -> Non
     async with database.session() as session:
         row = await session.get(Device, device_id)
     assert row is not None and row.status == "offline" and row.last_seen == clock()
+
+
+class GatedTransport(MemoryTransport):
+    """A transport whose first send (the welcome) waits until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sending = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def send(self, frame: str | bytes) -> None:
+        self.sending.set()
+        await self.gate.wait()
+        await super().send(frame)
+
+
+async def test_the_stale_sweep_spares_a_link_being_attached(database: Database) -> None:
+    """Between writing "online" and holding the link (the welcome on its way), the device is
+    not stale, however long the welcome takes on a loaded machine."""
+    clock, monotonic = FakeClock(), FakeMonotonic()
+    device_id = await _device(database, clock)
+    async with (
+        InProcessEventBus() as events,
+        LinkHub(db=database, events=events, heartbeat_interval_s=10.0, offline_after_s=30.0,
+                clock=monotonic, now=clock) as hub,
+    ):  # fmt: skip
+        transport = GatedTransport()
+        hello = Hello(device_id=device_id, agent_version="0", driver="sim", device_type="sim",
+                      capabilities=[], hardware_id="hw")  # fmt: skip
+        serving = asyncio.create_task(
+            hub.serve(LinkIdentity(device_id, "d", ["lab"]), hello, transport)
+        )
+        await asyncio.wait_for(transport.sending.wait(), 5)  # online written, welcome pending
+        clock.advance(3600)
+        assert await hub.sweep_stale() == []
+        transport.gate.set()
+        welcome = decode(await asyncio.wait_for(transport.sent.get(), 5))
+        assert welcome["type"] == "welcome" and InProcessRouter(hub).is_online(device_id)
+        await transport.close(CLOSE_GOING_AWAY, "test over")
+        await asyncio.wait_for(serving, 5)
+    async with database.session() as session:
+        row = await session.get(Device, device_id)
+    assert row is not None and row.status == "offline"

@@ -342,6 +342,8 @@ class LinkHub:
         self.now = now
         """Aware UTC datetimes: ``last_seen`` and the stale sweep are measured by it."""
         self._links: dict[str, AgentLink] = {}
+        self._attaching: set[str] = set()
+        """Devices whose link is being attached: online in the database, not yet in _links."""
         self._status_locks: dict[str, asyncio.Lock] = {}
         self._dirty: dict[str, AgentLink] = {}
         self._dirty_event = asyncio.Event()
@@ -433,21 +435,11 @@ class LinkHub:
     async def _attach(self, link: AgentLink) -> None:
         device_id = link.device_id
         async with self._status_lock(device_id):
-            old = self._links.pop(device_id, None)
-            if old is not None:
-                old.superseded = True
-                logger.info("agent link %s: a new connection fences the old one", device_id)
-                await old.close(CLOSE_FENCED, "replaced by a newer connection of this device")
-            if not await self._mark_online(link):
-                raise AuthError(f"device {device_id} no longer exists")
-            link.online_written = True
-            welcome = {
-                "type": "welcome",
-                "device_id": device_id,
-                "heartbeat_interval_s": self.heartbeat_interval_s,
-            }
-            await link.send(encode(welcome))
-            self._links[device_id] = link
+            self._attaching.add(device_id)
+            try:
+                await self._attach_locked(link)
+            finally:
+                self._attaching.discard(device_id)
         self._publish(
             link,
             "device.online",
@@ -457,6 +449,25 @@ class LinkHub:
             device_type=link.hello.device_type,
             capabilities=link.hello.capabilities,
         )
+
+    async def _attach_locked(self, link: AgentLink) -> None:
+        """Fence an older link of the device, write it online, welcome it, hold it."""
+        device_id = link.device_id
+        old = self._links.pop(device_id, None)
+        if old is not None:
+            old.superseded = True
+            logger.info("agent link %s: a new connection fences the old one", device_id)
+            await old.close(CLOSE_FENCED, "replaced by a newer connection of this device")
+        if not await self._mark_online(link):
+            raise AuthError(f"device {device_id} no longer exists")
+        link.online_written = True
+        welcome = {
+            "type": "welcome",
+            "device_id": device_id,
+            "heartbeat_interval_s": self.heartbeat_interval_s,
+        }
+        await link.send(encode(welcome))
+        self._links[device_id] = link
 
     async def _detach(self, link: AgentLink) -> None:
         await link.close(CLOSE_GOING_AWAY, "link ended")
@@ -622,7 +633,9 @@ class LinkHub:
             found = (
                 await session.execute(select(Device.id, Device.tags).where(*stale_filter))
             ).all()
-            stale = [(row.id, row.tags) for row in found if row.id not in self._links]
+            # a link being attached wrote "online" and is not in _links yet: not stale
+            live = self._links.keys() | self._attaching
+            stale = [(row.id, row.tags) for row in found if row.id not in live]
             for chunk in _chunks([device_id for device_id, _ in stale], _IN_CHUNK):
                 await session.execute(
                     update(Device)
