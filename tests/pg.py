@@ -140,14 +140,15 @@ class PostgresServer:
         )
         shutil.rmtree(self.root, ignore_errors=True)
 
-    async def create_database(self) -> str:
-        """A fresh, empty database; returns its name."""
+    async def create_database(self, template: str | None = None) -> str:
+        """A fresh database, empty or a copy of ``template``; returns its name."""
         import asyncpg
 
         name = f"t_{secrets.token_hex(6)}"
         connection = await asyncpg.connect(self.admin_dsn)
         try:
-            await connection.execute(f'CREATE DATABASE "{name}"')
+            copy = f' TEMPLATE "{template}"' if template else ""
+            await connection.execute(f'CREATE DATABASE "{name}"{copy}')
         finally:
             await connection.close()
         return name

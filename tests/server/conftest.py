@@ -8,6 +8,7 @@ twice. Helpers on :class:`Fleet` create users of each role, tokens, enrolled dev
 
 from __future__ import annotations
 
+import shutil
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ from fastapi import FastAPI
 
 from remotehands.server.app import create_app
 from remotehands.server.auth import Passwords
+from remotehands.server.db.engine import Database
 from remotehands.server.db.models import Device, new_id
 from remotehands.server.http.users import create_user
 from remotehands.server.services import Services
@@ -94,6 +96,44 @@ async def database_url(
         return
     postgres: PostgresServer = request.getfixturevalue("postgres")
     name = await postgres.create_database()
+    try:
+        yield postgres.url(name)
+    finally:
+        await postgres.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def templates() -> dict[str, str]:
+    """Databases migrated once per session, by backend: SQLite file path or PostgreSQL name."""
+    return {}
+
+
+@pytest.fixture
+async def migrated_database_url(
+    backend: str,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    templates: dict[str, str],
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[str]:
+    """A fresh database of the backend already at the newest schema: a copy of a template
+    migrated once per session (migrating each test's database anew costs more than the test)."""
+    if backend == "sqlite":
+        if "sqlite" not in templates:
+            path = tmp_path_factory.mktemp("template") / "remotehands.db"
+            async with await Database.open(f"sqlite+aiosqlite:///{path}"):
+                pass
+            templates["sqlite"] = str(path)
+        shutil.copyfile(templates["sqlite"], tmp_path / "remotehands.db")
+        yield f"sqlite+aiosqlite:///{tmp_path / 'remotehands.db'}"
+        return
+    postgres: PostgresServer = request.getfixturevalue("postgres")
+    if "postgres" not in templates:
+        template = await postgres.create_database()
+        async with await Database.open(postgres.url(template)):
+            pass
+        templates["postgres"] = template
+    name = await postgres.create_database(template=templates["postgres"])
     try:
         yield postgres.url(name)
     finally:
@@ -227,12 +267,12 @@ def settings_overrides() -> dict[str, Any]:
 
 @pytest.fixture
 async def server(
-    database_url: str, tmp_path: Path, settings_overrides: dict[str, Any]
+    migrated_database_url: str, tmp_path: Path, settings_overrides: dict[str, Any]
 ) -> AsyncIterator[Fleet]:
     """A running server with an owner logged in (see the module docstring)."""
     clock = FakeClock()
     monotonic = FakeMonotonic()
-    settings = make_settings(tmp_path, database_url, **settings_overrides)
+    settings = make_settings(tmp_path, migrated_database_url, **settings_overrides)
     app = create_app(
         settings, clock=clock, passwords=Passwords(FAST_PASSWORDS), monotonic=monotonic
     )

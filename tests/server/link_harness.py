@@ -153,8 +153,8 @@ async def running_fleet(tmp_path: Path, **settings: Any) -> AsyncIterator[LiveFl
 
 
 @pytest.fixture(name="fleet")
-async def fleet_fixture(tmp_path: Path, database_url: str) -> AsyncIterator[LiveFleet]:
+async def fleet_fixture(tmp_path: Path, migrated_database_url: str) -> AsyncIterator[LiveFleet]:
     """A running server with a short heartbeat (offline after 0.6 s of ``fleet.monotonic``), on
     each backend."""
-    async with running_fleet(tmp_path, database_url=database_url) as running:
+    async with running_fleet(tmp_path, database_url=migrated_database_url) as running:
         yield running
