@@ -25,7 +25,7 @@ from remotehands.agent.screenshots import (
     Variant,
     capture_variants,
     parse_upload_headers,
-    upload_image,
+    upload,
     uploaded_url,
 )
 from remotehands.errors import NotFoundError, ValidationError
@@ -417,21 +417,23 @@ async def test_window_variants_without_windows(http: httpx.AsyncClient) -> None:
     assert image["ok"] is False and "list its windows" in image["error"]
 
 
-# -- upload_image ----------------------------------------------------------------------------
+# -- upload --------------------------------------------------------------------------------
 
 
 @pytest.mark.anyio
-async def test_upload_image_raw_keeps_a_given_content_type(
+async def test_upload_raw_keeps_a_given_content_type(
     server: UploadServer, http: httpx.AsyncClient
 ) -> None:
-    answer = await upload_image(
-        http,
-        b"\xff\xd8 not really",
-        url=f"{server.url}/a?b=c",
-        image_format="jpeg",
-        method="patch",
-        headers={"content-type": "application/octet-stream"},
-    )
+    answer = (
+        await upload(
+            http,
+            b"\xff\xd8 not really",
+            url=f"{server.url}/a?b=c",
+            image_format="jpeg",
+            method="patch",
+            headers={"content-type": "application/octet-stream"},
+        )
+    ).model_dump()
     assert answer["ok"] is True and "error" not in answer
     (sent,) = server.received
     assert (sent.method, sent.path, sent.body) == ("PATCH", "/a?b=c", b"\xff\xd8 not really")
@@ -440,11 +442,9 @@ async def test_upload_image_raw_keeps_a_given_content_type(
 
 
 @pytest.mark.anyio
-async def test_upload_image_caps_the_answer_body(
-    server: UploadServer, http: httpx.AsyncClient
-) -> None:
+async def test_upload_caps_the_answer_body(server: UploadServer, http: httpx.AsyncClient) -> None:
     server.body = b"x" * 200_000
-    answer = await upload_image(http, b"img", url=server.url, image_format="png")
+    answer = (await upload(http, b"img", url=server.url, image_format="png")).model_dump()
     assert len(answer["response"]["body"]) == 64 * 1024
 
 
@@ -459,11 +459,11 @@ async def test_upload_image_caps_the_answer_body(
         ({"url": "http://[::1/"}, "bad upload URL"),
     ],
 )
-async def test_upload_image_refuses_bad_requests(
+async def test_upload_refuses_bad_requests(
     http: httpx.AsyncClient, kwargs: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(ValidationError, match=message):
-        await upload_image(http, b"img", image_format="png", **kwargs)
+        await upload(http, b"img", image_format="png", **kwargs)
 
 
 @pytest.mark.anyio

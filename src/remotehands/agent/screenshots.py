@@ -6,7 +6,7 @@ outside the screen or an upload refused gives that variant ``ok: false`` and an 
 others are still answered. Encoding runs in threads, at most one a core; uploads run together,
 each with a timeout.
 
-:func:`upload_image` and :func:`parse_upload_headers` serve ``GET /screenshot``'s ``upload_*``
+:func:`upload` and :func:`parse_upload_headers` serve ``GET /screenshot``'s ``upload_*``
 parameters too.
 """
 
@@ -65,7 +65,6 @@ __all__ = [
     "make_variants",
     "parse_upload_headers",
     "upload",
-    "upload_image",
     "uploaded_url",
 ]
 
@@ -93,27 +92,6 @@ def parse_upload_headers(lines: Iterable[str]) -> dict[str, str]:
         key = folded.setdefault(name.lower(), name)
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
     return headers
-
-
-async def upload_image(
-    http: httpx.AsyncClient,
-    data: bytes,
-    *,
-    url: str,
-    image_format: ImageFormat,
-    method: str = "POST",
-    upload_format: UploadFormat = "raw",
-    headers: Mapping[str, str] | None = None,
-    name: str = "screenshot",
-    timeout_s: float = UPLOAD_TIMEOUT_S,
-) -> dict[str, Any]:
-    """:func:`upload` in its wire form (a dict)."""
-    answer = await upload(
-        http, data, url=url, image_format=image_format, method=method,
-        upload_format=upload_format, headers=headers, name=name, timeout_s=timeout_s,
-    )  # fmt: skip
-    wire: dict[str, Any] = answer.model_dump()
-    return wire
 
 
 async def upload(
