@@ -8,11 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import textwrap
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from remotehands.agent.config import load_config
@@ -21,51 +18,15 @@ from remotehands.agent.link import AgentLink, load_or_enroll
 from remotehands.agent.runtime import Agent
 from remotehands.drivers.fake import FakeDriver
 from remotehands.errors import AuthError, ConfigError, DeviceError
-from remotehands.server.app import create_app
-from remotehands.server.auth import Passwords
-from remotehands.server.db.bootstrap import initialise
-from remotehands.server.settings import ServerSettings
 from remotehands.testing.xapps import eventually
-from tests.server.conftest import FAST_PASSWORDS, FakeMonotonic, loopback_socket, serve
+from tests.integration.conftest import LiveServer
 
 pytestmark = pytest.mark.anyio
 
-OWNER_PASSWORD = "owner-password-123"
 
-
-@dataclass
-class Fleet:
-    url: str
-    http: httpx.AsyncClient
-
-    async def enrollment(self, name: str) -> str:
-        response = await self.http.post("/v1/devices/enrollment",
-                                        json={"suggested_name": name})  # fmt: skip
-        token: str = response.json()["token"]
-        return token
-
-    async def device(self, name: str) -> dict[str, object] | None:
-        devices = (await self.http.get("/v1/devices")).json()["devices"]
-        return next((d for d in devices if d["name"] == name), None)
-
-
-@pytest.fixture
-async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
-    sock = loopback_socket()
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    settings = ServerSettings(data_dir=tmp_path / "server", public_url=url,
-                              heartbeat_interval_s=0.2)  # fmt: skip
-    passwords = Passwords(FAST_PASSWORDS)
-    await initialise(settings, password=OWNER_PASSWORD, passwords=passwords)
-    # Silence is judged by a clock that stands still: a loaded machine that stalls an agent for
-    # three 0.2 s heartbeats must not drop its link mid-test.
-    app = create_app(settings, passwords=passwords, monotonic=FakeMonotonic())
-    async with serve(app, sock) as served, httpx.AsyncClient(base_url=served, timeout=20) as http:
-        login = await http.post(
-            "/v1/auth/login", json={"username": "owner", "password": OWNER_PASSWORD}
-        )
-        http.headers["Authorization"] = f"Bearer {login.json()['token']}"
-        yield Fleet(served, http)
+@pytest.fixture(name="fleet")
+def _fleet(live_server: LiveServer) -> LiveServer:
+    return live_server
 
 
 async def _stop(task: asyncio.Task[None]) -> None:
@@ -74,7 +35,7 @@ async def _stop(task: asyncio.Task[None]) -> None:
 
 
 async def test_many_devices_in_one_agent_and_one_failure_stops_alone(
-    fleet: Fleet, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    fleet: LiveServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     tokens = {name: await fleet.enrollment(name) for name in ("desk-a", "desk-b", "broken")}
     config = tmp_path / "agent.toml"
@@ -203,7 +164,7 @@ async def test_an_agent_whose_every_device_failed_says_so(tmp_path: Path) -> Non
 
 
 async def test_a_link_refused_before_its_welcome_stops_instead_of_retrying(
-    fleet: Fleet, tmp_path: Path
+    fleet: LiveServer, tmp_path: Path
 ) -> None:
     """A device deleted on the server before its link first connects: the server closes the
     link at hello with "credential refused"; the agent stops that link (AuthError) rather than

@@ -8,70 +8,33 @@ import asyncio
 import base64
 import os
 import stat
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
-from fastapi import FastAPI
 
 from remotehands.agent.dispatch import Dispatcher
 from remotehands.agent.link import AgentLink, Credential, load_or_enroll
 from remotehands.drivers.fake import FakeDriver
 from remotehands.errors import AuthError, ConfigError
 from remotehands.protocol.models import Bounds
-from remotehands.server.app import create_app
-from remotehands.server.auth import Passwords
-from remotehands.server.db.bootstrap import initialise
-from remotehands.server.settings import ServerSettings
 from remotehands.testing.xapps import eventually
-from tests.server.conftest import FAST_PASSWORDS, FakeMonotonic, loopback_socket, serve
+from tests.integration.conftest import LiveServer
 
 pytestmark = pytest.mark.anyio
 
-OWNER_PASSWORD = "owner-password-123"
+
+@pytest.fixture(name="server")
+def _server(live_server: LiveServer) -> LiveServer:
+    return live_server
 
 
-@dataclass
-class Server:
-    url: str
-    http: httpx.AsyncClient
-    app: FastAPI
-
-    async def enrollment(self) -> str:
-        response = await self.http.post("/v1/devices/enrollment",
-                                         json={"suggested_name": "fake-1"})  # fmt: skip
-        token: str = response.json()["token"]
-        return token
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    sock = loopback_socket()
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    settings = ServerSettings(data_dir=tmp_path / "server", public_url=url,
-                              heartbeat_interval_s=0.2)  # fmt: skip
-    passwords = Passwords(FAST_PASSWORDS)
-    await initialise(settings, password=OWNER_PASSWORD, passwords=passwords)
-    # Heartbeats every 0.2 s keep the link busy, but silence is judged by a clock that stands
-    # still: a loaded machine that stalls the agent for 0.6 s must not drop its link mid-test.
-    app = create_app(settings, passwords=passwords, monotonic=FakeMonotonic())
-    async with serve(app, sock) as served, httpx.AsyncClient(base_url=served, timeout=20) as http:
-        login = await http.post(
-            "/v1/auth/login", json={"username": "owner", "password": OWNER_PASSWORD}
-        )
-        http.headers["Authorization"] = f"Bearer {login.json()['token']}"
-        yield Server(served, http, app)
-
-
-async def _enroll(server: Server, state: Path, hardware: str = "hw-1") -> Credential:
+async def _enroll(server: LiveServer, state: Path, hardware: str = "hw-1") -> Credential:
     return await load_or_enroll(server.url, await server.enrollment(), state_dir=state,
                                 hardware=hardware, device_type="desktop")  # fmt: skip
 
 
 async def test_enrollment_is_stored_privately_and_used_again(
-    server: Server, tmp_path: Path
+    server: LiveServer, tmp_path: Path
 ) -> None:
     state = tmp_path / "state"
     credential = await _enroll(server, state)
@@ -89,7 +52,7 @@ async def test_enrollment_is_stored_privately_and_used_again(
 
 
 async def test_a_used_token_is_refused_and_nothing_is_stored(
-    server: Server, tmp_path: Path
+    server: LiveServer, tmp_path: Path
 ) -> None:
     token = await server.enrollment()
     await load_or_enroll(server.url, token, state_dir=tmp_path / "a", hardware="hw-a",
@@ -104,7 +67,7 @@ async def test_a_used_token_is_refused_and_nothing_is_stored(
 
 
 async def test_actions_through_the_server_reach_the_driver_and_the_link_comes_back(
-    server: Server, tmp_path: Path
+    server: LiveServer, tmp_path: Path
 ) -> None:
     credential = await _enroll(server, tmp_path / "state")
     driver = FakeDriver(320, 200)
