@@ -353,13 +353,8 @@ class LinkTransfers:
             if self._active.pop(transfer.id, None) is not None:
                 await self._send(wire.encode(wire.TransferDone(transfer=transfer.id,
                                                                result=result)))  # fmt: skip
-        except TimeoutError:
-            self._fail(transfer, DeviceTimeoutError(f"upload {transfer.id} stalled"))
-        except RemoteHandsError as err:
-            self._fail(transfer, err)
-        except Exception as err:  # a target's bug must end this transfer only
-            log.exception("upload %s failed", transfer.id)
-            self._fail(transfer, DeviceError(f"the {opened.target} target failed: {err}"))
+        except Exception as err:  # noqa: BLE001 - a target's bug must end this transfer only
+            self._fail(transfer, _transfer_error(err, "upload", transfer.id, opened.target))
         finally:
             self._active.pop(transfer.id, None)
             if sink is not None and not done:
@@ -391,15 +386,22 @@ class LinkTransfers:
                 await self._send(frame)
                 offset += len(data)
             self._active.pop(transfer.id, None)
-        except TimeoutError:
-            self._fail(transfer, DeviceTimeoutError(f"download {transfer.id} stalled"))
-        except RemoteHandsError as err:
-            self._fail(transfer, err)
-        except Exception as err:  # a target's bug must end this transfer only
-            log.exception("download %s failed", transfer.id)
-            self._fail(transfer, DeviceError(f"the {opened.target} target failed: {err}"))
+        except Exception as err:  # noqa: BLE001 - a target's bug must end this transfer only
+            self._fail(transfer, _transfer_error(err, "download", transfer.id, opened.target))
         finally:
             self._active.pop(transfer.id, None)
             if source is not None:
                 with contextlib.suppress(Exception):
                     await source.close()
+
+
+def _transfer_error(err: Exception, what: str, transfer_id: str, target: str) -> RemoteHandsError:
+    """What ended a transfer, as the error both sides see: a stall is a timeout, our own errors
+    stay as they are, and anything else is a bug of the target (logged), ending this transfer
+    only."""
+    if isinstance(err, TimeoutError):
+        return DeviceTimeoutError(f"{what} {transfer_id} stalled")
+    if isinstance(err, RemoteHandsError):
+        return err
+    log.error("%s %s failed", what, transfer_id, exc_info=err)
+    return DeviceError(f"the {target} target failed: {err}")
