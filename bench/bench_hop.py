@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from common import Client, free_port, measure, row
+from common import Client, free_port, is_up, measure, row, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -29,21 +29,6 @@ sys.path.insert(0, str(ROOT / "src"))
 from remotehands.agent.desktop import VirtualDesktop  # noqa: E402
 
 REMOTEHANDS = str(ROOT / ".venv/bin/remotehands")
-
-
-def _wait(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{what} did not happen within {timeout} s")
-        time.sleep(0.05)
-
-
-def _up(url: str) -> bool:
-    try:
-        return httpx.get(url + "/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def main() -> None:
@@ -67,7 +52,7 @@ def main() -> None:
             procs.append(subprocess.Popen(
                 [REMOTEHANDS, "server", "--data", str(data), "--listen",
                  f"127.0.0.1:{server_port}", "--log-level", "warning"], env=env))  # fmt: skip
-            _wait(lambda: _up(server_url), "the server start")
+            wait_for(lambda: is_up(server_url), "the server start")
             owner = httpx.post(
                 server_url + "/v1/auth/login",
                 json={"username": "owner", "password": "bench-owner-pw"},
@@ -90,7 +75,7 @@ def main() -> None:
                 devices = json.loads(fleet.call("GET", "/v1/devices?status=online"))["devices"]
                 return bool(devices)
 
-            _wait(online, "the agent enrolment")
+            wait_for(online, "the agent enrolment")
             device = json.loads(fleet.call("GET", "/v1/devices"))["devices"][0]["id"]
             agent_token = httpx.post(
                 f"http://127.0.0.1:{agent_port}/auth/login", json={"password": "bench-agent-pw"}

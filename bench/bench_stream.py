@@ -29,12 +29,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import psutil
-from common import Client, free_port, measure, row
+from common import Client, free_port, is_up, measure, row, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -45,28 +45,6 @@ REMOTEHANDS = str(ROOT / ".venv/bin/remotehands")
 PYTHON = str(ROOT / ".venv/bin/python")
 OWNER_PASSWORD = "bench-owner-pw"
 MIB = 1 << 20
-
-
-def _wait(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{what} did not happen within {timeout} s")
-        time.sleep(0.05)
-
-
-def _up(url: str) -> bool:
-    try:
-        return httpx.get(url + "/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _figures(name: str, values: list[float], unit: str, width: int = 48) -> str:
-    return (
-        f"{name:<{width}} median {statistics.median(values):8.1f} {unit}   "
-        f"min {min(values):8.1f}   max {max(values):8.1f}"
-    )
 
 
 # -- 1. watch ------------------------------------------------------------------------------------
@@ -91,7 +69,7 @@ def bench_watch(seconds: float, rounds: int) -> None:
             procs.append(subprocess.Popen(
                 [REMOTEHANDS, "server", "--data", str(data), "--listen", f"127.0.0.1:{port}",
                  "--log-level", "warning"], env=env))  # fmt: skip
-            _wait(lambda: _up(url), "the server start")
+            wait_for(lambda: is_up(url), "the server start")
             session = httpx.post(url + "/v1/auth/login",
                                  json={"username": "owner", "password": OWNER_PASSWORD}
                                  ).json()["token"]  # fmt: skip
@@ -109,7 +87,7 @@ def bench_watch(seconds: float, rounds: int) -> None:
                 devices = json.loads(fleet.call("GET", "/v1/devices?status=online"))["devices"]
                 return bool(devices)
 
-            _wait(online, "the agent enrolment")
+            wait_for(online, "the agent enrolment")
             device = json.loads(fleet.call("GET", "/v1/devices"))["devices"][0]["id"]
             ws_url = f"ws://127.0.0.1:{port}/v1/devices/{device}/screen/ws?quality=75"
 
@@ -132,9 +110,9 @@ def bench_watch(seconds: float, rounds: int) -> None:
                         gaps.append((now - last) * 1000)
                         last = now
                     fps.append(count / (time.perf_counter() - started))
-            print(_figures("watch /screen/ws - frames a second", fps, "fps"))
+            print(row("watch /screen/ws - frames a second", fps, width=48, unit="fps", digits=1))
             print(row("watch /screen/ws - between frames", gaps, width=48))
-            print(_figures("watch /screen/ws - frame size", sizes, "KiB"))
+            print(row("watch /screen/ws - frame size", sizes, width=48, unit="KiB", digits=1))
 
             shot = f"/v1/devices/{device}/screenshot?format=jpeg&quality=75"
             fleet.close()
@@ -328,10 +306,18 @@ async def bench_transfer(mib: int, rounds: int) -> None:
             server.should_exit = True  # type: ignore[attr-defined]
             await task
     print(f"\n{mib} MiB a round, {rounds} rounds; server in this process, agent a process")
-    print(_figures("upload to the agent's probe (SHA-256 there)", up, "MB/s"))
-    print(_figures("download from the agent's probe", down, "MB/s"))
-    print(_figures("floor: plain loopback WebSocket, 1 MiB messages", ws_floor, "MB/s"))
-    print(_figures("floor: plain loopback TCP", tcp_floor, "MB/s"))
+    print(row("upload to the agent's probe (SHA-256 there)", up, width=48, unit="MB/s", digits=1))
+    print(row("download from the agent's probe", down, width=48, unit="MB/s", digits=1))
+    print(
+        row(
+            "floor: plain loopback WebSocket, 1 MiB messages",
+            ws_floor,
+            width=48,
+            unit="MB/s",
+            digits=1,
+        )
+    )
+    print(row("floor: plain loopback TCP", tcp_floor, width=48, unit="MB/s", digits=1))
     growth = [(peak - base) / MIB for peak, base in zip(rss.peak, rss.base, strict=True)]
     print(f"{'peak RSS during the transfers':<48} server {rss.peak[0] / MIB:.0f} MiB "
           f"(+{growth[0]:.0f}), agent {rss.peak[1] / MIB:.0f} MiB (+{growth[1]:.0f})")  # fmt: skip

@@ -1,4 +1,5 @@
-"""What the benches share: timing a call, printing a row of figures, talking to a loopback server.
+"""What the benches share: timing a call, printing a row of figures, waiting for a process,
+talking to a loopback server.
 
 The benches import it as ``common`` (a script's own folder is first on ``sys.path``), so each
 bench still runs as ``.venv/bin/python bench/X.py``.
@@ -12,6 +13,8 @@ import socket
 import statistics
 import time
 from collections.abc import Callable
+
+import httpx
 
 
 def free_port() -> int:
@@ -34,12 +37,29 @@ def measure(fn: Callable[[], object], rounds: int, warmup: int = 5) -> list[floa
     return samples
 
 
-def row(name: str, samples: list[float], width: int = 44) -> str:
-    """``name`` (padded to ``width``) and the median, min and max of ``samples`` in ms."""
+def row(name: str, samples: list[float], width: int = 44, unit: str = "ms", digits: int = 2) -> str:
+    """``name`` (padded to ``width``) and the median, min and max of ``samples`` in ``unit``."""
     return (
-        f"{name:<{width}} median {statistics.median(samples):8.2f} ms   "
-        f"min {min(samples):8.2f}   max {max(samples):8.2f}"
+        f"{name:<{width}} median {statistics.median(samples):8.{digits}f} {unit}   "
+        f"min {min(samples):8.{digits}f}   max {max(samples):8.{digits}f}"
     )
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Poll ``check`` until it is true; leave the bench naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what} did not happen within {timeout} s")
+        time.sleep(0.05)
+
+
+def is_up(url: str) -> bool:
+    """Whether the server or agent at ``url`` answers its ``/health``."""
+    try:
+        return httpx.get(url + "/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 class Client:
