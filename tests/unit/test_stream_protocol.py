@@ -29,16 +29,26 @@ pytestmark = pytest.mark.anyio
 def test_a_receive_window_refuses_a_chunk_past_its_credit() -> None:
     window = ReceiveWindow(1000)
     assert window.initial() == 1000
-    window.receive(600)
-    window.receive(400)
+    window.receive(600, 0)
+    window.receive(400, 600)
     with pytest.raises(ValidationError, match="exceeds the 0 bytes of credit"):
-        window.receive(1)
+        window.receive(1, 1000)
     assert window.consumed(200) == 0  # under a quarter window: no credit message yet
     assert window.consumed(100) == 300  # a quarter or more: granted at once
-    window.receive(300)
+    window.receive(300, 1000)
     with pytest.raises(ValidationError):
-        window.receive(1)
+        window.receive(1, 1300)
     assert window.peak == 1000
+
+
+def test_a_receive_window_refuses_a_chunk_out_of_order() -> None:
+    window = ReceiveWindow(1000)
+    window.initial()
+    window.receive(100, 0)
+    with pytest.raises(ValidationError, match="a transfer chunk at 50, expected one at 100"):
+        window.receive(100, 50)
+    window.receive(100, 100)  # the refused chunk took no credit and moved nothing
+    assert (window.received, window.open) == (200, 800)
 
 
 async def test_a_send_window_waits_for_credit_and_fails_on_error() -> None:

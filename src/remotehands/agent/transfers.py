@@ -223,7 +223,6 @@ class _Transfer:
     inbox: asyncio.Queue[bytes] | None = None
     receive: ReceiveWindow | None = None
     send_window: SendWindow | None = None
-    expected_offset: int = 0
 
 
 class LinkTransfers:
@@ -273,16 +272,10 @@ class LinkTransfers:
             if found is None or found.inbox is None or found.receive is None:
                 return  # crossed a cancel on the wire
             try:
-                if chunk.offset != found.expected_offset:
-                    raise ValidationError(
-                        f"transfer {chunk.transfer}: a chunk at {chunk.offset}, expected one at "
-                        f"{found.expected_offset}"
-                    )
-                found.receive.receive(len(chunk.data))
+                found.receive.receive(len(chunk.data), chunk.offset)
             except ValidationError as err:
-                self._fail(found, err)
+                self._fail(found, ValidationError(f"transfer {chunk.transfer}: {err.details}"))
                 return
-            found.expected_offset += len(chunk.data)
             self.peak_held = max(self.peak_held, found.receive.held)
             found.inbox.put_nowait(chunk.data)
         elif kind == "credit":

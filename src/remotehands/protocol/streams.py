@@ -181,11 +181,12 @@ class SendWindow:
 class ReceiveWindow:
     """The receiver's side of a transfer's flow control.
 
-    It grants ``window`` bytes at the start (:meth:`initial`), checks that every chunk fits the
-    credit still open (:meth:`receive`, which raises :class:`ValidationError` for a chunk past
-    it), and grants again what the receiver consumed once a quarter window is free
-    (:meth:`consumed`), so credits are few and the pipe stays full. :attr:`peak` is the most
-    bytes ever received and not yet consumed: never more than ``window``.
+    It grants ``window`` bytes at the start (:meth:`initial`), checks that every chunk comes in
+    order and fits the credit still open (:meth:`receive`, which raises
+    :class:`ValidationError` for a chunk out of order or past it), and grants again what the
+    receiver consumed once a quarter window is free (:meth:`consumed`), so credits are few and
+    the pipe stays full. :attr:`peak` is the most bytes ever received and not yet consumed:
+    never more than ``window``.
     """
 
     def __init__(self, window: int = DEFAULT_WINDOW) -> None:
@@ -197,6 +198,8 @@ class ReceiveWindow:
         self.held = 0
         """Bytes received and not yet consumed."""
         self.peak = 0
+        self.received = 0
+        """Bytes received in all: the offset the next chunk must start at."""
         self._to_grant = 0
 
     def initial(self) -> int:
@@ -204,14 +207,18 @@ class ReceiveWindow:
         self.open = self.window
         return self.window
 
-    def receive(self, n: int) -> None:
-        """Account for a chunk of ``n`` bytes; refuses one the sender had no credit for."""
+    def receive(self, n: int, offset: int) -> None:
+        """Account for a chunk of ``n`` bytes at ``offset``; refuses one out of order or one
+        the sender had no credit for."""
+        if offset != self.received:
+            raise ValidationError(f"a transfer chunk at {offset}, expected one at {self.received}")
         if n > self.open:
             raise ValidationError(
                 f"a transfer chunk of {n} bytes exceeds the {self.open} bytes of credit granted"
             )
         self.open -= n
         self.held += n
+        self.received += n
         self.peak = max(self.peak, self.held)
 
     def consumed(self, n: int) -> int:

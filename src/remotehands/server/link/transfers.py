@@ -61,7 +61,6 @@ class _Pending:
     send_window: SendWindow | None = None
     receive: ReceiveWindow | None = None
     inbox: asyncio.Queue[bytes | RemoteHandsError] = field(default_factory=asyncio.Queue)
-    expected_offset: int = 0
     failed: bool = False
 
     def fail(self, error: RemoteHandsError) -> None:
@@ -266,19 +265,13 @@ class LinkTransfers:
             if pending is None or pending.receive is None or pending.failed:
                 return  # crossed a cancel on the wire
             try:
-                if chunk.offset != pending.expected_offset:
-                    raise ValidationError(
-                        f"transfer {chunk.transfer}: a chunk at {chunk.offset}, expected "
-                        f"{pending.expected_offset}"
-                    )
-                pending.receive.receive(len(chunk.data))
+                pending.receive.receive(len(chunk.data), chunk.offset)
             except ValidationError as err:
                 # The agent broke the protocol: the caller gets the error and, leaving, tells
                 # the agent (the transfer stays listed until then, so that it can).
                 pending.failed = True
-                pending.fail(err)
+                pending.fail(ValidationError(f"transfer {chunk.transfer}: {err.details}"))
                 return
-            pending.expected_offset += len(chunk.data)
             pending.inbox.put_nowait(chunk.data)
         elif kind == "transfer_done":
             done = TransferDone.model_validate(message)
