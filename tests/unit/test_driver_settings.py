@@ -10,6 +10,7 @@ import pytest
 
 from remotehands.agent.runtime import DRIVERS, make_driver
 from remotehands.drivers.base import (
+    CAPABILITIES,
     CAPABILITY_PROTOCOLS,
     Driver,
     DriverSettings,
@@ -66,7 +67,8 @@ def test_unknown_drivers_and_non_drivers_are_refused() -> None:
 
 def test_the_capability_table_covers_the_protocols() -> None:
     assert set(CAPABILITY_PROTOCOLS) == {"screen", "keyboard", "mouse", "clipboard", "windows",
-                                         "apps"}  # fmt: skip
+                                         "apps", "power", "media", "switch", "audio"}  # fmt: skip
+    assert set(CAPABILITY_PROTOCOLS) <= set(CAPABILITIES)
     assert "release_all" in protocol_methods(CAPABILITY_PROTOCOLS["keyboard"])
     assert "held" in protocol_methods(CAPABILITY_PROTOCOLS["keyboard"])
     for cls in (FakeDriver, X11Driver):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 
@@ -31,7 +31,21 @@ import pydantic
 
 from remotehands.errors import ConfigError
 from remotehands.protocol.keys import Key
-from remotehands.protocol.models import Bounds, Button, ImageFormat, ScreenInfo, WindowInfo
+from remotehands.protocol.models import (
+    AudioState,
+    Bounds,
+    Button,
+    ImageFormat,
+    MediaDrive,
+    MediaImage,
+    MediaState,
+    PowerAction,
+    PowerButton,
+    PowerState,
+    ScreenInfo,
+    SwitchState,
+    WindowInfo,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,6 +59,7 @@ __all__ = [
     "CAPABILITIES",
     "CAPABILITY_PROTOCOLS",
     "Apps",
+    "Audio",
     "Button",
     "Capability",
     "Clipboard",
@@ -55,8 +70,11 @@ __all__ = [
     "FrameArray",
     "Held",
     "Keyboard",
+    "Media",
     "Mouse",
+    "Power",
     "Screen",
+    "Switch",
     "Windows",
     "describe_settings_error",
     "missing_methods",
@@ -223,6 +241,138 @@ class Apps(Protocol):
         ...
 
 
+@runtime_checkable
+class Power(Protocol):
+    """The machine's power: through a KVM's ATX wiring (on, off, long press, reset, the front
+    panel's buttons) or asked of the operating system (restart, shutdown).
+
+    A device does some of these; the others raise
+    :class:`~remotehands.errors.UnsupportedError` saying what it can do instead, and
+    :meth:`power_state` lists the ones it has. Each method returns once the device took the
+    request; watching the power LED for its effect is the agent's.
+    """
+
+    async def power_state(self) -> PowerState:
+        """The power and disk LEDs and what this device can do."""
+        ...
+
+    async def power_on(self) -> None:
+        """Turn the machine on (a short press of the power button when it is off)."""
+        ...
+
+    async def power_off(self) -> None:
+        """Ask the machine to turn off gracefully (a short press when it is on)."""
+        ...
+
+    async def power_off_hard(self) -> None:
+        """Cut the machine's power (a long press of the power button)."""
+        ...
+
+    async def power_reset_hard(self) -> None:
+        """Pull the reset line."""
+        ...
+
+    async def power_click(self, button: PowerButton) -> None:
+        """Press a front-panel button whatever the power state is."""
+        ...
+
+    async def power_restart(self) -> None:
+        """Restart the operating system."""
+        ...
+
+    async def power_shutdown(self) -> None:
+        """Shut the operating system down."""
+        ...
+
+
+@runtime_checkable
+class Media(Protocol):
+    """Virtual media: images stored on the device and a drive the machine boots or reads from."""
+
+    async def media_state(self) -> MediaState:
+        """The drive, the stored images and the storage left."""
+        ...
+
+    async def media_upload(self, name: str, chunks: AsyncIterator[bytes], size: int) -> MediaImage:
+        """Store ``size`` bytes from ``chunks`` as the image ``name``, streamed (never held whole
+        in memory). When the upload fails or is cancelled nothing half-written stays
+        registered under ``name``."""
+        ...
+
+    async def media_fetch(self, url: str, name: str | None = None) -> MediaImage:
+        """Have the device download an image from ``url`` itself (named after the URL's last
+        path segment unless ``name`` is given)."""
+        ...
+
+    async def media_mount(self, name: str, cdrom: bool = True, rw: bool = False) -> MediaDrive:
+        """Insert the image ``name`` into the drive as a CD-ROM or a flash drive (``rw``:
+        writable) and connect the drive to the machine."""
+        ...
+
+    async def media_eject(self) -> MediaDrive:
+        """Disconnect the drive from the machine and take its image out."""
+        ...
+
+    async def media_remove(self, name: str) -> None:
+        """Delete a stored image; :class:`~remotehands.errors.NotFoundError` if unknown."""
+        ...
+
+
+@runtime_checkable
+class Switch(Protocol):
+    """A KVM switch in front of several machines: its ports, the one shown, per-port power."""
+
+    async def switch_ports(self) -> SwitchState:
+        """Every port and the active one."""
+        ...
+
+    async def switch_set(self, port: int) -> None:
+        """Show the machine on ``port``."""
+        ...
+
+    async def switch_beacon(self, port: int, on: bool) -> None:
+        """Light or clear the beacon LED of ``port``, to find the machine in the rack."""
+        ...
+
+    async def switch_power(self, port: int, action: PowerAction) -> None:
+        """A power action on the machine of ``port`` through the switch's ATX wiring."""
+        ...
+
+    async def switch_click(self, port: int, button: PowerButton) -> None:
+        """Press a front-panel button of the machine on ``port``."""
+        ...
+
+
+@runtime_checkable
+class Audio(Protocol):
+    """Sound output: devices (sinks) and per-application sessions. Volumes are percentages
+    (0-100, above 100 where the sound server amplifies); ids are the sound server's."""
+
+    async def audio_status(self) -> AudioState:
+        """Every output device and every playing session, read fresh."""
+        ...
+
+    async def audio_volume(
+        self, volume: float, device_id: str | None = None, session_id: str | None = None
+    ) -> None:
+        """Set the volume of a session, of a device, or (neither given) of the default one."""
+        ...
+
+    async def audio_mute(
+        self, muted: bool, device_id: str | None = None, session_id: str | None = None
+    ) -> None:
+        """Mute or unmute a session, a device, or (neither given) the default device."""
+        ...
+
+    async def audio_default(self, device_id: str) -> None:
+        """Make ``device_id`` the default output device."""
+        ...
+
+    async def audio_move(self, session_id: str, device_id: str) -> None:
+        """Route a session to another output device."""
+        ...
+
+
 CAPABILITY_PROTOCOLS: dict[str, type] = {
     "screen": Screen,
     "keyboard": Keyboard,
@@ -230,11 +380,14 @@ CAPABILITY_PROTOCOLS: dict[str, type] = {
     "clipboard": Clipboard,
     "windows": Windows,
     "apps": Apps,
+    "power": Power,
+    "media": Media,
+    "switch": Switch,
+    "audio": Audio,
 }
 """Capability -> the Protocol a driver declaring it implements. A driver may declare only
 these; the capabilities the agent provides above every driver (OCR, sequences, clipboard slots)
-are the agent's, and the next capabilities (power, media, switch, audio) join with their
-Protocols."""
+are the agent's."""
 
 
 def protocol_methods(protocol: type) -> list[str]:
