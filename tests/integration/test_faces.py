@@ -56,7 +56,7 @@ def echo_face(context: FaceContext) -> Face:
         body = await request.json()
         if not isinstance(body.get("text"), str):
             return _echo_error(422, "text must be a string")
-        return JSONResponse({"said": body["text"]})
+        return JSONResponse({"said": context.settings.get("prefix", "") + body["text"]})
 
     async def socket(websocket: WebSocket) -> None:
         await websocket.accept()
@@ -86,20 +86,25 @@ def clash_face(context: FaceContext) -> Face:
                 error_handler=echo_face(context).error_handler)  # fmt: skip
 
 
+ECHO = f"{__name__}:echo_face"
+
+
 def _config(tmp_path: Path, faces: list[str]) -> AgentConfig:
     password = tmp_path / "faces.pw"
     password.write_text(PASSWORD + "\n")
     password.chmod(0o600)
+    face_settings = {ECHO: {"prefix": "echo: "}} if ECHO in faces else {}
     return AgentConfig.model_validate({
         "state_dir": str(tmp_path / "state"), "password_file": str(password),
         "devices": [{"name": "two-faced", "driver": "fake", "listen": "127.0.0.1:0",
-                     "faces": faces, "settings": {"width": 320, "height": 200}}],
+                     "faces": faces, "settings": {"width": 320, "height": 200},
+                     "face_settings": face_settings}],
     })  # fmt: skip
 
 
 @pytest.fixture
 async def device(tmp_path: Path) -> AsyncIterator[DeviceRun]:
-    agent = Agent.from_config(_config(tmp_path, ["native", f"{__name__}:echo_face"]))
+    agent = Agent.from_config(_config(tmp_path, ["native", ECHO]))
     run = agent.devices["two-faced"]
     task = asyncio.create_task(agent.run())
     try:
@@ -141,7 +146,8 @@ async def test_two_faces_answer_each_in_its_own_shapes(device: DeviceRun) -> Non
         assert not_allowed.status_code == 405 and not_allowed.json()["status"] == 405
         bad = await http.post("/echo/say", json={"text": 5})
         assert bad.status_code == 422 and bad.json()["error_message"] == "text must be a string"
-        assert (await http.post("/echo/say", json={"text": "hi"})).json() == {"said": "hi"}
+        said = await http.post("/echo/say", json={"text": "hi"})
+        assert said.json() == {"said": "echo: hi"}  # the prefix is the face's own setting
 
     # WebSockets are on for the listener's faces
     async with connect(f"ws://{device.address}/echo/ws", open_timeout=10) as ws:

@@ -107,6 +107,10 @@ def test_a_full_file_is_read_with_paths_taken_from_its_directory(tmp_path: Path)
             '[[devices]]\nname = "a"\ndriver = "fake"\ntags = "lab"\n',
             "device 'a': tags: Input should be a valid list",
         ),
+        (
+            '[[devices]]\nname = "a"\ndriver = "fake"\n[devices.face_settings.pikvm]\nuser = "x"\n',
+            "face_settings for pikvm, which this device does not serve: add it to faces (native)",
+        ),
     ],
 )
 def test_config_errors_name_the_file_the_device_and_the_field(
@@ -152,3 +156,28 @@ def test_planning_errors_name_the_device(tmp_path: Path, monkeypatch: pytest.Mon
     driver = agent.devices["bad"].plan.driver
     assert isinstance(driver, FakeDriver) and driver.width == 9
     assert [face.name for face in agent.devices["bad"].plan.faces] == ["native"]
+
+
+def test_device_options_fill_a_network_drivers_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydantic import ValidationError
+
+    from remotehands.cli.agent_cmd import _device_settings
+    from remotehands.drivers.remote import RemoteSettings
+
+    totp = tmp_path / "totp"
+    totp.write_text("JBSW Y3DP\n")
+    monkeypatch.setenv("REMOTEHANDS_DEVICE_PASSWORD", "s3cret")
+    settings = RemoteSettings.model_validate(_device_settings("https://kvm.local/", "admin", totp))
+    assert (settings.url, settings.user) == ("https://kvm.local", "admin")
+    assert settings.password() == "s3cret" and settings.totp_secret() == "JBSWY3DP"
+    assert "s3cret" not in settings.model_dump_json()  # the variable is named, never copied
+    monkeypatch.delenv("REMOTEHANDS_DEVICE_PASSWORD")
+    with pytest.raises(ConfigError, match=r"REMOTEHANDS_DEVICE_PASSWORD, which is not set"):
+        settings.password()
+    with pytest.raises(ValidationError, match="http://HOST"):
+        RemoteSettings(url="ftp://kvm.local")
+    with pytest.raises(ConfigError, match="is empty"):
+        totp.write_text("\n")
+        settings.totp_secret()

@@ -80,8 +80,20 @@ class DeviceConfig(_Strict):
     """Check the faces' password against the Unix user running the agent (PAM)."""
     settings: dict[str, Any] = Field(default_factory=dict)
     """The driver's own settings (``[devices.settings]``), checked by the driver's model."""
+    face_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Each face's own settings (``[devices.face_settings.pikvm]``), checked by the face."""
 
     _check_password = model_validator(mode="before")(_no_plaintext_password)
+
+    @model_validator(mode="after")
+    def _settings_of_served_faces(self) -> DeviceConfig:
+        stray = sorted(set(self.face_settings) - set(self.faces))
+        if stray:
+            raise ValueError(
+                f"face_settings for {', '.join(stray)}, which this device does not serve: "
+                f"add it to faces ({', '.join(self.faces)}) or drop its settings"
+            )
+        return self
 
     @field_validator("listen")
     @classmethod

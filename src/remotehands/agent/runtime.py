@@ -16,7 +16,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -81,6 +81,10 @@ class AgentOptions:
     token_ttl_s: int = 28_800
     hardware_id: str | None = None
     """Stable id of the device; by default the driver's (:meth:`Driver.hardware_id`)."""
+    faces: list[str] = field(default_factory=lambda: ["native"])
+    """The faces served on the listener (``--face``), the native one first."""
+    face_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Each face's own settings, by face name (from the face's command-line options)."""
 
 
 def make_driver(name: str, settings: Mapping[str, Any] | None = None) -> Driver:
@@ -136,6 +140,7 @@ def plan_device(
     state_dir: Path | None = None,
     hardware_id: str | None = None,
     tags: Sequence[str] = (),
+    face_settings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> DevicePlan:
     """Plan a device: its dispatcher, and on ``listen`` its faces behind one password (the
     listener's routes checked for collisions). Nothing is opened until :class:`Agent` runs
@@ -152,7 +157,8 @@ def plan_device(
     check = password_check(password=password, password_file=password_file, pam=pam)
     context = FaceContext(device=name, dispatcher=dispatcher,
                           tokens=TokenStore(check, ttl_s=token_ttl_s), frames=frames)  # fmt: skip
-    plan.faces = [make_face(face, context) for face in faces]
+    own = face_settings or {}
+    plan.faces = [make_face(face, replace(context, settings=own.get(face, {}))) for face in faces]
     plan.app = create_listener_app(plan.faces, device=f"device {name!r}")
     return plan
 
@@ -295,7 +301,7 @@ def _plan_from_config(
             password_file=device.password_file if own else config.password_file,
             pam=device.pam if own else config.pam, token_ttl_s=token_ttl_s,
             server=config.server, enrollment_token=device.enrollment_token,
-            state_dir=config.state_dir, tags=device.tags,
+            state_dir=config.state_dir, tags=device.tags, face_settings=device.face_settings,
         )  # fmt: skip
     except ConfigError as err:
         raise ConfigError(f"device {device.name!r}: {err.details}") from err
@@ -310,11 +316,11 @@ async def run_agent(options: AgentOptions, started: asyncio.Event | None = None)
         settings["display"] = options.display
     driver = make_driver(options.driver, settings)  # an unknown driver is said first
     plan = plan_device(
-        options.name or options.driver, driver, listen=listen, faces=["native"],
+        options.name or options.driver, driver, listen=listen, faces=options.faces,
         password=options.password, password_file=options.password_file, pam=options.pam,
         token_ttl_s=options.token_ttl_s, server=options.server,
         enrollment_token=options.token, state_dir=options.state_dir,
-        hardware_id=options.hardware_id,
+        hardware_id=options.hardware_id, face_settings=options.face_settings,
     )  # fmt: skip
     agent = Agent([plan], isolate=False)
     run = agent.devices[plan.name]

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -39,7 +40,8 @@ An agent config file:
 
 # the options that describe the one device of the command line, refused beside --config
 _DEVICE_OPTIONS = ("driver", "display", "setting", "listen", "password_file", "pam", "token",
-                   "name", "server")  # fmt: skip
+                   "name", "server", "faces", "device_url", "device_user",
+                   "device_totp_file")  # fmt: skip
 
 
 @click.command(epilog=EXAMPLES)
@@ -64,6 +66,32 @@ _DEVICE_OPTIONS = ("driver", "display", "setting", "listen", "password_file", "p
     multiple=True,
     metavar="KEY=VALUE",
     help="A setting of the driver (repeatable), e.g. --setting width=640 for fake.",
+)
+@click.option(
+    "--device-url",
+    default=None,
+    metavar="URL",
+    help="Address of the device a network driver fronts (its url setting), e.g. "
+    "https://pikvm.local; its password or key comes from REMOTEHANDS_DEVICE_PASSWORD.",
+)
+@click.option(
+    "--device-user",
+    default=None,
+    metavar="USER",
+    help="User to log in to the device as (its user setting).",
+)
+@click.option(
+    "--device-totp-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File holding the device's TOTP secret, for a device with two-factor sign-in.",
+)
+@click.option(
+    "--face",
+    "faces",
+    multiple=True,
+    metavar="NAME",
+    help="Also serve this face beside the native one, on the same listener (repeatable).",
 )
 @click.option(
     "--listen",
@@ -104,7 +132,9 @@ _DEVICE_OPTIONS = ("driver", "display", "setting", "listen", "password_file", "p
 @click.option("--json", "as_json", is_flag=True, help="Log lines as JSON (for supervisors).")
 @click.pass_context
 def agent(ctx: click.Context, config_file: Path | None, driver: str, display: str | None,
-          settings: tuple[str, ...], listen: str | None, password_file: Path | None, pam: bool,
+          settings: tuple[str, ...], device_url: str | None, device_user: str | None,
+          device_totp_file: Path | None, faces: tuple[str, ...],
+          listen: str | None, password_file: Path | None, pam: bool,
           server: str | None, token: str | None, name: str | None, state_dir: Path | None,
           verbose: bool, as_json: bool) -> None:  # fmt: skip
     """Serve a device: its native HTTP API (desktopkit-compatible) and/or a link to a server;
@@ -125,14 +155,16 @@ def agent(ctx: click.Context, config_file: Path | None, driver: str, display: st
         _run_config(config_file, state_dir)
         return
     try:
-        driver_settings = _parse_settings(settings)
+        driver_settings: dict[str, Any] = dict(_parse_settings(settings))
     except click.BadParameter as err:
         click.echo(f"error: {err.message}", err=True)
         sys.exit(2)
+    driver_settings.update(_device_settings(device_url, device_user, device_totp_file))
     options = AgentOptions(
         driver=driver, display=display, settings=driver_settings, listen=listen,
         password=os.environ.get("REMOTEHANDS_AGENT_PASSWORD") or None,
         password_file=password_file, pam=pam, server=server, token=token, name=name,
+        faces=list(dict.fromkeys(("native", *faces))),
     )  # fmt: skip
     if state_dir is not None:
         options.state_dir = state_dir
@@ -141,6 +173,25 @@ def agent(ctx: click.Context, config_file: Path | None, driver: str, display: st
     except RemoteHandsError as err:
         click.echo(f"error: {err.details}", err=True)
         sys.exit(err.exit_code)
+
+
+DEVICE_PASSWORD_ENV = "REMOTEHANDS_DEVICE_PASSWORD"  # noqa: S105 -- a variable's name
+
+
+def _device_settings(url: str | None, user: str | None, totp_file: Path | None) -> dict[str, Any]:
+    """The settings of a network driver (:class:`~remotehands.drivers.remote.RemoteSettings`)
+    that the ``--device-*`` options give; the password is named by its variable, never
+    copied."""
+    found: dict[str, Any] = {}
+    if url is not None:
+        found["url"] = url
+    if user is not None:
+        found["user"] = user
+    if totp_file is not None:
+        found["totp_file"] = str(totp_file)
+    if url is not None and os.environ.get(DEVICE_PASSWORD_ENV):
+        found["password_env"] = DEVICE_PASSWORD_ENV
+    return found
 
 
 def _parse_settings(pairs: tuple[str, ...]) -> dict[str, str]:

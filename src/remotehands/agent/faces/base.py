@@ -9,8 +9,8 @@ faces are built by name from :data:`FACES`, a lazy table as the drivers' is.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
@@ -56,6 +56,9 @@ class FaceContext:
     frames: FrameSources | None = None
     """The device's live frames (one source per screen, shared with its link); None without a
     screen."""
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    """This face's own settings (``[devices.face_settings.NAME]`` of the agent's config, or the
+    face's command-line options), which the face checks with a model of its own."""
 
 
 FaceFactory = Callable[[FaceContext], Face]
