@@ -41,7 +41,7 @@ An agent config file:
 # the options that describe the one device of the command line, refused beside --config
 _DEVICE_OPTIONS = ("driver", "display", "setting", "listen", "password_file", "pam", "token",
                    "name", "server", "faces", "device_url", "device_user",
-                   "device_totp_file")  # fmt: skip
+                   "device_totp_file", "tinypilot_open")  # fmt: skip
 
 
 @click.command(epilog=EXAMPLES)
@@ -57,7 +57,8 @@ _DEVICE_OPTIONS = ("driver", "display", "setting", "listen", "password_file", "p
     "--driver",
     default="x11",
     show_default=True,
-    help="Device driver: x11 (a Linux X desktop) or fake (in-memory, for trials).",
+    help="Device driver: x11 (a Linux X desktop), tinypilot (a TinyPilot KVM, with "
+    "--device-url) or fake (in-memory, for trials).",
 )
 @click.option("--display", default=None, help="X display to drive, e.g. :1 (default $DISPLAY).")
 @click.option(
@@ -92,6 +93,12 @@ _DEVICE_OPTIONS = ("driver", "display", "setting", "listen", "password_file", "p
     multiple=True,
     metavar="NAME",
     help="Also serve this face beside the native one, on the same listener (repeatable).",
+)
+@click.option(
+    "--tinypilot-open",
+    is_flag=True,
+    help="With --face tinypilot: hand out TinyPilot API tokens (POST /api/v1/auth) without "
+    "credentials to any client, not only to this machine's (TinyPilot's passwordless mode).",
 )
 @click.option(
     "--listen",
@@ -133,7 +140,7 @@ _DEVICE_OPTIONS = ("driver", "display", "setting", "listen", "password_file", "p
 @click.pass_context
 def agent(ctx: click.Context, config_file: Path | None, driver: str, display: str | None,
           settings: tuple[str, ...], device_url: str | None, device_user: str | None,
-          device_totp_file: Path | None, faces: tuple[str, ...],
+          device_totp_file: Path | None, faces: tuple[str, ...], tinypilot_open: bool,
           listen: str | None, password_file: Path | None, pam: bool,
           server: str | None, token: str | None, name: str | None, state_dir: Path | None,
           verbose: bool, as_json: bool) -> None:  # fmt: skip
@@ -166,6 +173,8 @@ def agent(ctx: click.Context, config_file: Path | None, driver: str, display: st
         password_file=password_file, pam=pam, server=server, token=token, name=name,
         faces=list(dict.fromkeys(("native", *faces))),
     )  # fmt: skip
+    if tinypilot_open:
+        options.face_settings.setdefault("tinypilot", {})["open"] = True
     if state_dir is not None:
         options.state_dir = state_dir
     try:
