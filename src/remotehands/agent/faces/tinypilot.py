@@ -61,7 +61,7 @@ from remotehands.errors import (
     RemoteHandsError,
 )
 
-__all__ = ["MAX_TOKENS", "TinyPilotFaceSettings", "tinypilot_face"]
+__all__ = ["KEY_CODES", "MAX_TOKENS", "TinyPilotFaceSettings", "tinypilot_face"]
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ MAX_BODY = 1024 * 1024
 _SCREEN_TTL_S = 1.0  # how long the screen's size is trusted for mapping mouse events
 
 # TinyPilot's key codes (its JS -> HID table): any other code is a 400
-_KEY_CODES = frozenset(
+KEY_CODES = frozenset(
     [f"Key{c}" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"]
     + [f"Digit{d}" for d in range(10)]
     + [f"F{n}" for n in range(1, 24)]
@@ -314,7 +314,7 @@ class _TinyPilot:
         await self.authorise(request)
         invalid = "Keystroke parameter is invalid, expecting a dictionary data type"
         code, flagged = _parse_keystroke(await _json(request, invalid))
-        if code not in _KEY_CODES:
+        if code not in KEY_CODES:
             raise _Refused(400, f"Unrecognized key code: {code}")
         key = _ALIASES.get(code, code)
         async with self.input_lock:

@@ -98,6 +98,10 @@ class TinyPilotDriver(Driver):
             await self.close()
             raise
 
+    async def __aenter__(self) -> TinyPilotDriver:
+        await self.start()
+        return self
+
     async def close(self) -> None:
         """Release what is held and close the connection; safe to call twice."""
         if self.client is None:
