@@ -1,7 +1,9 @@
 """An agent of many devices, in-process against a real fleet server on loopback: three
-FakeDriver devices and one more from a TOML file, one failing at start and one whose enrollment
-is refused; the other two enroll, come online and act through the server, and keep their
-credentials (one file each) for the next start."""
+FakeDriver devices and one more from a TOML file, one whose driver fails at start and one whose
+enrollment is refused; the other two enroll, come online and act through the server, and keep
+their credentials (one file each) for the next start. The one whose driver does not start
+enrolls too, its health saying why, while the agent retries its driver; the refused one
+stops."""
 
 from __future__ import annotations
 
@@ -84,12 +86,14 @@ async def test_many_devices_in_one_agent_and_one_failure_stops_alone(
         for run in devices.values():
             await asyncio.wait_for(run.settled.wait(), 20)
         assert {name: run.state for name, run in devices.items()} == {
-            "desk-a": "running", "desk-b": "running", "broken": "failed", "refused": "failed",
+            "desk-a": "running", "desk-b": "running", "broken": "retrying", "refused": "failed",
         }  # fmt: skip
         assert isinstance(devices["broken"].error, DeviceError)
         assert isinstance(devices["refused"].error, AuthError)
         logged = caplog.text
-        assert "device broken (fake driver) failed and is stopped; the others run on" in logged
+        assert (
+            "device broken (fake driver) does not start; retrying it, the others run on" in logged
+        )
         assert "the KVM does not answer" in logged and "device refused (fake driver)" in logged
 
         # the two healthy devices are online and act through the server, each on its driver
@@ -116,13 +120,25 @@ async def test_many_devices_in_one_agent_and_one_failure_stops_alone(
             driver = devices[name].plan.driver
             assert isinstance(driver, FakeDriver) and driver.typed == [f"to {name}"]
         assert devices["desk-a"].hardware_id != devices["desk-b"].hardware_id
-        assert await fleet.device("broken") is None  # it never started, so never enrolled
+
+        # the broken one is in the fleet, its health saying why, apart from its link's
+        async def broken_says_why() -> bool:
+            device = await fleet.device("broken")
+            health = (device or {}).get("health") or {}
+            return (device or {}).get("status") == "online" and "device" in health
+
+        await eventually(broken_says_why, timeout=20)
+        broken = await fleet.device("broken")
+        assert broken is not None and broken["health"]["device"] == {
+            "state": "down", "reason": "the fake device refused to start: the KVM does not answer"
+        }  # fmt: skip
+        assert devices["broken"].driver_starts == 0 and devices["broken"].state == "retrying"
         assert not task.done()
     finally:
         await _stop(task)
 
     # each device kept its own credential: the next start needs no token and is the same device
-    assert len(list((tmp_path / "state").iterdir())) == 2
+    assert len(list((tmp_path / "state").glob("credential-*.json"))) == 3
     ids = {name: (await fleet.device(name) or {}).get("id") for name in ("desk-a", "desk-b")}
     again = Agent.from_config(load_config(config))
     task = asyncio.create_task(again.run())
@@ -152,6 +168,23 @@ async def test_an_agent_whose_every_device_failed_says_so(tmp_path: Path) -> Non
     config = tmp_path / "agent.toml"
     config.write_text(
         textwrap.dedent("""
+        server = "http://127.0.0.1:9"
+        [[devices]]
+        name = "one"
+        driver = "fake"
+        enrollment_token = "ekvent_x"
+    """)
+    )
+    with pytest.raises(ConfigError, match=r"no device is running: one: cannot reach the server"):
+        await asyncio.wait_for(Agent.from_config(load_config(config)).run(), 20)
+
+
+async def test_a_driver_that_does_not_start_is_retried_until_it_does(tmp_path: Path) -> None:
+    """A gateway whose only KVM is down keeps running and retrying it (with backoff), its
+    state saying why; nothing else stops it."""
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        textwrap.dedent("""
         [[devices]]
         name = "one"
         driver = "fake"
@@ -159,8 +192,18 @@ async def test_an_agent_whose_every_device_failed_says_so(tmp_path: Path) -> Non
         fail_start = "unplugged"
     """)
     )
-    with pytest.raises(ConfigError, match=r"no device is running: one: .*unplugged"):
-        await asyncio.wait_for(Agent.from_config(load_config(config)).run(), 20)
+    agent = Agent.from_config(load_config(config), retry_base_s=0.01, retry_cap_s=0.05)
+    run = agent.devices["one"]
+    task = asyncio.create_task(agent.run())
+    try:
+        await asyncio.wait_for(run.settled.wait(), 20)
+        assert run.state == "retrying" and run.problem is not None and "unplugged" in run.problem
+        condition = run.condition()
+        assert condition is not None and condition.state == "down"
+        await eventually(lambda: run.start_attempts >= 4, timeout=20)
+        assert run.state == "retrying" and not task.done() and run.driver_starts == 0
+    finally:
+        await _stop(task)
 
 
 async def test_a_link_refused_before_its_welcome_stops_instead_of_retrying(

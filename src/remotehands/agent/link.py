@@ -24,7 +24,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +51,7 @@ from remotehands.errors import (
     error_from_wire,
 )
 from remotehands.protocol import link as wire
-from remotehands.protocol.models import Health
+from remotehands.protocol.models import DeviceCondition, Health
 
 __all__ = ["AgentLink", "Credential", "enroll", "hardware_id", "health", "load_or_enroll"]
 
@@ -207,7 +207,8 @@ class AgentLink:
 
     ``frames`` are the device's frame sources (made from the driver's screen when not given;
     share them with the faces that stream the screen); ``targets`` its transfer targets (a set
-    with only the probe when not given).
+    with only the probe when not given); ``condition`` says whether the device itself can serve
+    (sent with the hello and every heartbeat as ``health.device``).
     """
 
     def __init__(
@@ -222,8 +223,10 @@ class AgentLink:
         backoff_cap_s: float = 30.0,
         frames: FrameSources | None = None,
         targets: TransferTargets | None = None,
+        condition: Callable[[], DeviceCondition | None] | None = None,
     ) -> None:
         self.credential = credential
+        self.condition = condition
         self.dispatcher = dispatcher
         self.driver_name = driver_name
         self.device_type = device_type
@@ -241,6 +244,19 @@ class AgentLink:
         """The transfers of the current session (None between sessions)."""
         self.watches: dict[int, asyncio.Task[None]] = {}
         """The watched streams of the current session, by stream id."""
+        self._ws: ClientConnection | None = None
+
+    async def rehello(self) -> None:
+        """End the current session, so that the next one says hello again: the device's
+        capabilities and screens changed (its driver came up after the link)."""
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def _health(self) -> Health:
+        machine = await asyncio.to_thread(health)
+        if self.condition is None:
+            return machine
+        return machine.model_copy(update={"device": self.condition()})
 
     async def run(self) -> None:
         """Connect, serve, reconnect; returns only when the server refuses the credential."""
@@ -256,6 +272,7 @@ class AgentLink:
                 log.warning("link to %s lost: %s", self.credential.ws_url, err)
             finally:
                 self.connected.clear()
+                self._ws = None
             if self.connections > before:
                 attempt = 0  # the server welcomed us: the next outage starts a new backoff
             delay = random.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2**attempt))
@@ -265,8 +282,12 @@ class AgentLink:
     async def _hello(self) -> wire.Hello:
         screens = []
         if self.dispatcher.driver.has("screen"):
-            result = await self.dispatcher.run("screens")
-            screens = result["screens"]
+            try:
+                screens = (await self.dispatcher.run("screens"))["screens"]
+            except RemoteHandsError as err:
+                # a KVM that is down has no screen to list yet: its health says why
+                log.warning("device %s lists no screens: %s", self.credential.device_id,
+                            err.details)  # fmt: skip
         return wire.Hello(
             device_id=self.credential.device_id,
             agent_version=__version__,
@@ -275,7 +296,7 @@ class AgentLink:
             capabilities=self.dispatcher.capabilities,
             screens=screens,
             hardware_id=self.hardware,
-            health=await asyncio.to_thread(health),
+            health=await self._health(),
         )
 
     async def _session(self) -> None:
@@ -292,6 +313,7 @@ class AgentLink:
                 ) from err
             raise
         async with ws:
+            self._ws = ws
             await ws.send(wire.encode(await self._hello()))
             try:
                 async with asyncio.timeout(10):
@@ -317,7 +339,7 @@ class AgentLink:
     async def _heartbeats(self, ws: ClientConnection, interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
-            beat = wire.Heartbeat(health=await asyncio.to_thread(health))
+            beat = wire.Heartbeat(health=await self._health())
             await ws.send(wire.encode(beat))
 
     async def _serve(self, ws: ClientConnection, tasks: asyncio.TaskGroup) -> None:

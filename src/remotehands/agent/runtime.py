@@ -5,16 +5,27 @@ name and settings, its dispatcher, its faces and their password; every problem f
 :class:`ConfigError`, so a typo in the config stops the agent before it touches a device. Then
 :class:`Agent` runs every device in one TaskGroup: the driver starts, the listener serves the
 device's faces, the device enrolls (once; its credential is kept in the state directory) and its
-link to the server stays up. A device that fails (its driver does not start, its enrollment is
-refused, its link or driver dies) is logged and stops alone; the others run on.
+link to the server stays up. A device that fails (its enrollment is refused, its link dies) is
+logged and stops alone; the others run on.
+
+In a gateway (a config file of several KVMs) a device whose driver does not start (the KVM is
+unreachable, refuses the password) does not stop: it enrolls and links anyway, so that the
+operator sees it in the fleet, its health (``health.device``, apart from the link's own
+health) saying why, while the agent retries the driver with capped, jittered backoff; once the
+driver starts, the link says hello again with what the device can do. A running driver is
+checked now and then (:meth:`Driver.check`: a KVM that lost its video signal or went away), and
+its health says so until it serves again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import os
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,6 +41,7 @@ from remotehands.agent.link import AgentLink, load_or_enroll
 from remotehands.agent.plugins import load_object
 from remotehands.drivers.base import Driver, Screen, missing_methods
 from remotehands.errors import ConfigError, DeviceTimeoutError, RemoteHandsError
+from remotehands.protocol.models import DeviceCondition
 from remotehands.serving import bound_address, parse_listen, serve_http
 
 __all__ = [
@@ -164,7 +176,15 @@ def plan_device(
     return plan
 
 
-State = Literal["planned", "starting", "running", "failed", "stopped"]
+State = Literal["planned", "starting", "running", "retrying", "failed", "stopped"]
+"""``retrying``: the device's driver did not start (a KVM unreachable, refusing the agent's
+password); the agent retries it with backoff, and its link (when it has one) is up meanwhile,
+saying why in the device's health."""
+
+RETRY_BASE_S = 1.0
+RETRY_CAP_S = 60.0
+CHECK_INTERVAL_S = 30.0
+"""How often a running device's driver is checked (:meth:`Driver.check`) for its health."""
 
 
 @dataclass
@@ -174,37 +194,82 @@ class DeviceRun:
     plan: DevicePlan
     state: State = "planned"
     error: BaseException | None = None
-    """Why the device stopped, when it failed."""
+    """Why the device stopped (``failed``) or why its driver does not start (``retrying``)."""
     address: str | None = None
     """``host:port`` its listener really serves on."""
     link: AgentLink | None = None
     hardware_id: str | None = None
     settled: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set once the device runs or has failed."""
+    """Set once the device runs, retries its driver or has failed."""
+    driver_up: bool = False
+    """Whether the driver started (and was not closed since)."""
+    problem: str | None = None
+    """Why the device cannot serve right now, in its driver's words: its driver does not
+    start, or its last check failed (no video signal); None when it can."""
+    driver_starts: int = 0
+    """How many times the driver was started (1 unless it came up after retries)."""
+    start_attempts: int = 0
+    """How many times starting the driver was tried."""
 
     @property
     def name(self) -> str:
         """The device's name."""
         return self.plan.name
 
+    def condition(self) -> DeviceCondition | None:
+        """The device's side of its health, as heartbeats report it (None before the first
+        start was tried)."""
+        if not self.driver_up:
+            if self.problem is None:
+                return None
+            return DeviceCondition(state="down", reason=self.problem)
+        if self.problem is not None:
+            return DeviceCondition(state="failing", reason=self.problem)
+        return DeviceCondition(state="ok")
+
 
 class Agent:
     """Runs devices side by side until cancelled; a failing device stops alone.
 
     ``isolate=False`` (one device from the command line) lets a device's failure end
-    :meth:`run` with its error, as a single-device agent should.
+    :meth:`run` with its error, as a single-device agent should. With ``isolate`` (a config
+    file, a gateway in a rack), a driver that does not start is retried with capped
+    exponential backoff (``retry_base_s`` .. ``retry_cap_s``, jittered) while the device
+    enrolls and links anyway, its health saying why; a running driver is checked every
+    ``check_interval_s``.
     """
 
-    def __init__(self, plans: Sequence[DevicePlan], *, isolate: bool = True) -> None:
+    def __init__(
+        self,
+        plans: Sequence[DevicePlan],
+        *,
+        isolate: bool = True,
+        retry_base_s: float = RETRY_BASE_S,
+        retry_cap_s: float = RETRY_CAP_S,
+        check_interval_s: float = CHECK_INTERVAL_S,
+    ) -> None:
         self.devices: dict[str, DeviceRun] = {plan.name: DeviceRun(plan) for plan in plans}
         self.isolate = isolate
+        self.retry_base_s = retry_base_s
+        self.retry_cap_s = retry_cap_s
+        self.check_interval_s = check_interval_s
 
     @classmethod
-    def from_config(cls, config: AgentConfig, *, token_ttl_s: int = 28_800) -> Agent:
+    def from_config(
+        cls,
+        config: AgentConfig,
+        *,
+        token_ttl_s: int = 28_800,
+        retry_base_s: float = RETRY_BASE_S,
+        retry_cap_s: float = RETRY_CAP_S,
+        check_interval_s: float = CHECK_INTERVAL_S,
+    ) -> Agent:
         """Plan every device of ``config``; a :class:`ConfigError` names the device."""
         env_password = os.environ.get("REMOTEHANDS_AGENT_PASSWORD") or None
-        return cls([_plan_from_config(config, device, env_password, token_ttl_s)
-                    for device in config.devices])  # fmt: skip
+        plans = [_plan_from_config(config, device, env_password, token_ttl_s)
+                 for device in config.devices]  # fmt: skip
+        return cls(plans, retry_base_s=retry_base_s, retry_cap_s=retry_cap_s,
+                   check_interval_s=check_interval_s)  # fmt: skip
 
     async def run(self) -> None:
         """Run every device; returns (or raises) only when every device has stopped."""
@@ -242,21 +307,63 @@ class Agent:
                       plan.name, plan.driver.kind, detail,
                       exc_info=not isinstance(err, RemoteHandsError))  # fmt: skip
         finally:
+            run.driver_up = False
             if plan.frames is not None:
                 await plan.frames.aclose()
             await plan.dispatcher.aclose()
 
-    async def _serve_device(self, run: DeviceRun) -> None:
+    async def _start_driver(self, run: DeviceRun, stack: contextlib.AsyncExitStack) -> bool:
+        """Start the driver (closed with ``stack``); False, with the reason in the run, when it
+        does not start and the agent isolates its devices."""
         plan = run.plan
-        async with contextlib.AsyncExitStack() as stack:
+        run.start_attempts += 1
+        try:
             try:
                 async with asyncio.timeout(START_TIMEOUT_S):
                     await stack.enter_async_context(plan.driver)
+                    run.driver_starts += 1
                     run.hardware_id = plan.hardware_id or await plan.driver.hardware_id()
             except TimeoutError as err:
                 raise DeviceTimeoutError(
                     f"the {plan.driver.kind} driver did not start within {START_TIMEOUT_S:g} s"
                 ) from err
+        except Exception as err:
+            if not self.isolate:
+                raise
+            reason = err.details if isinstance(err, RemoteHandsError) else repr(err)
+            if reason != run.problem:
+                log.error("device %s (%s driver) does not start; retrying it, the others run "
+                          "on: %s", plan.name, plan.driver.kind, reason,
+                          exc_info=not isinstance(err, RemoteHandsError))  # fmt: skip
+            run.problem, run.error = reason, err
+            return False
+        run.driver_up, run.problem, run.error = True, None, None
+        return True
+
+    async def _enrollment_id(self, run: DeviceRun) -> str:
+        """The hardware id the device enrolls and keeps its credential under: pinned in the
+        state directory once enrolled (so a KVM that was down at its first start stays the
+        same device once up), else the device's own, else one from its settings."""
+        plan = run.plan
+        if plan.hardware_id:
+            return plan.hardware_id
+        pin = _pin_file(plan) if self.isolate else None
+        if pin is not None:
+            pinned = await asyncio.to_thread(_read_pin, pin)
+            if pinned:
+                return pinned
+        if run.hardware_id is not None:
+            return run.hardware_id
+        try:
+            async with asyncio.timeout(5):
+                return await plan.driver.hardware_id()
+        except (RemoteHandsError, TimeoutError):
+            return await Driver.hardware_id(plan.driver)
+
+    async def _serve_device(self, run: DeviceRun) -> None:
+        plan = run.plan
+        async with contextlib.AsyncExitStack() as stack:
+            await self._start_driver(run, stack)
             if plan.app is not None and plan.listen is not None:
                 server = await stack.enter_async_context(
                     serve_http(plan.app, plan.listen, websockets=True)
@@ -264,30 +371,99 @@ class Agent:
                 run.address = bound_address(server)
                 faces = ", ".join(face.name for face in plan.faces)
                 log.warning("device %s: %s on http://%s", plan.name, faces, run.address)
-            link_task = None
             if plan.server:
+                enrolled = await self._enrollment_id(run)
                 credential = await load_or_enroll(
                     plan.server, plan.enrollment_token, state_dir=plan.state_dir,
-                    hardware=run.hardware_id, device_type=plan.driver.device_type,
+                    hardware=enrolled, device_type=plan.driver.device_type,
                     name=plan.name, tags=plan.tags,
                 )  # fmt: skip
+                if self.isolate:
+                    await asyncio.to_thread(_write_pin, _pin_file(plan), enrolled)
                 log.warning("device %s: enrolled as %s with %s", plan.name,
                             credential.device_id, plan.server)  # fmt: skip
                 run.link = AgentLink(credential, plan.dispatcher, driver_name=plan.driver.kind,
                                      device_type=plan.driver.device_type,
-                                     hardware=run.hardware_id, frames=plan.frames)  # fmt: skip
-                link_task = asyncio.create_task(run.link.run(), name=f"link {plan.name}")
-            run.state = "running"
+                                     hardware=run.hardware_id or enrolled, frames=plan.frames,
+                                     condition=run.condition)  # fmt: skip
+            run.state = "running" if run.driver_up else "retrying"
             run.settled.set()
-            if link_task is None:
-                await asyncio.Event().wait()
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    if run.link is not None:
+                        tasks.create_task(run.link.run(), name=f"link {plan.name}")
+                    tasks.create_task(self._keep_driver(run, stack), name=f"driver {plan.name}")
+            except ExceptionGroup as group:
+                # the link ended (its credential refused): that error is the device's
+                if len(group.exceptions) == 1:
+                    raise group.exceptions[0] from None
+                raise
+
+    async def _keep_driver(self, run: DeviceRun, stack: contextlib.AsyncExitStack) -> None:
+        """Start a driver that is down, with backoff; check one that runs, now and then."""
+        attempt = 0
+        while True:
+            if not run.driver_up:
+                ceiling = min(self.retry_cap_s, self.retry_base_s * 2**attempt)
+                await asyncio.sleep(ceiling * random.uniform(0.5, 1.0))
+                attempt = min(attempt + 1, 30)
+                if await self._start_driver(run, stack):
+                    attempt = 0
+                    run.state = "running"
+                    log.warning("device %s: its %s driver started", run.name,
+                                run.plan.driver.kind)  # fmt: skip
+                    if run.link is not None:
+                        # the hello lists what the driver has: say it again, now that it runs
+                        run.link.hardware = run.hardware_id or run.link.hardware
+                        await run.link.rehello()
+                continue
+            await asyncio.sleep(self.check_interval_s)
+            await self._check(run)
+
+    async def _check(self, run: DeviceRun) -> None:
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                await run.plan.driver.check()
+        except TimeoutError:
+            problem: str | None = f"the device did not answer within {START_TIMEOUT_S:g} s"
+        except RemoteHandsError as err:
+            problem = err.details
+        except Exception as err:  # a driver bug must not end the device
+            log.exception("device %s: its driver's check failed unexpectedly", run.name)
+            problem = f"the driver's check failed: {err!r}"
+        else:
+            problem = None
+        if problem != run.problem:
+            if problem is None:
+                log.warning("device %s serves again", run.name)
             else:
-                try:
-                    await link_task
-                finally:
-                    link_task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await link_task
+                log.error("device %s cannot serve: %s", run.name, problem)
+        run.problem = problem
+
+
+def _pin_file(plan: DevicePlan) -> Path:
+    key = hashlib.sha256(f"{(plan.server or '').rstrip('/')}|{plan.name}".encode())
+    return plan.state_dir / f"device-{key.hexdigest()[:16]}.json"
+
+
+def _read_pin(path: Path) -> str | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"the device file {path} is damaged ({err}): remove it") from err
+    value = data.get("hardware_id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def _write_pin(path: Path, hardware_id: str) -> None:
+    if _read_pin(path) == hardware_id:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"hardware_id": hardware_id}), encoding="utf-8")
+    tmp.replace(path)
 
 
 def _plan_from_config(

@@ -488,6 +488,13 @@ class Driver:
     async def close(self) -> None:
         """Release held input and free resources; safe to call twice."""
 
+    async def check(self) -> None:
+        """Raise :class:`~remotehands.errors.DeviceError` (or a timeout) saying why the device
+        cannot serve right now, once started: a KVM gone from the network, or seeing no video.
+        The agent calls it now and then and reports the answer in the device's health. This
+        default finds nothing; drivers of devices that can fail apart from their agent
+        override it with a cheap request."""
+
     async def __aenter__(self) -> Driver:
         await self.start()
         return self

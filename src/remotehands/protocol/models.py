@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 __all__ = [
     "AudioDevice",
@@ -13,6 +13,7 @@ __all__ = [
     "AudioState",
     "Bounds",
     "Button",
+    "DeviceCondition",
     "Health",
     "ImageFormat",
     "MediaDrive",
@@ -174,10 +175,27 @@ class WindowInfo(_Model):
     is_dialog: bool
 
 
-class Health(BaseModel):
-    """What a heartbeat reports about the machine the agent runs on.
+class DeviceCondition(BaseModel):
+    """Whether the device behind the agent can serve, apart from the agent's link: a KVM can
+    be unreachable, refuse the agent's password or see no video while its agent is online.
 
-    Extra fields are ignored, so that a newer agent reporting more keeps its link.
+    ``ok``: the driver runs and its last check passed; ``failing``: the driver runs but its
+    last check failed (no video signal, the KVM went away); ``down``: the driver did not
+    start, and the agent retries it. ``reason`` says why, in the device's words.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    state: Literal["ok", "failing", "down"]
+    reason: str | None = None
+
+
+class Health(BaseModel):
+    """What a heartbeat reports about the machine the agent runs on, and (``device``) about
+    the device it fronts.
+
+    Extra fields are ignored, so that a newer agent reporting more keeps its link; ``device``
+    is left off the wire when unknown, so that an older reader sees the shape it knows.
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -185,3 +203,11 @@ class Health(BaseModel):
     uptime_seconds: float
     cpu_percent: float
     memory_percent: float
+    device: DeviceCondition | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unknown_device(self, handler: SerializerFunctionWrapHandler) -> object:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("device", 0) is None:
+            del data["device"]
+        return data

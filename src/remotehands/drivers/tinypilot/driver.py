@@ -115,6 +115,11 @@ class TinyPilotDriver(Driver):
             client, self.client = self.client, None
             await client.aclose()
 
+    async def check(self) -> None:
+        """A screenshot: it fails when the device is unreachable, refuses the credential or
+        sees no video signal."""
+        await self._screenshot()
+
     async def hardware_id(self) -> str:
         """TinyPilot's API names no serial: the device is where its URL points."""
         digest = hashlib.sha256(f"tinypilot|{self.tp_settings.url}".encode())

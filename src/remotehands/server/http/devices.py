@@ -12,11 +12,19 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 from sqlalchemy import delete, func, select
 
 from remotehands.errors import ForbiddenError, NotFoundError
 from remotehands.protocol.link import CLOSE_CREDENTIAL_REFUSED
+from remotehands.protocol.models import DeviceCondition
 from remotehands.server.auth import Principal, can_see_device, require_role
 from remotehands.server.db.models import Device
 from remotehands.server.http.tokens import MAX_TAGS, check_tags
@@ -28,11 +36,21 @@ router = APIRouter(prefix="/v1/devices", tags=["devices"])
 
 
 class HealthOut(BaseModel):
-    """What the agent's last heartbeat said about the machine."""
+    """What the agent's last heartbeat said about the machine, and (``device``, left out when
+    the agent does not say) whether the device behind it can serve: a KVM that is
+    unreachable or sees no video says why here while its agent's link is up."""
 
     uptime_seconds: float
     cpu_percent: float
     memory_percent: float
+    device: DeviceCondition | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unknown_device(self, handler: SerializerFunctionWrapHandler) -> object:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("device", 0) is None:
+            del data["device"]
+        return data
 
 
 class DeviceOut(BaseModel):
