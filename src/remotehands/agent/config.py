@@ -6,6 +6,16 @@
     state_dir = "/var/lib/remotehands-agent" # credentials, one file per device (optional)
     password_file = "/etc/remotehands/faces.pw"  # the faces' password, for every device (optional)
 
+    [[devices]]                            # a KVM in the rack (a gateway lists many)
+    name = "kvm-7"
+    driver = "tinypilot"                   # or "pikvm"
+    tags = ["rack-1"]
+    enrollment_token = "ekvent_..."
+    [devices.settings]
+    url = "https://kvm-7.rack.example"
+    password_env = "KVM7_KEY"              # the device's password or key: an environment variable
+    # password_file = "kvm-7.key"          # ... or a file; totp_file for two-factor sign-in
+
     [[devices]]
     name = "lab-desktop"
     driver = "x11"
@@ -20,8 +30,9 @@ The faces of a device check one password. It is never written in this file: it c
 ``password_file`` (the device's own, else the top-level one; a file readable by the agent's user
 only, holding the password on one line), from ``pam = true`` (the Unix password of the user
 running the agent), or else from the ``REMOTEHANDS_AGENT_PASSWORD`` environment variable. Paths
-are relative to the directory of the file. Every problem is a :class:`ConfigError` naming the
-file, the device and the field.
+are relative to the directory of the file, the files a driver's settings name (``*_file``) too.
+Every problem is a :class:`ConfigError` naming the file, the device and the field. A device whose
+driver does not start is retried while the others run (see :mod:`remotehands.agent.runtime`).
 """
 
 from __future__ import annotations
@@ -197,8 +208,19 @@ def load_config(path: Path) -> AgentConfig:
     def anchored(value: Path | None) -> Path | None:
         return None if value is None else base / value.expanduser()
 
+    def anchored_settings(settings: dict[str, Any]) -> dict[str, Any]:
+        # a driver's files (password_file, totp_file, ca_file...) are relative to this file too
+        return {key: str(base / Path(value).expanduser())
+                if key.endswith("_file") and isinstance(value, str) and value else value
+                for key, value in settings.items()}  # fmt: skip
+
     devices = [
-        device.model_copy(update={"password_file": anchored(device.password_file)})
+        device.model_copy(
+            update={
+                "password_file": anchored(device.password_file),
+                "settings": anchored_settings(device.settings),
+            }
+        )
         for device in config.devices
     ]
     return config.model_copy(update={

@@ -380,11 +380,13 @@ class Agent:
                 )  # fmt: skip
                 if self.isolate:
                     await asyncio.to_thread(_write_pin, _pin_file(plan), enrolled)
+                if run.hardware_id is None:
+                    run.hardware_id = enrolled  # until the device names itself
                 log.warning("device %s: enrolled as %s with %s", plan.name,
                             credential.device_id, plan.server)  # fmt: skip
                 run.link = AgentLink(credential, plan.dispatcher, driver_name=plan.driver.kind,
                                      device_type=plan.driver.device_type,
-                                     hardware=run.hardware_id or enrolled, frames=plan.frames,
+                                     hardware=run.hardware_id, frames=plan.frames,
                                      condition=run.condition)  # fmt: skip
             run.state = "running" if run.driver_up else "retrying"
             run.settled.set()
