@@ -117,3 +117,42 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_an_agent_fronts_a_tinypilot_served_by_another_agents_tinypilot_face() -> None:
+    """``--face tinypilot --tinypilot-open`` on one agent, ``--driver tinypilot --device-url``
+    on another: the second one's native face shows the first one's device."""
+    kvm_port, front_port = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "REMOTEHANDS_AGENT_PASSWORD"}
+    kvm = subprocess.Popen(
+        [REMOTEHANDS, "agent", "--driver", "fake", "--setting", "width=333", "--face",
+         "tinypilot", "--tinypilot-open", "--listen", f"127.0.0.1:{kvm_port}"],
+        env={**env, "REMOTEHANDS_AGENT_PASSWORD": "kvm-pw"}, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    front: subprocess.Popen[str] | None = None
+    try:
+        kvm_url = f"http://127.0.0.1:{kvm_port}"
+        wait_until(functools.partial(_answers, kvm_url + "/health"), timeout=30)
+        # opened: a client that is not on this machine gets a token without credentials
+        relayed = httpx.post(kvm_url + "/api/v1/auth", headers={"X-Forwarded-For": "192.0.2.1"})
+        assert relayed.status_code == 200 and "token" in relayed.json()
+        front = subprocess.Popen(
+            [REMOTEHANDS, "agent", "--driver", "tinypilot", "--device-url", kvm_url,
+             "--listen", f"127.0.0.1:{front_port}"],
+            env={**env, "REMOTEHANDS_AGENT_PASSWORD": "front-pw",
+                 "REMOTEHANDS_DEVICE_PASSWORD": "kvm-pw"},
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{front_port}"
+        wait_until(functools.partial(_answers, base + "/health"), timeout=30)
+        login = httpx.post(base + "/auth/login", json={"password": "front-pw"})
+        headers = {"Authorization": f"Bearer {login.json()['token']}"}
+        assert httpx.get(base + "/screens", headers=headers).json()["screens"][0]["width"] == 333
+        typed = httpx.post(base + "/keyboard/type", json={"text": "Hi!"}, headers=headers)
+        assert typed.json() == {"status": "ok"}
+    finally:
+        for process in (front, kvm):
+            if process is not None:
+                process.send_signal(signal.SIGINT)
+                process.communicate(timeout=30)
+    assert kvm.returncode == 0 and front is not None and front.returncode == 0

@@ -181,3 +181,37 @@ def test_device_options_fill_a_network_drivers_settings(
     with pytest.raises(ConfigError, match="is empty"):
         totp.write_text("\n")
         settings.totp_secret()
+
+
+def test_a_gateway_lists_kvms_whose_secret_files_are_taken_from_its_directory(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "kvm.key").write_text("the-key\n")
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        textwrap.dedent("""
+        server = "http://fleet:8080"
+        [[devices]]
+        name = "kvm-1"
+        driver = "tinypilot"
+        tags = ["rack-1"]
+        [devices.settings]
+        url = "https://kvm-1.rack"
+        password_file = "kvm.key"
+        ca_file = "/etc/ssl/kvm.pem"
+        layout = "en-GB"
+        [[devices]]
+        name = "kvm-2"
+        driver = "tinypilot"
+        [devices.settings]
+        url = "https://kvm-2.rack"
+    """)
+    )
+    loaded = load_config(config)
+    settings = loaded.devices[0].settings
+    assert settings["password_file"] == str(tmp_path / "kvm.key")
+    assert settings["ca_file"] == "/etc/ssl/kvm.pem" and settings["layout"] == "en-GB"
+    agent = Agent.from_config(loaded)
+    driver = agent.devices["kvm-1"].plan.driver
+    assert driver.kind == "tinypilot" and driver.device_type == "tinypilot"
+    assert driver.settings.password() == "the-key"  # type: ignore[attr-defined]  # RemoteSettings
