@@ -1,20 +1,24 @@
 """The contract suite's drivers and its ``needs`` marker.
 
 Every test of ``tests/contract`` runs once per driver of :data:`CONTRACT_DRIVERS`: the fake
-driver, the fake driver playing a KVM (screen, keyboard and mouse only) and the x11 driver on a
-real Xvfb. A test marked ``@pytest.mark.needs("clipboard", ...)`` is skipped, with the reason,
-for a driver that lacks one of those capabilities.
+driver, the fake driver playing a KVM (screen, keyboard and mouse only), the x11 driver on a
+real Xvfb and the tinypilot driver in front of the agent's own TinyPilot face (on a fake
+machine, over loopback HTTP). A test marked ``@pytest.mark.needs("clipboard", ...)`` is
+skipped, with the reason, for a driver that lacks one of those capabilities.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
-from remotehands.agent.runtime import make_driver
+from remotehands.agent.runtime import make_driver, plan_device
 from remotehands.drivers.base import Driver
+from remotehands.drivers.fake import FakeDriver
+from remotehands.serving import bound_address, serve_http
 
 _KVM = ["screen", "keyboard", "mouse"]
 
@@ -22,6 +26,7 @@ CONTRACT_DRIVERS: dict[str, Callable[[pytest.FixtureRequest], tuple[str, dict[st
     "fake": lambda request: ("fake", {"width": 1280, "height": 800}),
     "fake-kvm": lambda request: ("fake", {"serial": "kvm", "capabilities": _KVM}),
     "x11": lambda request: ("x11", {"display": request.getfixturevalue("desktop").display}),
+    "tinypilot": lambda request: ("tinypilot", {}),
 }
 """Contract driver id -> (driver name, settings), given the test's request."""
 
@@ -32,14 +37,34 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+@contextlib.asynccontextmanager
+async def _tinypilot_kvm() -> AsyncIterator[dict[str, Any]]:
+    """A TinyPilot (the agent's TinyPilot face in front of a 1280x800 fake machine): the
+    settings that reach it."""
+    machine = FakeDriver(1280, 800)
+    plan = plan_device("kvm", machine, listen="127.0.0.1:0", faces=["tinypilot"],
+                       password="contract", password_file=None, pam=False)  # fmt: skip
+    async with machine, serve_http(plan.app, "127.0.0.1:0") as server:
+        yield {"url": f"http://{bound_address(server)}"}
+
+
+DEVICES: dict[str, Callable[[], contextlib.AbstractAsyncContextManager[dict[str, Any]]]] = {
+    "tinypilot": _tinypilot_kvm,
+}
+"""Contract driver id -> the device it drives, served for the test: its settings."""
+
+
 @pytest.fixture(params=list(CONTRACT_DRIVERS))
 async def driver(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     """A started driver of each kind, built as the agent builds one (name and settings)."""
     name, settings = CONTRACT_DRIVERS[request.param](request)
-    instance: Driver = make_driver(name, settings)
-    marker = request.node.get_closest_marker("needs")
-    lacking = [c for c in (marker.args if marker else ()) if not instance.has(c)]
-    if lacking:
-        pytest.skip(f"the {request.param} driver has no {', '.join(lacking)} capability")
-    async with instance:
-        yield instance
+    async with contextlib.AsyncExitStack() as stack:
+        if request.param in DEVICES:
+            settings = {**settings, **await stack.enter_async_context(DEVICES[request.param]())}
+        instance: Driver = make_driver(name, settings)
+        marker = request.node.get_closest_marker("needs")
+        lacking = [c for c in (marker.args if marker else ()) if not instance.has(c)]
+        if lacking:
+            pytest.skip(f"the {request.param} driver has no {', '.join(lacking)} capability")
+        async with instance:
+            yield instance
