@@ -79,7 +79,12 @@ def _health(row: Mapping[str, Any]) -> str:
     health = row.get("health") or {}
     if not health:
         return "-"
-    return f"cpu {health.get('cpu_percent')}% mem {health.get('memory_percent')}%"
+    shown = f"cpu {health.get('cpu_percent')}% mem {health.get('memory_percent')}%"
+    device = health.get("device") or {}
+    if device.get("state") in ("down", "failing"):
+        # the KVM behind an online agent cannot serve: say why, beside the link's health
+        shown += f"; device {device['state']}: {device.get('reason') or 'no reason given'}"
+    return shown
 
 
 _DEVICE_COLUMNS: list[Column] = [
