@@ -15,6 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from remotehands.agent.desktop import VirtualDesktop
 from remotehands.agent.runtime import DevicePlan, make_driver, plan_device
@@ -236,3 +240,17 @@ async def test_end_to_end_typing_screenshots_and_mouse_on_x(
             native = await x11.grab()
             difference = np.abs(whole[..., :3].astype(int) - native[..., :3].astype(int))
             assert whole.shape == native.shape and float(np.mean(difference)) < 8
+
+
+async def test_a_tinypilot_that_hands_out_no_tokens_asks_for_an_api_key() -> None:
+    """TinyPilot Pro 3.2 answers 410 Gone to POST /api/v1/auth (a small stand-in of that one
+    answer, over loopback): the driver says to use an API key."""
+
+    async def gone(request: Request) -> Response:
+        return JSONResponse({"code": "EPHEMERAL_TOKEN_DEPRECATED"}, status_code=410)
+
+    app = Starlette(routes=[Route("/api/v1/auth", gone, methods=["POST"])])
+    async with serve_http(app, "127.0.0.1:0") as server:
+        with pytest.raises(DeviceError, match="create an API key") as err:
+            await _tinypilot(f"http://{bound_address(server)}").start()
+    assert "EPHEMERAL_TOKEN_DEPRECATED" in err.value.details

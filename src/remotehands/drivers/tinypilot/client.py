@@ -130,6 +130,13 @@ class TinyPilotClient:
         """Fetch a new token from ``POST /api/v1/auth`` (no Origin header, as TinyPilot
         demands) and use it from now on."""
         response = await self._send("POST", "/api/v1/auth", auth=False)
+        if response.status_code == 410:
+            # TinyPilot Pro 3.2 replaced these tokens with API keys
+            raise Refused(
+                f"the TinyPilot at {self.url} hands out no API tokens any more (410: "
+                f"{_excerpt(response)}): create an API key on it (System, Automation) and give "
+                "it as the device's password (password_env or password_file)"
+            )
         if response.status_code != 200:
             raise _refused(response, "the device refused to hand out an API token")
         try:
