@@ -27,6 +27,7 @@ from remotehands.drivers.fake import FakeDriver
 from remotehands.serving import bound_address, serve_http
 from remotehands.testing.xapps import eventually
 from tests.integration.conftest import LiveServer
+from tests.integration.test_tinypilot_face import DarkDriver
 
 pytestmark = pytest.mark.anyio
 
@@ -206,3 +207,52 @@ async def test_a_gateway_runs_every_kvm_and_one_failing_never_stops_the_others(
     state = tmp_path / "state"
     assert len(list(state.glob("credential-*.json"))) == 3
     assert len(list(state.glob("device-*.json"))) == 3
+
+
+async def test_a_wrong_key_and_no_video_signal_each_say_why(tmp_path: Path) -> None:
+    """A gateway without a server: a KVM refusing the agent's key does not start (retried,
+    saying so); a KVM with no video signal runs (it can type) and its health says why it
+    cannot show the screen."""
+    (tmp_path / "wrong.key").write_text("not-the-key\n")
+    async with _kvm(FakeDriver(64, 48)) as refusing, _kvm(DarkDriver(64, 48)) as dark:
+        config = tmp_path / "gateway.toml"
+        config.write_text(
+            textwrap.dedent(f"""
+            [[devices]]
+            name = "refusing"
+            driver = "tinypilot"
+            [devices.settings]
+            url = "{refusing}"
+            password_file = "wrong.key"
+
+            [[devices]]
+            name = "dark"
+            driver = "tinypilot"
+            [devices.settings]
+            url = "{dark}"
+        """)
+        )
+        agent = Agent.from_config(load_config(config), retry_base_s=0.2, retry_cap_s=0.5,
+                                  check_interval_s=0.2)  # fmt: skip
+        task = asyncio.create_task(agent.run())
+        try:
+            refused, blind = agent.devices["refusing"], agent.devices["dark"]
+            for run in (refused, blind):
+                await asyncio.wait_for(run.settled.wait(), 20)
+            assert refused.state == "retrying"
+            condition = refused.condition()
+            assert condition is not None and condition.state == "down"
+            assert "refused the API key (403: Invalid API token or key)" in str(condition.reason)
+
+            def blind_says_why() -> bool:
+                found = blind.condition()
+                return found is not None and found.state == "failing"
+
+            await eventually(blind_says_why, timeout=20)
+            assert blind.state == "running"
+            assert str(blind.problem).startswith("no video signal: ")
+            await eventually(lambda: refused.start_attempts >= 3, timeout=20)
+            assert refused.driver_starts == 0 and not task.done()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

@@ -419,8 +419,8 @@ class Agent:
                         run.link.hardware = run.hardware_id or run.link.hardware
                         await run.link.rehello()
                 continue
+            await self._check(run)  # right after a start too: a KVM may be up with no video
             await asyncio.sleep(self.check_interval_s)
-            await self._check(run)
 
     async def _check(self, run: DeviceRun) -> None:
         try:
