@@ -29,7 +29,13 @@ from remotehands.drivers.remote import RemoteSettings
 from remotehands.drivers.tinypilot import client as tp
 from remotehands.drivers.tinypilot.client import TinyPilotClient
 from remotehands.drivers.tinypilot.layouts import Layout, Stroke, strokes
-from remotehands.errors import DeviceError, DeviceTimeoutError, ValidationError
+from remotehands.errors import (
+    ConfigError,
+    DeviceError,
+    DeviceTimeoutError,
+    RemoteHandsError,
+    ValidationError,
+)
 from remotehands.protocol.keys import Key
 from remotehands.protocol.models import Bounds, ScreenInfo
 
@@ -66,7 +72,7 @@ class TinyPilotDriver(Driver):
 
     def __init__(self, settings: TinyPilotSettings | None = None) -> None:
         if settings is None:
-            raise ValidationError("the tinypilot driver needs settings: at least its url")
+            raise ConfigError("the tinypilot driver needs settings: at least its url")
         super().__init__(settings)
         self.tp_settings = settings
         self.client: TinyPilotClient | None = None
@@ -108,7 +114,7 @@ class TinyPilotDriver(Driver):
             return
         try:
             await self.release_all()
-        except DeviceError as err:
+        except RemoteHandsError as err:
             log.warning("could not release the keys and buttons on %s: %s", self.tp_settings.url,
                         err.details)  # fmt: skip
         finally:
