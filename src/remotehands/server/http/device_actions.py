@@ -336,18 +336,32 @@ async def device_action(
 # -- streamed actions -----------------------------------------------------------------------------
 
 
+BODY_STALL_S = 60.0
+"""The longest a streamed body may pause between two pieces before the upload is given up."""
+
+
 async def _body(request: Request) -> AsyncIterator[bytes]:
-    """The request body as it arrives; a client gone mid-body is a :class:`ValidationError`
-    (the transfer is cancelled with it)."""
+    """The request body as it arrives; a client gone or stalled mid-body is a
+    :class:`ValidationError` (the transfer is cancelled with it)."""
     received = 0
+    stream = request.stream()
     try:
-        async for chunk in request.stream():
+        while True:
+            async with asyncio.timeout(BODY_STALL_S):
+                chunk = await anext(stream, None)
+            if chunk is None:
+                return
             if chunk:
                 received += len(chunk)
                 yield chunk
     except ClientDisconnect:
         raise ValidationError(
             f"the client went away after {received} bytes of the upload; nothing was kept"
+        ) from None
+    except TimeoutError:
+        raise ValidationError(
+            f"the client sent nothing for {BODY_STALL_S:g} s after {received} bytes of the "
+            "upload; nothing was kept"
         ) from None
 
 
