@@ -1,9 +1,9 @@
 """The contract suite's drivers and its ``needs`` marker.
 
 Every test of ``tests/contract`` runs once per driver of :data:`CONTRACT_DRIVERS`: the fake
-driver, the fake driver playing a KVM (screen, keyboard and mouse only), the x11 driver on a
-real Xvfb and the tinypilot driver in front of the agent's own TinyPilot face (on a fake
-machine, over loopback HTTP). A test marked ``@pytest.mark.needs("clipboard", ...)`` is
+driver, the fake driver playing a KVM (screen, keyboard, mouse, power, media and a switch), the
+x11 driver on a real Xvfb and the tinypilot driver in front of the agent's own TinyPilot face (on
+a fake machine, over loopback HTTP). A test marked ``@pytest.mark.needs("clipboard", ...)`` is
 skipped, with the reason, for a driver that lacks one of those capabilities.
 """
 
@@ -20,7 +20,7 @@ from remotehands.drivers.base import Driver
 from remotehands.drivers.fake import FakeDriver
 from remotehands.serving import bound_address, serve_http
 
-_KVM = ["screen", "keyboard", "mouse"]
+_KVM = ["screen", "keyboard", "mouse", "power", "media", "switch"]
 
 CONTRACT_DRIVERS: dict[str, Callable[[pytest.FixtureRequest], tuple[str, dict[str, Any]]]] = {
     "fake": lambda request: ("fake", {"width": 1280, "height": 800}),
