@@ -569,6 +569,9 @@ class KvmdClient:
                     ssl=ssl_context if ssl_context is not True else None,
                     open_timeout=None,
                     max_size=16 * 1024 * 1024,
+                    # kvmd pushes a burst of states on connect: a small receive queue would
+                    # stop reading, and a close would then wait for the close frame behind it
+                    max_queue=4096,
                 )
         except InvalidStatus as err:
             raise _status_error(err.response.status_code, bytes(err.response.body or b"")) from err
