@@ -478,7 +478,7 @@ async def test_json_and_binary_hid_frames_reach_the_device(device: DeviceRun) ->
 async def test_the_client_signs_in_every_way_and_reads_events(device: DeviceRun) -> None:
     url = f"http://{device.address}"
     for auth in ("headers", "basic", "cookie"):
-        async with KvmdClient(url, password=PASSWORD, auth=auth) as client:  # type: ignore[arg-type]
+        async with KvmdClient(url, password=PASSWORD, auth=auth) as client:
             await client.check()
             assert (await client.hid_state())["mouse"]["absolute"] is True
             async with client.events() as events:
