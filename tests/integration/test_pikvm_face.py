@@ -43,7 +43,8 @@ def _config(tmp_path: Path, face_settings: dict[str, Any] | None = None) -> Agen
     return AgentConfig.model_validate({
         "state_dir": str(tmp_path / "state"), "password_file": str(password),
         "devices": [{"name": "fake", "driver": "fake", "listen": "127.0.0.1:0",
-                     "faces": ["native", "pikvm"], "settings": {"width": 320, "height": 200},
+                     "faces": ["native", "pikvm"], "settings": {"width": 320, "height": 200,
+                                  "capabilities": ["screen", "keyboard", "mouse"]},
                      "face_settings": {"pikvm": face_settings or {}}}],
     })  # fmt: skip
 

@@ -11,7 +11,8 @@ password), ``/api/info``, ``/api/export/prometheus/metrics``, ``/api/hid`` and i
 print, keymaps, set_params, set_connected, reset and inactivity, ``/api/streamer`` with
 snapshots (save, load, preview; OCR answers kvmd's ``OcrError`` until the device has OCR),
 set_params and ocr, ``/api/ws``, ``/api/gpio`` (no channels), and ATX, MSD and the switch
-(answering kvmd's ``...DisabledError`` or an empty switch when the device lacks them).
+through the vocabulary's power, media and switch actions (:mod:`.kvm`; kvmd's
+``...DisabledError`` or an empty switch where the device lacks them).
 Unknown routes and methods are aiohttp's plain ``404: Not Found`` / ``405: Method Not
 Allowed``, answered before authentication as kvmd's are.
 """
@@ -35,6 +36,7 @@ from remotehands.agent.faces.pikvm.auth import AUTH_COOKIE, Sessions, valid_pass
 from remotehands.agent.faces.pikvm.hid import HELD_KEYS, MOUSE_BUTTONS, WEB_KEYS, Hid, clamp_delta
 from remotehands.agent.faces.pikvm.hid import clamp_move as _clamp_move
 from remotehands.agent.faces.pikvm.info import Info, prometheus_text
+from remotehands.agent.faces.pikvm.kvm import Atx, Msd, Switch
 from remotehands.agent.faces.pikvm.streamer import Snapshot, Streamer
 from remotehands.agent.faces.pikvm.wire import (
     KvmdError,
@@ -108,6 +110,9 @@ class PikvmFace:
         self.hid = Hid(context.dispatcher)
         self.info = Info(context.device)
         self.streamer = Streamer(context.dispatcher)
+        self.atx = Atx(context.dispatcher)
+        self.msd = Msd(context.dispatcher)
+        self.switch = Switch(context.dispatcher)
         self.sockets: set[_ws.Socket] = set()
 
     def has(self, capability: str) -> bool:
@@ -390,41 +395,28 @@ class PikvmFace:
         return json_response(self.gpio_state())
 
     async def atx_state(self) -> dict[str, Any]:
-        """The ``atx`` state (kvmd's ``disabled`` plugin without power)."""
-        return {
-            "enabled": False,
-            "busy": False,
-            "acts": {"power": False, "reset": False},
-            "leds": {"power": False, "hdd": False},
-        }
+        """The ``atx`` state."""
+        return await self.atx.state()
 
-    async def atx(self, request: Request) -> Response:
+    async def atx_get(self, request: Request) -> Response:
         """``GET /api/atx``."""
-        return json_response(await self.atx_state())
-
-    async def atx_disabled(self, request: Request) -> Response:
-        """ATX actions of a device without power."""
-        raise KvmdError("AtxDisabledError", "ATX is disabled")
+        return json_response(await self.atx.state())
 
     async def msd_state(self) -> dict[str, Any]:
-        """The ``msd`` state (kvmd's ``disabled`` plugin without media)."""
-        return {"enabled": False, "online": False, "busy": False, "drive": None, "storage": None}
+        """The ``msd`` state."""
+        return await self.msd.state()
 
-    async def msd(self, request: Request) -> Response:
+    async def msd_get(self, request: Request) -> Response:
         """``GET /api/msd``."""
-        return json_response(await self.msd_state())
-
-    async def msd_disabled(self, request: Request) -> Response:
-        """MSD actions of a device without media."""
-        raise KvmdError("MsdDisabledError", "MSD is disabled")
+        return json_response(await self.msd.state())
 
     async def switch_state(self) -> dict[str, Any]:
-        """The ``switch`` state: no units, no ports."""
-        return _empty_switch()
+        """The ``switch`` state."""
+        return await self.switch.state()
 
-    async def switch(self, request: Request) -> Response:
+    async def switch_get(self, request: Request) -> Response:
         """``GET /api/switch``."""
-        return json_response(await self.switch_state())
+        return json_response(await self.switch.state())
 
     # -- the socket -----------------------------------------------------------------------
 
@@ -482,8 +474,6 @@ class PikvmFace:
         """Every route of the face."""
         x = self.exposed
         get, post, delete = ["GET"], ["POST"], ["DELETE"]
-        atx_action = self.atx_disabled
-        msd_action = self.msd_disabled
         table: list[tuple[str, Endpoint, list[str], dict[str, Any]]] = [
             ("/api/auth/login", self.login, post, {"auth": False}),
             ("/api/auth/check", self.check, get, {}),
@@ -510,38 +500,38 @@ class PikvmFace:
             ("/api/streamer/reset", self.streamer_reset, post, {}),
             ("/api/streamer/ocr", self.streamer_ocr, get, {}),
             ("/api/gpio", self.gpio, get, {}),
-            ("/api/atx", self.atx, get, {}),
-            ("/api/atx/power", atx_action, post, {"area": "Atx"}),
-            ("/api/atx/click", atx_action, post, {"area": "Atx"}),
-            ("/api/msd", self.msd, get, {}),
-            ("/api/switch", self.switch, get, {}),
+            ("/api/atx", self.atx_get, get, {}),
+            ("/api/atx/power", self.atx.power, post, {"area": "Atx"}),
+            ("/api/atx/click", self.atx.click, post, {"area": "Atx"}),
+            ("/api/msd", self.msd_get, get, {}),
+            ("/api/switch", self.switch_get, get, {}),
         ]
-        for path in ("set_params", "set_connected", "write", "write_remote", "remove", "reset"):
-            table.append((f"/api/msd/{path}", msd_action, post, {"area": "Msd"}))
+        msd = self.msd
+        for path, handler in (
+            ("set_params", msd.set_params),
+            ("set_connected", msd.set_connected),
+            ("write", msd.write),
+            ("write_remote", msd.write_remote),
+            ("remove", msd.remove),
+            ("reset", msd.reset),
+        ):
+            table.append((f"/api/msd/{path}", handler, post, {"area": "Msd"}))
+        switch = self.switch
+        for path, handler in (
+            ("set_active", switch.set_active),
+            ("set_active_prev", switch.set_active_prev),
+            ("set_active_next", switch.set_active_next),
+            ("set_beacon", switch.set_beacon),
+            ("atx/power", switch.atx_power),
+            ("atx/click", switch.atx_click),
+        ):
+            table.append((f"/api/switch/{path}", handler, post, {"area": "Switch"}))
         routes: list[BaseRoute] = [
             Route(path, x(handler, **options), methods=methods)
             for path, handler, methods, options in table
         ]
         routes.append(WebSocketRoute("/api/ws", self.socket))
         return routes
-
-
-def _empty_switch() -> dict[str, Any]:
-    return {
-        "model": {
-            "firmware": {"version": 0},
-            "units": [],
-            "ports": [],
-            "limits": {"atx": {"click_delays": {}}},
-        },
-        "summary": {"active_port": -1, "active_id": "", "synced": True},
-        "edids": {"all": {}, "used": []},
-        "colors": {},
-        "video": {"links": []},
-        "usb": {"links": []},
-        "beacons": {"uplinks": [], "downlinks": [], "ports": []},
-        "atx": {"busy": [], "leds": {"power": [], "hdd": []}},
-    }
 
 
 def _const(value: dict[str, Any]) -> _ws.States:
