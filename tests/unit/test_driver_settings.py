@@ -59,7 +59,7 @@ def test_bad_settings_name_the_setting_and_what_to_do() -> None:
 
 
 def test_unknown_drivers_and_non_drivers_are_refused() -> None:
-    with pytest.raises(ConfigError, match="unknown driver 'nope': choose one of fake, .*x11"):
+    with pytest.raises(ConfigError, match=r"unknown driver 'nope': choose one of fake, .*x11"):
         make_driver("nope")
     with pytest.raises(ConfigError, match="not a driver class"):
         make_driver("remotehands.drivers.fake:FakeWindow")
