@@ -606,6 +606,8 @@ class KvmdEvents:
                 continue  # binary pongs
             message = json.loads(frame)
             event_type, event = str(message.get("event_type")), message.get("event")
+            if event_type.endswith("_state"):  # the names of kvmd before 4.36 (hid_state...)
+                event_type = event_type.removesuffix("_state")
             if event_type == "loop":
                 self.loop = event
                 return event_type, event

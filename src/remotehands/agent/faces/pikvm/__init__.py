@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
@@ -32,12 +33,18 @@ from starlette.websockets import WebSocket
 
 from remotehands.agent.faces.base import Face, FaceContext
 from remotehands.agent.faces.pikvm import ws as _ws
-from remotehands.agent.faces.pikvm.auth import AUTH_COOKIE, Sessions, valid_passwd, valid_user
+from remotehands.agent.faces.pikvm.auth import (
+    AUTH_COOKIE,
+    Sessions,
+    valid_passwd,
+    valid_token,
+    valid_user,
+)
 from remotehands.agent.faces.pikvm.hid import HELD_KEYS, MOUSE_BUTTONS, WEB_KEYS, Hid, clamp_delta
 from remotehands.agent.faces.pikvm.hid import clamp_move as _clamp_move
 from remotehands.agent.faces.pikvm.info import Info, prometheus_text
 from remotehands.agent.faces.pikvm.kvm import Atx, Msd, Switch
-from remotehands.agent.faces.pikvm.streamer import Snapshot, Streamer
+from remotehands.agent.faces.pikvm.streamer import Streamer
 from remotehands.agent.faces.pikvm.wire import (
     KvmdError,
     check_in,
@@ -173,8 +180,6 @@ class PikvmFace:
 
     async def logout(self, request: Request) -> Response:
         """``POST /api/auth/logout``: every session of the cookie's user ends."""
-        from remotehands.agent.faces.pikvm.auth import valid_token
-
         token = valid_token(request.cookies.get(AUTH_COOKIE) or None)
         self.sessions.logout(token)
         return json_response()
@@ -559,8 +564,6 @@ def _charset(request: Request) -> str:
 
 async def _form(request: Request) -> dict[str, str]:
     """Form fields of a urlencoded body (kvmd reads no JSON: a JSON body has no fields)."""
-    from urllib.parse import parse_qsl
-
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await request.body()
     if content_type != "application/x-www-form-urlencoded":
@@ -577,6 +580,3 @@ def pikvm_face(context: FaceContext) -> Face:
     """The PiKVM face of a device (the ``pikvm`` entry of the face table)."""
     face = PikvmFace(context)
     return Face(name="pikvm", routes=face.routes(), error_handler=_unrouted, prefixes=("/api/",))
-
-
-_ = (Snapshot, valid_int)
