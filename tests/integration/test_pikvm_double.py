@@ -6,11 +6,16 @@ states deep-merged."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pyotp
 import pytest
+
+from remotehands.agent.config import AgentConfig
+from remotehands.agent.runtime import Agent
 
 from remotehands.drivers.pikvm import PikvmDriver
 from remotehands.drivers.pikvm.client import KvmdClient
@@ -166,3 +171,57 @@ async def test_partial_events_deep_merge(double: tuple[PikvmDouble, str]) -> Non
         assert merged["storage"]["uploading"] == {"name": "x.iso", "size": 10, "written": 5}
         assert merged["storage"]["parts"][""]["size"] == 1 << 30  # kept from the full state
         assert events.states["msd"] == merged
+
+
+async def test_a_face_in_front_of_the_driver_passes_the_device_on(tmp_path: Path) -> None:
+    """An agent fronting the double with the pikvm driver serves the PiKVM face itself: the
+    double's LEDs, images and missing signal show through it, in kvmd's shapes."""
+    device = PikvmDouble(password="s3cret", power=True)
+    async with serve_http(device.app, "127.0.0.1:0", websockets=True) as server:
+        (tmp_path / "device.pw").write_text("s3cret")
+        (tmp_path / "agent.pw").write_text("agent-pw")
+        config = AgentConfig.model_validate(
+            {
+                "state_dir": str(tmp_path / "state"),
+                "password_file": str(tmp_path / "agent.pw"),
+                "devices": [
+                    {
+                        "name": "rack-1",
+                        "driver": "pikvm",
+                        "listen": "127.0.0.1:0",
+                        "faces": ["native", "pikvm"],
+                        "settings": {
+                            "url": f"http://{bound_address(server)}",
+                            "password_file": str(tmp_path / "device.pw"),
+                        },
+                    }
+                ],
+            }
+        )
+        agent = Agent.from_config(config)
+        run = agent.devices["rack-1"]
+        task = asyncio.create_task(agent.run())
+        try:
+            await asyncio.wait_for(run.settled.wait(), 20)
+            assert run.state == "running", run.error
+            assert run.hardware_id == "pikvm-000000009a7e1234"
+            headers = {"X-KVMD-User": "admin", "X-KVMD-Passwd": "agent-pw"}
+            async with httpx.AsyncClient(base_url=f"http://{run.address}", headers=headers) as http:
+                streamer = (await http.get("/api/streamer")).json()["result"]
+                assert streamer["streamer"]["source"]["online"] is False
+                snapshot = await http.get("/api/streamer/snapshot")
+                assert snapshot.status_code == 503
+                assert snapshot.json()["result"] == {
+                    "error": "UnavailableError",
+                    "error_msg": "Service Unavailable",
+                }
+                atx = (await http.get("/api/atx")).json()["result"]
+                assert atx["enabled"] is True and atx["leds"]["power"] is True
+                device.images["a.iso"] = 100
+                msd = (await http.get("/api/msd")).json()["result"]
+                assert msd["storage"]["images"]["a.iso"]["size"] == 100
+                ports = (await http.get("/api/switch")).json()["result"]
+                assert len(ports["model"]["ports"]) == 6
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

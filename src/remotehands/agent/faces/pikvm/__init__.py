@@ -336,7 +336,12 @@ class PikvmFace:
             if shot is None:
                 raise KvmdError("UnavailableError", "Service Unavailable", 503)
         else:
-            shot = await self.streamer.take()
+            try:
+                shot = await self.streamer.take()
+            except (DeviceError, DeviceOfflineError, DeviceTimeoutError) as err:
+                # kvmd's answer when no frame comes (our reason is in the agent's log)
+                log.info("pikvm face: no snapshot: %s", err.details)
+                raise KvmdError("UnavailableError", "Service Unavailable", 503) from err
             if save:
                 self.streamer.saved = shot
         if valid_bool(query.get("ocr", "0")):

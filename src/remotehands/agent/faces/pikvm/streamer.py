@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from remotehands.agent.dispatch import Dispatcher
 from remotehands.agent.faces.pikvm.wire import KvmdError, valid_int
+from remotehands.errors import DeviceError, DeviceOfflineError, DeviceTimeoutError
 from remotehands.protocol.encoding import jsonable
 
 __all__ = ["Snapshot", "Streamer"]
@@ -80,8 +81,13 @@ class Streamer:
         return int(screens[0]["width"]), int(screens[0]["height"])
 
     async def state(self) -> dict[str, Any]:
-        """``/api/streamer`` (the WS ``streamer`` event)."""
-        width, height = await self.resolution()
+        """``/api/streamer`` (the WS ``streamer`` event); a device that shows no picture now
+        (a KVM without signal behind this agent) is ``source.online: false``."""
+        online = True
+        try:
+            width, height = await self.resolution()
+        except (DeviceError, DeviceOfflineError, DeviceTimeoutError):
+            online, width, height = False, 0, 0
         params = {"desired_fps": self.desired_fps, "quality": self.quality}
         return {
             "features": {"quality": True, "resolution": False, "h264": False},
@@ -94,7 +100,7 @@ class Streamer:
                 "encoder": {"type": "CPU", "quality": self.quality},
                 "sinks": {"jpeg": {"has_clients": False}, "h264": {"has_clients": False}},
                 "source": {
-                    "online": True,
+                    "online": online,
                     "resolution": {"width": width, "height": height},
                     "captured_fps": self.desired_fps,
                     "desired_fps": self.desired_fps,
