@@ -16,7 +16,6 @@ import pytest
 
 from remotehands.agent.config import AgentConfig
 from remotehands.agent.runtime import Agent
-
 from remotehands.drivers.pikvm import PikvmDriver
 from remotehands.drivers.pikvm.client import KvmdClient
 from remotehands.errors import BusyError, DeviceError, NotFoundError
