@@ -326,6 +326,7 @@ async def test_info_legacy_and_modern_and_metrics(http: httpx.AsyncClient) -> No
     assert sorted(some) == ["auth", "node"]
     bad = await http.get("/api/info?fields=hw&legacy=0", headers=ADMIN)
     assert bad.status_code == 400
+    assert bad.json()["result"]["error_msg"] == "Failed sub-validator on one of the item of ['hw']"
     metrics = await http.get("/api/export/prometheus/metrics", headers=basic("admin", PASSWORD))
     assert metrics.headers["content-type"] == "text/plain; charset=utf-8"
     assert metrics.text.startswith("# TYPE pikvm_atx_enabled gauge\npikvm_atx_enabled 0\n\n")

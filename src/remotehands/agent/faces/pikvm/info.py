@@ -8,6 +8,7 @@ the agent's own identity is in ``meta.remotehands`` and in ``extras.remotehands`
 from __future__ import annotations
 
 import platform
+import re
 import socket
 import time
 from collections.abc import Iterable, Mapping
@@ -121,28 +122,26 @@ class Info:
         raise KeyError(name)
 
     def get(self, fields: str | None, legacy: bool) -> dict[str, Any]:
-        """``/api/info``'s result for the ``fields`` query (one comma/space list)."""
+        """``/api/info``'s result for the ``fields`` query (one comma/space list): absent, the
+        default set (legacy: everything but ``health``, plus ``hw``); present but empty,
+        everything."""
         allowed = (*SUBMANAGERS, "hw") if legacy else SUBMANAGERS
-        wanted: list[str] = [f for f in (fields or "").replace(",", " ").split() if f]
-        for name in wanted:
-            if name not in allowed:
-                raise KvmdError.validator(f"The argument {name!r} is not a valid info field")
-        if not wanted:
-            wanted = (
-                [n for n in SUBMANAGERS if n != "health"] + ["hw"] if legacy else list(SUBMANAGERS)
-            )
+        if fields is None:
+            wanted = [n for n in allowed if not (legacy and n == "health")]
+        else:
+            wanted = [f.lower() for f in re.split(r"[,\t ]+", fields.strip()) if f]
+            if any(name not in allowed for name in wanted):
+                raise KvmdError.validator(f"Failed sub-validator on one of the item of {wanted!r}")
+            wanted = wanted or list(allowed)
         result: dict[str, Any] = {}
-        for name in wanted:
-            if name == "hw":
-                continue
-            result[name] = self.submanager(name)
-        if legacy and "hw" in wanted:
-            platform_info = self.submanager("system")["platform"]
-            result["hw"] = {"health": self.submanager("health"), "platform": platform_info}
-            if "system" in result:
-                result["system"] = {k: v for k, v in result["system"].items() if k != "platform"}
-        elif legacy and "system" in result:
+        for name in sorted(set(wanted)):
+            if name != "hw" and not (legacy and name == "health"):
+                result[name] = self.submanager(name)
+        if legacy and "system" in result:
             result["system"] = {k: v for k, v in result["system"].items() if k != "platform"}
+        if legacy and "hw" in wanted:
+            health = self.submanager("health")
+            result["hw"] = {"health": health, "platform": self.submanager("system")["platform"]}
         return result
 
     def events(self) -> Iterable[dict[str, Any]]:
