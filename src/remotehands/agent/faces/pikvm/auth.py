@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import re
 import secrets
 import time
@@ -32,6 +34,8 @@ from remotehands.errors import RateLimitedError
 __all__ = ["AUTH_COOKIE", "Sessions", "unauthorized", "valid_passwd", "valid_user"]
 
 AUTH_COOKIE: Final = "auth_token"
+VERIFIED_TTL_S: Final = 30.0
+"""How long a user and password that passed the check are taken as good without checking."""
 _USER: Final = re.compile(r"^[a-z_]([a-z0-9@._-]*[a-z0-9_-])?$", re.MULTILINE)
 _PASSWD: Final = re.compile(r"^[\x20-\x7e]*\Z", re.MULTILINE)
 _TOKEN: Final = re.compile(r"^[0-9a-f]{64}$", re.MULTILINE)
@@ -88,14 +92,30 @@ class Sessions:
     user: str = "admin"
     clock: Callable[[], float] = time.monotonic
     _sessions: dict[str, _Session] = field(default_factory=dict)
+    _verified: dict[bytes, float] = field(default_factory=dict)
+    _key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
     async def authorize(self, user: str, passwd: str, client: str) -> bool:
-        """Whether ``user`` with ``passwd`` may sign in."""
+        """Whether ``user`` with ``passwd`` may sign in.
+
+        Clients of kvmd send the password with every request (X-KVMD headers, Basic): a pair
+        that passed is remembered (as a keyed digest) for :data:`VERIFIED_TTL_S`, so that a
+        busy client does not cost a password check (a worker thread, PAM) per request."""
+        digest = hmac.new(self._key, f"{user}\0{passwd}".encode(), hashlib.sha256).digest()
+        now = self.clock()
+        if self._verified.get(digest, 0.0) > now:
+            return True
+        if not secrets.compare_digest(user, self.user):
+            return False
         try:
             ok = await self.tokens.check_password(passwd, client)
         except RateLimitedError:
             return False
-        return ok and secrets.compare_digest(user, self.user)
+        if ok:
+            if len(self._verified) > 64:
+                self._verified = {k: t for k, t in self._verified.items() if t > now}
+            self._verified[digest] = now + VERIFIED_TTL_S
+        return ok
 
     def login(self, user: str, expire_s: int) -> str:
         """A new session token for ``user`` (``expire_s`` 0: until logout or restart)."""
