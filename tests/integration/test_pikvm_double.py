@@ -7,12 +7,14 @@ states deep-merged."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pyotp
 import pytest
+import uvicorn
 
 from remotehands.agent.config import AgentConfig
 from remotehands.agent.runtime import Agent
@@ -224,3 +226,63 @@ async def test_a_face_in_front_of_the_driver_passes_the_device_on(tmp_path: Path
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_https_with_a_self_signed_certificate(tmp_path: Path) -> None:
+    """PiKVMs serve HTTPS with a self-signed certificate: refused unless told (verify_tls
+    false) or given the certificate (ca_file); the event socket follows the same rule."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=pikvm",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    device = PikvmDouble(password="s3cret")
+    config = uvicorn.Config(
+        device.app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        ssl_certfile=str(cert),
+        ssl_keyfile=str(key),
+        ws="websockets-sansio",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: server.started)
+        url = f"https://{bound_address(server)}"
+        (tmp_path / "pw").write_text("s3cret")
+        base = {"url": url, "password_file": str(tmp_path / "pw")}
+        strict = PikvmDriver.from_settings(base)
+        with pytest.raises(DeviceError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify"):
+            await strict.start()
+        await strict.close()
+        for extra in ({"verify_tls": False}, {"ca_file": str(cert)}):
+            driver = PikvmDriver.from_settings({**base, **extra})
+            await driver.start()
+            assert (await driver.power_state()).on is False
+            await driver.close()
+        client = KvmdClient(url, password="s3cret", verify=str(cert))
+        async with client, client.events() as events:
+            assert (await events.__anext__())[0] == "loop"
+    finally:
+        server.should_exit = True
+        await task
