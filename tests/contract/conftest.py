@@ -8,12 +8,16 @@ skipped, with the reason, for a driver that lacks one of those capabilities.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from remotehands.agent.runtime import make_driver
+from remotehands.agent.config import AgentConfig
+from remotehands.agent.runtime import Agent, make_driver
 from remotehands.drivers.base import Driver
 
 _KVM = ["screen", "keyboard", "mouse", "power", "media", "switch"]
@@ -22,6 +26,8 @@ CONTRACT_DRIVERS: dict[str, Callable[[pytest.FixtureRequest], tuple[str, dict[st
     "fake": lambda request: ("fake", {"width": 1280, "height": 800}),
     "fake-kvm": lambda request: ("fake", {"serial": "kvm", "capabilities": _KVM}),
     "x11": lambda request: ("x11", {"display": request.getfixturevalue("desktop").display}),
+    # the pikvm driver, in front of the agent's own PiKVM face of a fake KVM
+    "pikvm": lambda request: ("pikvm", request.getfixturevalue("pikvm_face")),
 }
 """Contract driver id -> (driver name, settings), given the test's request."""
 
@@ -30,6 +36,52 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "needs(*capabilities): skip for a driver without these capabilities"
     )
+
+
+@pytest.fixture
+def pikvm_face(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """An agent serving a fake KVM's PiKVM face, on an event loop of its own thread (so that
+    the sync ``CONTRACT_DRIVERS`` entry can ask for it); answers the pikvm driver's settings."""
+    (tmp_path / "pw").write_text("contract-pw")
+    (tmp_path / "pw").chmod(0o600)
+    config = AgentConfig.model_validate(
+        {
+            "state_dir": str(tmp_path / "state"),
+            "password_file": str(tmp_path / "pw"),
+            "devices": [
+                {
+                    "name": "kvm",
+                    "driver": "fake",
+                    "listen": "127.0.0.1:0",
+                    "faces": ["native", "pikvm"],
+                    "settings": {"serial": "kvm", "capabilities": _KVM},
+                }
+            ],
+        }
+    )
+    agent = Agent.from_config(config)
+    run = agent.devices["kvm"]
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="pikvm face", daemon=True)
+    thread.start()
+
+    async def start() -> asyncio.Task[None]:
+        return asyncio.create_task(agent.run())
+
+    async def stop(task: asyncio.Task[None]) -> None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    task = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    try:
+        asyncio.run_coroutine_threadsafe(run.settled.wait(), loop).result(20)
+        assert run.state == "running", run.error
+        yield {"url": f"http://{run.address}", "password_file": str(tmp_path / "pw")}
+    finally:
+        asyncio.run_coroutine_threadsafe(stop(task), loop).result(20)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 @pytest.fixture(params=list(CONTRACT_DRIVERS))

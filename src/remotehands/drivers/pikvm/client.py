@@ -433,11 +433,23 @@ class KvmdClient:
             written = 0
             async for chunk in chunks:
                 written += len(chunk)
+                if written > size:
+                    raise KvmdApiError(
+                        0,
+                        "IncompleteUpload",
+                        f"the image {image} has more than the {size} bytes announced",
+                    )
                 yield chunk
                 if progress is not None:
                     outcome = progress(written, size)
                     if outcome is not None:
                         await outcome
+            if written < size:
+                raise KvmdApiError(
+                    0,
+                    "IncompleteUpload",
+                    f"the image {image} ended after {written} of the {size} bytes announced",
+                )
 
         query: dict[str, Any] = {"image": image, "remove_incomplete": _bool(remove_incomplete)}
         if prefix:

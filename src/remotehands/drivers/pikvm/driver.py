@@ -76,6 +76,8 @@ def translate(err: KvmdApiError, url: str, doing: str) -> RemoteHandsError:
     said = f"{err.error}: {err.message}" if err.status else err.message
     text = f"the PiKVM at {url} could not {doing}: {said}"
     if err.status == 0:
+        if err.error == "IncompleteUpload":
+            return ValidationError(f"{err.message}; nothing was kept")
         if "Timeout" in err.error:
             return DeviceTimeoutError(
                 f"the PiKVM at {url} did not answer in time to {doing} ({err.error})"
@@ -403,13 +405,45 @@ class PikvmDriver(Driver):
         return media_state(msd)
 
     async def media_upload(self, name: str, chunks: AsyncIterator[bytes], size: int) -> MediaImage:
-        """Stream an image to the device; a failed upload leaves nothing (remove_incomplete)."""
-        result = await self._do(
-            f"upload {name}", self.client.msd_write(name, chunks, size, remove_incomplete=True)
-        )
+        """Stream an image to the device. A failed or cancelled upload leaves nothing: kvmd
+        drops the incomplete image itself (``remove_incomplete``) once it sees the upload
+        broken off, and this waits for that (removing it if the device kept it)."""
+        known = {image.name for image in (await self.media_state()).images}
+        try:
+            result = await self._do(
+                f"upload {name}", self.client.msd_write(name, chunks, size, remove_incomplete=True)
+            )
+        except BaseException:
+            if name not in known:
+                await asyncio.shield(self._drop_incomplete(name))
+            raise
         image = result.get("image") or {}
         written = int(image.get("written", size))
-        return MediaImage(name=str(image.get("name", name)), size=written, complete=written == size)
+        if written != size:
+            await self._drop_incomplete(name)
+            raise DeviceError(
+                f"the PiKVM at {self.settings.url} took {written} of the {size} "
+                f"bytes of {name}; nothing was kept"
+            )
+        return MediaImage(name=str(image.get("name", name)), size=written, complete=True)
+
+    async def _drop_incomplete(self, name: str) -> None:
+        """Wait (at most ``timeout_s``) until the device no longer lists the incomplete image
+        ``name``, removing it once the device stopped writing it."""
+        try:
+            async with asyncio.timeout(self.settings.timeout_s):
+                while True:
+                    state = await self.client.msd_state()
+                    storage = state.get("storage") or {}
+                    image = (storage.get("images") or {}).get(name)
+                    if image is None or image.get("complete", True):
+                        return
+                    if not storage.get("uploading") and not state.get("busy"):
+                        with contextlib.suppress(KvmdApiError):
+                            await self.client.msd_remove(name)
+                    await asyncio.sleep(0.05)
+        except (TimeoutError, KvmdApiError):
+            pass  # the device keeps it marked incomplete; its own clean-up is kvmd's
 
     async def media_fetch(self, url: str, name: str | None = None) -> MediaImage:
         """The device downloads ``url`` itself."""
