@@ -1,8 +1,9 @@
 """The contract suite's drivers and its ``needs`` marker.
 
 Every test of ``tests/contract`` runs once per driver of :data:`CONTRACT_DRIVERS`: the fake
-driver, the fake driver playing a KVM (screen, keyboard, mouse, power, media and a switch) and
-the x11 driver on a real Xvfb. A test marked ``@pytest.mark.needs("clipboard", ...)`` is
+driver, the fake driver playing a KVM (screen, keyboard, mouse, power, media and a switch), the
+x11 driver on a real Xvfb, and the pikvm driver in front of the agent's own PiKVM face of that
+fake KVM. A test marked ``@pytest.mark.needs("clipboard", ...)`` is
 skipped, with the reason, for a driver that lacks one of those capabilities.
 """
 
