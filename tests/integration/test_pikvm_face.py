@@ -514,3 +514,17 @@ async def test_pikvm_user_option_renames_the_user(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(10)
+
+
+async def test_hid_set_params_checks_and_keeps_the_mouse_output(http: httpx.AsyncClient) -> None:
+    relative = await http.post("/api/hid/set_params?mouse_output=usb_rel&jiggler=1", headers=ADMIN)
+    assert relative.status_code == 200
+    state = (await http.get("/api/hid", headers=ADMIN)).json()["result"]
+    assert state["mouse"]["absolute"] is False and state["mouse"]["outputs"]["active"] == "usb_rel"
+    assert state["jiggler"]["enabled"] is True
+    bad = await http.post("/api/hid/set_params?mouse_output=serial", headers=ADMIN)
+    assert bad.json()["result"]["error_msg"] == "The argument 'serial' is not a valid Mouse output"
+    connected = await http.post("/api/hid/set_connected", headers=ADMIN)
+    assert connected.json()["result"]["error_msg"] == (
+        "None argument is not a valid bool (['1', 'true', 'yes'] or ['0', 'false', 'no'])"
+    )

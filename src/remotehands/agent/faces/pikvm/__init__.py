@@ -210,11 +210,13 @@ class PikvmFace:
         if query.get("keyboard_output") is not None:
             check_in(query["keyboard_output"], "Keyboard output", ("usb", "ps2", "disabled"))
         if query.get("mouse_output") is not None:
-            check_in(
+            output = check_in(
                 query["mouse_output"],
                 "Mouse output",
                 ("usb", "usb_win98", "usb_rel", "ps2", "disabled"),
             )
+            if output in ("usb", "usb_rel"):  # the outputs this face offers (others ignored)
+                self.hid.mouse_output = output
         if query.get("jiggler") is not None:
             self.hid.jiggler = valid_bool(query["jiggler"])
         return json_response()

@@ -89,7 +89,7 @@ class Hid:
             },
             "mouse": {
                 "online": True,
-                "absolute": True,
+                "absolute": self.mouse_output != "usb_rel",
                 "outputs": {"active": self.mouse_output, "available": ["usb", "usb_rel"]},
             },
             "jiggler": {"enabled": self.jiggler, "active": False, "interval": 60},
