@@ -2,20 +2,25 @@
 
 Every test of ``tests/contract`` runs once per driver of :data:`CONTRACT_DRIVERS`: the fake
 driver, the fake driver playing a KVM (screen, keyboard, mouse, power, media and a switch), the
-x11 driver on a real Xvfb and the tinypilot driver in front of the agent's own TinyPilot face (on
-a fake machine, over loopback HTTP). A test marked ``@pytest.mark.needs("clipboard", ...)`` is
+x11 driver on a real Xvfb, the tinypilot driver in front of the agent's own TinyPilot face (on
+a fake machine, over loopback HTTP) and the pikvm driver in front of the agent's own PiKVM face
+of that fake KVM. A test marked ``@pytest.mark.needs("clipboard", ...)`` is
 skipped, with the reason, for a driver that lacks one of those capabilities.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from remotehands.agent.runtime import make_driver, plan_device
+from remotehands.agent.config import AgentConfig
+from remotehands.agent.runtime import Agent, make_driver, plan_device
 from remotehands.drivers.base import Driver
 from remotehands.drivers.fake import FakeDriver
 from remotehands.serving import bound_address, serve_http
@@ -27,6 +32,8 @@ CONTRACT_DRIVERS: dict[str, Callable[[pytest.FixtureRequest], tuple[str, dict[st
     "fake-kvm": lambda request: ("fake", {"serial": "kvm", "capabilities": _KVM}),
     "x11": lambda request: ("x11", {"display": request.getfixturevalue("desktop").display}),
     "tinypilot": lambda request: ("tinypilot", {}),
+    # the pikvm driver, in front of the agent's own PiKVM face of a fake KVM
+    "pikvm": lambda request: ("pikvm", request.getfixturevalue("pikvm_face")),
 }
 """Contract driver id -> (driver name, settings), given the test's request."""
 
@@ -52,6 +59,52 @@ DEVICES: dict[str, Callable[[], contextlib.AbstractAsyncContextManager[dict[str,
     "tinypilot": _tinypilot_kvm,
 }
 """Contract driver id -> the device it drives, served for the test: its settings."""
+
+
+@pytest.fixture
+def pikvm_face(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """An agent serving a fake KVM's PiKVM face, on an event loop of its own thread (so that
+    the sync ``CONTRACT_DRIVERS`` entry can ask for it); answers the pikvm driver's settings."""
+    (tmp_path / "pw").write_text("contract-pw")
+    (tmp_path / "pw").chmod(0o600)
+    config = AgentConfig.model_validate(
+        {
+            "state_dir": str(tmp_path / "state"),
+            "password_file": str(tmp_path / "pw"),
+            "devices": [
+                {
+                    "name": "kvm",
+                    "driver": "fake",
+                    "listen": "127.0.0.1:0",
+                    "faces": ["native", "pikvm"],
+                    "settings": {"serial": "kvm", "capabilities": _KVM},
+                }
+            ],
+        }
+    )
+    agent = Agent.from_config(config)
+    run = agent.devices["kvm"]
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="pikvm face", daemon=True)
+    thread.start()
+
+    async def start() -> asyncio.Task[None]:
+        return asyncio.create_task(agent.run())
+
+    async def stop(task: asyncio.Task[None]) -> None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    task = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    try:
+        asyncio.run_coroutine_threadsafe(run.settled.wait(), loop).result(20)
+        assert run.state == "running", run.error
+        yield {"url": f"http://{run.address}", "password_file": str(tmp_path / "pw")}
+    finally:
+        asyncio.run_coroutine_threadsafe(stop(task), loop).result(20)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 @pytest.fixture(params=list(CONTRACT_DRIVERS))

@@ -67,6 +67,7 @@ DRIVERS: dict[str, str] = {
     "x11": "remotehands.drivers.x11.driver:X11Driver",
     "fake": "remotehands.drivers.fake:FakeDriver",
     "tinypilot": "remotehands.drivers.tinypilot.driver:TinyPilotDriver",
+    "pikvm": "remotehands.drivers.pikvm.driver:PikvmDriver",
 }
 
 DEFAULT_LISTEN = "127.0.0.1:8082"

@@ -41,7 +41,7 @@ An agent config file:
 # the options that describe the one device of the command line, refused beside --config
 _DEVICE_OPTIONS = ("driver", "display", "setting", "listen", "password_file", "pam", "token",
                    "name", "server", "faces", "device_url", "device_user",
-                   "device_totp_file", "tinypilot_open")  # fmt: skip
+                   "device_totp_file", "tinypilot_open", "pikvm_user")  # fmt: skip
 
 
 @click.command(epilog=EXAMPLES)
@@ -57,8 +57,8 @@ _DEVICE_OPTIONS = ("driver", "display", "setting", "listen", "password_file", "p
     "--driver",
     default="x11",
     show_default=True,
-    help="Device driver: x11 (a Linux X desktop), tinypilot (a TinyPilot KVM, with "
-    "--device-url) or fake (in-memory, for trials).",
+    help="Device driver: x11 (a Linux X desktop), pikvm (a PiKVM at --device-url), tinypilot "
+    "(a TinyPilot KVM at --device-url) or fake (in-memory, for trials).",
 )
 @click.option("--display", default=None, help="X display to drive, e.g. :1 (default $DISPLAY).")
 @click.option(
@@ -101,6 +101,13 @@ _DEVICE_OPTIONS = ("driver", "display", "setting", "listen", "password_file", "p
     "credentials to any client, not only to this machine's (TinyPilot's passwordless mode).",
 )
 @click.option(
+    "--pikvm-user",
+    default=None,
+    metavar="USER",
+    help="The user the PiKVM face (--face pikvm) signs in with the agent's password "
+    "(default admin).",
+)
+@click.option(
     "--listen",
     default=None,
     metavar="HOST:PORT",
@@ -141,6 +148,7 @@ _DEVICE_OPTIONS = ("driver", "display", "setting", "listen", "password_file", "p
 def agent(ctx: click.Context, config_file: Path | None, driver: str, display: str | None,
           settings: tuple[str, ...], device_url: str | None, device_user: str | None,
           device_totp_file: Path | None, faces: tuple[str, ...], tinypilot_open: bool,
+          pikvm_user: str | None,
           listen: str | None, password_file: Path | None, pam: bool,
           server: str | None, token: str | None, name: str | None, state_dir: Path | None,
           verbose: bool, as_json: bool) -> None:  # fmt: skip
@@ -172,6 +180,7 @@ def agent(ctx: click.Context, config_file: Path | None, driver: str, display: st
         password=os.environ.get("REMOTEHANDS_AGENT_PASSWORD") or None,
         password_file=password_file, pam=pam, server=server, token=token, name=name,
         faces=list(dict.fromkeys(("native", *faces))),
+        face_settings={"pikvm": {"user": pikvm_user}} if pikvm_user else {},
     )  # fmt: skip
     if tinypilot_open:
         options.face_settings.setdefault("tinypilot", {})["open"] = True

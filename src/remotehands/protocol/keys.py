@@ -34,6 +34,8 @@ def _build_codes() -> tuple[str, ...]:
         "ShiftLeft", "AltLeft", "MetaLeft", "ControlRight", "ShiftRight", "AltRight",
         "MetaRight", "Power", "AudioVolumeMute", "AudioVolumeUp", "AudioVolumeDown",
         "MediaPlayPause", "MediaStop", "MediaTrackNext", "MediaTrackPrevious",
+        # the keys of Japanese keyboards (PiKVM's web names include them)
+        "IntlYen", "IntlRo", "KanaMode", "Convert", "NonConvert",
     ]  # fmt: skip
     return tuple(codes)
 

@@ -67,6 +67,7 @@ FaceFactory = Callable[[FaceContext], Face]
 FACES: dict[str, str] = {
     "native": "remotehands.agent.faces.native:native_face",
     "tinypilot": "remotehands.agent.faces.tinypilot:tinypilot_face",
+    "pikvm": "remotehands.agent.faces.pikvm:pikvm_face",
 }
 
 

@@ -116,6 +116,11 @@ _NAMED: dict[str, tuple[int, ...]] = {
     "MediaStop": (0x1008FF15,),
     "MediaTrackNext": (0x1008FF17,),
     "MediaTrackPrevious": (0x1008FF16,),
+    "IntlYen": (0x00A5,),  # yen
+    "IntlRo": (0x04DB,),  # kana_RO
+    "KanaMode": (0xFF27, 0xFF26),  # Hiragana_Katakana, Katakana
+    "Convert": (0xFF23,),  # Henkan_Mode
+    "NonConvert": (0xFF22,),  # Muhenkan
 }
 
 # The keypad digits are the same physical keys as the keypad's navigation keys; with Num Lock
