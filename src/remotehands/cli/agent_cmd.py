@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from remotehands.cli.extras import require_extras
 from remotehands.cli.signals import run_until_signal
 from remotehands.errors import RemoteHandsError
 
@@ -109,6 +110,7 @@ def agent(ctx: click.Context, config_file: Path | None, driver: str, display: st
           verbose: bool, as_json: bool) -> None:  # fmt: skip
     """Serve a device: its native HTTP API (desktopkit-compatible) and/or a link to a server;
     or, with --config, every device a config file lists."""
+    require_extras("agent", "agent")
     from remotehands.agent.runtime import AgentOptions, run_agent
 
     fmt = ('{"at":"%(asctime)s","level":"%(levelname)s","msg":"%(message)s"}' if as_json

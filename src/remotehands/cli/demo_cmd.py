@@ -24,6 +24,7 @@ import click
 import httpx
 
 from remotehands.cli.desktop_cmd import parse_size
+from remotehands.cli.extras import require_extras
 from remotehands.cli.signals import run_until_signal
 from remotehands.errors import ConfigError, RemoteHandsError
 
@@ -209,6 +210,7 @@ async def _device_id(http: httpx.AsyncClient, display: str, agent: asyncio.Task[
 def demo(data: Path, listen: str, size: str, as_json: bool) -> None:
     """Run the whole system on one machine: the fleet server on SQLite, a virtual desktop and
     an agent enrolled through a real enrollment token. Stop it with Ctrl-C."""
+    require_extras("demo", "agent", "server")
 
     def announce(info: DemoInfo) -> None:
         if as_json:

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from remotehands.cli.extras import require_extras
 from remotehands.errors import RemoteHandsError
 
 
@@ -27,6 +28,7 @@ def parse_size(text: str) -> tuple[int, int]:
 @click.option("--json", "as_json", is_flag=True, help="Print the display and XAUTHORITY as JSON.")
 def desktop(display: str | None, size: str, no_terminal: bool, as_json: bool) -> None:
     """Run a virtual desktop (Xvfb, a window manager, a terminal) until stopped (Ctrl-C)."""
+    require_extras("desktop", "agent")  # its window-manager probe speaks X through python-xlib
     from remotehands.agent.desktop import VirtualDesktop
 
     width, height = parse_size(size)

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from remotehands.cli.extras import require_extras
 from remotehands.errors import ConfigError, RemoteHandsError
 
 __all__ = ["server"]
@@ -125,6 +126,8 @@ def server(
         "database_url": database_url,
         "config": config,
     }
+    if ctx.invoked_subcommand in (None, "init"):
+        require_extras("server" if ctx.invoked_subcommand is None else "server init", "server")
     if ctx.invoked_subcommand is not None:
         return
     _serve(_load_settings(ctx), log_level, as_json)
