@@ -256,7 +256,7 @@ class Agent:
                 )
                 run.address = bound_address(server)
                 faces = ", ".join(face.name for face in plan.faces)
-                log.warning("device %s: %s on http://%s", plan.name, faces, run.address)
+                log.info("device %s: %s on http://%s", plan.name, faces, run.address)
             link_task = None
             if plan.server:
                 credential = await load_or_enroll(
@@ -264,7 +264,7 @@ class Agent:
                     hardware=run.hardware_id, device_type=plan.driver.device_type,
                     name=plan.name, tags=plan.tags,
                 )  # fmt: skip
-                log.warning("device %s: enrolled as %s with %s", plan.name,
+                log.info("device %s: enrolled as %s with %s", plan.name,
                             credential.device_id, plan.server)  # fmt: skip
                 run.link = AgentLink(credential, plan.dispatcher, driver_name=plan.driver.kind,
                                      device_type=plan.driver.device_type,

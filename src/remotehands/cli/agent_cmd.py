@@ -101,7 +101,7 @@ _DEVICE_OPTIONS = ("driver", "display", "setting", "listen", "password_file", "p
     default=None,
     help="Where the device credential is kept (default ~/.local/state/remotehands).",
 )
-@click.option("-v", "--verbose", is_flag=True, help="Log more.")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug lines too (default: info and up).")
 @click.option("--json", "as_json", is_flag=True, help="Log lines as JSON (for supervisors).")
 @click.pass_context
 def agent(ctx: click.Context, config_file: Path | None, driver: str, display: str | None,
@@ -113,9 +113,9 @@ def agent(ctx: click.Context, config_file: Path | None, driver: str, display: st
     require_extras("agent", "agent")
     from remotehands.agent.runtime import AgentOptions, run_agent
 
-    fmt = ('{"at":"%(asctime)s","level":"%(levelname)s","msg":"%(message)s"}' if as_json
-           else "%(asctime)s %(levelname)s %(message)s")  # fmt: skip
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=fmt)
+    from remotehands.cli.logs import configure_logging
+
+    configure_logging(logging.DEBUG if verbose else logging.INFO, as_json)
     if config_file is not None:
         typed = click.core.ParameterSource.COMMANDLINE
         given = [f"--{n.replace('_', '-')}" for n in _DEVICE_OPTIONS
