@@ -112,7 +112,6 @@ def agent(ctx: click.Context, config_file: Path | None, driver: str, display: st
     or, with --config, every device a config file lists."""
     require_extras("agent", "agent")
     from remotehands.agent.runtime import AgentOptions, run_agent
-
     from remotehands.cli.logs import configure_logging
 
     configure_logging(logging.DEBUG if verbose else logging.INFO, as_json)

@@ -43,8 +43,12 @@ def configure_logging(level: int, as_json: bool, stream: IO[str] | None = None) 
             JsonFormatter(
                 "{asctime}{levelname}{name}{message}",
                 style="{",
-                rename_fields={"asctime": "at", "levelname": "level", "name": "logger",
-                               "message": "msg"},  # fmt: skip
+                rename_fields={
+                    "asctime": "at",
+                    "levelname": "level",
+                    "name": "logger",
+                    "message": "msg",
+                },
                 json_ensure_ascii=False,
             )
         )
