@@ -145,6 +145,9 @@ def test_without_extras_the_cli_and_sdk_work_and_the_roles_name_their_extra(
     _says_install(_run(bare, "demo", cwd=tmp_path), "demo", "all")
     assert not (tmp_path / "d").exists()  # nothing half-created
     assert _run(bare, "agent", "--help", cwd=tmp_path).returncode == 0
+    # writing a service needs no extra: the machine may get its extra after
+    dry = _run(bare, "server", "install-service", "--dry-run", cwd=tmp_path)
+    assert dry.returncode == 0 and "[Service]" in dry.stdout, dry.stderr
 
 
 def test_each_extra_brings_its_role(venvs: dict[str, Path], tmp_path: Path) -> None:

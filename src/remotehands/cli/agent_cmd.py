@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from remotehands.cli.extras import require_extras
+from remotehands.cli.service_cmd import agent_install_service
 from remotehands.cli.signals import run_until_signal
 from remotehands.errors import RemoteHandsError
 
@@ -43,7 +44,7 @@ _DEVICE_OPTIONS = ("driver", "display", "setting", "listen", "password_file", "p
                    "name", "server")  # fmt: skip
 
 
-@click.command(epilog=EXAMPLES)
+@click.group(epilog=EXAMPLES, invoke_without_command=True)
 @click.option(
     "--config",
     "config_file",
@@ -110,6 +111,8 @@ def agent(ctx: click.Context, config_file: Path | None, driver: str, display: st
           verbose: bool, as_json: bool) -> None:  # fmt: skip
     """Serve a device: its native HTTP API (desktopkit-compatible) and/or a link to a server;
     or, with --config, every device a config file lists."""
+    if ctx.invoked_subcommand is not None:
+        return
     require_extras("agent", "agent")
     from remotehands.agent.runtime import AgentOptions, run_agent
     from remotehands.cli.logs import configure_logging
@@ -166,3 +169,6 @@ def _run_config(path: Path, state_dir: Path | None) -> None:
     except RemoteHandsError as err:
         click.echo(f"error: {err.details}", err=True)
         sys.exit(err.exit_code)
+
+
+agent.add_command(agent_install_service)

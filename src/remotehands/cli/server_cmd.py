@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from remotehands.cli.extras import require_extras
+from remotehands.cli.service_cmd import server_install_service
 from remotehands.errors import ConfigError, RemoteHandsError
 
 __all__ = ["server"]
@@ -282,3 +283,6 @@ def init(
     else:
         click.echo("Password: from REMOTEHANDS_OWNER_PASSWORD")
     click.echo(f"Start the server: remotehands server --data {settings.data_dir}")
+
+
+server.add_command(server_install_service)
