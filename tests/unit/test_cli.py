@@ -339,9 +339,10 @@ def test_cursor_and_screens(fake: FakeApi) -> None:
 
 
 def test_clipboard_group(fake: FakeApi) -> None:
-    assert ok(on_fleet(fake, "clipboard", "web-1")).stdout == "clip text"
+    assert ok(on_fleet(fake, "clipboard", "web-1")).stdout == "clip text\n"
     assert fake.last.path == "/v1/devices/dev_1/clipboard"
-    assert ok(on_agent(fake, "clipboard")).stdout == "clip text"
+    assert ok(on_agent(fake, "clipboard")).stdout == "clip text\n"
+    assert ok(on_agent(fake, "clipboard", "get", "--raw")).stdout == "clip text"
     ok(on_fleet(fake, "clipboard", "web-1", "set", "-", input="piped"))
     assert fake.last.body == {"text": "piped"}
     ok(on_fleet(fake, "clipboard", "set", "web-1", "second"))
@@ -351,7 +352,7 @@ def test_clipboard_group(fake: FakeApi) -> None:
     assert ok(on_agent(fake, "clipboard", "slots")).stdout == (
         "NAME     LENGTH  STORED\npanel_1  5       2026-05-19T10:15:00Z\n"
     )
-    assert ok(on_agent(fake, "clipboard", "slot-get", "panel_1")).stdout == "hello"
+    assert ok(on_agent(fake, "clipboard", "slot-get", "panel_1")).stdout == "hello\n"
     result = on_agent(fake, "clipboard", "slot-get", "missing")
     assert (result.exit_code, result.stderr) == (4, "error: no clipboard slot 'missing'\n")
     assert ok(on_agent(fake, "clipboard", "slot-store", "n1", "abc")).stdout == (
@@ -601,7 +602,7 @@ def test_an_agent_token_from_login_is_used(fake: FakeApi) -> None:
 
 def test_group_options_come_before_the_subcommand(fake: FakeApi) -> None:
     env = {"REMOTEHANDS_AGENT_PASSWORD": AGENT_PASSWORD}
-    assert ok(run(["clipboard", "--agent", fake.url, "get"], env)).stdout == "clip text"
+    assert ok(run(["clipboard", "--agent", fake.url, "get"], env)).stdout == "clip text\n"
     assert ok(run(["windows", "--agent", fake.url, "--json"], env)).stdout.startswith("[")
     assert "[DEVICE] COMMAND [ARGS]..." in ok(run(["windows", "--help"])).stdout
 
