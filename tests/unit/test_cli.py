@@ -636,3 +636,29 @@ def test_pointer_commands_take_a_frame(fake: FakeApi) -> None:
     assert fake.last.body["frame_id"] == 9
     bad = run(["click", "1", "2", "--frame", "0"], env)
     assert bad.exit_code == 2 and "--frame" in bad.output
+
+
+def test_a_command_typo_gets_a_did_you_mean() -> None:
+    result = run(["screnshot"])
+    assert result.exit_code == 2
+    assert "No such command 'screnshot'. Did you mean screenshot, screenshots or screens?" in (
+        result.stderr
+    )
+    assert "Did you mean devices or device?" in run(["devics"]).stderr
+    unknown = run(["zzzz"])
+    assert unknown.exit_code == 2 and "Did you mean" not in unknown.stderr
+
+
+def test_a_server_url_ending_in_v1_is_not_doubled(fake: FakeApi) -> None:
+    ok(run(["devices"], {"REMOTEHANDS_URL": fake.url + "/v1/", "REMOTEHANDS_TOKEN": FLEET_TOKEN}))
+    assert fake.last.path == "/v1/devices"
+
+
+def test_audit_times_that_are_not_times_name_the_accepted_forms(fake: FakeApi) -> None:
+    result = on_fleet(fake, "audit", "--since", "yesterday")
+    assert result.exit_code == 2
+    assert "'yesterday' is not a time: give a duration ago (30s, 15m, 2h, 7d) or an ISO 8601" in (
+        result.stderr
+    )
+    assert "--until" in on_fleet(fake, "audit", "--until", "soon").stderr
+    ok(on_fleet(fake, "audit", "--since", "2026-05-19"))
