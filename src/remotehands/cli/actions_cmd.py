@@ -929,7 +929,7 @@ _LOG_COLUMNS: list[Column] = [
 @device_command("actions", "[DEVICE]", counts=(0,))
 @click.option("--limit", type=click.IntRange(1, 10_000), help="How many entries (default 100).")
 def actions(hands: ActionMethods[Any], rest: list[str], limit: int | None) -> None:
-    """Show the device's recent action log, newest last."""
+    """Show the device's recent action log, newest first (like audit)."""
     entries = hands.actions(limit=limit)
     emit(entries, lambda: table(entries, _LOG_COLUMNS, "no actions yet"))
 

@@ -362,7 +362,7 @@ class ActionMethods(Generic[R]):
     # log
 
     def actions(self, *, limit: int | None = None) -> R:
-        """The recent action log, newest last."""
+        """The recent action log, newest first."""
         return self.call("actions", limit=limit)
 
     # ``type`` is the action's name everywhere; it is bound last so that the builtin stays

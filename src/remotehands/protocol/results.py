@@ -314,7 +314,7 @@ class ActionLogEntry(Result):
 
 
 class ActionLogResult(RootModel[list[ActionLogEntry]]):
-    """The recent actions, oldest first."""
+    """The recent actions, newest first."""
 
 
 STEP_OWN_KEYS = frozenset({"name", "type", "ok", "status"})
