@@ -406,3 +406,13 @@ async def test_an_oversized_body_is_refused_before_it_is_read(agent: Agent) -> N
     status, body = await asyncio.to_thread(post_with_a_huge_declared_length)
     assert status == 422, body
     assert "is over" in body and agent.driver.typed == []
+
+
+async def test_a_sequence_with_a_failed_step_is_logged_as_failed(agent: Agent) -> None:
+    done = await agent.http.post("/sequence", json={"steps": [
+        {"type": "mouse.move", "x": 1, "y": 1},
+        {"type": "mouse.move", "x": 99999, "y": 0},
+    ]})  # fmt: skip
+    assert done.status_code == 200
+    entries = (await agent.http.get("/actions", params={"limit": 1})).json()
+    assert (entries[0]["action"], entries[0]["result"]) == ("sequence", "invalid")
