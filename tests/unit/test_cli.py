@@ -662,3 +662,9 @@ def test_audit_times_that_are_not_times_name_the_accepted_forms(fake: FakeApi) -
     )
     assert "--until" in on_fleet(fake, "audit", "--until", "soon").stderr
     ok(on_fleet(fake, "audit", "--since", "2026-05-19"))
+
+
+def test_users_create_without_a_terminal_names_password_env(fake: FakeApi) -> None:
+    result = on_fleet(fake, "users", "create", "carol", input="")
+    assert result.exit_code == 2
+    assert "no terminal to ask on" in result.stderr and "--password-env VAR" in result.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -452,9 +453,18 @@ def _variable(variable: str) -> str:
 def _new_password(variable: str | None, username: str) -> str:
     if variable is not None:
         return _variable(variable)
-    password: str = click.prompt(
-        f"Password for {username}", hide_input=True, confirmation_prompt=True, err=True
-    )
+    try:
+        password: str = click.prompt(
+            f"Password for {username}", hide_input=True, confirmation_prompt=True, err=True
+        )
+    except click.Abort:
+        if sys.stdin.isatty():
+            raise  # Ctrl-C at the prompt
+        # no terminal to ask on (a script, a pipe that ended)
+        raise ConfigError(
+            f"no password for {username}: there is no terminal to ask on; put it in a variable "
+            f"and name it with --password-env VAR"
+        ) from None
     return password
 
 
