@@ -15,8 +15,8 @@ import subprocess
 import sys
 import sysconfig
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from packaging.requirements import Requirement
@@ -30,13 +30,19 @@ SITE = Path(sysconfig.get_paths()["purelib"])
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The wheel and what building it said (verbosely, so that a warning would show)."""
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "--no-index", "-q", "-w", str(out), str(ROOT)],
-                   check=True, capture_output=True, timeout=60)  # fmt: skip
-    (built,) = out.glob("remotehands-*.whl")
-    return built
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                           "--no-build-isolation", "--no-index", "-v", "-w", str(out), str(ROOT)],
+                          check=True, capture_output=True, text=True, timeout=60)  # fmt: skip
+    (wheel,) = out.glob("remotehands-*.whl")
+    return wheel, done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(built: tuple[Path, str]) -> Path:
+    return built[0]
 
 
 def _closure(extras: tuple[str, ...]) -> set[str]:
@@ -84,15 +90,21 @@ def _venv(root: Path, wheel: Path, extras: tuple[str, ...]) -> Path:
     return venv
 
 
-@pytest.fixture(scope="module")
-def venvs(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
-    root = tmp_path_factory.mktemp("venvs")
-    yield {
-        "bare": _venv(root, wheel, ()),
-        "agent": _venv(root, wheel, ("agent",)),
-        "server": _venv(root, wheel, ("server",)),
-        "all": _venv(root, wheel, ("all",)),
-    }
+def _venv_fixture(*extras: str) -> Any:
+    """A module fixture: a fresh environment with the wheel and ``extras`` (one per fixture, so
+    that no single test pays for building all four)."""
+
+    @pytest.fixture(scope="module")
+    def fixture(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+        return _venv(tmp_path_factory.mktemp("venv"), wheel, extras)
+
+    return fixture
+
+
+bare = _venv_fixture()
+agent_venv = _venv_fixture("agent")
+server_venv = _venv_fixture("server")
+all_venv = _venv_fixture("all")
 
 
 def _run(venv: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -110,7 +122,14 @@ def _says_install(done: subprocess.CompletedProcess[str], command: str, extra: s
     assert f"pip install 'remotehands[{extra}]'" in done.stderr
 
 
-def test_the_wheel_metadata_has_an_spdx_licence_and_a_light_core(wheel: Path) -> None:
+def test_the_wheel_metadata_has_an_spdx_licence_and_a_light_core(
+    built: tuple[Path, str],
+) -> None:
+    wheel, log = built
+    # the licence as an SPDX expression: no deprecation warnings from the build
+    assert not [line for line in log.splitlines() if "licen" in line.lower() and "warn" in
+                line.lower()], log  # fmt: skip
+    assert "web/*" not in (ROOT / "pyproject.toml").read_text()  # no files that do not exist
     with zipfile.ZipFile(wheel) as archive:
         (meta,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
         text = archive.read(meta).decode()
@@ -124,10 +143,7 @@ def test_the_wheel_metadata_has_an_spdx_licence_and_a_light_core(wheel: Path) ->
     assert "remotehands/server/db/alembic.ini" in names
 
 
-def test_without_extras_the_cli_and_sdk_work_and_the_roles_name_their_extra(
-    venvs: dict[str, Path], tmp_path: Path
-) -> None:
-    bare = venvs["bare"]
+def test_without_extras_the_cli_and_sdk_work(bare: Path, tmp_path: Path) -> None:
     assert _run(bare, "--help", cwd=tmp_path).returncode == 0
     sdk = subprocess.run([str(bare / "bin" / "python"), "-c",
                           "import remotehands.client, remotehands.protocol.actions"],
@@ -137,6 +153,13 @@ def test_without_extras_the_cli_and_sdk_work_and_the_roles_name_their_extra(
     devices = _run(bare, "devices", cwd=tmp_path)
     assert devices.returncode != 0 and "Traceback" not in devices.stderr
     assert "REMOTEHANDS_URL" in devices.stderr
+    assert _run(bare, "agent", "--help", cwd=tmp_path).returncode == 0
+    # writing a service needs no extra: the machine may get its extra after
+    dry = _run(bare, "server", "install-service", "--dry-run", cwd=tmp_path)
+    assert dry.returncode == 0 and "[Service]" in dry.stdout, dry.stderr
+
+
+def test_without_extras_each_role_names_its_extra(bare: Path, tmp_path: Path) -> None:
     _says_install(_run(bare, "agent", "--driver", "fake", cwd=tmp_path), "agent", "agent")
     _says_install(_run(bare, "desktop", cwd=tmp_path), "desktop", "agent")
     _says_install(_run(bare, "server", "--data", "d", cwd=tmp_path), "server", "server")
@@ -144,24 +167,24 @@ def test_without_extras_the_cli_and_sdk_work_and_the_roles_name_their_extra(
                   "server")  # fmt: skip
     _says_install(_run(bare, "demo", cwd=tmp_path), "demo", "all")
     assert not (tmp_path / "d").exists()  # nothing half-created
-    assert _run(bare, "agent", "--help", cwd=tmp_path).returncode == 0
-    # writing a service needs no extra: the machine may get its extra after
-    dry = _run(bare, "server", "install-service", "--dry-run", cwd=tmp_path)
-    assert dry.returncode == 0 and "[Service]" in dry.stdout, dry.stderr
 
 
-def test_each_extra_brings_its_role(venvs: dict[str, Path], tmp_path: Path) -> None:
-    # the agent extra: the agent runs as far as its own checks (a missing password)
-    agent = _run(venvs["agent"], "agent", "--driver", "fake", cwd=tmp_path)
+def test_the_agent_extra(agent_venv: Path, tmp_path: Path) -> None:
+    # the agent runs as far as its own checks (a missing password)
+    agent = _run(agent_venv, "agent", "--driver", "fake", cwd=tmp_path)
     assert agent.returncode == 2 and "REMOTEHANDS_AGENT_PASSWORD" in agent.stderr, agent.stderr
-    _says_install(_run(venvs["agent"], "server", "init", cwd=tmp_path), "server init", "server")
-    # the server extra: init creates the database; the agent still names its extra
-    init = _run(venvs["server"], "server", "init", "--data", "s", "--json", cwd=tmp_path)
+    _says_install(_run(agent_venv, "server", "init", cwd=tmp_path), "server init", "server")
+
+
+def test_the_server_extra(server_venv: Path, tmp_path: Path) -> None:
+    init = _run(server_venv, "server", "init", "--data", "s", "--json", cwd=tmp_path)
     assert init.returncode == 0, init.stderr
     assert (tmp_path / "s" / "remotehands.db").exists()
-    _says_install(_run(venvs["server"], "agent", cwd=tmp_path), "agent", "agent")
-    # all: both roles
-    both = _run(venvs["all"], "server", "init", "--data", "a", cwd=tmp_path)
+    _says_install(_run(server_venv, "agent", cwd=tmp_path), "agent", "agent")
+
+
+def test_the_all_extra(all_venv: Path, tmp_path: Path) -> None:
+    both = _run(all_venv, "server", "init", "--data", "a", cwd=tmp_path)
     assert both.returncode == 0, both.stderr
-    agent = _run(venvs["all"], "agent", "--driver", "fake", cwd=tmp_path)
+    agent = _run(all_venv, "agent", "--driver", "fake", cwd=tmp_path)
     assert agent.returncode == 2 and "REMOTEHANDS_AGENT_PASSWORD" in agent.stderr, agent.stderr
