@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import os
 import socket
 import sys
@@ -101,7 +102,8 @@ def _load_settings(ctx: click.Context, **overrides: Any) -> Any:
     "--json",
     "as_json",
     is_flag=True,
-    help='Announce the server as one JSON line ({"url", "data_dir", "database"}).',
+    help='Announce the server as one JSON line ({"url", "data_dir", "database"}) and log '
+    "JSON lines (for supervisors).",
 )
 @click.pass_context
 @_friendly
@@ -208,7 +210,14 @@ def _serve(settings: Any, log_level: str, as_json: bool = False) -> None:
         proxy_headers=True,
         timeout_graceful_shutdown=5,
         lifespan="on",
+        # with --json uvicorn's loggers get no handlers of their own: their records reach the
+        # JSON handler on the root logger (credentials masked there too)
+        log_config=None if as_json else uvicorn.config.LOGGING_CONFIG,
     )
+    if as_json:
+        from remotehands.cli.logs import configure_logging
+
+        configure_logging(getattr(logging, log_level.upper()), as_json=True)
     instance = uvicorn.Server(config)
     if as_json:
         from remotehands.server.db.engine import safe_url
