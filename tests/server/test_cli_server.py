@@ -242,3 +242,13 @@ async def test_serve_announces_itself_as_json(tmp_path: Path) -> None:
     access = [r["msg"] for r in records if r["logger"] == "uvicorn.access"]
     assert any("/health?token=[redacted]" in line for line in access), access
     assert "rht_secret" not in stderr.decode()
+
+
+def test_a_data_directory_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, out, err = _run("server", "init", "--data", str(blocker / "data"))
+    assert code == 2 and "Traceback" not in out + err
+    assert err.strip() == (f"remotehands server: cannot create the data directory {blocker}/data: "
+                           "Not a directory; choose another --data, or let the user running the "
+                           "server write there")  # fmt: skip

@@ -167,7 +167,10 @@ async def _prepare(settings: Any) -> bool:
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ConfigError(f"cannot create the data directory {settings.data_dir}: {err}") from err
+        raise ConfigError(
+            f"cannot create the data directory {settings.data_dir}: {err.strerror}; choose "
+            "another --data, or let the user running the server write there"
+        ) from err
     async with await Database.open(settings.db_url) as db, db.session() as session:
         owner = await session.scalar(select(User.id).where(User.role == "owner").limit(1))
     return owner is not None
