@@ -136,3 +136,10 @@ def test_the_installer_leaves_a_service_when_systemd_runs(tmp_path: Path) -> Non
     auto = _installer('parse_args --token t\necho "$SERVICE"', tmp_path)
     systemd_runs = os.geteuid() == 0 and Path("/run/systemd/system").is_dir()
     assert auto.stdout == ("1\n" if systemd_runs else "0\n")
+
+
+def test_an_existing_user_runs_the_service_in_its_own_group(tmp_path: Path) -> None:
+    done = _rh("agent", "install-service", "--prefix", "root", "--user", "root", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "root/etc/systemd/system/remotehands-agent.service").read_text()
+    assert "User=root\nGroup=root\n" in text

@@ -13,6 +13,7 @@ nothing. Every check comes before the first change, so a refusal leaves nothing 
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import re
@@ -136,6 +137,15 @@ def _user_exists(name: str) -> bool:
     return True
 
 
+def _group_of(user: str) -> str:
+    """The primary group of an existing ``user``; for a user still to be made, its own name
+    (``useradd --user-group`` makes that group)."""
+    try:
+        return grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
+    except KeyError:
+        return user
+
+
 def _write(path: Path, text: str, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -187,7 +197,7 @@ def install(plan: ServicePlan, *, prefix: Path | None, dry_run: bool, start: boo
         data_dir.mkdir(parents=True, exist_ok=True)
         data_dir.chmod(0o700)
         if real:
-            shutil.chown(data_dir, plan.user, plan.user)
+            shutil.chown(data_dir, plan.user, _group_of(plan.user))
         if env:
             _write(env_file, "".join(_env_line(k, v) for k, v in sorted(env.items())), 0o600)
         unit_path = _under(prefix, SYSTEMD_UNIT_DIR / f"{plan.name}.service")
@@ -253,7 +263,7 @@ def server_install_service(data_dir: Path, listen: str, public_url: str | None,
 
     def run() -> None:
         data = data_dir.absolute()
-        values = {"USER": _unit_word(user, "--user"), "GROUP": user,
+        values = {"USER": _unit_word(user, "--user"), "GROUP": _unit_word(_group_of(user), "group"),
                   "CONFIG_DIR": str(CONFIG_DIR), "PROGRAM": _unit_word(_program(), "program"),
                   "DATA_DIR": _unit_word(str(data), "--data"),
                   "LISTEN": _unit_word(listen, "--listen")}  # fmt: skip
@@ -312,7 +322,7 @@ def agent_install_service(server_url: str | None, token: str | None, state_dir: 
     def run() -> None:
         state = state_dir.absolute()
         words = [_unit_word(arg, "agent option") for arg in agent_args]
-        values = {"USER": _unit_word(user, "--user"), "GROUP": user,
+        values = {"USER": _unit_word(user, "--user"), "GROUP": _unit_word(_group_of(user), "group"),
                   "CONFIG_DIR": str(CONFIG_DIR), "PROGRAM": _unit_word(_program(), "program"),
                   "STATE_DIR": _unit_word(str(state), "--state-dir"),
                   "ARGS": "".join(" " + word for word in words)}  # fmt: skip
