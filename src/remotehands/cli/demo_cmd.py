@@ -260,6 +260,7 @@ def demo(data: Path, listen: str, size: str, as_json: bool) -> None:
         else:
             click.echo(f"remotehands demo is up: {info.url}")
             click.echo(f"  owner login:  {info.owner} / {info.password}")
+            click.echo(f"  API docs:     {info.url}/docs")
             click.echo(f"  device:       {info.device_name} ({info.device_id}) on DISPLAY "
                        f"{info.display}")  # fmt: skip
             click.echo("  try, in another shell:")
