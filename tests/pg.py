@@ -1,4 +1,5 @@
-"""A throwaway PostgreSQL server for tests, from Debian's ``postgresql-15`` binaries.
+"""A throwaway PostgreSQL server for tests, from Debian's PostgreSQL binaries (any version:
+the newest under ``/usr/lib/postgresql``, as ``scripts/system-deps`` accepts any).
 
 :func:`start_postgres` runs ``initdb`` and ``pg_ctl`` in a temporary directory (as the
 ``postgres`` system user when the tests run as root, since ``initdb`` refuses root), listening on
@@ -21,9 +22,24 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["PG_BIN", "PostgresServer", "PostgresUnavailable", "start_postgres"]
+__all__ = ["PG_BIN", "PostgresServer", "PostgresUnavailable", "find_pg_bin", "start_postgres"]
 
-PG_BIN = Path(os.environ.get("REMOTEHANDS_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def find_pg_bin(root: Path = Path("/usr/lib/postgresql"), override: str | None = None) -> Path:
+    """The ``bin`` directory of the newest PostgreSQL installed under ``root`` (Debian keeps one
+    directory per major version, ``/usr/lib/postgresql/16/bin``), or ``override``; when none is
+    installed, ``root/bin`` (which the missing-binaries message then names)."""
+    if override:
+        return Path(override)
+    versions: list[tuple[tuple[int, ...], Path]] = []
+    for candidate in root.glob("*/bin/initdb"):
+        version = candidate.parent.parent.name
+        if all(part.isdigit() for part in version.split(".")):
+            versions.append((tuple(int(part) for part in version.split(".")), candidate.parent))
+    return max(versions)[1] if versions else root / "bin"
+
+
+PG_BIN = find_pg_bin(override=os.environ.get("REMOTEHANDS_PG_BIN"))
 """Where ``initdb``, ``pg_ctl`` and ``postgres`` live (override: ``REMOTEHANDS_PG_BIN``)."""
 
 _SYSTEM_USER = "postgres"
@@ -170,7 +186,7 @@ def start_postgres(bin_dir: Path = PG_BIN) -> PostgresServer:
     if missing:
         raise PostgresUnavailable(
             f"PostgreSQL binaries not found in {bin_dir} (missing {', '.join(missing)}): install "
-            "them with `apt-get install postgresql-15` (scripts/ installs the system packages), "
+            "them with `apt-get install postgresql` (scripts/system-deps does), "
             "or point REMOTEHANDS_PG_BIN at another PostgreSQL bin directory"
         )
     run_as: str | None = None

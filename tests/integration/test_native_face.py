@@ -358,12 +358,15 @@ async def test_action_log_records_without_secrets(agent: Agent) -> None:
     await agent.http.post("/keyboard/type", json={"text": "hunter2"})
     await agent.http.post("/mouse/move", json={"x": 9999, "y": 0})
     entries = (await agent.http.get("/actions", params={"limit": 5})).json()
-    assert [(e["action"], e["result"]) for e in entries] == [
-        ("keyboard.type", "ok"),
+    assert [(e["action"], e["result"]) for e in entries] == [  # newest first, as audit
         ("mouse.move", "invalid"),
+        ("keyboard.type", "ok"),
     ]
-    assert "hunter2" not in entries[0]["params"] and "7 chars" in entries[0]["params"]
-    assert entries[0]["duration_ms"] >= 0 and entries[0]["timestamp"].endswith("Z")
+    assert "hunter2" not in entries[1]["params"] and "7 chars" in entries[1]["params"]
+    assert entries[1]["duration_ms"] >= 0 and entries[1]["timestamp"].endswith("Z")
+    assert (await agent.http.get("/actions", params={"limit": 1})).json()[0]["action"] == (
+        "mouse.move"
+    )
 
 
 async def test_clicks_on_a_scaled_region_shot_map_back_through_its_frame_id(agent: Agent) -> None:
@@ -403,3 +406,13 @@ async def test_an_oversized_body_is_refused_before_it_is_read(agent: Agent) -> N
     status, body = await asyncio.to_thread(post_with_a_huge_declared_length)
     assert status == 422, body
     assert "is over" in body and agent.driver.typed == []
+
+
+async def test_a_sequence_with_a_failed_step_is_logged_as_failed(agent: Agent) -> None:
+    done = await agent.http.post("/sequence", json={"steps": [
+        {"type": "mouse.move", "x": 1, "y": 1},
+        {"type": "mouse.move", "x": 99999, "y": 0},
+    ]})  # fmt: skip
+    assert done.status_code == 200
+    entries = (await agent.http.get("/actions", params={"limit": 1})).json()
+    assert (entries[0]["action"], entries[0]["result"]) == ("sequence", "invalid")

@@ -221,7 +221,7 @@ async def test_serve_announces_itself_as_json(tmp_path: Path) -> None:
     assert await init.wait() == 0
     process = await asyncio.create_subprocess_exec(
         *command, "--data", str(tmp_path), "--listen", "127.0.0.1:0", "--json",
-        env=env, stdout=asyncio.subprocess.PIPE,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
         assert process.stdout is not None
@@ -231,7 +231,24 @@ async def test_serve_announces_itself_as_json(tmp_path: Path) -> None:
         assert announced["database"].startswith("sqlite+aiosqlite:///")
         async with httpx.AsyncClient(base_url=announced["url"]) as client:
             assert (await client.get("/health")).json()["status"] == "ok"
+            await client.get("/health", params={"token": "rht_secretsecret1"})
     finally:
         process.send_signal(signal.SIGINT)
         async with asyncio.timeout(30):
-            await process.wait()
+            _, stderr = await process.communicate()
+    # the log: one JSON object per line, uvicorn's lines included, credentials masked
+    records = [json.loads(line) for line in stderr.decode().splitlines()]
+    assert any(r["logger"] == "uvicorn.error" and r["level"] == "INFO" for r in records)
+    access = [r["msg"] for r in records if r["logger"] == "uvicorn.access"]
+    assert any("/health?token=[redacted]" in line for line in access), access
+    assert "rht_secret" not in stderr.decode()
+
+
+def test_a_data_directory_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, out, err = _run("server", "init", "--data", str(blocker / "data"))
+    assert code == 2 and "Traceback" not in out + err
+    assert err.strip() == (f"remotehands server: cannot create the data directory {blocker}/data: "
+                           "Not a directory; choose another --data, or let the user running the "
+                           "server write there")  # fmt: skip

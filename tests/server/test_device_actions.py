@@ -248,3 +248,29 @@ async def test_every_call_is_audited(fleet: LiveFleet) -> None:
     assert entries["keyboard.type:ok"]["params"] == {"text": f"<{len(long_text)} chars>"}
     assert entries["mouse.click:invalid"]["params"] == {"x": "bad"}
     assert "windows.list:unsupported" in entries
+
+
+async def test_a_sequence_with_a_failed_step_is_audited_as_failed(fleet: LiveFleet) -> None:
+    (device,) = await fleet.enroll(1)
+
+    def sequence(params: dict[str, Any]) -> dict[str, Any]:
+        return {"results": [
+            {"name": None, "type": "mouse.click", "ok": True, "status": "ok", "duration_ms": 1},
+            {"name": "find", "type": "windows.focus", "ok": False, "error": "not_found",
+             "details": "no window 0x1", "duration_ms": 1},
+        ], "aborted_at": "find", "total_duration_ms": 2}  # fmt: skip
+
+    async with fleet.agent(device, capabilities=["mouse", "windows"],
+                           handlers={"sequence": sequence}):  # fmt: skip
+        answer = await fleet.owner.post(f"/v1/devices/{device.device_id}/sequence",
+                                        json={"steps": [{"type": "mouse.click"}]})  # fmt: skip
+    assert answer.status_code == 200  # the answer is the agent's, a 200 all the same
+
+    async def audited() -> list[dict[str, Any]]:
+        response = await fleet.owner.get("/v1/audit", params={"action": "sequence"})
+        entries: list[dict[str, Any]] = response.json()["entries"]
+        return entries
+
+    (entry,) = await eventually(audited)
+    assert entry["result"] == "not_found"
+    assert entry["details"] == "step find (windows.focus) failed: no window 0x1"

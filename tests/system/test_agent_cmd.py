@@ -4,6 +4,7 @@ what cannot work refused with one clear line and exit code 2."""
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import socket
@@ -156,3 +157,20 @@ def test_an_agent_fronts_a_tinypilot_served_by_another_agents_tinypilot_face() -
                 process.send_signal(signal.SIGINT)
                 process.communicate(timeout=30)
     assert kvm.returncode == 0 and front is not None and front.returncode == 0
+
+
+def test_json_logs_are_one_object_per_line_and_start_up_is_info() -> None:
+    port = _free_port()
+    env = {**os.environ, "REMOTEHANDS_AGENT_PASSWORD": "pw"}
+    agent = subprocess.Popen([REMOTEHANDS, "agent", "--driver", "fake", "--json", "--listen",
+                              f"127.0.0.1:{port}"], env=env, stderr=subprocess.PIPE,
+                             text=True)  # fmt: skip
+    try:
+        wait_until(functools.partial(_answers, f"http://127.0.0.1:{port}/health"), timeout=30)
+    finally:
+        agent.send_signal(signal.SIGINT)
+        _, stderr = agent.communicate(timeout=30)
+    records = [json.loads(line) for line in stderr.splitlines()]
+    started = [r for r in records if r["msg"].startswith("device ")]
+    assert started and started[0]["level"] == "INFO"
+    assert f"on http://127.0.0.1:{port}" in started[0]["msg"]

@@ -50,3 +50,28 @@ def test_desktop_command_refuses_a_silly_size() -> None:
     done = subprocess.run([REMOTEHANDS, "desktop", "--size", "big"], capture_output=True,
                           text=True, timeout=30)  # fmt: skip
     assert done.returncode == 2 and "WIDTHxHEIGHT" in done.stderr
+
+
+def test_desktop_prints_its_environment_and_writes_the_env_file(tmp_path: Path) -> None:
+    env_file = tmp_path / "desktop.env"
+    proc = subprocess.Popen([REMOTEHANDS, "desktop", "--size", "640x480", "--no-terminal",
+                             "--env-file", str(env_file)], stdout=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready, "the desktop printed nothing within 60 s"
+        lines = [proc.stdout.readline() for _ in range(3)]  # printed and flushed together
+        exports = env_file.read_text()
+        assert exports.startswith("export DISPLAY=:") and " XAUTHORITY=" in exports
+        assert lines[1].strip() == f"its clients need:  {exports.strip()}"
+        assert lines[2].strip().startswith("serve it:  DISPLAY=:")
+        assert "XAUTHORITY=" in lines[2] and "remotehands agent --driver x11" in lines[2]
+        # what the file exports reaches the display
+        shown = subprocess.run(["sh", "-c", f". {env_file} && xwininfo -root"],
+                               capture_output=True, text=True, timeout=20)  # fmt: skip
+        assert "Width: 640" in shown.stdout, shown.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(30)
+    assert code == 0 and not env_file.exists()

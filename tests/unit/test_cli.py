@@ -339,9 +339,10 @@ def test_cursor_and_screens(fake: FakeApi) -> None:
 
 
 def test_clipboard_group(fake: FakeApi) -> None:
-    assert ok(on_fleet(fake, "clipboard", "web-1")).stdout == "clip text"
+    assert ok(on_fleet(fake, "clipboard", "web-1")).stdout == "clip text\n"
     assert fake.last.path == "/v1/devices/dev_1/clipboard"
-    assert ok(on_agent(fake, "clipboard")).stdout == "clip text"
+    assert ok(on_agent(fake, "clipboard")).stdout == "clip text\n"
+    assert ok(on_agent(fake, "clipboard", "get", "--raw")).stdout == "clip text"
     ok(on_fleet(fake, "clipboard", "web-1", "set", "-", input="piped"))
     assert fake.last.body == {"text": "piped"}
     ok(on_fleet(fake, "clipboard", "set", "web-1", "second"))
@@ -351,7 +352,7 @@ def test_clipboard_group(fake: FakeApi) -> None:
     assert ok(on_agent(fake, "clipboard", "slots")).stdout == (
         "NAME     LENGTH  STORED\npanel_1  5       2026-05-19T10:15:00Z\n"
     )
-    assert ok(on_agent(fake, "clipboard", "slot-get", "panel_1")).stdout == "hello"
+    assert ok(on_agent(fake, "clipboard", "slot-get", "panel_1")).stdout == "hello\n"
     result = on_agent(fake, "clipboard", "slot-get", "missing")
     assert (result.exit_code, result.stderr) == (4, "error: no clipboard slot 'missing'\n")
     assert ok(on_agent(fake, "clipboard", "slot-store", "n1", "abc")).stdout == (
@@ -601,7 +602,7 @@ def test_an_agent_token_from_login_is_used(fake: FakeApi) -> None:
 
 def test_group_options_come_before_the_subcommand(fake: FakeApi) -> None:
     env = {"REMOTEHANDS_AGENT_PASSWORD": AGENT_PASSWORD}
-    assert ok(run(["clipboard", "--agent", fake.url, "get"], env)).stdout == "clip text"
+    assert ok(run(["clipboard", "--agent", fake.url, "get"], env)).stdout == "clip text\n"
     assert ok(run(["windows", "--agent", fake.url, "--json"], env)).stdout.startswith("[")
     assert "[DEVICE] COMMAND [ARGS]..." in ok(run(["windows", "--help"])).stdout
 
@@ -635,3 +636,35 @@ def test_pointer_commands_take_a_frame(fake: FakeApi) -> None:
     assert fake.last.body["frame_id"] == 9
     bad = run(["click", "1", "2", "--frame", "0"], env)
     assert bad.exit_code == 2 and "--frame" in bad.output
+
+
+def test_a_command_typo_gets_a_did_you_mean() -> None:
+    result = run(["screnshot"])
+    assert result.exit_code == 2
+    assert "No such command 'screnshot'. Did you mean screenshot, screenshots or screens?" in (
+        result.stderr
+    )
+    assert "Did you mean devices or device?" in run(["devics"]).stderr
+    unknown = run(["zzzz"])
+    assert unknown.exit_code == 2 and "Did you mean" not in unknown.stderr
+
+
+def test_a_server_url_ending_in_v1_is_not_doubled(fake: FakeApi) -> None:
+    ok(run(["devices"], {"REMOTEHANDS_URL": fake.url + "/v1/", "REMOTEHANDS_TOKEN": FLEET_TOKEN}))
+    assert fake.last.path == "/v1/devices"
+
+
+def test_audit_times_that_are_not_times_name_the_accepted_forms(fake: FakeApi) -> None:
+    result = on_fleet(fake, "audit", "--since", "yesterday")
+    assert result.exit_code == 2
+    assert "'yesterday' is not a time: give a duration ago (30s, 15m, 2h, 7d) or an ISO 8601" in (
+        result.stderr
+    )
+    assert "--until" in on_fleet(fake, "audit", "--until", "soon").stderr
+    ok(on_fleet(fake, "audit", "--since", "2026-05-19"))
+
+
+def test_users_create_without_a_terminal_names_password_env(fake: FakeApi) -> None:
+    result = on_fleet(fake, "users", "create", "carol", input="")
+    assert result.exit_code == 2
+    assert "no terminal to ask on" in result.stderr and "--password-env VAR" in result.stderr

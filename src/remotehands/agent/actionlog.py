@@ -1,4 +1,5 @@
-"""The action log of a device: its recent actions, newest last, secrets left out."""
+"""The action log of a device: its recent actions, newest first (as the server's audit log),
+secrets left out."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ SECRET_FIELDS = frozenset({"text", "password", "upload_header", "headers"})
 
 
 class ActionLog:
-    """The recent actions of a device, newest last, with secrets and long texts left out."""
+    """The recent actions of a device, with secrets and long texts left out."""
 
     def __init__(self, size: int = 1000) -> None:
         self._entries: deque[ActionLogEntry] = deque(maxlen=size)
@@ -40,8 +41,8 @@ class ActionLog:
         )
 
     def entries(self, limit: int) -> list[ActionLogEntry]:
-        """Up to ``limit`` entries, oldest first."""
-        return list(self._entries)[-limit:]
+        """The ``limit`` newest entries, newest first (as ``audit`` lists the fleet's)."""
+        return list(reversed(self._entries))[:limit]
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
         """:meth:`entries` in their wire form."""

@@ -26,7 +26,7 @@ from remotehands.agent.context import ActionContext
 from remotehands.drivers.base import Driver
 from remotehands.errors import NotFoundError, RemoteHandsError, ValidationError
 from remotehands.protocol import actions as A
-from remotehands.protocol.results import to_wire
+from remotehands.protocol.results import SequenceResult, to_wire
 from remotehands.protocol.validation import describe_validation, validated
 
 __all__ = ["ActionLog", "Dispatcher", "describe_validation", "validate_params"]
@@ -111,8 +111,12 @@ class Dispatcher:
             if spec.access == "control" and spec.name not in _UNLOCKED and not spec.streamed:
                 timeout = getattr(model, "lock_timeout_ms", 10_000)
                 async with self.context.locked(timeout):
-                    return await handler(self.context, model)
-            return await handler(self.context, model)
+                    result = await handler(self.context, model)
+            else:
+                result = await handler(self.context, model)
+            if isinstance(result, SequenceResult) and result.failed_step is not None:
+                outcome = result.failed_step.error or "error"  # a 200 all the same
+            return result
         except RemoteHandsError as err:
             outcome = err.code
             raise

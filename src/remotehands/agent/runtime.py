@@ -371,7 +371,7 @@ class Agent:
                 )
                 run.address = bound_address(server)
                 faces = ", ".join(face.name for face in plan.faces)
-                log.warning("device %s: %s on http://%s", plan.name, faces, run.address)
+                log.info("device %s: %s on http://%s", plan.name, faces, run.address)
             if plan.server:
                 enrolled = await self._enrollment_id(run)
                 credential = await load_or_enroll(
@@ -383,7 +383,7 @@ class Agent:
                     await asyncio.to_thread(_write_pin, _pin_file(plan), enrolled)
                 if run.hardware_id is None:
                     run.hardware_id = enrolled  # until the device names itself
-                log.warning("device %s: enrolled as %s with %s", plan.name,
+                log.info("device %s: enrolled as %s with %s", plan.name,
                             credential.device_id, plan.server)  # fmt: skip
                 run.link = AgentLink(credential, plan.dispatcher, driver_name=plan.driver.kind,
                                      device_type=plan.driver.device_type,
@@ -413,7 +413,7 @@ class Agent:
                 if await self._start_driver(run, stack):
                     attempt = 0
                     run.state = "running"
-                    log.warning("device %s: its %s driver started", run.name,
+                    log.info("device %s: its %s driver started", run.name,
                                 run.plan.driver.kind)  # fmt: skip
                     if run.link is not None:
                         # the hello lists what the driver has: say it again, now that it runs
@@ -438,7 +438,7 @@ class Agent:
             problem = None
         if problem != run.problem:
             if problem is None:
-                log.warning("device %s serves again", run.name)
+                log.info("device %s serves again", run.name)
             else:
                 log.error("device %s cannot serve: %s", run.name, problem)
         run.problem = problem

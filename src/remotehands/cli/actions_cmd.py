@@ -589,9 +589,10 @@ def key_up(hands: ActionMethods[Any], rest: list[str]) -> None:
 # clipboard
 
 
-def _print_text(text: str) -> None:
-    # Exactly the text when piped; a final newline on a terminal so the prompt starts clean.
-    click.echo(text, nl=sys.stdout.isatty() and not text.endswith("\n"))
+def _print_text(text: str, raw: bool = False) -> None:
+    # A final newline like every line tool, so the prompt or the next output starts on its own
+    # line; --raw gives exactly the text (to pipe it somewhere byte for byte).
+    click.echo(text, nl=not raw and not text.endswith("\n"))
 
 
 @device_group("clipboard", default="get")
@@ -609,13 +610,16 @@ def clipboard() -> None:
 
 @device_command("get", "[DEVICE]", counts=(0,), parent=clipboard, verb="clipboard_get")
 @click.option("--max-bytes", type=click.IntRange(min=1), help="Read at most this much UTF-8.")
-def clipboard_get(hands: ActionMethods[Any], rest: list[str], max_bytes: int | None) -> None:
-    """Print the clipboard's text."""
+@click.option("--raw", is_flag=True, help="Exactly the text, without a final newline added.")
+def clipboard_get(
+    hands: ActionMethods[Any], rest: list[str], max_bytes: int | None, raw: bool
+) -> None:
+    """Print the clipboard's text (with a final newline unless --raw)."""
     result = hands.clipboard_get(max_bytes=max_bytes)
     text = str(result.get("text") or "")
 
     def show() -> None:
-        _print_text(text)
+        _print_text(text, raw)
         if result.get("truncated"):
             click.echo(f"(truncated: {result.get('length')} characters shown)", err=True)
 
@@ -925,7 +929,7 @@ _LOG_COLUMNS: list[Column] = [
 @device_command("actions", "[DEVICE]", counts=(0,))
 @click.option("--limit", type=click.IntRange(1, 10_000), help="How many entries (default 100).")
 def actions(hands: ActionMethods[Any], rest: list[str], limit: int | None) -> None:
-    """Show the device's recent action log, newest last."""
+    """Show the device's recent action log, newest first (like audit)."""
     entries = hands.actions(limit=limit)
     emit(entries, lambda: table(entries, _LOG_COLUMNS, "no actions yet"))
 

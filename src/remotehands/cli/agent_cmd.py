@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from remotehands.cli.extras import require_extras
+from remotehands.cli.service_cmd import agent_install_service
 from remotehands.cli.signals import run_until_signal
 from remotehands.errors import RemoteHandsError
 
@@ -44,7 +46,7 @@ _DEVICE_OPTIONS = ("driver", "display", "setting", "listen", "password_file", "p
                    "device_totp_file", "tinypilot_open", "pikvm_user")  # fmt: skip
 
 
-@click.command(epilog=EXAMPLES)
+@click.group(epilog=EXAMPLES, invoke_without_command=True)
 @click.option(
     "--config",
     "config_file",
@@ -142,7 +144,7 @@ _DEVICE_OPTIONS = ("driver", "display", "setting", "listen", "password_file", "p
     default=None,
     help="Where the device credential is kept (default ~/.local/state/remotehands).",
 )
-@click.option("-v", "--verbose", is_flag=True, help="Log more.")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug lines too (default: info and up).")
 @click.option("--json", "as_json", is_flag=True, help="Log lines as JSON (for supervisors).")
 @click.pass_context
 def agent(ctx: click.Context, config_file: Path | None, driver: str, display: str | None,
@@ -154,11 +156,13 @@ def agent(ctx: click.Context, config_file: Path | None, driver: str, display: st
           verbose: bool, as_json: bool) -> None:  # fmt: skip
     """Serve a device: its native HTTP API (desktopkit-compatible) and/or a link to a server;
     or, with --config, every device a config file lists."""
+    if ctx.invoked_subcommand is not None:
+        return
+    require_extras("agent", "agent")
     from remotehands.agent.runtime import AgentOptions, run_agent
+    from remotehands.cli.logs import configure_logging
 
-    fmt = ('{"at":"%(asctime)s","level":"%(levelname)s","msg":"%(message)s"}' if as_json
-           else "%(asctime)s %(levelname)s %(message)s")  # fmt: skip
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=fmt)
+    configure_logging(logging.DEBUG if verbose else logging.INFO, as_json)
     if config_file is not None:
         typed = click.core.ParameterSource.COMMANDLINE
         given = [f"--{n.replace('_', '-')}" for n in _DEVICE_OPTIONS
@@ -234,3 +238,6 @@ def _run_config(path: Path, state_dir: Path | None) -> None:
     except RemoteHandsError as err:
         click.echo(f"error: {err.details}", err=True)
         sys.exit(err.exit_code)
+
+
+agent.add_command(agent_install_service)

@@ -24,6 +24,7 @@ import click
 import httpx
 
 from remotehands.cli.desktop_cmd import parse_size
+from remotehands.cli.extras import require_extras
 from remotehands.cli.signals import run_until_signal
 from remotehands.errors import ConfigError, RemoteHandsError
 
@@ -91,6 +92,48 @@ def _owner_password(data: Path) -> str:
     return password
 
 
+DEMO_TOKEN_NAME = "demo-cli"  # noqa: S105 -- the name of a token, not a secret
+DEMO_TOKEN_TTL_S = 7 * 86400
+"""How long the demo's API token lives: a rerun within that time prints the same token."""
+
+
+async def demo_token(http: httpx.AsyncClient, data: Path) -> str:
+    """The demo's API token: the one an earlier run kept in ``data`` while it still works,
+    else a new one that expires in :data:`DEMO_TOKEN_TTL_S` (earlier demo tokens revoked), so
+    that reruns do not pile up tokens that never expire. ``http`` is logged in as the owner."""
+    path = data / "demo-token"
+    kept = await asyncio.to_thread(_read_secret, path)
+    if kept is not None:
+        check = await http.get("/v1/auth/me", headers={"Authorization": f"Bearer {kept}"})
+        if check.status_code == 200:
+            return kept
+    listed = (await http.get("/v1/tokens")).json()["tokens"]
+    for old in listed:
+        if old["name"] == DEMO_TOKEN_NAME and old["revoked_at"] is None:
+            await http.delete(f"/v1/tokens/{old['id']}")
+    created = await http.post(
+        "/v1/tokens", json={"name": DEMO_TOKEN_NAME, "expires_in_s": DEMO_TOKEN_TTL_S}
+    )
+    if created.status_code != 201:
+        raise ConfigError(f"the demo could not create its API token: {created.text}")
+    token: str = created.json()["token"]
+    await asyncio.to_thread(_write_secret, path, token)
+    return token
+
+
+def _read_secret(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _write_secret(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
 async def _wait_online(http: httpx.AsyncClient, device_id: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -144,7 +187,7 @@ async def run_demo(
             http.headers["Authorization"] = f"Bearer {login.json()['token']}"
             enrollment = (await http.post("/v1/devices/enrollment", json={
                 "suggested_name": DEVICE_NAME, "suggested_tags": ["demo"]})).json()  # fmt: skip
-            token = (await http.post("/v1/tokens", json={"name": "demo-cli"})).json()["token"]
+            token = await demo_token(http, data)
             options = AgentOptions(driver="x11", display=display, server=url,
                                    token=enrollment["token"], name=DEVICE_NAME,
                                    state_dir=data / "agent",
@@ -209,6 +252,7 @@ async def _device_id(http: httpx.AsyncClient, display: str, agent: asyncio.Task[
 def demo(data: Path, listen: str, size: str, as_json: bool) -> None:
     """Run the whole system on one machine: the fleet server on SQLite, a virtual desktop and
     an agent enrolled through a real enrollment token. Stop it with Ctrl-C."""
+    require_extras("demo", "agent", "server")
 
     def announce(info: DemoInfo) -> None:
         if as_json:
@@ -216,6 +260,7 @@ def demo(data: Path, listen: str, size: str, as_json: bool) -> None:
         else:
             click.echo(f"remotehands demo is up: {info.url}")
             click.echo(f"  owner login:  {info.owner} / {info.password}")
+            click.echo(f"  API docs:     {info.url}/docs")
             click.echo(f"  device:       {info.device_name} ({info.device_id}) on DISPLAY "
                        f"{info.display}")  # fmt: skip
             click.echo("  try, in another shell:")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
+from pathlib import Path
 
 import click
 
-from remotehands.errors import RemoteHandsError
+from remotehands.cli.extras import require_extras
+from remotehands.errors import ConfigError, RemoteHandsError
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -25,26 +28,54 @@ def parse_size(text: str) -> tuple[int, int]:
 @click.option("--size", default="1920x1080", show_default=True, help="Screen size WIDTHxHEIGHT.")
 @click.option("--no-terminal", is_flag=True, help="Do not open a terminal.")
 @click.option("--json", "as_json", is_flag=True, help="Print the display and XAUTHORITY as JSON.")
-def desktop(display: str | None, size: str, no_terminal: bool, as_json: bool) -> None:
-    """Run a virtual desktop (Xvfb, a window manager, a terminal) until stopped (Ctrl-C)."""
+@click.option(
+    "--env-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Once the desktop is up, write `export DISPLAY=... XAUTHORITY=...` to this file (for "
+    "scripts: `. FILE`); removed when the desktop stops.",
+)
+def desktop(
+    display: str | None, size: str, no_terminal: bool, as_json: bool, env_file: Path | None
+) -> None:
+    """Run a virtual desktop (Xvfb, a window manager, a terminal) until stopped (Ctrl-C).
+
+    It prints the DISPLAY and XAUTHORITY an X client (the agent) needs to reach it."""
+    require_extras("desktop", "agent")  # its window-manager probe speaks X through python-xlib
     from remotehands.agent.desktop import VirtualDesktop
 
     width, height = parse_size(size)
     vd = VirtualDesktop(display=display, size=(width, height), terminal=not no_terminal)
     try:
         vd.start()
+        exports = " ".join(f"{key}={shlex.quote(value)}" for key, value in vd.env.items())
+        if env_file is not None:
+            _write_atomically(env_file, f"export {exports}\n")
         if as_json:
             import json
 
             click.echo(json.dumps({"display": vd.display, **vd.env, "size": f"{width}x{height}"}))
         else:
             click.echo(f"virtual desktop {width}x{height} on DISPLAY={vd.display}")
-            click.echo(f"  serve it:  REMOTEHANDS_AGENT_PASSWORD=... "
-                       f"remotehands agent --driver x11 --display {vd.display}")  # fmt: skip
+            click.echo(f"  its clients need:  export {exports}")
+            click.echo(f"  serve it:  {exports} REMOTEHANDS_AGENT_PASSWORD=... "
+                       f"remotehands agent --driver x11")  # fmt: skip
         sys.stdout.flush()
         vd.run_forever()
     except RemoteHandsError as err:
         click.echo(f"error: {err.details}", err=True)
         sys.exit(err.exit_code)
     finally:
+        if env_file is not None:
+            env_file.unlink(missing_ok=True)
         vd.stop()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all, so that a script waiting for it reads it complete."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.write_text(text)
+        partial.replace(path)
+    except OSError as err:
+        raise ConfigError(f"cannot write the env file {path}: {err.strerror}") from err

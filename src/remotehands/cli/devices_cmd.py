@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -63,13 +64,22 @@ def fleet_group(name: str) -> Callable[[Callable[[], None]], click.Group]:
     return decorate
 
 
-def _ago(value: str | None) -> str | None:
-    """``15m``, ``2h``, ``7d`` as an ISO time that long ago; anything else as given."""
+def _ago(value: str | None, option: str = "--since") -> str | None:
+    """``15m``, ``2h``, ``7d`` as an ISO time that long ago; an ISO 8601 time as given; anything
+    else a usage error naming the forms taken."""
     if value is None:
         return None
     match = re.fullmatch(r"(\d+)\s*([smhd])", value.strip())
     if match is None:
-        return value
+        try:
+            datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise click.BadParameter(
+                f"{value!r} is not a time: give a duration ago (30s, 15m, 2h, 7d) or an ISO "
+                "8601 time (2026-05-19, 2026-05-19T10:15:00Z)",
+                param_hint=option,
+            ) from None
+        return value.strip()
     unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
     moment = datetime.now(UTC) - timedelta(**{unit: int(match.group(1))})
     return moment.isoformat().replace("+00:00", "Z")
@@ -448,9 +458,18 @@ def _variable(variable: str) -> str:
 def _new_password(variable: str | None, username: str) -> str:
     if variable is not None:
         return _variable(variable)
-    password: str = click.prompt(
-        f"Password for {username}", hide_input=True, confirmation_prompt=True, err=True
-    )
+    try:
+        password: str = click.prompt(
+            f"Password for {username}", hide_input=True, confirmation_prompt=True, err=True
+        )
+    except click.Abort:
+        if sys.stdin.isatty():
+            raise  # Ctrl-C at the prompt
+        # no terminal to ask on (a script, a pipe that ended)
+        raise ConfigError(
+            f"no password for {username}: there is no terminal to ask on; put it in a variable "
+            f"and name it with --password-env VAR"
+        ) from None
     return password
 
 
@@ -555,6 +574,7 @@ def audit(
       remotehands audit --since 2h
       remotehands audit --device web-1 --action mouse.click --limit 20
     """
+    since, until = _ago(since), _ago(until, "--until")
     with open_fleet() as fleet:
         device_id = fleet.resolve_device(device_ref) if device_ref is not None else None
         rows = fleet.audit(
@@ -562,8 +582,8 @@ def audit(
             actor=actor,
             action=action,
             result=result,
-            since=_ago(since),
-            until=_ago(until),
+            since=since,
+            until=until,
             limit=limit,
         )
     emit(rows, lambda: table(rows, _AUDIT_COLUMNS, "no audit entries"))

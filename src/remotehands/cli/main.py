@@ -6,6 +6,7 @@ and a role's extras are only imported when its command runs.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from typing import Any
 
@@ -64,6 +65,20 @@ class _LazyGroup(click.Group):
         _load_tables()
         return sorted(_COMMANDS)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = click.utils.make_str(args[0])
+        if self.get_command(ctx, name) is None and not name.startswith("-"):
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=3, cutoff=0.6)
+            hint = (
+                f" Did you mean {', '.join(close[:-1])}{' or ' if close[1:] else ''}{close[-1]}?"
+                if close
+                else ""
+            )
+            ctx.fail(f"No such command {name!r}.{hint} (remotehands --help lists them)")
+        return super().resolve_command(ctx, args)
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         _load_tables()
         target = _COMMANDS.get(cmd_name)
@@ -86,6 +101,10 @@ def cli() -> None:
 
     Talk to a standalone agent with --agent URL (or REMOTEHANDS_AGENT_URL) or to a fleet server
     with REMOTEHANDS_URL and REMOTEHANDS_TOKEN. Every command takes --json.
+
+    Exit codes: 0 done, 1 unexpected error, 2 bad settings or arguments (or a missing extra),
+    3 not logged in or not allowed, 4 not found, 5 busy or rate limited, 6 unsupported,
+    7 device offline, 8 device error, 9 timeout, 130 interrupted.
     """
 
 

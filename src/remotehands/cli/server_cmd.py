@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import os
 import socket
 import sys
@@ -14,6 +15,8 @@ from typing import Any, TypeVar
 
 import click
 
+from remotehands.cli.extras import require_extras
+from remotehands.cli.service_cmd import server_install_service
 from remotehands.errors import ConfigError, RemoteHandsError
 
 __all__ = ["server"]
@@ -99,7 +102,8 @@ def _load_settings(ctx: click.Context, **overrides: Any) -> Any:
     "--json",
     "as_json",
     is_flag=True,
-    help='Announce the server as one JSON line ({"url", "data_dir", "database"}).',
+    help='Announce the server as one JSON line ({"url", "data_dir", "database"}) and log '
+    "JSON lines (for supervisors).",
 )
 @click.pass_context
 @_friendly
@@ -125,6 +129,8 @@ def server(
         "database_url": database_url,
         "config": config,
     }
+    if ctx.invoked_subcommand in (None, "init"):
+        require_extras("server" if ctx.invoked_subcommand is None else "server init", "server")
     if ctx.invoked_subcommand is not None:
         return
     _serve(_load_settings(ctx), log_level, as_json)
@@ -161,7 +167,10 @@ async def _prepare(settings: Any) -> bool:
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ConfigError(f"cannot create the data directory {settings.data_dir}: {err}") from err
+        raise ConfigError(
+            f"cannot create the data directory {settings.data_dir}: {err.strerror}; choose "
+            "another --data, or let the user running the server write there"
+        ) from err
     async with await Database.open(settings.db_url) as db, db.session() as session:
         owner = await session.scalar(select(User.id).where(User.role == "owner").limit(1))
     return owner is not None
@@ -204,7 +213,14 @@ def _serve(settings: Any, log_level: str, as_json: bool = False) -> None:
         proxy_headers=True,
         timeout_graceful_shutdown=5,
         lifespan="on",
+        # with --json uvicorn's loggers get no handlers of their own: their records reach the
+        # JSON handler on the root logger (credentials masked there too)
+        log_config=None if as_json else uvicorn.config.LOGGING_CONFIG,
     )
+    if as_json:
+        from remotehands.cli.logs import configure_logging
+
+        configure_logging(getattr(logging, log_level.upper()), as_json=True)
     instance = uvicorn.Server(config)
     if as_json:
         from remotehands.server.db.engine import safe_url
@@ -279,3 +295,6 @@ def init(
     else:
         click.echo("Password: from REMOTEHANDS_OWNER_PASSWORD")
     click.echo(f"Start the server: remotehands server --data {settings.data_dir}")
+
+
+server.add_command(server_install_service)

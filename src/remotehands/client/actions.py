@@ -368,7 +368,7 @@ class ActionMethods(Generic[R]):
     # log
 
     def actions(self, *, limit: int | None = None) -> R:
-        """The recent action log, newest last."""
+        """The recent action log, newest first."""
         return self.call("actions", limit=limit)
 
     # power: each action answers what was observed (the states before and after, whether the

@@ -136,6 +136,9 @@ class HTTPBase:
                 f"bad {self.role} URL {base_url!r}: give http:// or https:// and a host, "
                 "for example http://127.0.0.1:8082"
             )
+        if self.role == "server" and url.endswith("/v1"):
+            # the routes carry /v1 themselves: a URL copied from an API path must not double it
+            url = url.removesuffix("/v1")
         self.base_url = url
         self.timeout = timeout
         self._token = token

@@ -539,7 +539,7 @@ class AppCloseParams(Params):
 
 
 class ActionsParams(Params):
-    """Read the action log, newest last."""
+    """Read the action log, newest first."""
 
     limit: int = Field(100, ge=1, le=10_000)
 

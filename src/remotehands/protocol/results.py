@@ -331,7 +331,7 @@ class ActionLogEntry(Result):
 
 
 class ActionLogResult(RootModel[list[ActionLogEntry]]):
-    """The recent actions, oldest first."""
+    """The recent actions, newest first."""
 
 
 STEP_OWN_KEYS = frozenset({"name", "type", "ok", "status"})
@@ -394,6 +394,26 @@ class SequenceResult(Result):
     results: list[StepResult]
     aborted_at: str | int | None
     total_duration_ms: int
+
+    @property
+    def failed_step(self) -> StepResult | None:
+        """The first step that failed, if one did (the sequence answers 200 all the same)."""
+        return next((step for step in self.results if not step.ok), None)
+
+
+def failed_step(wire: Any) -> tuple[str, str] | None:
+    """``(error code, what failed)`` of the first failed step of a sequence's wire result;
+    ``None`` when every step went well or ``wire`` is no sequence result. The action logs and
+    the audit record such a sequence as failed, though its answer is a 200."""
+    steps = wire.get("results") if isinstance(wire, dict) else None
+    if not isinstance(steps, list):
+        return None
+    for index, step in enumerate(steps):
+        if isinstance(step, dict) and step.get("ok") is False:
+            name = step.get("name") or index
+            return (str(step.get("error") or "error"),
+                    f"step {name} ({step.get('type')}) failed: {step.get('details')}")  # fmt: skip
+    return None
 
 
 # -- power, virtual media, KVM switch ----------------------------------------------------------

@@ -35,6 +35,7 @@ from remotehands.server.http import (
     users,
 )
 from remotehands.server.http import metrics as metrics_routes
+from remotehands.server.http.docs import docs_app
 from remotehands.server.http.errors import install_error_handlers
 from remotehands.server.http.limits import BodyLimit
 from remotehands.server.link import ws as link_ws
@@ -109,7 +110,7 @@ def create_app(
             yield
 
     install_log_redaction()
-    app = FastAPI(
+    app = docs_app(
         title="remotehands",
         version=__version__,
         summary="Hands on remote computers: the fleet server's API.",

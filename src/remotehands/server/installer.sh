@@ -12,6 +12,8 @@ TOKEN=''
 VENV="${HOME:-.}/.remotehands/venv"
 PYTHON=''
 REUSE=0
+SERVICE=auto
+VENV_GIVEN=0
 CONSUMED=0
 
 usage() {
@@ -28,9 +30,14 @@ Options:
   --server URL            another address of the server (default: @SERVER@)
   --reuse-site-packages   let the environment see that Python's own packages and install
                           only remotehands itself (no dependencies, no network)
+  --service               install the agent as a systemd service (remotehands-agent)
+  --no-service            run the agent in the foreground instead
   -- ARGS...              passed on to `remotehands agent`
 
-With REMOTEHANDS_INSTALL_DRY_RUN=1 the agent command is printed instead of run.
+Run as root on a machine where systemd runs, it installs into /opt/remotehands/venv and leaves
+an enabled, running remotehands-agent service (`remotehands agent install-service`); else it
+runs the agent in the foreground. With REMOTEHANDS_INSTALL_DRY_RUN=1 the final command is
+printed instead of run.
 USAGE
 }
 
@@ -51,13 +58,15 @@ parse_args() {
     case "$1" in
       --token) need_value "$1" $#; TOKEN=$2; shift 2; CONSUMED=$((CONSUMED + 2)) ;;
       --token=*) TOKEN=${1#--token=}; shift; CONSUMED=$((CONSUMED + 1)) ;;
-      --venv) need_value "$1" $#; VENV=$2; shift 2; CONSUMED=$((CONSUMED + 2)) ;;
-      --venv=*) VENV=${1#--venv=}; shift; CONSUMED=$((CONSUMED + 1)) ;;
+      --venv) need_value "$1" $#; VENV=$2; VENV_GIVEN=1; shift 2; CONSUMED=$((CONSUMED + 2)) ;;
+      --venv=*) VENV=${1#--venv=}; VENV_GIVEN=1; shift; CONSUMED=$((CONSUMED + 1)) ;;
       --python) need_value "$1" $#; PYTHON=$2; shift 2; CONSUMED=$((CONSUMED + 2)) ;;
       --python=*) PYTHON=${1#--python=}; shift; CONSUMED=$((CONSUMED + 1)) ;;
       --server) need_value "$1" $#; SERVER=$2; shift 2; CONSUMED=$((CONSUMED + 2)) ;;
       --server=*) SERVER=${1#--server=}; shift; CONSUMED=$((CONSUMED + 1)) ;;
       --reuse-site-packages) REUSE=1; shift; CONSUMED=$((CONSUMED + 1)) ;;
+      --service) SERVICE=1; shift; CONSUMED=$((CONSUMED + 1)) ;;
+      --no-service) SERVICE=0; shift; CONSUMED=$((CONSUMED + 1)) ;;
       -h|--help) usage; exit 0 ;;
       --) CONSUMED=$((CONSUMED + 1)); break ;;
       *) die "unknown option $1 (options go before --, agent options after it)" ;;
@@ -66,6 +75,18 @@ parse_args() {
   [ -n "$TOKEN" ] \
     || die "missing --token ekvent_... (an admin creates one: POST /v1/devices/enrollment)"
   SERVER=${SERVER%/}
+  if [ "$SERVICE" = auto ]; then
+    if [ "$(id -u)" = 0 ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1
+    then
+      SERVICE=1
+    else
+      SERVICE=0
+    fi
+  fi
+  # A service runs as its own user, who cannot reach root's home: a shared place instead.
+  if [ "$SERVICE" = 1 ] && [ "$VENV_GIVEN" = 0 ]; then
+    VENV=/opt/remotehands/venv
+  fi
 }
 
 # Whether $1 runs and is Python 3.11 or newer.
@@ -118,12 +139,27 @@ main() {
   find_python
   make_venv
   install_package
-  set -- "$VENV/bin/remotehands" agent --server "$SERVER" --token "$TOKEN" "$@"
+  run_agent "$@"
+}
+
+# Runs the agent with the options "$@": as a systemd service when SERVICE=1, else in the
+# foreground (with REMOTEHANDS_INSTALL_DRY_RUN set, prints the command instead).
+run_agent() {
+  if [ "$SERVICE" = 1 ]; then
+    set -- "$VENV/bin/remotehands" agent install-service --server "$SERVER" --token "$TOKEN" \
+      -- "$@"
+  else
+    set -- "$VENV/bin/remotehands" agent --server "$SERVER" --token "$TOKEN" "$@"
+  fi
   if [ -n "${REMOTEHANDS_INSTALL_DRY_RUN:-}" ]; then
     printf '%s\n' "$*"
     exit 0
   fi
-  say "starting the agent"
+  if [ "$SERVICE" = 1 ]; then
+    say "installing the agent as the systemd service remotehands-agent"
+  else
+    say "starting the agent"
+  fi
   exec "$@"
 }
 

@@ -12,5 +12,5 @@ __all__ = ["actions"]
 
 @handles("actions")
 async def actions(ctx: ActionContext, p: P.ActionsParams) -> ActionLogResult:
-    """The recent actions, oldest first."""
+    """The recent actions, newest first."""
     return ActionLogResult(ctx.log.entries(p.limit))

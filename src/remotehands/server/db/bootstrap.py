@@ -48,7 +48,10 @@ async def initialise(
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ConfigError(f"cannot create the data directory {settings.data_dir}: {err}") from err
+        raise ConfigError(
+            f"cannot create the data directory {settings.data_dir}: {err.strerror}; choose "
+            "another --data, or let the user running the server write there"
+        ) from err
     database = safe_url(settings.db_url)
     async with await Database.open(settings.db_url) as db:
         async with db.session() as session:

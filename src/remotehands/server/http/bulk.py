@@ -172,16 +172,9 @@ async def _audit_all(
     """Audit every device the action went to, one entry after the other: concurrent writers
     would only queue up on the database (SQLite has one writer)."""
     for outcome in outcomes:
-        await record(
-            services,
-            principal,
-            spec.name,
-            outcome.device.id,
-            wire_params,
-            outcome.code,
-            outcome.duration_ms,
-            outcome.error.details if outcome.error is not None else None,
-        )
+        result, details = outcome.audited
+        await record(services, principal, spec.name, outcome.device.id, wire_params, result,
+                     outcome.duration_ms, details)  # fmt: skip
 
 
 @router.post("/v1/bulk")

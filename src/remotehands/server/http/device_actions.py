@@ -51,6 +51,7 @@ from remotehands.protocol.actions import (
 )
 from remotehands.protocol.encoding import jsonable
 from remotehands.protocol.query import params_from_query
+from remotehands.protocol.results import failed_step
 from remotehands.protocol.streams import DEFAULT_CHUNK
 from remotehands.protocol.validation import describe_validation
 from remotehands.server.auth import Principal, can_act, can_see_device, require_role
@@ -105,6 +106,14 @@ class Outcome:
     def code(self) -> str:
         """``ok`` or the error's wire code."""
         return "ok" if self.error is None else self.error.code
+
+    @property
+    def audited(self) -> tuple[str, str | None]:
+        """The result and details the audit records: the error's, or those of a sequence's
+        first failed step, else ``("ok", None)``."""
+        if self.error is not None:
+            return self.error.code, self.error.details
+        return failed_step(self.result) or ("ok", None)
 
 
 # -- parameters -------------------------------------------------------------------------------
@@ -324,7 +333,9 @@ async def device_action(
             outcome.error.details,
         )
         raise outcome.error
-    await record(services, principal, spec.name, device.id, wire_params, "ok", outcome.duration_ms)
+    result, details = outcome.audited
+    await record(services, principal, spec.name, device.id, wire_params, result,
+                 outcome.duration_ms, details)  # fmt: skip
     if spec.status == 204:
         return Response(status_code=204)
     return Response(

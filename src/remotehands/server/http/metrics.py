@@ -82,7 +82,11 @@ def metrics_for(app: Starlette) -> ServerMetrics:
     return metrics
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"description": "Prometheus text", "content": {CONTENT_TYPE_LATEST: {}}}},
+)
 async def metrics_text(
     request: Request, principal: Annotated[Principal, require_role("viewer")]
 ) -> Response:
