@@ -145,6 +145,15 @@ CASES: list[tuple[str, tuple[Any, ...], dict[str, Any], str, str, dict[str, Any]
     ("app_running", ("firefox",), {}, "GET", "/application/running", {"name": "firefox"}),
     ("close_app", (12345,), {}, "POST", "/application/close", {"window_id": 12345}),
     ("actions", (), {"limit": 5}, "GET", "/actions", {"limit": "5"}),
+    ("audio_status", (), {}, "GET", "/audio", {}),
+    ("audio_volume", (40,), {"session_id": "7"}, "POST", "/audio/volume",
+     {"volume": 40, "session_id": "7"}),
+    ("audio_mute", (), {"device_id": "sink-2"}, "POST", "/audio/mute",
+     {"muted": True, "device_id": "sink-2"}),
+    ("audio_mute", (False,), {}, "POST", "/audio/mute", {"muted": False}),
+    ("audio_default", ("sink-2",), {}, "POST", "/audio/default", {"device_id": "sink-2"}),
+    ("audio_move", ("7", "sink-2"), {}, "POST", "/audio/move",
+     {"session_id": "7", "device_id": "sink-2"}),
 ]  # fmt: skip
 
 

@@ -25,7 +25,7 @@ from remotehands.agent.auth import TokenStore, password_check
 from remotehands.agent.capabilities import AGENT_CAPABILITIES, HANDLERS, handles
 from remotehands.agent.dispatch import Dispatcher
 from remotehands.agent.faces.native import create_native_app
-from remotehands.cli import actions_cmd
+from remotehands.cli import actions_cmd, audio_cmd
 from remotehands.cli.main import cli, register
 from remotehands.client import (
     ACTION_METHODS,
@@ -181,6 +181,11 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "sleep": {"ms": 1},
     "sequence": {"steps": [{"type": "mouse.click", "x": 1, "y": 1}, {"type": "screens"}]},
     "actions": {"limit": 3},
+    "audio.status": {},
+    "audio.volume": {"volume": 30},
+    "audio.mute": {"session_id": "1"},
+    "audio.default": {"device_id": "fake-headphones"},
+    "audio.move": {"session_id": "1", "device_id": "fake-headphones"},
 }
 
 
@@ -323,9 +328,13 @@ def test_the_sdk_has_a_method_for_every_verb_and_alias() -> None:
 # -- the CLI ----------------------------------------------------------------------------------
 
 
+_COMMAND_TABLE = {**actions_cmd.COMMANDS, **audio_cmd.COMMANDS}
+"""The device command tables ``remotehands.cli.main`` loads."""
+
+
 @pytest.fixture(scope="module")
 def fake_agent() -> Iterator[FakeApi]:
-    for name, (target, help_text) in actions_cmd.COMMANDS.items():
+    for name, (target, help_text) in _COMMAND_TABLE.items():
         register(name, target, help_text)
     with serving(FakeApi()) as api:
         yield api
@@ -379,13 +388,18 @@ CLI_ARGS: dict[str, list[str]] = {
     "app-running": ["x"],
     "close-app": ["0x10"],
     "actions": [],
+    "audio-status": [],
+    "audio-volume": ["40"],
+    "audio-mute": ["--session", "7"],
+    "audio-default": ["sink-2"],
+    "audio-move": ["7", "sink-2"],
 }
 
 
 def test_the_cli_has_a_command_for_every_verb_and_alias() -> None:
     expected = {name.replace("_", "-") for a in PUBLIC for name in a.names}
     assert set(actions_cmd.VERB_COMMANDS) == expected == set(CLI_ARGS)
-    assert expected <= set(actions_cmd.COMMANDS)
+    assert expected <= set(_COMMAND_TABLE)
     for name in expected:
         assert actions_cmd.VERB_COMMANDS[name].name == name
 

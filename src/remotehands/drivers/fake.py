@@ -1,8 +1,9 @@
 """FakeDriver: a whole device in memory, for tests, demos and benchmarks.
 
-It has every desktop capability. Its screen is a real BGRX framebuffer that tests draw into
-(:meth:`FakeDriver.fill`) and that input marks visibly: a click paints a small square where it
-happened, so a screenshot shows it. Every call is recorded in :attr:`FakeDriver.calls`, and the
+It has every desktop capability, audio included (:mod:`~remotehands.drivers.fakeaudio`: two
+output devices and a playing application). Its screen is a real BGRX framebuffer that tests draw
+into (:meth:`FakeDriver.fill`) and that input marks visibly: a click paints a small square where
+it happened, so a screenshot shows it. Every call is recorded in :attr:`FakeDriver.calls`, and the
 state a test wants to check (held keys and buttons, typed text, clipboard, open windows) is
 public. The open windows are ``open_windows``: ``windows`` is the Protocol method that lists
 them.
@@ -20,6 +21,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from remotehands.drivers.base import Button, Driver, DriverSettings, FrameArray, Held
+from remotehands.drivers.fakeaudio import FakeAudio
 from remotehands.errors import DeviceError, NotFoundError, ValidationError
 from remotehands.protocol.keys import Key
 from remotehands.protocol.models import Bounds, ScreenInfo, WindowInfo
@@ -33,7 +35,7 @@ _CLICK_COLOURS: dict[str, tuple[int, int, int]] = {
 }
 
 
-_DESKTOP = frozenset({"screen", "keyboard", "mouse", "clipboard", "windows", "apps"})
+_DESKTOP = frozenset({"screen", "keyboard", "mouse", "clipboard", "windows", "apps", "audio"})
 
 
 class FakeSettings(DriverSettings):
@@ -78,8 +80,9 @@ class _Call:
     args: dict[str, Any] = field(default_factory=dict)
 
 
-class FakeDriver(Driver):
-    """An in-memory device with screen, keyboard, pointer, clipboard, windows and apps."""
+class FakeDriver(FakeAudio, Driver):
+    """An in-memory device with screen, keyboard, pointer, clipboard, windows, apps and
+    audio."""
 
     kind = "fake"
     capabilities = _DESKTOP

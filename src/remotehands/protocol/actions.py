@@ -51,6 +51,10 @@ from remotehands.protocol.params import (
     AppCloseParams,
     AppOpenParams,
     AppRunningParams,
+    AudioDefaultParams,
+    AudioMoveParams,
+    AudioMuteParams,
+    AudioVolumeParams,
     ButtonParams,
     CaptureParams,
     ClickParams,
@@ -84,6 +88,8 @@ from remotehands.protocol.results import (
     ActionLogResult,
     AppOpened,
     AppRunning,
+    AudioChanged,
+    AudioStatus,
     CaptureResult,
     ClipboardText,
     CursorPosition,
@@ -209,6 +215,7 @@ _GRAB = ("Screen.grab",)
 _BUTTON = ("Mouse.move", "Mouse.button")
 _KEY = ("Keyboard.key",)
 _LIST = ("Windows.windows",)
+_AUDIO_READ = ("Audio.audio_status",)
 
 ACTIONS: tuple[ActionSpec, ...] = (
     _a("screenshot", "screenshot", "GET /screenshot", ScreenshotParams, ScreenshotResult,
@@ -294,6 +301,21 @@ ACTIONS: tuple[ActionSpec, ...] = (
        "The recent action log", sequence=False),
     _a("sleep", "sleep", "POST /sleep", SleepParams, Ok, None, "control",
        "Pause (in sequences)", step_only=True),
+    # audio: the sound server's output devices and per-application sessions
+    _a("audio.status", "audio_status", "GET /audio", NoParams, AudioStatus, "audio", "read",
+       "List the output devices and the playing sessions", _AUDIO_READ),
+    _a("audio.volume", "audio_volume", "POST /audio/volume", AudioVolumeParams, AudioChanged,
+       "audio", "control", "Set the volume of a session, a device or the default device",
+       ("Audio.audio_volume", *_AUDIO_READ)),
+    _a("audio.mute", "audio_mute", "POST /audio/mute", AudioMuteParams, AudioChanged, "audio",
+       "control", "Mute or unmute a session, a device or the default device",
+       ("Audio.audio_mute", *_AUDIO_READ)),
+    _a("audio.default", "audio_default", "POST /audio/default", AudioDefaultParams,
+       AudioChanged, "audio", "control", "Make an output device the default one",
+       ("Audio.audio_default", *_AUDIO_READ)),
+    _a("audio.move", "audio_move", "POST /audio/move", AudioMoveParams, AudioChanged, "audio",
+       "control", "Route a session to another output device",
+       ("Audio.audio_move", *_AUDIO_READ)),
 )  # fmt: skip
 
 ACTIONS_BY_NAME: dict[str, ActionSpec] = {a.name: a for a in ACTIONS}

@@ -23,7 +23,14 @@ from pydantic import (
     model_validator,
 )
 
-from remotehands.protocol.models import Bounds, ImageFormat, ScreenInfo, WindowInfo
+from remotehands.protocol.models import (
+    AudioDevice,
+    AudioSession,
+    Bounds,
+    ImageFormat,
+    ScreenInfo,
+    WindowInfo,
+)
 
 __all__ = [
     "STEP_OWN_KEYS",
@@ -31,6 +38,8 @@ __all__ = [
     "ActionLogResult",
     "AppOpened",
     "AppRunning",
+    "AudioChanged",
+    "AudioStatus",
     "CaptureEntry",
     "CaptureResult",
     "ClipboardText",
@@ -298,6 +307,28 @@ class AppRunning(Result):
 
     running: bool
     pids: list[int]
+
+
+# -- audio -----------------------------------------------------------------------------------
+
+
+class AudioStatus(Result):
+    """Every output device and every playing session, read fresh from the sound server."""
+
+    devices: list[AudioDevice]
+    sessions: list[AudioSession]
+
+
+class AudioChanged(Result):
+    """An audio change, and what the sound server shows afterwards: the ``device`` or the
+    ``session`` the action changed, read back (each there only when the action was about one;
+    an ``audio.move`` answers both: the session and the device it plays on now)."""
+
+    omit_if_none: ClassVar[frozenset[str]] = frozenset({"device", "session"})
+
+    status: Literal["ok"] = "ok"
+    device: AudioDevice | None = None
+    session: AudioSession | None = None
 
 
 # -- the agent's own -------------------------------------------------------------------------
