@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from remotehands.drivers.base import Button, Driver, DriverSettings, FrameArray, Held
 from remotehands.drivers.pulse import PulseAudio
@@ -35,11 +35,25 @@ from remotehands.drivers.x11.display import (
     open_display,
 )
 from remotehands.drivers.x11.input import Input
+from remotehands.drivers.x11.power import OsPower, check_commands
 from remotehands.drivers.x11.screen import ScreenGrabber
 from remotehands.drivers.x11.windows import WindowSystem
-from remotehands.errors import DeviceError, DeviceTimeoutError, RemoteHandsError, ValidationError
+from remotehands.errors import (
+    ConfigError,
+    DeviceError,
+    DeviceTimeoutError,
+    RemoteHandsError,
+    ValidationError,
+)
 from remotehands.protocol.keys import Key, parse_key
-from remotehands.protocol.models import AudioState, Bounds, ScreenInfo, WindowInfo
+from remotehands.protocol.models import (
+    AudioState,
+    Bounds,
+    PowerButton,
+    PowerState,
+    ScreenInfo,
+    WindowInfo,
+)
 
 __all__ = ["X11Driver", "X11Settings"]
 
@@ -72,6 +86,19 @@ class X11Settings(DriverSettings):
     pulse_server: str | None = Field(None, min_length=1)
     """The sound server's address (``unix:/run/user/1000/pulse/native``); unset: found as every
     PulseAudio client finds it (``$PULSE_SERVER``, else ``$XDG_RUNTIME_DIR/pulse/native``)."""
+    power_commands: dict[Literal["restart", "shutdown"], str] = Field(default_factory=dict)
+    """The commands that restart and shut down this machine (``{"restart": "systemctl
+    reboot"}``; ``remotehands agent --power-command restart=CMD``), split as a shell would and
+    run without one. An action without a command is a dry run that only logs."""
+
+    @field_validator("power_commands")
+    @classmethod
+    def _splittable(cls, value: dict[str, str]) -> dict[str, str]:
+        try:
+            check_commands(value)
+        except ConfigError as err:
+            raise ValueError(err.details) from err
+        return value
 
 
 def _machine_id() -> str:
@@ -141,6 +168,7 @@ class X11Driver(Driver):
         self._keymap_dirty = asyncio.Event()
         self._janitor: asyncio.Task[None] | None = None
         self._audio = PulseAudio(settings.pulse_server, timeout_s=settings.timeout_s)
+        self._power = OsPower(settings.power_commands)
         if settings.audio == "off":
             self.capabilities = type(self).capabilities - {"audio"}
 
@@ -457,3 +485,37 @@ class X11Driver(Driver):
     async def audio_move(self, session_id: str, device_id: str) -> None:
         """Route a session to another output device."""
         await self._audio.audio_move(session_id, device_id)
+
+    # -- power: the operating system's own ------------------------------------------------
+
+    async def power_state(self) -> PowerState:
+        """On, with restart and shutdown (``dry_run`` when a command is missing)."""
+        return self._power.state()
+
+    async def power_restart(self) -> None:
+        """Run the configured restart command (a logged dry run without one)."""
+        await self._power.run("restart")
+
+    async def power_shutdown(self) -> None:
+        """Run the configured shutdown command (a logged dry run without one)."""
+        await self._power.run("shutdown")
+
+    async def power_on(self) -> None:
+        """Unsupported: a machine that is off runs no agent."""
+        raise self._power.unsupported("power on")
+
+    async def power_off(self) -> None:
+        """Unsupported: that is the ATX button's; use power_shutdown."""
+        raise self._power.unsupported("press the power button")
+
+    async def power_off_hard(self) -> None:
+        """Unsupported: a long press needs a KVM."""
+        raise self._power.unsupported("hold the power button (hard power off)")
+
+    async def power_reset_hard(self) -> None:
+        """Unsupported: the reset line needs a KVM."""
+        raise self._power.unsupported("pull the reset line")
+
+    async def power_click(self, button: PowerButton) -> None:
+        """Unsupported: front-panel buttons need a KVM."""
+        raise self._power.unsupported(f"press the {button} button")
