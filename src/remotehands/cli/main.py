@@ -35,6 +35,9 @@ _TABLES = (
     "remotehands.cli.audio_cmd",
     "remotehands.cli.devices_cmd",
     "remotehands.cli.login_cmd",
+    "remotehands.cli.power_cmd",
+    "remotehands.cli.media_cmd",
+    "remotehands.cli.switch_cmd",
 )
 _loaded = False
 
