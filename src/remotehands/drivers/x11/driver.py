@@ -111,8 +111,9 @@ def _machine_id() -> str:
 
 
 class X11Driver(Driver):
-    """Screen, keyboard, pointer, clipboard, windows and apps of an X display, in-process, and
-    the audio of the user's sound server (:class:`~remotehands.drivers.pulse.PulseAudio`).
+    """Screen, keyboard, pointer, clipboard, windows and apps of an X display, in-process, the
+    audio of the user's sound server (:class:`~remotehands.drivers.pulse.PulseAudio`), and the
+    machine's OS power (restart, shutdown) by the operator's commands.
 
     ``display`` is the display to drive (``":0"``); None means ``$DISPLAY``. The cookie comes
     from ``$XAUTHORITY`` (else ``~/.Xauthority``), as for every X client: to drive a
@@ -126,10 +127,11 @@ class X11Driver(Driver):
 
     kind = "x11"
     capabilities = frozenset(
-        {"screen", "keyboard", "mouse", "clipboard", "windows", "apps", "audio"}
+        {"screen", "keyboard", "mouse", "clipboard", "windows", "apps", "audio", "power"}
     )
     """Every capability the driver can have; an instance has ``audio`` as its ``audio``
-    setting and the sound server decide (see :class:`X11Settings`)."""
+    setting and the sound server decide (see :class:`X11Settings`). ``power`` is the operating
+    system's: restart and shutdown (:mod:`~remotehands.drivers.x11.power`)."""
     Settings = X11Settings
 
     def __init__(

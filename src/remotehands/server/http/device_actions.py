@@ -323,7 +323,12 @@ async def device_action(
             outcome.error.details,
         )
         raise outcome.error
-    await record(services, principal, spec.name, device.id, wire_params, "ok", outcome.duration_ms)
+    # A result that says it was only a dry run (a desktop's power action without a configured
+    # command) is audited as one: nothing happened on the device.
+    dry_run = isinstance(outcome.result, dict) and outcome.result.get("dry_run") is True
+    details = "a dry run: the device only logged what it would do" if dry_run else None
+    await record(services, principal, spec.name, device.id, wire_params,
+                 "dry_run" if dry_run else "ok", outcome.duration_ms, details)  # fmt: skip
     if spec.status == 204:
         return Response(status_code=204)
     return Response(
