@@ -194,6 +194,7 @@ async def test_the_audio_command_through_a_fleet_server(
 ) -> None:
     reset(sound_server)
     token = await live_server.enrollment("desk-audio")
+    silent = await live_server.enrollment("desk-silent")
     config = tmp_path / "agent.toml"
     config.write_text(
         textwrap.dedent(f"""
@@ -208,6 +209,15 @@ async def test_the_audio_command_through_a_fleet_server(
         display = "{desktop.display}"
         audio = "on"
         pulse_server = "{sound_server.address}"
+
+        [[devices]]
+        name = "desk-silent"
+        driver = "x11"
+        enrollment_token = "{silent}"
+        [devices.settings]
+        display = "{desktop.display}"
+        audio = "on"
+        pulse_server = "unix:{tmp_path}/no-server/native"
     """)
     )
     agent = Agent.from_config(load_config(config))
@@ -225,8 +235,11 @@ async def test_the_audio_command_through_a_fleet_server(
     try:
 
         async def online() -> bool:
-            device = await live_server.device("desk-audio")
-            return device is not None and device["status"] == "online"
+            for name in ("desk-audio", "desk-silent"):
+                device = await live_server.device(name)
+                if device is None or device["status"] != "online":
+                    return False
+            return True
 
         await eventually(online, timeout=20)
         with playing(sound_server, "rh-fleet-player") as player:
@@ -252,6 +265,17 @@ async def test_the_audio_command_through_a_fleet_server(
                 CliRunner().invoke, cli, ["audio-status", "desk-audio", "--json"], env=env
             )
             assert result.exit_code == 0, result.output
+        # a device whose sound server is not running: 503 through the fleet, exit status 7
+        result = await asyncio.to_thread(
+            CliRunner().invoke, cli, ["audio", "desk-silent", "status"], env=env
+        )
+        assert result.exit_code == 7, result.output
+        assert "no sound server answers" in result.stderr and "pulseaudio --start" in result.stderr
+        device = await live_server.device("desk-silent")
+        assert device is not None
+        response = await live_server.http.get(f"/v1/devices/{device['id']}/audio")
+        assert response.status_code == 503
+        assert response.json()["error"] == "service_unavailable"
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
