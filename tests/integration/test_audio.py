@@ -27,7 +27,9 @@ from remotehands.agent.faces.native import create_native_app
 from remotehands.agent.runtime import Agent, bound_address, serve_http
 from remotehands.agent.soundserver import SoundServer
 from remotehands.cli.main import cli
+from remotehands.drivers.pulse import PulseAudio
 from remotehands.drivers.x11.driver import X11Driver, X11Settings
+from remotehands.errors import ServiceUnavailableError
 from remotehands.testing.xapps import eventually
 from tests.integration.conftest import LiveServer
 from tests.soundcheck import default_sink, pactl, percent, playing, reset, sink_inputs, sinks
@@ -280,3 +282,28 @@ async def test_the_audio_command_through_a_fleet_server(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         reset(sound_server)
+
+
+async def test_the_sound_server_is_found_the_standard_way(
+    sound_server: SoundServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without a pulse_server setting, PULSE_SERVER leads to the server, else the socket in
+    XDG_RUNTIME_DIR; the error names where it looked."""
+    assert sound_server.runtime_dir is not None
+    monkeypatch.delenv("PULSE_SERVER", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(sound_server.runtime_dir))
+    found = PulseAudio()
+    try:
+        assert "rh_one" in {d.id for d in (await found.audio_status()).devices}
+    finally:
+        await found.close()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setenv("PULSE_SERVER", str(sound_server.address))
+    found = PulseAudio()
+    try:
+        assert "rh_two" in {d.id for d in (await found.audio_status()).devices}
+    finally:
+        await found.close()
+    monkeypatch.delenv("PULSE_SERVER")
+    with pytest.raises(ServiceUnavailableError, match=f"unix:{tmp_path}/pulse/native"):
+        await PulseAudio().audio_status()
