@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
 from remotehands.agent.auth import TokenStore, password_check
 from remotehands.agent.config import load_config
@@ -20,6 +21,7 @@ from remotehands.agent.desktop import VirtualDesktop
 from remotehands.agent.dispatch import Dispatcher
 from remotehands.agent.faces.native import create_native_app
 from remotehands.agent.runtime import Agent, bound_address, serve_http
+from remotehands.cli.main import cli
 from remotehands.drivers.x11.driver import X11Driver, X11Settings
 from remotehands.testing.xapps import eventually
 from tests.integration.conftest import LiveServer
@@ -134,6 +136,16 @@ async def test_the_fleet_audits_a_dry_run_as_one(
             ("power.restart", "ok"),
             ("power.shutdown", "dry_run"),
         ]
+        # and the power command says so
+        session = live_server.http.headers["Authorization"].removeprefix("Bearer ")
+        env = {"REMOTEHANDS_URL": live_server.url, "REMOTEHANDS_TOKEN": session}
+        said = await asyncio.to_thread(
+            CliRunner().invoke, cli, ["power", "desk-power", "shutdown"], env=env
+        )
+        assert said.exit_code == 0, said.output
+        assert "shutdown: a dry run, nothing was done" in said.stdout
+        said = await asyncio.to_thread(CliRunner().invoke, cli, ["power", "desk-power"], env=env)
+        assert "dry runs (no command configured): shutdown" in said.stdout
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
