@@ -1,9 +1,9 @@
 """The contract suite's drivers and its ``needs`` marker.
 
 Every test of ``tests/contract`` runs once per driver of :data:`CONTRACT_DRIVERS`: the fake
-driver, the fake driver playing a KVM (screen, keyboard and mouse only) and the x11 driver on a
-real Xvfb. A test marked ``@pytest.mark.needs("clipboard", ...)`` is skipped, with the reason,
-for a driver that lacks one of those capabilities.
+driver, the fake driver playing a KVM (screen, keyboard, mouse, power, media and a switch) and
+the x11 driver on a real Xvfb. A test marked ``@pytest.mark.needs("clipboard", ...)`` is
+skipped, with the reason, for a driver that lacks one of those capabilities.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from remotehands.agent.runtime import make_driver
 from remotehands.drivers.base import Driver
 
-_KVM = ["screen", "keyboard", "mouse"]
+_KVM = ["screen", "keyboard", "mouse", "power", "media", "switch"]
 
 CONTRACT_DRIVERS: dict[str, Callable[[pytest.FixtureRequest], tuple[str, dict[str, Any]]]] = {
     "fake": lambda request: ("fake", {"width": 1280, "height": 800}),

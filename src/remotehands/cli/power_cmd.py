@@ -8,7 +8,7 @@ says so on stderr and exits with status 1, so a script can tell "pressed" from "
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -138,7 +138,7 @@ def power_click(
     button = rest[0].replace("-", "_")
     if button not in ("power", "power_long", "reset"):
         raise click.UsageError(f"BUTTON is power, power_long or reset, not {rest[0]!r}")
-    _click(hands, button, no_wait, timeout_s)  # type: ignore[arg-type]
+    _click(hands, cast(PowerButton, button), no_wait, timeout_s)
 
 
 @device_command("click-power", "[DEVICE]", counts=(0,), parent=power)
