@@ -165,6 +165,7 @@ async def test_no_sound_server_is_503_with_what_to_start_and_the_agent_serves_on
         assert "audio" not in agent.driver.capabilities
         response = await agent.http.get("/audio")
         assert response.status_code == 501 and response.json()["error"] == "unsupported"
+        assert f"no sound server answered at {nowhere}" in response.json()["details"]
     async with serve_x11(audio="off") as agent:
         assert "audio" not in agent.driver.capabilities
 

@@ -171,6 +171,7 @@ class X11Driver(Driver):
         self._janitor: asyncio.Task[None] | None = None
         self._audio = PulseAudio(settings.pulse_server, timeout_s=settings.timeout_s)
         self._power = OsPower(settings.power_commands)
+        self._no_audio: str | None = None
         if settings.audio == "off":
             self.capabilities = type(self).capabilities - {"audio"}
 
@@ -205,12 +206,12 @@ class X11Driver(Driver):
         )
         if self.settings.audio == "auto" and not await self._audio.available():
             self.capabilities = self.capabilities - {"audio"}
-            log.info(
-                "no sound server answers at %s: the device %s has no audio; start one before "
-                'the agent, or set the x11 setting audio = "on"',
-                self._audio.where,
-                name,
+            self._no_audio = (
+                f"no sound server answered at {self._audio.where} as the agent started; start "
+                'one, then restart the agent (or set the x11 setting audio = "on" to reach it '
+                "whenever it runs)"
             )
+            log.info("the device on %s has no audio: %s", name, self._no_audio)
         self._started = True
 
     def _open(self, name: str) -> None:
@@ -461,6 +462,10 @@ class X11Driver(Driver):
                 return await asyncio.to_thread(fn, *args)
         except TimeoutError as err:
             raise DeviceTimeoutError(f"{what}: no result within {self._timeout_s:g} s") from err
+
+    def lacks_because(self, capability: str) -> str | None:
+        """Why there is no audio (no sound server as the driver started), or None."""
+        return self._no_audio if capability == "audio" else None
 
     # -- audio ---------------------------------------------------------------------------
 
