@@ -2,7 +2,8 @@
 
 Every test of ``tests/contract`` runs once per driver of :data:`CONTRACT_DRIVERS`: the fake
 driver, the fake driver playing a KVM (screen, keyboard, mouse, power, media and a switch), the
-x11 driver on a real Xvfb, the tinypilot driver in front of the agent's own TinyPilot face (on
+x11 driver on a real Xvfb (with the session's PulseAudio server for its audio, where
+``pulseaudio`` is installed), the tinypilot driver in front of the agent's own TinyPilot face (on
 a fake machine, over loopback HTTP) and the pikvm driver in front of the agent's own PiKVM face
 of that fake KVM. A test marked ``@pytest.mark.needs("clipboard", ...)`` is
 skipped, with the reason, for a driver that lacks one of those capabilities.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -30,12 +32,19 @@ _KVM = ["screen", "keyboard", "mouse", "power", "media", "switch"]
 CONTRACT_DRIVERS: dict[str, Callable[[pytest.FixtureRequest], tuple[str, dict[str, Any]]]] = {
     "fake": lambda request: ("fake", {"width": 1280, "height": 800}),
     "fake-kvm": lambda request: ("fake", {"serial": "kvm", "capabilities": _KVM}),
-    "x11": lambda request: ("x11", {"display": request.getfixturevalue("desktop").display}),
+    "x11": lambda request: ("x11", _x11_settings(request)),
     "tinypilot": lambda request: ("tinypilot", {}),
     # the pikvm driver, in front of the agent's own PiKVM face of a fake KVM
     "pikvm": lambda request: ("pikvm", request.getfixturevalue("pikvm_face")),
 }
 """Contract driver id -> (driver name, settings), given the test's request."""
+
+
+def _x11_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    settings = {"display": request.getfixturevalue("desktop").display}
+    if shutil.which("pulseaudio") is not None:  # its audio on the session's sound server
+        settings["pulse_server"] = request.getfixturevalue("sound_server").address
+    return settings
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -116,8 +125,10 @@ async def driver(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
             settings = {**settings, **await stack.enter_async_context(DEVICES[request.param]())}
         instance: Driver = make_driver(name, settings)
         marker = request.node.get_closest_marker("needs")
-        lacking = [c for c in (marker.args if marker else ()) if not instance.has(c)]
-        if lacking:
-            pytest.skip(f"the {request.param} driver has no {', '.join(lacking)} capability")
         async with instance:
+            # checked once started: a driver may settle some capabilities as it starts (the x11
+            # driver's audio is there when a sound server answers)
+            lacking = [c for c in (marker.args if marker else ()) if not instance.has(c)]
+            if lacking:
+                pytest.skip(f"the {request.param} driver has no {', '.join(lacking)} capability")
             yield instance

@@ -17,7 +17,16 @@ import httpx
 from remotehands.agent.actionlog import ActionLog
 from remotehands.agent.frames import FrameIds
 from remotehands.agent.slots import ClipboardSlots
-from remotehands.drivers.base import Apps, Clipboard, Driver, Keyboard, Mouse, Screen, Windows
+from remotehands.drivers.base import (
+    Apps,
+    Audio,
+    Clipboard,
+    Driver,
+    Keyboard,
+    Mouse,
+    Screen,
+    Windows,
+)
 from remotehands.errors import BusyError, NotFoundError, UnsupportedError
 from remotehands.protocol.actions import ActionSpec
 from remotehands.protocol.keys import Key
@@ -71,12 +80,20 @@ class ActionContext:
         """The driver as a :class:`~remotehands.drivers.base.Apps`."""
         return cast(Apps, self.driver)
 
+    @property
+    def audio(self) -> Audio:
+        """The driver as an :class:`~remotehands.drivers.base.Audio`."""
+        return cast(Audio, self.driver)
+
     def check(self, spec: ActionSpec) -> None:
         """Raise :class:`UnsupportedError` unless the device has the action's capability."""
         if spec.capability is not None and not self.driver.has(spec.capability):
+            why = self.driver.lacks_because(spec.capability)
             raise UnsupportedError(
                 f"this device ({self.driver.kind}) has no {spec.capability} capability, so it "
-                f"cannot do {spec.name}; it has: {', '.join(sorted(self.driver.capabilities))}"
+                f"cannot do {spec.name}"
+                + (f": {why}" if why else "")
+                + f"; it has: {', '.join(sorted(self.driver.capabilities))}"
             )
 
     @contextlib.asynccontextmanager

@@ -3,7 +3,7 @@ driver.
 
 Each module registers its handlers against wire names with
 :func:`~remotehands.agent.capabilities.registry.handles`: :mod:`.screen`, :mod:`.mouse`,
-:mod:`.keyboard`, :mod:`.clipboard`, :mod:`.windows`, :mod:`.apps`, :mod:`.power`,
+:mod:`.keyboard`, :mod:`.clipboard`, :mod:`.windows`, :mod:`.apps`, :mod:`.audio`, :mod:`.power`,
 :mod:`.media`, :mod:`.switch` for the driver capabilities of the same names, :mod:`.sequence`
 and :mod:`.log` for the agent's own actions. Importing this package fills :data:`HANDLERS`:
 every action of the table, exactly once.
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from remotehands.agent.capabilities import (  # noqa: F401 -- imported to register
     apps,
+    audio,
     clipboard,
     keyboard,
     log,

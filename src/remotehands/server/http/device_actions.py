@@ -333,7 +333,11 @@ async def device_action(
             outcome.error.details,
         )
         raise outcome.error
+    # A result that says it was only a dry run (a desktop's power action without a configured
+    # command) is audited as one: nothing happened on the device.
     result, details = outcome.audited
+    if isinstance(outcome.result, dict) and outcome.result.get("dry_run") is True:
+        result, details = "dry_run", "a dry run: the device only logged what it would do"
     await record(services, principal, spec.name, device.id, wire_params, result,
                  outcome.duration_ms, details)  # fmt: skip
     if spec.status == 204:
