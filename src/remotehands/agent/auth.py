@@ -127,6 +127,11 @@ class TokenStore:
         for key in [k for k, exp in self._tokens.items() if exp <= now]:
             del self._tokens[key]
 
+    async def check_password(self, candidate: str) -> bool:
+        """Whether ``candidate`` is the faces' password (for faces that take it as a key on
+        every request); checked in a thread, as a PAM check blocks."""
+        return await asyncio.to_thread(self._check, candidate)
+
     def remaining(self, token: str) -> float:
         """Seconds the token has left; raises :class:`AuthError` when unknown or expired."""
         expires = self._tokens.get(self._digest(token))

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 DRIVERS: dict[str, str] = {
     "x11": "remotehands.drivers.x11.driver:X11Driver",
     "fake": "remotehands.drivers.fake:FakeDriver",
+    "openctrol": "remotehands.drivers.openctrol.driver:OpenctrolDriver",
 }
 
 DEFAULT_LISTEN = "127.0.0.1:8082"

@@ -41,7 +41,7 @@ An agent config file:
 # the options that describe the one device of the command line, refused beside --config
 _DEVICE_OPTIONS = ("driver", "display", "setting", "listen", "password_file", "pam", "token",
                    "name", "server", "faces", "device_url", "device_user",
-                   "device_totp_file")  # fmt: skip
+                   "device_totp_file", "openctrol_allow_ha_id")  # fmt: skip
 
 
 @click.command(epilog=EXAMPLES)
@@ -94,6 +94,14 @@ _DEVICE_OPTIONS = ("driver", "display", "setting", "listen", "password_file", "p
     help="Also serve this face beside the native one, on the same listener (repeatable).",
 )
 @click.option(
+    "--openctrol-allow-ha-id",
+    multiple=True,
+    metavar="ID",
+    help="A Home Assistant id the openctrol face issues desktop sessions to (repeatable); "
+    "without one it refuses every session. Its API key is the agent's password, or "
+    "$REMOTEHANDS_OPENCTROL_KEY.",
+)
+@click.option(
     "--listen",
     default=None,
     metavar="HOST:PORT",
@@ -134,7 +142,8 @@ _DEVICE_OPTIONS = ("driver", "display", "setting", "listen", "password_file", "p
 def agent(ctx: click.Context, config_file: Path | None, driver: str, display: str | None,
           settings: tuple[str, ...], device_url: str | None, device_user: str | None,
           device_totp_file: Path | None, faces: tuple[str, ...],
-          listen: str | None, password_file: Path | None, pam: bool,
+          openctrol_allow_ha_id: tuple[str, ...], listen: str | None,
+          password_file: Path | None, pam: bool,
           server: str | None, token: str | None, name: str | None, state_dir: Path | None,
           verbose: bool, as_json: bool) -> None:  # fmt: skip
     """Serve a device: its native HTTP API (desktopkit-compatible) and/or a link to a server;
@@ -165,6 +174,7 @@ def agent(ctx: click.Context, config_file: Path | None, driver: str, display: st
         password=os.environ.get("REMOTEHANDS_AGENT_PASSWORD") or None,
         password_file=password_file, pam=pam, server=server, token=token, name=name,
         faces=list(dict.fromkeys(("native", *faces))),
+        face_settings=_face_settings(openctrol_allow_ha_id),
     )  # fmt: skip
     if state_dir is not None:
         options.state_dir = state_dir
@@ -192,6 +202,13 @@ def _device_settings(url: str | None, user: str | None, totp_file: Path | None) 
     if url is not None and os.environ.get(DEVICE_PASSWORD_ENV):
         found["password_env"] = DEVICE_PASSWORD_ENV
     return found
+
+
+def _face_settings(allow_ha_ids: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """The faces' own settings that their command-line options give."""
+    if not allow_ha_ids:
+        return {}
+    return {"openctrol": {"allow_ha_ids": list(dict.fromkeys(allow_ha_ids))}}
 
 
 def _parse_settings(pairs: tuple[str, ...]) -> dict[str, str]:

@@ -66,6 +66,7 @@ FaceFactory = Callable[[FaceContext], Face]
 # face name -> import string of its factory; imported only when a device serves it.
 FACES: dict[str, str] = {
     "native": "remotehands.agent.faces.native:native_face",
+    "openctrol": "remotehands.agent.faces.openctrol:openctrol_face",
 }
 
 

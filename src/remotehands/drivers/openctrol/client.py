@@ -1,0 +1,386 @@
+"""An async client of the Openctrol agent's API (REST and the ``/ws/desktop`` stream), standalone:
+it knows the protocol, not remotehands' drivers.
+
+- REST with the API key (``X-Openctrol-Key``); answers are read whatever their key casing
+  (:class:`~remotehands.drivers.openctrol.wire.Folded`), errors ``{"error", "details"}`` become
+  the matching :mod:`remotehands.errors` error.
+- :meth:`OpenctrolClient.create_session` then :meth:`OpenctrolClient.desktop` opens the
+  session's socket: a :class:`DesktopStream` reads the ``hello`` (the monitors), keeps the
+  latest OFRA frame and lets a caller wait for the next one, and sends input messages.
+
+Where the agent's own document and the running agent differ (notes section 2.2), the client
+asks the form the running agent serves first and falls back to the document's on a 404 (the
+device volume: ``/audio/device/legacy`` then ``/audio/device``; the default device:
+``/audio/default`` then ``/audio/device`` with ``set_default``). Volumes are fractions
+(0.0-1.0) in this client's methods, except :meth:`OpenctrolClient.set_master` (0-100).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+from remotehands.drivers.openctrol.wire import FORMAT_JPEG, Folded, parse_ofra
+from remotehands.errors import (
+    AuthError,
+    DeviceError,
+    DeviceTimeoutError,
+    NotFoundError,
+    RateLimitedError,
+    RemoteHandsError,
+    UnsupportedError,
+    ValidationError,
+)
+
+__all__ = ["DesktopFrame", "DesktopSession", "DesktopStream", "OpenctrolClient"]
+
+log = logging.getLogger(__name__)
+
+_BY_STATUS: dict[int, type[RemoteHandsError]] = {
+    400: ValidationError,
+    401: AuthError,
+    404: NotFoundError,
+    429: RateLimitedError,
+    501: UnsupportedError,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DesktopSession:
+    """A desktop session: its id, its socket's URL (with the token) and its expiry."""
+
+    id: str
+    websocket_url: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DesktopFrame:
+    """One OFRA frame: its sequence number on this socket, size, format and image bytes."""
+
+    seq: int
+    width: int
+    height: int
+    format: int
+    data: bytes
+
+
+class OpenctrolClient:
+    """The REST API of one Openctrol agent at ``url`` (``http://host:44325``)."""
+
+    def __init__(
+        self,
+        url: str,
+        key: str | None,
+        *,
+        verify: bool | ssl.SSLContext = True,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.key = key
+        self.verify = verify
+        self.timeout_s = timeout_s
+        headers = {"X-Openctrol-Key": key} if key else {}
+        self._http = httpx.AsyncClient(
+            base_url=self.url, headers=headers, verify=verify, timeout=timeout_s
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> OpenctrolClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        """One request; the answer's JSON (``Folded`` for an object, ``{}`` for no body)."""
+        try:
+            response = await self._http.request(
+                method,
+                path,
+                content=orjson.dumps(body) if body is not None else None,
+                headers={"Content-Type": "application/json"} if body is not None else None,
+            )
+        except httpx.TimeoutException as err:
+            raise DeviceTimeoutError(
+                f"the Openctrol agent at {self.url} did not answer {method} {path} within "
+                f"{self.timeout_s:g} s"
+            ) from err
+        except httpx.HTTPError as err:
+            raise DeviceError(
+                f"cannot reach the Openctrol agent at {self.url} ({err}): check that it runs "
+                "and that the address and port (44325 by default) are right"
+            ) from err
+        data: Any = {}
+        if response.content.strip():
+            try:
+                data = orjson.loads(response.content)
+            except orjson.JSONDecodeError:
+                data = {"details": response.text[:200]}
+        if isinstance(data, dict):
+            data = Folded(data)
+        if response.status_code >= 400:
+            details = data.get("details") if isinstance(data, Folded) else None
+            error = data.get("error") if isinstance(data, Folded) else None
+            text = f"{method} {path}: {error or response.status_code}: {details or response.text}"
+            if response.status_code == 401:
+                text += " (check the API key: REMOTEHANDS_DEVICE_PASSWORD or password_file)"
+            raise _BY_STATUS.get(response.status_code, DeviceError)(
+                f"the Openctrol agent refused {text}"
+            )
+        return data
+
+    # -- health, monitors, sessions --------------------------------------------------------
+    async def health(self) -> Folded:
+        """``/api/v1/health``: agent id, version, the remote desktop's state, sessions."""
+        result: Folded = await self.request("GET", "/api/v1/health")
+        return result
+
+    async def monitors(self) -> Folded:
+        """``/api/v1/rd/monitors``: ``monitors`` and ``current_monitor_id``."""
+        result: Folded = await self.request("GET", "/api/v1/rd/monitors")
+        return result
+
+    async def select_monitor(self, monitor_id: str) -> None:
+        """Select the monitor the stream shows and absolute moves address."""
+        await self.request("POST", "/api/v1/rd/monitor", {"MonitorId": monitor_id})
+
+    async def create_session(self, ha_id: str, ttl_s: int) -> DesktopSession:
+        """A new desktop session (the agent clamps ``ttl_s`` to 60-3600 s)."""
+        data = await self.request(
+            "POST", "/api/v1/sessions/desktop", {"HaId": ha_id, "TtlSeconds": ttl_s}
+        )
+        try:
+            return DesktopSession(
+                id=str(data["session_id"]),
+                websocket_url=str(data["websocket_url"]),
+                expires_at=datetime.fromisoformat(str(data["expires_at"])),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise DeviceError(f"the Openctrol agent's session answer lacks {err}") from err
+
+    async def end_session(self, session_id: str) -> None:
+        """End a desktop session (its sockets close)."""
+        await self.request("POST", f"/api/v1/sessions/desktop/{session_id}/end")
+
+    async def desktop(
+        self, session: DesktopSession, *, open_timeout_s: float = 10.0
+    ) -> DesktopStream:
+        """Open the session's ``/ws/desktop`` socket and read its hello."""
+        url = session.websocket_url
+        # The agent builds the URL from the Host header; a client behind an address
+        # translation keeps its own host and port.
+        base = self.url.replace("https://", "wss://").replace("http://", "ws://")
+        url = base + url[url.index("/ws/") :]
+        ssl_arg: Any = None
+        if url.startswith("wss://"):
+            ssl_arg = (
+                self.verify
+                if isinstance(self.verify, ssl.SSLContext)
+                else (ssl.create_default_context() if self.verify else _insecure())
+            )
+        try:
+            ws = await connect(
+                url,
+                ssl=ssl_arg,
+                open_timeout=open_timeout_s,
+                compression=None,
+                max_size=64 * 1024 * 1024,
+                max_queue=4,
+            )
+        except InvalidStatus as err:
+            status = err.response.status_code
+            raise _BY_STATUS.get(status, DeviceError)(
+                f"the Openctrol agent refused the desktop socket: HTTP {status} "
+                f"{err.response.body[:200]!r}"
+            ) from err
+        except (OSError, TimeoutError, WebSocketException) as err:
+            raise DeviceError(f"cannot open the desktop socket at {self.url}: {err}") from err
+        stream = DesktopStream(ws, session)
+        try:
+            await stream.read_hello(open_timeout_s)
+        except BaseException:
+            await stream.aclose()
+            raise
+        return stream
+
+    async def power(self, action: str) -> None:
+        """``restart`` or ``shutdown`` the machine."""
+        await self.request("POST", "/api/v1/power", {"action": action})
+
+    # -- audio -----------------------------------------------------------------------------
+    async def audio_state(self) -> Folded:
+        """Devices and sessions, volumes 0.0-1.0 (``/api/v1/audio/state``)."""
+        result: Folded = await self.request("GET", "/api/v1/audio/state")
+        return result
+
+    async def set_master(self, volume: float | None = None, muted: bool | None = None) -> None:
+        """The default device's volume (0-100) and mute."""
+        body: dict[str, Any] = {}
+        if volume is not None:
+            body["volume"] = volume
+        if muted is not None:
+            body["muted"] = muted
+        await self.request("POST", "/api/v1/audio/master", body)
+
+    async def set_device(
+        self, device_id: str, volume: float, muted: bool, set_default: bool = False
+    ) -> None:
+        """A device's volume (0.0-1.0) and mute, and optionally make it the default."""
+        body = {
+            "device_id": device_id,
+            "volume": volume,
+            "muted": muted,
+            "set_default": set_default,
+        }
+        try:
+            await self.request("POST", "/api/v1/audio/device/legacy", body)
+        except NotFoundError as err:
+            if "device/legacy" not in err.details:
+                raise
+            await self.request("POST", "/api/v1/audio/device", body)
+
+    async def set_default(self, device_id: str, volume: float, muted: bool) -> None:
+        """Make a device the default output (``volume``/``muted`` are its current ones, for
+        agents that only take the document's form)."""
+        try:
+            await self.request("POST", "/api/v1/audio/default", {"DeviceId": device_id})
+        except NotFoundError as err:
+            if "audio/default" not in err.details:
+                raise
+            await self.set_device(device_id, volume, muted, set_default=True)
+
+    async def set_session(
+        self, session_id: str, volume: float, muted: bool, output_device_id: str | None = None
+    ) -> None:
+        """An application's volume (0.0-1.0), mute and output device."""
+        body: dict[str, Any] = {"session_id": session_id, "volume": volume, "muted": muted}
+        if output_device_id:
+            body["output_device_id"] = output_device_id
+        await self.request("POST", "/api/v1/audio/session", body)
+
+
+def _insecure() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class DesktopStream:
+    """The ``/ws/desktop`` socket of one session: frames in, input out."""
+
+    def __init__(self, ws: ClientConnection, session: DesktopSession) -> None:
+        self.ws = ws
+        self.session = session
+        self.hello: Folded = Folded({})
+        self.latest: DesktopFrame | None = None
+        self._seq = 0
+        self._arrived = asyncio.Condition()
+        self._reader: asyncio.Task[None] | None = None
+        self.closed = asyncio.Event()
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    @property
+    def monitors(self) -> list[Folded]:
+        """The monitors the hello listed (``id``, ``name``, ``width``, ``height``,
+        ``is_primary``)."""
+        return [m for m in self.hello.get("monitors", []) if isinstance(m, Folded)]
+
+    async def read_hello(self, timeout_s: float) -> None:
+        """Wait for the hello, then read frames in the background."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    message = await self.ws.recv()
+                    if isinstance(message, str):
+                        data = orjson.loads(message)
+                        if isinstance(data, dict) and data.get("type") == "hello":
+                            self.hello = Folded(data)
+                            break
+                    else:
+                        self._keep(message)
+        except TimeoutError as err:
+            raise DeviceTimeoutError(
+                f"no hello on the desktop socket within {timeout_s:g} s"
+            ) from err
+        except (ConnectionClosed, orjson.JSONDecodeError) as err:
+            raise DeviceError(f"the desktop socket closed before its hello: {err}") from err
+        self._reader = asyncio.create_task(self._read(), name="openctrol frames")
+
+    def _keep(self, message: bytes) -> None:
+        try:
+            width, height, fmt, data = parse_ofra(message)
+        except ValidationError as err:
+            log.warning("openctrol: a binary message is not a frame: %s", err.details)
+            return
+        if fmt != FORMAT_JPEG:
+            log.warning("openctrol: a frame in format %d (not JPEG) was skipped", fmt)
+            return
+        self._seq += 1
+        self.latest = DesktopFrame(self._seq, width, height, fmt, data)
+
+    async def _read(self) -> None:
+        try:
+            async for message in self.ws:
+                if isinstance(message, bytes):
+                    self._keep(message)
+                    async with self._arrived:
+                        self._arrived.notify_all()
+        except ConnectionClosed:
+            pass
+        finally:
+            self.close_code = self.ws.close_code
+            self.close_reason = self.ws.close_reason or "connection lost"
+            self.closed.set()
+            async with self._arrived:
+                self._arrived.notify_all()
+
+    async def frame_after(self, seq: int, timeout_s: float) -> DesktopFrame:
+        """The first frame newer than ``seq`` (0: any), waiting up to ``timeout_s``."""
+        try:
+            async with asyncio.timeout(timeout_s), self._arrived:
+                while self.latest is None or self.latest.seq <= seq:
+                    if self.closed.is_set():
+                        raise DeviceError(
+                            f"the desktop socket closed ({self.close_reason or 'no reason'})"
+                        )
+                    await self._arrived.wait()
+        except TimeoutError as err:
+            raise DeviceTimeoutError(
+                f"no new frame on the desktop socket within {timeout_s:g} s"
+            ) from err
+        assert self.latest is not None  # the loop above ends only with one
+        return self.latest
+
+    async def send(self, message: Mapping[str, Any]) -> None:
+        """Send one JSON message."""
+        try:
+            await self.ws.send(orjson.dumps(message).decode())
+        except ConnectionClosed as err:
+            raise DeviceError(f"the desktop socket is closed: {err}") from err
+
+    async def aclose(self) -> None:
+        """Close the socket."""
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        with contextlib.suppress(Exception):
+            await self.ws.close()
+        self.closed.set()
