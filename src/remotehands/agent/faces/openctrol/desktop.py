@@ -46,10 +46,11 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from remotehands.agent.dispatch import Dispatcher
-from remotehands.agent.framesource import FrameSources, JpegEncoder
+from remotehands.agent.framesource import FrameSources, FrameStream, JpegEncoder
 from remotehands.drivers.openctrol.wire import CODE_BY_VK, Folded, ofra_header
 from remotehands.errors import RemoteHandsError
 from remotehands.protocol.models import ScreenInfo
+from remotehands.protocol.streams import Frame
 
 __all__ = [
     "MAX_INPUT_PER_S",
@@ -304,7 +305,8 @@ class Viewer:
         self.on_frame = on_frame
         self.on_capture_error = on_capture_error
         self.sent = 0
-        self.dropped = 0
+        self._dropped = 0
+        self.stream: FrameStream | None = None
 
     async def send_frames(self) -> None:
         """Send frames of the selected monitor until cancelled; follow monitor changes; retry
@@ -319,34 +321,45 @@ class Viewer:
             source = self.frames.get(monitors.selected)
             try:
                 async with source.subscribe(encoder=JpegEncoder(75), depth=QUEUE_DEPTH) as stream:
-                    waiter = asyncio.ensure_future(changed.wait())
-                    try:
-                        while not changed.is_set():
-                            step = asyncio.ensure_future(anext(stream))
-                            await asyncio.wait({step, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                            if not step.done():
-                                step.cancel()
-                                with contextlib.suppress(
-                                    asyncio.CancelledError, StopAsyncIteration
-                                ):
-                                    await step
-                                break
-                            frame = step.result()
-                            await self.websocket.send_bytes(
-                                ofra_header(frame.width, frame.height) + frame.data
-                            )
-                            self.sent += 1
-                            self.on_frame()
-                            backoff = 0.2
-                    finally:
-                        waiter.cancel()
-                        self.dropped += stream.dropped
+                    self.stream = stream
+                    await self._forward(stream, changed)
+                self._dropped += stream.dropped
+                self.stream = None
+                backoff = 0.2
             except StopAsyncIteration:
-                pass
+                return  # the source was closed: the agent is stopping
             except RemoteHandsError as err:
+                self.stream = None
                 self.on_capture_error(err)
                 await asyncio.sleep(backoff)  # the device failed: try again, more slowly
                 backoff = min(5.0, backoff * 2)
+
+    async def _forward(self, stream: FrameStream, changed: asyncio.Event) -> None:
+        """Send the stream's frames until the monitor selection changes."""
+        waiter = asyncio.ensure_future(changed.wait())
+        step: asyncio.Future[Frame] | None = None
+        try:
+            while not changed.is_set():
+                step = asyncio.ensure_future(anext(stream))
+                await asyncio.wait({step, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():
+                    return
+                frame = step.result()
+                step = None
+                await self.websocket.send_bytes(ofra_header(frame.width, frame.height) + frame.data)
+                self.sent += 1
+                self.on_frame()
+        finally:
+            for pending in (waiter, step):
+                if pending is not None and not pending.done():
+                    pending.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await pending
+
+    @property
+    def dropped(self) -> int:
+        """Frames this viewer lost because it read too slowly."""
+        return self._dropped + (self.stream.dropped if self.stream is not None else 0)
 
     async def receive_input(self) -> None:
         """Carry out input messages until the client leaves or sends one too big."""
