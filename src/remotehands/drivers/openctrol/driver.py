@@ -101,6 +101,7 @@ class OpenctrolDriver(Driver):
         self._buttons: set[Button] = set()
         self.agent_id = ""
         self.sessions_opened = 0
+        self._live: set[str] = set()  # sessions opened and not ended yet
 
     # -- life --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -130,9 +131,8 @@ class OpenctrolDriver(Driver):
         stream, self.stream = self.stream, None
         if stream is not None:
             await stream.aclose()
-            if self.client is not None:
-                with contextlib.suppress(RemoteHandsError):
-                    await self.client.end_session(stream.session.id)
+        for session_id in list(self._live):
+            await self._end(session_id)
         if self.client is not None:
             await self.client.aclose()
             self.client = None
@@ -149,12 +149,20 @@ class OpenctrolDriver(Driver):
     async def _open(self) -> DesktopStream:
         client = self._client()
         session = await client.create_session(self.settings.ha_id, self.settings.ttl_s)
+        self._live.add(session.id)
         stream = await client.desktop(session, open_timeout_s=self.settings.timeout_s)
         self.sessions_opened += 1
         if 0 < self._selected < len(stream.monitors):
             monitor = str(stream.monitors[self._selected]["id"])
             await stream.send({"type": "monitor_select", "monitor_id": monitor})
         return stream
+
+    async def _end(self, session_id: str) -> None:
+        """End a session of ours; one the agent no longer knows is ended already."""
+        self._live.discard(session_id)
+        if self.client is not None:
+            with contextlib.suppress(RemoteHandsError):
+                await self.client.end_session(session_id)
 
     async def _desktop(self) -> DesktopStream:
         """The open desktop socket, (re)opened when it closed."""
@@ -166,6 +174,7 @@ class OpenctrolDriver(Driver):
                         "openctrol: the desktop socket closed (%s): reopening", old.close_reason
                     )
                     await old.aclose()
+                    await self._end(old.session.id)
                 self.stream = await self._open()
             return self.stream
 
@@ -181,8 +190,7 @@ class OpenctrolDriver(Driver):
                         continue  # reopened meanwhile: renew that one in its turn
                     self.stream = await self._open()
                 await stream.aclose()
-                with contextlib.suppress(RemoteHandsError):
-                    await self._client().end_session(stream.session.id)
+                await self._end(stream.session.id)
             except RemoteHandsError as err:
                 log.warning(
                     "openctrol: renewing the desktop session failed: %s; retrying", err.details

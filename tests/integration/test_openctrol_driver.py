@@ -1,0 +1,146 @@
+"""The openctrol driver against the agent's own Openctrol face, fronting a real X desktop
+(Xvfb): frames show the screen, typed text and clicks arrive in a real window, a monitor is
+selected, sessions are renewed before they expire."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from remotehands.agent.desktop import VirtualDesktop
+from remotehands.agent.dispatch import Dispatcher
+from remotehands.drivers.openctrol.driver import OpenctrolDriver, OpenctrolSettings
+from remotehands.drivers.x11 import X11Driver
+from remotehands.errors import AuthError, NotFoundError, UnsupportedError
+from remotehands.protocol.keys import Key
+from remotehands.protocol.models import ScreenInfo
+from remotehands.testing.xapps import eventually, launch_color_window, launch_probe
+from tests.integration.openctrol_harness import PASSWORD, Served, serve_openctrol
+
+pytestmark = [pytest.mark.anyio, pytest.mark.x11]
+
+
+@pytest.fixture
+async def face(desktop: VirtualDesktop) -> AsyncIterator[Served]:
+    async with serve_openctrol(X11Driver(), {"allow_ha_ids": ["remotehands"]}) as served:
+        yield served
+
+
+def _settings(served: Served, tmp_path: Path, **more: object) -> OpenctrolSettings:
+    key = tmp_path / "openctrol.key"
+    key.write_text(PASSWORD + "\n")
+    return OpenctrolSettings.model_validate({"url": served.url, "password_file": str(key),
+                                             **more})  # fmt: skip
+
+
+@pytest.fixture
+async def driver(face: Served, tmp_path: Path) -> AsyncIterator[OpenctrolDriver]:
+    openctrol = OpenctrolDriver(_settings(face, tmp_path))
+    async with openctrol:
+        yield openctrol
+
+
+def _pixel(frame: object, x: int, y: int) -> tuple[int, int, int]:
+    b, g, r = frame[y, x, :3]  # type: ignore[index]  # a BGRX numpy frame
+    return int(r), int(g), int(b)
+
+
+def _near(rgb: tuple[int, int, int], want: tuple[int, int, int]) -> bool:
+    return all(abs(a - b) <= 24 for a, b in zip(rgb, want, strict=True))
+
+
+async def test_frames_show_the_screen(driver: OpenctrolDriver) -> None:
+    assert await driver.screens() == [ScreenInfo(id=0, width=1280, height=800)]
+    with launch_color_window("octl colour", "#ff0000", x=500, y=300) as window:
+        x, y = await asyncio.to_thread(window.center)
+
+        async def shows(colour: tuple[int, int, int]) -> bool:
+            return _near(_pixel(await driver.grab(0), x, y), colour)
+
+        await eventually(lambda: shows((255, 0, 0)))
+        await asyncio.to_thread(window.set_color, "#0000ff")
+        await eventually(lambda: shows((0, 0, 255)))
+        region = await driver.grab(0, None)
+        assert region.shape == (800, 1280, 4)
+        snapshot = await driver.snapshot(0)
+        assert snapshot is not None and snapshot.format == "jpeg"
+        assert (snapshot.width, snapshot.height) == (1280, 800)
+
+
+async def test_typed_text_and_clicks_arrive_in_a_real_window(driver: OpenctrolDriver) -> None:
+    with launch_probe("octl probe", x=320, y=220) as probe:
+        x, y = await asyncio.to_thread(probe.center)
+        mark = probe.mark()
+        await driver.move(x, y)
+        await driver.click("left")
+        press = await probe.wait_for_async("button_press", since=mark)
+        assert press["button"] == 1
+        assert (press["root_x"], press["root_y"]) == (x, y)
+        await asyncio.to_thread(probe.focus)
+        await driver.type("Hello, wörld")
+        await eventually(lambda: probe.text() == "Hello, wörld")
+        # keys by virtual-key code: shift+a, then Enter
+        await driver.key(Key(code="ShiftLeft"), True)
+        await driver.key(Key(code="KeyA"), True)
+        await driver.key(Key(code="KeyA"), False)
+        await driver.key(Key(code="ShiftLeft"), False)
+        await eventually(lambda: probe.text() == "Hello, wörldA")
+        assert not await driver.held()
+        mark = probe.mark()
+        await driver.scroll(0, 2)
+        wheel = await probe.wait_for_async("wheel", since=mark)
+        assert wheel["direction"] == 1  # down
+
+
+async def test_the_dispatcher_runs_actions_through_the_driver(driver: OpenctrolDriver) -> None:
+    dispatcher = Dispatcher(driver)
+    with launch_probe("octl probe 2", x=300, y=240) as probe:
+        x, y = await asyncio.to_thread(probe.center)
+        await dispatcher.run("mouse.click", {"x": x, "y": y})
+        await asyncio.to_thread(probe.focus)
+        await dispatcher.run("keyboard.type", {"text": "via actions"})
+        await eventually(lambda: probe.text() == "via actions")
+        shot = await dispatcher.run("screenshot", {})
+        assert shot["width"] == 1280 and shot["image"][:2] == b"\xff\xd8"
+    await dispatcher.aclose()
+    with pytest.raises(UnsupportedError, match="power_restart"):
+        await driver.power_on()
+
+
+async def test_a_monitor_is_selected(face: Served, driver: OpenctrolDriver) -> None:
+    assert driver.client is not None
+    monitors = await driver.client.monitors()
+    assert monitors["current_monitor_id"] == "DISPLAY1"
+    await driver.client.select_monitor("DISPLAY1")
+    assert face.face.monitors.selected == 0
+    with pytest.raises(NotFoundError, match="DISPLAY2"):
+        await driver.client.select_monitor("DISPLAY2")
+    with pytest.raises(NotFoundError, match="no screen 1"):
+        await driver.grab(1)
+    health = await driver.client.health()
+    assert health["remote_desktop"]["desktop_state"] == "desktop"
+    assert await driver.hardware_id() == f"openctrol-{face.face.agent_id}"
+
+
+async def test_sessions_are_renewed_before_they_expire(face: Served, tmp_path: Path) -> None:
+    openctrol = OpenctrolDriver(_settings(face, tmp_path, ttl_s=60, renew_before_s=59.5))
+    async with openctrol:
+        assert openctrol.stream is not None
+        first = openctrol.stream.session.id
+        await eventually(lambda: openctrol.sessions_opened >= 2)
+        assert openctrol.stream.session.id != first
+        await eventually(lambda: face.face.broker.get(first) is None)  # the old one was ended
+        assert (await openctrol.grab(0)).shape == (800, 1280, 4)
+    assert face.face.broker.active() == 0  # closing ends the session
+
+
+async def test_a_wrong_key_is_an_auth_error(face: Served, tmp_path: Path) -> None:
+    key = tmp_path / "wrong.key"
+    key.write_text("not the key")
+    openctrol = OpenctrolDriver(OpenctrolSettings(url=face.url, password_file=key))
+    with pytest.raises(AuthError, match="API key"):
+        async with openctrol:
+            pass
