@@ -1,20 +1,25 @@
 """The contract suite's drivers and its ``needs`` marker.
 
 Every test of ``tests/contract`` runs once per driver of :data:`CONTRACT_DRIVERS`: the fake
-driver, the fake driver playing a KVM (screen, keyboard and mouse only) and the x11 driver on a
-real Xvfb. A test marked ``@pytest.mark.needs("clipboard", ...)`` is skipped, with the reason,
-for a driver that lacks one of those capabilities.
+driver, the fake driver playing a KVM (screen, keyboard and mouse only), the x11 driver on a
+real Xvfb, and the openctrol driver against the agent's Openctrol face fronting a fake device.
+A test marked ``@pytest.mark.needs("clipboard", ...)`` is skipped, with the reason, for a
+driver that lacks one of those capabilities.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from remotehands.agent.runtime import make_driver
 from remotehands.drivers.base import Driver
+from remotehands.drivers.fake import FakeDriver
+from tests.integration.openctrol_harness import PASSWORD, serve_openctrol
 
 _KVM = ["screen", "keyboard", "mouse"]
 
@@ -22,6 +27,7 @@ CONTRACT_DRIVERS: dict[str, Callable[[pytest.FixtureRequest], tuple[str, dict[st
     "fake": lambda request: ("fake", {"width": 1280, "height": 800}),
     "fake-kvm": lambda request: ("fake", {"serial": "kvm", "capabilities": _KVM}),
     "x11": lambda request: ("x11", {"display": request.getfixturevalue("desktop").display}),
+    "openctrol": lambda request: ("openctrol", {"key_dir": request.getfixturevalue("tmp_path")}),
 }
 """Contract driver id -> (driver name, settings), given the test's request."""
 
@@ -32,14 +38,26 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+@contextlib.asynccontextmanager
+async def _openctrol_agent(key_dir: Path) -> AsyncIterator[dict[str, Any]]:
+    """The openctrol driver's settings, for an agent's Openctrol face on a fake device."""
+    key = key_dir / "openctrol.key"
+    key.write_text(PASSWORD)
+    async with serve_openctrol(FakeDriver(1280, 800), {"allow_ha_ids": ["remotehands"]}) as served:
+        yield {"url": served.url, "password_file": str(key)}
+
+
 @pytest.fixture(params=list(CONTRACT_DRIVERS))
 async def driver(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     """A started driver of each kind, built as the agent builds one (name and settings)."""
     name, settings = CONTRACT_DRIVERS[request.param](request)
-    instance: Driver = make_driver(name, settings)
-    marker = request.node.get_closest_marker("needs")
-    lacking = [c for c in (marker.args if marker else ()) if not instance.has(c)]
-    if lacking:
-        pytest.skip(f"the {request.param} driver has no {', '.join(lacking)} capability")
-    async with instance:
-        yield instance
+    async with contextlib.AsyncExitStack() as stack:
+        if name == "openctrol":  # the driver needs an agent to talk to
+            settings = await stack.enter_async_context(_openctrol_agent(settings["key_dir"]))
+        instance: Driver = make_driver(name, settings)
+        marker = request.node.get_closest_marker("needs")
+        lacking = [c for c in (marker.args if marker else ()) if not instance.has(c)]
+        if lacking:
+            pytest.skip(f"the {request.param} driver has no {', '.join(lacking)} capability")
+        async with instance:
+            yield instance

@@ -12,6 +12,7 @@ import pytest
 
 from remotehands.agent.desktop import VirtualDesktop
 from remotehands.agent.dispatch import Dispatcher
+from remotehands.drivers.openctrol.client import OpenctrolHTTPError
 from remotehands.drivers.openctrol.driver import OpenctrolDriver, OpenctrolSettings
 from remotehands.drivers.x11 import X11Driver
 from remotehands.errors import AuthError, NotFoundError, UnsupportedError
@@ -116,8 +117,9 @@ async def test_a_monitor_is_selected(face: Served, driver: OpenctrolDriver) -> N
     assert monitors["current_monitor_id"] == "DISPLAY1"
     await driver.client.select_monitor("DISPLAY1")
     assert face.face.monitors.selected == 0
-    with pytest.raises(NotFoundError, match="DISPLAY2"):
+    with pytest.raises(OpenctrolHTTPError, match="DISPLAY2") as unknown:
         await driver.client.select_monitor("DISPLAY2")
+    assert (unknown.value.status, unknown.value.error) == (404, "not_found")
     with pytest.raises(NotFoundError, match="no screen 1"):
         await driver.grab(1)
     health = await driver.client.health()

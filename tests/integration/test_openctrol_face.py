@@ -16,7 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from remotehands.drivers.fake import FakeDriver
-from remotehands.drivers.openctrol.wire import parse_ofra
+from remotehands.drivers.openctrol.client import parse_ofra
 from remotehands.protocol.models import Bounds
 from remotehands.testing import eventually
 from tests.integration.openctrol_harness import PASSWORD, Served, serve_openctrol

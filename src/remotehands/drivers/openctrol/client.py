@@ -1,9 +1,10 @@
 """An async client of the Openctrol agent's API (REST and the ``/ws/desktop`` stream), standalone:
-it knows the protocol, not remotehands' drivers.
+it knows the protocol, nothing of the rest of remotehands (its errors are its own:
+:class:`OpenctrolError` and its subclasses, which the driver translates).
 
 - REST with the API key (``X-Openctrol-Key``); answers are read whatever their key casing
-  (:class:`~remotehands.drivers.openctrol.wire.Folded`), errors ``{"error", "details"}`` become
-  the matching :mod:`remotehands.errors` error.
+  (:class:`Folded`), errors ``{"error", "details"}`` become :class:`OpenctrolHTTPError` with
+  the status, the error name and the details.
 - :meth:`OpenctrolClient.create_session` then :meth:`OpenctrolClient.desktop` opens the
   session's socket: a :class:`DesktopStream` reads the ``hello`` (the monitors), keeps the
   latest OFRA frame and lets a caller wait for the next one, and sends input messages.
@@ -13,6 +14,23 @@ asks the form the running agent serves first and falls back to the document's on
 device volume: ``/audio/device/legacy`` then ``/audio/device``; the default device:
 ``/audio/default`` then ``/audio/device`` with ``set_default``). Volumes are fractions
 (0.0-1.0) in this client's methods, except :meth:`OpenctrolClient.set_master` (0-100).
+
+The protocol's shared pieces, used by the agent's Openctrol face too:
+
+**Casing.** The Openctrol agent is ASP.NET Core: it reads request bodies case-insensitively
+(``HaId``, ``haId`` and ``ha_id``'s ASP.NET spelling ``Ha_Id`` all bind), its DTOs go out in
+camelCase, its ``/health`` and WebSocket messages in snake_case, and its clients (the Home
+Assistant integration, its test script) send PascalCase. :func:`fold` maps every one of these
+spellings of a name to one key (``haid``), so :class:`Folded` reads ``ha_id``, ``haId`` and
+``HaId`` alike, in bodies the face receives and in answers the driver reads.
+
+**OFRA.** A frame on ``/ws/desktop`` is a binary message: a 16-byte header, ASCII ``OFRA``
+then three little-endian int32 (width, height, format; ``1`` is JPEG), then the image.
+
+**Virtual keys.** Keys travel as Windows virtual-key codes (``VK_*``). :data:`VK_BY_CODE` maps
+the W3C ``KeyboardEvent.code`` names of :mod:`remotehands.protocol.keys` to them, and
+:data:`CODE_BY_VK` back (the generic ``VK_SHIFT``/``VK_CONTROL``/``VK_MENU`` read as the left
+key).
 """
 
 from __future__ import annotations
@@ -21,7 +39,8 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Mapping
+import struct
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,29 +50,193 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from remotehands.drivers.openctrol.wire import FORMAT_JPEG, Folded, parse_ofra
-from remotehands.errors import (
-    AuthError,
-    DeviceError,
-    DeviceTimeoutError,
-    NotFoundError,
-    RateLimitedError,
-    RemoteHandsError,
-    UnsupportedError,
-    ValidationError,
-)
-
-__all__ = ["DesktopFrame", "DesktopSession", "DesktopStream", "OpenctrolClient"]
+__all__ = [
+    "CODE_BY_VK",
+    "FORMAT_JPEG",
+    "HEADER",
+    "MAGIC",
+    "VK_BY_CODE",
+    "DesktopFrame",
+    "DesktopSession",
+    "DesktopStream",
+    "Folded",
+    "OpenctrolClient",
+    "OpenctrolError",
+    "OpenctrolHTTPError",
+    "OpenctrolProtocolError",
+    "OpenctrolTimeout",
+    "OpenctrolUnreachable",
+    "fold",
+    "ofra_header",
+    "parse_ofra",
+]
 
 log = logging.getLogger(__name__)
 
-_BY_STATUS: dict[int, type[RemoteHandsError]] = {
-    400: ValidationError,
-    401: AuthError,
-    404: NotFoundError,
-    429: RateLimitedError,
-    501: UnsupportedError,
+
+class OpenctrolError(Exception):
+    """Base of this client's errors."""
+
+
+class OpenctrolHTTPError(OpenctrolError):
+    """The agent answered an error: its HTTP ``status``, its ``error`` name and ``details``."""
+
+    def __init__(self, status: int, error: str, details: str, what: str) -> None:
+        super().__init__(f"{what}: {status} {error}: {details}")
+        self.status, self.error, self.details = status, error, details
+
+
+class OpenctrolUnreachable(OpenctrolError):
+    """The agent could not be reached."""
+
+
+class OpenctrolTimeout(OpenctrolError):
+    """The agent did not answer in time."""
+
+
+class OpenctrolProtocolError(OpenctrolError):
+    """The agent answered something this client cannot read."""
+
+
+MAGIC = b"OFRA"
+HEADER = struct.Struct("<4siii")
+"""The 16-byte frame header: magic, width, height, format (little-endian int32s)."""
+FORMAT_JPEG = 1
+
+
+def fold(name: str) -> str:
+    """The case- and underscore-free form of a key: ``ha_id``, ``haId``, ``HaId`` -> ``haid``."""
+    return name.replace("_", "").replace("-", "").lower()
+
+
+class Folded(Mapping[str, Any]):
+    """A JSON object read by folded keys: ``body["ha_id"]`` finds ``HaId`` as well.
+
+    Nested objects and lists of objects come out folded too. When two keys fold alike, the
+    last one wins, as ASP.NET's binder does.
+    """
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self._data = {fold(str(key)): value for key, value in data.items()}
+        self.keys_as_sent = tuple(str(key) for key in data)
+        """The keys as the sender spelled them."""
+
+    def __getitem__(self, key: str) -> Any:
+        return _wrap(self._data[fold(key)])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and fold(key) in self._data
+
+
+def _wrap(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return Folded(value)
+    if isinstance(value, list):
+        return [_wrap(item) for item in value]
+    return value
+
+
+def ofra_header(width: int, height: int, fmt: int = FORMAT_JPEG) -> bytes:
+    """The 16-byte header of a frame."""
+    return HEADER.pack(MAGIC, width, height, fmt)
+
+
+def parse_ofra(message: bytes) -> tuple[int, int, int, bytes]:
+    """``(width, height, format, payload)`` of a binary frame message;
+    :class:`OpenctrolProtocolError` when it is not an OFRA frame."""
+    if len(message) < HEADER.size:
+        raise OpenctrolProtocolError(f"a frame of {len(message)} bytes is shorter than its header")
+    magic, width, height, fmt = HEADER.unpack_from(message)
+    if magic != MAGIC:
+        raise OpenctrolProtocolError(f"not an OFRA frame: it starts with {magic!r}")
+    return width, height, fmt, message[HEADER.size :]
+
+
+def _vk_table() -> dict[str, int]:
+    table: dict[str, int] = {}
+    table.update({f"Key{chr(c)}": c for c in range(ord("A"), ord("Z") + 1)})
+    table.update({f"Digit{d}": 0x30 + d for d in range(10)})
+    table.update({f"F{n}": 0x6F + n for n in range(1, 25)})
+    table.update({f"Numpad{d}": 0x60 + d for d in range(10)})
+    table.update(
+        {
+            "Backspace": 0x08,
+            "Tab": 0x09,
+            "Enter": 0x0D,
+            "Pause": 0x13,
+            "CapsLock": 0x14,
+            "Escape": 0x1B,
+            "Space": 0x20,
+            "PageUp": 0x21,
+            "PageDown": 0x22,
+            "End": 0x23,
+            "Home": 0x24,
+            "ArrowLeft": 0x25,
+            "ArrowUp": 0x26,
+            "ArrowRight": 0x27,
+            "ArrowDown": 0x28,
+            "PrintScreen": 0x2C,
+            "Insert": 0x2D,
+            "Delete": 0x2E,
+            "MetaLeft": 0x5B,
+            "MetaRight": 0x5C,
+            "ContextMenu": 0x5D,
+            "NumpadMultiply": 0x6A,
+            "NumpadAdd": 0x6B,
+            "NumpadSubtract": 0x6D,
+            "NumpadDecimal": 0x6E,
+            "NumpadDivide": 0x6F,
+            "NumLock": 0x90,
+            "ScrollLock": 0x91,
+            "ShiftLeft": 0xA0,
+            "ShiftRight": 0xA1,
+            "ControlLeft": 0xA2,
+            "ControlRight": 0xA3,
+            "AltLeft": 0xA4,
+            "AltRight": 0xA5,
+            "AudioVolumeMute": 0xAD,
+            "AudioVolumeDown": 0xAE,
+            "AudioVolumeUp": 0xAF,
+            "MediaTrackNext": 0xB0,
+            "MediaTrackPrevious": 0xB1,
+            "MediaStop": 0xB2,
+            "MediaPlayPause": 0xB3,
+            "Semicolon": 0xBA,
+            "Equal": 0xBB,
+            "Comma": 0xBC,
+            "Minus": 0xBD,
+            "Period": 0xBE,
+            "Slash": 0xBF,
+            "Backquote": 0xC0,
+            "BracketLeft": 0xDB,
+            "Backslash": 0xDC,
+            "BracketRight": 0xDD,
+            "Quote": 0xDE,
+            "IntlBackslash": 0xE2,
+        }
+    )
+    return table
+
+
+VK_BY_CODE: dict[str, int] = _vk_table()
+"""W3C key code -> Windows virtual-key code. ``NumpadEnter`` shares ``VK_RETURN`` with
+``Enter`` (Windows tells them apart by a flag the protocol does not carry), and ``Power`` has
+no virtual key."""
+VK_BY_CODE["NumpadEnter"] = 0x0D
+
+CODE_BY_VK: dict[int, str] = {
+    **{vk: code for code, vk in VK_BY_CODE.items() if code != "NumpadEnter"},
+    0x10: "ShiftLeft",  # VK_SHIFT
+    0x11: "ControlLeft",  # VK_CONTROL
+    0x12: "AltLeft",  # VK_MENU
 }
+"""Windows virtual-key code -> W3C key code."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,12 +299,12 @@ class OpenctrolClient:
                 headers={"Content-Type": "application/json"} if body is not None else None,
             )
         except httpx.TimeoutException as err:
-            raise DeviceTimeoutError(
+            raise OpenctrolTimeout(
                 f"the Openctrol agent at {self.url} did not answer {method} {path} within "
                 f"{self.timeout_s:g} s"
             ) from err
         except httpx.HTTPError as err:
-            raise DeviceError(
+            raise OpenctrolUnreachable(
                 f"cannot reach the Openctrol agent at {self.url} ({err}): check that it runs "
                 "and that the address and port (44325 by default) are right"
             ) from err
@@ -136,11 +319,11 @@ class OpenctrolClient:
         if response.status_code >= 400:
             details = data.get("details") if isinstance(data, Folded) else None
             error = data.get("error") if isinstance(data, Folded) else None
-            text = f"{method} {path}: {error or response.status_code}: {details or response.text}"
-            if response.status_code == 401:
-                text += " (check the API key: REMOTEHANDS_DEVICE_PASSWORD or password_file)"
-            raise _BY_STATUS.get(response.status_code, DeviceError)(
-                f"the Openctrol agent refused {text}"
+            raise OpenctrolHTTPError(
+                response.status_code,
+                str(error or "error"),
+                str(details or response.text[:200]),
+                f"{method} {path}",
             )
         return data
 
@@ -171,7 +354,7 @@ class OpenctrolClient:
                 expires_at=datetime.fromisoformat(str(data["expires_at"])),
             )
         except (KeyError, TypeError, ValueError) as err:
-            raise DeviceError(f"the Openctrol agent's session answer lacks {err}") from err
+            raise OpenctrolProtocolError(f"the session answer lacks {err}") from err
 
     async def end_session(self, session_id: str) -> None:
         """End a desktop session (its sockets close)."""
@@ -203,13 +386,20 @@ class OpenctrolClient:
                 max_queue=4,
             )
         except InvalidStatus as err:
-            status = err.response.status_code
-            raise _BY_STATUS.get(status, DeviceError)(
-                f"the Openctrol agent refused the desktop socket: HTTP {status} "
-                f"{err.response.body[:200]!r}"
+            body: Any = None
+            with contextlib.suppress(orjson.JSONDecodeError, TypeError):
+                body = orjson.loads(err.response.body or b"{}")
+            folded = Folded(body if isinstance(body, dict) else {})
+            raise OpenctrolHTTPError(
+                err.response.status_code,
+                str(folded.get("error", "error")),
+                str(folded.get("details", "")),
+                "the desktop socket",
             ) from err
         except (OSError, TimeoutError, WebSocketException) as err:
-            raise DeviceError(f"cannot open the desktop socket at {self.url}: {err}") from err
+            raise OpenctrolUnreachable(
+                f"cannot open the desktop socket at {self.url}: {err}"
+            ) from err
         stream = DesktopStream(ws, session)
         try:
             await stream.read_hello(open_timeout_s)
@@ -249,8 +439,8 @@ class OpenctrolClient:
         }
         try:
             await self.request("POST", "/api/v1/audio/device/legacy", body)
-        except NotFoundError as err:
-            if "device/legacy" not in err.details:
+        except OpenctrolHTTPError as err:
+            if err.status != 404:
                 raise
             await self.request("POST", "/api/v1/audio/device", body)
 
@@ -259,8 +449,8 @@ class OpenctrolClient:
         agents that only take the document's form)."""
         try:
             await self.request("POST", "/api/v1/audio/default", {"DeviceId": device_id})
-        except NotFoundError as err:
-            if "audio/default" not in err.details:
+        except OpenctrolHTTPError as err:
+            if err.status != 404:
                 raise
             await self.set_device(device_id, volume, muted, set_default=True)
 
@@ -316,18 +506,20 @@ class DesktopStream:
                     else:
                         self._keep(message)
         except TimeoutError as err:
-            raise DeviceTimeoutError(
+            raise OpenctrolTimeout(
                 f"no hello on the desktop socket within {timeout_s:g} s"
             ) from err
         except (ConnectionClosed, orjson.JSONDecodeError) as err:
-            raise DeviceError(f"the desktop socket closed before its hello: {err}") from err
+            raise OpenctrolProtocolError(
+                f"the desktop socket closed before its hello: {err}"
+            ) from err
         self._reader = asyncio.create_task(self._read(), name="openctrol frames")
 
     def _keep(self, message: bytes) -> None:
         try:
             width, height, fmt, data = parse_ofra(message)
-        except ValidationError as err:
-            log.warning("openctrol: a binary message is not a frame: %s", err.details)
+        except OpenctrolProtocolError as err:
+            log.warning("openctrol: a binary message is not a frame: %s", err)
             return
         if fmt != FORMAT_JPEG:
             log.warning("openctrol: a frame in format %d (not JPEG) was skipped", fmt)
@@ -357,12 +549,12 @@ class DesktopStream:
             async with asyncio.timeout(timeout_s), self._arrived:
                 while self.latest is None or self.latest.seq <= seq:
                     if self.closed.is_set():
-                        raise DeviceError(
+                        raise OpenctrolProtocolError(
                             f"the desktop socket closed ({self.close_reason or 'no reason'})"
                         )
                     await self._arrived.wait()
         except TimeoutError as err:
-            raise DeviceTimeoutError(
+            raise OpenctrolTimeout(
                 f"no new frame on the desktop socket within {timeout_s:g} s"
             ) from err
         assert self.latest is not None  # the loop above ends only with one
@@ -373,7 +565,7 @@ class DesktopStream:
         try:
             await self.ws.send(orjson.dumps(message).decode())
         except ConnectionClosed as err:
-            raise DeviceError(f"the desktop socket is closed: {err}") from err
+            raise OpenctrolProtocolError(f"the desktop socket is closed: {err}") from err
 
     async def aclose(self) -> None:
         """Close the socket."""

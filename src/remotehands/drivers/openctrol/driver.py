@@ -23,20 +23,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from remotehands.drivers.base import Button, Driver, EncodedFrame, FrameArray, Held
-from remotehands.drivers.openctrol.client import DesktopStream, OpenctrolClient
-from remotehands.drivers.openctrol.wire import VK_BY_CODE, Folded
+from remotehands.drivers.openctrol.client import (
+    VK_BY_CODE,
+    DesktopStream,
+    Folded,
+    OpenctrolClient,
+    OpenctrolError,
+    OpenctrolHTTPError,
+    OpenctrolTimeout,
+)
 from remotehands.drivers.remote import RemoteSettings
 from remotehands.errors import (
+    AuthError,
     DeviceError,
+    DeviceTimeoutError,
     NotFoundError,
+    RateLimitedError,
     RemoteHandsError,
     UnsupportedError,
     ValidationError,
@@ -55,6 +67,41 @@ from remotehands.protocol.models import (
 __all__ = ["OpenctrolDriver", "OpenctrolSettings"]
 
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_BY_STATUS: dict[int, type[RemoteHandsError]] = {
+    400: ValidationError,
+    401: AuthError,
+    404: NotFoundError,
+    429: RateLimitedError,
+    501: UnsupportedError,
+}
+
+
+def _translated(
+    method: Callable[P, Coroutine[Any, Any, R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    """The client's errors, as remotehands errors, where they enter the driver."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except OpenctrolHTTPError as err:
+            hint = ""
+            if err.status == 401:
+                hint = " (check the API key: REMOTEHANDS_DEVICE_PASSWORD or password_file)"
+            raise _BY_STATUS.get(err.status, DeviceError)(
+                f"the Openctrol agent refused {err}{hint}"
+            ) from err
+        except OpenctrolTimeout as err:
+            raise DeviceTimeoutError(str(err)) from err
+        except OpenctrolError as err:
+            raise DeviceError(str(err)) from err
+
+    return wrapper
 
 
 class OpenctrolSettings(RemoteSettings):
@@ -104,6 +151,7 @@ class OpenctrolDriver(Driver):
         self._live: set[str] = set()  # sessions opened and not ended yet
 
     # -- life --------------------------------------------------------------------------------
+    @_translated
     async def start(self) -> None:
         """Check the agent answers, open a desktop session and its socket."""
         s = self.settings
@@ -198,6 +246,7 @@ class OpenctrolDriver(Driver):
                 await asyncio.sleep(min(5.0, self.settings.renew_before_s / 2))
 
     # -- screen ------------------------------------------------------------------------------
+    @_translated
     async def screens(self) -> list[ScreenInfo]:
         stream = await self._desktop()
         return [
@@ -227,11 +276,13 @@ class OpenctrolDriver(Driver):
         frame = stream.latest or await stream.frame_after(0, self.settings.frame_timeout_s)
         return frame.data, frame.width, frame.height
 
+    @_translated
     async def snapshot(self, screen_id: int = 0) -> EncodedFrame | None:
         """The latest frame's JPEG, as the agent encoded it."""
         data, width, height = await self._frame_jpeg(screen_id)
         return EncodedFrame(data=data, format="jpeg", width=width, height=height)
 
+    @_translated
     async def grab(self, screen_id: int = 0, region: Bounds | None = None) -> FrameArray:
         data, _, _ = await self._frame_jpeg(screen_id)
         frame = await asyncio.to_thread(_decode, data)
@@ -249,6 +300,7 @@ class OpenctrolDriver(Driver):
         return self._pointer
 
     # -- mouse -------------------------------------------------------------------------------
+    @_translated
     async def move(self, x: int, y: int) -> None:
         stream = await self._desktop()
         monitors = stream.monitors
@@ -262,6 +314,7 @@ class OpenctrolDriver(Driver):
         await stream.send({"type": "pointer_move", "absolute": True, "x": nx, "y": ny})
         self._pointer = (x, y)
 
+    @_translated
     async def button(self, button: Button, down: bool) -> None:
         stream = await self._desktop()
         await stream.send(
@@ -272,11 +325,13 @@ class OpenctrolDriver(Driver):
         else:
             self._buttons.discard(button)
 
+    @_translated
     async def click(self, button: Button = "left", count: int = 1) -> None:
         for _ in range(count):
             await self.button(button, True)
             await self.button(button, False)
 
+    @_translated
     async def scroll(self, delta_x: int, delta_y: int) -> None:
         stream = await self._desktop()
         # Windows wheel units: 120 a notch, positive delta_y away from the user (up).
@@ -285,6 +340,7 @@ class OpenctrolDriver(Driver):
         )
 
     # -- keyboard ----------------------------------------------------------------------------
+    @_translated
     async def key(self, key: Key, down: bool) -> None:
         stream = await self._desktop()
         if key.code is None:
@@ -310,6 +366,7 @@ class OpenctrolDriver(Driver):
         elif not down and key.code in self._keys:
             self._keys.remove(key.code)
 
+    @_translated
     async def type(self, text: str, delay_s: float = 0.0) -> None:
         stream = await self._desktop()
         if not delay_s:
@@ -319,6 +376,7 @@ class OpenctrolDriver(Driver):
             await stream.send({"type": "text", "text": char})
             await asyncio.sleep(delay_s)
 
+    @_translated
     async def release_all(self) -> None:
         for code in reversed(list(self._keys)):
             await self.key(Key(code=code), False)
@@ -330,14 +388,17 @@ class OpenctrolDriver(Driver):
         return Held(keys=frozenset(self._keys), buttons=frozenset(self._buttons))
 
     # -- power -------------------------------------------------------------------------------
+    @_translated
     async def power_state(self) -> PowerState:
         """An agent that answers runs: on; it can restart and shut down."""
         await self._client().health()
         return PowerState(on=True, actions=["restart", "shutdown"])
 
+    @_translated
     async def power_restart(self) -> None:
         await self._client().power("restart")
 
+    @_translated
     async def power_shutdown(self) -> None:
         await self._client().power("shutdown")
 
@@ -363,6 +424,7 @@ class OpenctrolDriver(Driver):
         await self._no_atx(f"press the {button} button")
 
     # -- audio -------------------------------------------------------------------------------
+    @_translated
     async def audio_status(self) -> AudioState:
         state = await self._client().audio_state()
         default = str(state.get("default_output_device_id") or "")
@@ -407,11 +469,13 @@ class OpenctrolDriver(Driver):
             raise NotFoundError(f"no audio device {device_id!r}: list them with audio")
         return device, None
 
+    @_translated
     async def audio_volume(
         self, volume: float, device_id: str | None = None, session_id: str | None = None
     ) -> None:
         await self._audio_set(volume, None, device_id, session_id)
 
+    @_translated
     async def audio_mute(
         self, muted: bool, device_id: str | None = None, session_id: str | None = None
     ) -> None:
@@ -441,11 +505,13 @@ class OpenctrolDriver(Driver):
                 device.muted if muted is None else muted,
             )
 
+    @_translated
     async def audio_default(self, device_id: str) -> None:
         device, _ = await self._find(device_id, None)
         assert device is not None  # _find answers a device when no session is named
         await self._client().set_default(device.id, device.volume / 100, device.muted)
 
+    @_translated
     async def audio_move(self, session_id: str, device_id: str) -> None:
         await self._find(device_id, None)
         _, session = await self._find(None, session_id)

@@ -79,7 +79,7 @@ from remotehands.agent.faces.openctrol.sessions import (
     FailureLimiter,
     SessionBroker,
 )
-from remotehands.drivers.openctrol.wire import Folded
+from remotehands.drivers.openctrol.client import Folded
 from remotehands.errors import (
     ConfigError,
     DeviceOfflineError,

@@ -47,7 +47,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from remotehands.agent.dispatch import Dispatcher
 from remotehands.agent.framesource import FrameSources, FrameStream, JpegEncoder
-from remotehands.drivers.openctrol.wire import CODE_BY_VK, Folded, ofra_header
+from remotehands.drivers.openctrol.client import CODE_BY_VK, Folded, ofra_header
 from remotehands.errors import RemoteHandsError
 from remotehands.protocol.models import ScreenInfo
 from remotehands.protocol.streams import Frame
