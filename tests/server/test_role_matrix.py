@@ -51,7 +51,8 @@ async def _own_token(fleet: Fleet, headers: dict[str, str]) -> str:
 
 
 async def _device(fleet: Fleet, headers: dict[str, str]) -> str:
-    capabilities = ["screen", "keyboard", "mouse", "clipboard", "windows", "apps", "sequence"]
+    capabilities = ["screen", "keyboard", "mouse", "clipboard", "windows", "apps", "sequence",
+                    "power", "media", "switch"]  # fmt: skip
     return await fleet.device("matrix", ["t"], capabilities=capabilities)
 
 
@@ -103,6 +104,13 @@ _SAMPLES: dict[str, dict[str, Any]] = {
     "application.running": {"name": "true"},
     "application.close": {"window_id": 1},
     "sleep": {"ms": 1},
+    "power.click": {"button": "reset"},
+    "media.fetch": {"url": "http://127.0.0.1:9/x.iso"},
+    "media.mount": {"name": "a.iso"},
+    "switch.set": {"port": 1},
+    "switch.beacon": {"port": 1},
+    "switch.power": {"port": 1, "action": "off"},
+    "switch.click": {"port": 1, "button": "reset"},
 }
 
 

@@ -89,6 +89,8 @@ def test_waits_in_the_parameters_lengthen_the_http_timeout() -> None:
 
 # every action reaches its route
 
+_SELF = Path(__file__).read_bytes()
+
 
 CASES: list[tuple[str, tuple[Any, ...], dict[str, Any], str, str, dict[str, Any] | None]] = [
     ("screenshot", (), {"format": "png", "scale": 0.5}, "GET", "/screenshot",
@@ -145,6 +147,30 @@ CASES: list[tuple[str, tuple[Any, ...], dict[str, Any], str, str, dict[str, Any]
     ("app_running", ("firefox",), {}, "GET", "/application/running", {"name": "firefox"}),
     ("close_app", (12345,), {}, "POST", "/application/close", {"window_id": 12345}),
     ("actions", (), {"limit": 5}, "GET", "/actions", {"limit": "5"}),
+    ("power_state", (), {}, "GET", "/power", {}),
+    ("power_on", (), {}, "POST", "/power/on", {}),
+    ("power_off", (), {"timeout_s": 5}, "POST", "/power/off", {"timeout_s": 5.0}),
+    ("power_off_hard", (), {"wait": False}, "POST", "/power/off-hard", {"wait": False}),
+    ("power_reset_hard", (), {}, "POST", "/power/reset-hard", {}),
+    ("power_click", ("power_long",), {}, "POST", "/power/click", {"button": "power_long"}),
+    ("power_restart", (), {}, "POST", "/power/restart", {}),
+    ("power_shutdown", (), {}, "POST", "/power/shutdown", {}),
+    ("media_state", (), {}, "GET", "/media", {}),
+    # the payload is the raw body; the fake records its size and first bytes
+    ("media_upload", ("a.iso", __file__), {}, "PUT", "/media/images/a.iso",
+     {"size": len(_SELF), "head": _SELF[:16].hex()}),
+    ("media_fetch", ("http://x/y.iso",), {}, "POST", "/media/fetch", {"url": "http://x/y.iso"}),
+    ("media_mount", ("a.iso",), {"cdrom": False}, "POST", "/media/mount",
+     {"name": "a.iso", "cdrom": False}),
+    ("media_eject", (), {}, "POST", "/media/eject", {}),
+    ("media_remove", ("a b.iso",), {}, "DELETE", "/media/images/a b.iso", None),
+    ("switch_ports", (), {}, "GET", "/switch", {}),
+    ("switch_set", (2,), {}, "POST", "/switch/active", {"port": 2}),
+    ("switch_beacon", (2, False), {}, "POST", "/switch/beacon", {"port": 2, "on": False}),
+    ("switch_power", (1, "off_hard"), {}, "POST", "/switch/power",
+     {"port": 1, "action": "off_hard"}),
+    ("switch_click", (1, "reset"), {"wait": False}, "POST", "/switch/click",
+     {"port": 1, "button": "reset", "wait": False}),
 ]  # fmt: skip
 
 

@@ -203,7 +203,11 @@ class FakeApi:
 
     async def _handle(self, request: Request, path: str) -> Response:
         raw = await request.body()
-        body = json.loads(raw) if raw else None
+        if request.headers.get("content-type") == "application/octet-stream":
+            # a streamed action's payload (media.upload): recorded as its size and first bytes
+            body: Any = {"size": len(raw), "head": raw[:16].hex()}
+        else:
+            body = json.loads(raw) if raw else None
         query: dict[str, list[str]] = {}
         for key, value in request.query_params.multi_items():
             query.setdefault(key, []).append(value)
@@ -238,6 +242,8 @@ class FakeApi:
         if seen.path == "/auth/logout":
             return JSONResponse({"status": "ok"})
         query = seen.params if seen.method == "GET" else (seen.body or {})
+        if "head" in query:  # a streamed payload: its parameters are in the query string
+            query = {**seen.params, "size": query["size"]}
         return self._native(seen.method, seen.path, query)
 
     # the agent's native API
@@ -332,11 +338,45 @@ class FakeApi:
                 ],
             },
         }
+        answers |= self._kvm_answers(action, params)
         if action == "clipboard.set":
             self.clipboard = params["text"]
         if action == "sequence":
             return self._sequence(params)
         return answers.get(action, {"status": "ok"})
+
+    def _kvm_answers(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        power = {"on": True, "hdd": False, "busy": False, "actions": ["on", "off"],
+                 "buttons": ["power", "reset"]}  # fmt: skip
+        off = {**power, "on": False}
+        observed = {"before": power, "after": off, "expected": False, "changed": True,
+                    "timed_out": False, "waited_ms": 1200.0}  # fmt: skip
+        drive = {"image": "a.iso", "connected": True, "cdrom": True, "rw": False}
+        image = {"name": params.get("name") or "a.iso", "size": params.get("size", 4000),
+                 "complete": True}  # fmt: skip
+        ports = {"active": 1, "ports": [
+            {"port": 0, "name": "a", "video": True, "beacon": False, "power": True},
+            {"port": 1, "name": "b", "video": True, "beacon": True, "power": False},
+        ]}  # fmt: skip
+        answers: dict[str, Any] = {
+            "power.state": power,
+            "media.state": {"online": True, "busy": False, "drive": drive, "images": [image],
+                            "storage_size": 1 << 30, "storage_free": 1 << 29},
+            "media.upload": image,
+            "media.fetch": image,
+            "media.mount": drive,
+            "media.eject": {**drive, "image": None, "connected": False},
+            "media.remove": None,
+            "switch.ports": ports,
+            "switch.set": ports,
+            "switch.beacon": ports,
+        }  # fmt: skip
+        if action.startswith("power.") and action != "power.state":
+            answers[action] = {"action": action[6:], **observed}
+        if action in ("switch.power", "switch.click"):
+            answers[action] = {"port": params.get("port"), "action": "off", **observed,
+                               "before": True, "after": False}  # fmt: skip
+        return answers
 
     def _sequence(self, params: dict[str, Any]) -> dict[str, Any]:
         results: list[dict[str, Any]] = []
@@ -396,6 +436,8 @@ class FakeApi:
             if device["status"] != "online":
                 return _error(503, "device_offline", f"{device['name']} is offline")
             query = seen.params if method == "GET" else body
+            if "head" in query:  # a streamed payload: its parameters are in the query string
+                query = {**seen.params, "size": query["size"]}
             return self._native(method, "/" + "/".join(parts[2:]), query)
         if parts == ["tokens"]:
             if method == "POST":

@@ -107,7 +107,8 @@ class Dispatcher:
         started = time.perf_counter()
         outcome = "ok"
         try:
-            if spec.access == "control" and spec.name not in _UNLOCKED:
+            # A streamed upload may last minutes: it does not keep the device's input waiting.
+            if spec.access == "control" and spec.name not in _UNLOCKED and not spec.streamed:
                 timeout = getattr(model, "lock_timeout_ms", 10_000)
                 async with self.context.locked(timeout):
                     return await handler(self.context, model)

@@ -38,6 +38,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from remotehands import __version__
 from remotehands.agent.dispatch import Dispatcher
 from remotehands.agent.framesource import FrameSources, JpegEncoder
+from remotehands.agent.streamed import register_streamed_actions
 from remotehands.agent.transfers import LinkTransfers, TransferTargets
 from remotehands.drivers.base import Screen
 from remotehands.errors import (
@@ -206,8 +207,8 @@ class AgentLink:
     """One device's connection to the server, kept up until :meth:`run` is cancelled.
 
     ``frames`` are the device's frame sources (made from the driver's screen when not given;
-    share them with the faces that stream the screen); ``targets`` its transfer targets (a set
-    with only the probe when not given).
+    share them with the faces that stream the screen); ``targets`` its transfer targets (when
+    not given: the probe, and one for each streamed action such as ``media.upload``).
     """
 
     def __init__(
@@ -236,7 +237,10 @@ class AgentLink:
         if frames is None and driver.has("screen") and isinstance(driver, Screen):
             frames = FrameSources(driver)
         self.frames = frames
-        self.targets = targets if targets is not None else TransferTargets()
+        if targets is None:
+            targets = TransferTargets()
+            register_streamed_actions(targets, dispatcher.call)
+        self.targets = targets
         self.transfers: LinkTransfers | None = None
         """The transfers of the current session (None between sessions)."""
         self.watches: dict[int, asyncio.Task[None]] = {}

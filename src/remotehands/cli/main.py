@@ -34,6 +34,9 @@ _TABLES = (
     "remotehands.cli.actions_cmd",
     "remotehands.cli.devices_cmd",
     "remotehands.cli.login_cmd",
+    "remotehands.cli.power_cmd",
+    "remotehands.cli.media_cmd",
+    "remotehands.cli.switch_cmd",
 )
 _loaded = False
 

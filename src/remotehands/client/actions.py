@@ -13,6 +13,11 @@ Each method is named for its action's verb in :data:`remotehands.protocol.action
 rule is written there); :data:`ACTION_METHODS` is that table's wire name -> method name, so the
 CLI and the MCP tools name a verb as the SDK does. Older names stay as aliases (``type_text`` of
 ``type``; ``hotkey``, the second route of the verb ``key``).
+
+The methods written here have typed signatures; a row of the table that has none yet gets a
+method computed from the row when this module is imported (``call`` with the row's wire name and
+the keyword parameters given), so every verb of the table is a method on every client.
+``media_upload`` streams a file (a path or an open binary file) with progress.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
-from remotehands.protocol.actions import ACTIONS, by_verb
-from remotehands.protocol.models import Button, ImageFormat
+from remotehands.client.uploads import Progress, UploadBody, UploadSource
+from remotehands.protocol.actions import ACTIONS, ActionSpec, by_verb
+from remotehands.protocol.models import Button, ImageFormat, PowerAction, PowerButton
 
 __all__ = ["ACTION_METHODS", "ActionMethods", "wire_name"]
 
@@ -365,9 +371,135 @@ class ActionMethods(Generic[R]):
         """The recent action log, newest last."""
         return self.call("actions", limit=limit)
 
+    # power: each action answers what was observed (the states before and after, whether the
+    # power LED changed); ``wait=False`` reads the state once instead of watching the LED for up
+    # to ``timeout_s``.
+
+    def power_state(self) -> R:
+        """The power and disk LEDs and the power actions the device has."""
+        return self.call("power.state")
+
+    def power_on(self, *, wait: bool | None = None, timeout_s: float | None = None) -> R:
+        """Turn the machine on and watch its power LED come on."""
+        return self.call("power.on", wait=wait, timeout_s=timeout_s)
+
+    def power_off(self, *, wait: bool | None = None, timeout_s: float | None = None) -> R:
+        """Ask the machine to turn off (the OS may refuse) and watch its power LED."""
+        return self.call("power.off", wait=wait, timeout_s=timeout_s)
+
+    def power_off_hard(self, *, wait: bool | None = None, timeout_s: float | None = None) -> R:
+        """Cut the machine's power (a long press) and watch its power LED go out."""
+        return self.call("power.off_hard", wait=wait, timeout_s=timeout_s)
+
+    def power_reset_hard(self, *, wait: bool | None = None, timeout_s: float | None = None) -> R:
+        """Pull the reset line."""
+        return self.call("power.reset_hard", wait=wait, timeout_s=timeout_s)
+
+    def power_click(
+        self, button: PowerButton, *, wait: bool | None = None, timeout_s: float | None = None
+    ) -> R:
+        """Press a front-panel button: ``power``, ``power_long`` or ``reset``."""
+        return self.call("power.click", button=button, wait=wait, timeout_s=timeout_s)
+
+    def power_restart(self, *, wait: bool | None = None, timeout_s: float | None = None) -> R:
+        """Restart the operating system."""
+        return self.call("power.restart", wait=wait, timeout_s=timeout_s)
+
+    def power_shutdown(self, *, wait: bool | None = None, timeout_s: float | None = None) -> R:
+        """Shut the operating system down and watch the power LED go out."""
+        return self.call("power.shutdown", wait=wait, timeout_s=timeout_s)
+
+    # virtual media
+
+    def media_state(self) -> R:
+        """The drive, the stored images and the storage left."""
+        return self.call("media.state")
+
+    def media_upload(self, name: str, file: UploadSource, *, progress: Progress | None = None) -> R:
+        """Store ``file`` (a path, or a binary file open for reading) as the image ``name``,
+        streamed; ``progress(sent, total)`` is called after each chunk. Answers the stored
+        image (``{"name", "size", "complete"}``)."""
+        return self.call("media.upload", name=name, body=UploadBody(file, progress))
+
+    def media_fetch(
+        self, url: str, name: str | None = None, *, timeout_s: float | None = None
+    ) -> R:
+        """Have the device download an image from ``url`` (named after the URL unless
+        ``name`` is given), waiting up to ``timeout_s``."""
+        return self.call("media.fetch", url=url, name=name, timeout_s=timeout_s)
+
+    def media_mount(self, name: str, *, cdrom: bool | None = None, rw: bool | None = None) -> R:
+        """Insert image ``name`` into the drive as a CD-ROM (default) or, with
+        ``cdrom=False``, a flash drive (``rw=True``: writable), and connect it."""
+        return self.call("media.mount", name=name, cdrom=cdrom, rw=rw)
+
+    def media_eject(self) -> R:
+        """Disconnect the drive and take its image out."""
+        return self.call("media.eject")
+
+    def media_remove(self, name: str) -> R:
+        """Delete the stored image ``name``."""
+        return self.call("media.remove", name=name)
+
+    # KVM switch
+
+    def switch_ports(self) -> R:
+        """The switch's ports and the active one."""
+        return self.call("switch.ports")
+
+    def switch_set(self, port: int) -> R:
+        """Show the machine on ``port``."""
+        return self.call("switch.set", port=port)
+
+    def switch_beacon(self, port: int, on: bool = True) -> R:
+        """Light (or with ``on=False`` clear) the beacon LED of ``port``."""
+        return self.call("switch.beacon", port=port, on=on)
+
+    def switch_power(
+        self,
+        port: int,
+        action: PowerAction,
+        *,
+        wait: bool | None = None,
+        timeout_s: float | None = None,
+    ) -> R:
+        """A power action on the machine of ``port``, watching its power LED."""
+        return self.call("switch.power", port=port, action=action, wait=wait,
+                         timeout_s=timeout_s)  # fmt: skip
+
+    def switch_click(
+        self,
+        port: int,
+        button: PowerButton,
+        *,
+        wait: bool | None = None,
+        timeout_s: float | None = None,
+    ) -> R:
+        """Press a front-panel button of the machine of ``port``."""
+        return self.call("switch.click", port=port, button=button, wait=wait,
+                         timeout_s=timeout_s)  # fmt: skip
+
     # ``type`` is the action's name everywhere; it is bound last so that the builtin stays
     # visible to everything above in this class body.
     type = type_text
+
+
+def _computed(spec: ActionSpec) -> Any:
+    """The method of a row that has no typed method above: ``call`` with its wire name."""
+
+    def method(self: ActionMethods[Any], **params: Any) -> Any:
+        return self.call(spec.name, **params)
+
+    method.__name__ = method.__qualname__ = spec.sdk_method
+    method.__doc__ = f"{spec.summary} (``{spec.name}``; keyword parameters as the API's)."
+    return method
+
+
+for _spec in ACTIONS:
+    if not _spec.step_only:
+        for _name in _spec.names:
+            if not hasattr(ActionMethods, _name):
+                setattr(ActionMethods, _name, _computed(_spec))
 
 
 def _step(step: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import socket
 import types
+from collections.abc import AsyncIterable, Iterable
 from typing import Any, ClassVar, Self
 
 import httpx
@@ -24,6 +25,7 @@ import orjson
 
 from remotehands import __version__
 from remotehands.client.request import Request
+from remotehands.client.uploads import UploadBody
 from remotehands.errors import (
     AuthError,
     ConfigError,
@@ -177,7 +179,17 @@ class HTTPBase:
         if request.json is not None:
             headers["Content-Type"] = "application/json"
             args["content"] = orjson.dumps(request.json)
+        if request.content is not None:
+            # An explicit length: the body streams with it (and never chunked), as the
+            # device must know an image's size before its first byte.
+            headers["Content-Type"] = "application/octet-stream"
+            headers["Content-Length"] = str(request.content.size)
+            args["content"] = self._stream(request.content)
         return args
+
+    def _stream(self, body: UploadBody) -> Iterable[bytes] | AsyncIterable[bytes]:
+        """The payload as this flavour's client iterates it (read from its start again)."""
+        return iter(body)
 
     def _read(self, request: Request, response: httpx.Response) -> Any:
         if not response.is_success:
@@ -273,6 +285,9 @@ class AsyncHTTP(HTTPBase):
         self._http = httpx.AsyncClient(
             base_url=self.base_url, transport=transport, headers=_user_agent()
         )
+
+    def _stream(self, body: UploadBody) -> Iterable[bytes] | AsyncIterable[bytes]:
+        return body.__aiter__()
 
     async def _exchange(self, request: Request) -> httpx.Response:
         try:

@@ -17,6 +17,7 @@ import pydantic
 
 from remotehands.client.actions import wire_name
 from remotehands.client.results import as_result, screenshot_result, with_images
+from remotehands.client.uploads import UploadBody
 from remotehands.errors import ValidationError
 from remotehands.protocol.actions import (
     ACTIONS,
@@ -46,7 +47,8 @@ class Request:
 
     ``extra_s`` is added to the client's timeout (an action that waits up to ``timeout_ms`` must
     not be cut off by the HTTP timeout); ``parse`` turns the decoded JSON into the result;
-    ``auth`` is false for the requests that log in.
+    ``auth`` is false for the requests that log in; ``content`` is the payload of a streamed
+    action, sent as the raw body.
     """
 
     method: str
@@ -56,6 +58,7 @@ class Request:
     extra_s: float = 0.0
     parse: Callable[[Any], Any] = as_result
     auth: bool = True
+    content: UploadBody | None = None
 
     def under(self, prefix: str) -> Request:
         """The same request below ``prefix`` (a device's ``/v1/devices/{id}`` on a server)."""
@@ -98,9 +101,18 @@ def path_segment(value: object) -> str:
 def action_request(name: str, params: Mapping[str, Any]) -> Request:
     """The request that carries out action ``name`` with ``params`` on a native API.
 
-    Raises :class:`ValidationError` for an unknown action or parameters its model refuses.
+    Raises :class:`ValidationError` for an unknown action or parameters its model refuses. A
+    streamed action (``media.upload``) takes its payload as the parameter ``body``, an
+    :class:`~remotehands.client.uploads.UploadBody`.
     """
     spec = find_action(name)
+    body = None
+    if spec.streamed:
+        params = dict(params)
+        body = params.pop("body", None)
+        if not isinstance(body, UploadBody):
+            raise ValidationError(f"{spec.name} streams a file: give it as body=UploadBody(...)")
+        params["size"] = body.size
     values = validate_params(spec, params)
     path = spec.path
     for key in spec.path_params:
@@ -120,6 +132,9 @@ def action_request(name: str, params: Mapping[str, Any]) -> Request:
     elif spec.name in _WITH_IMAGES:
         parse = with_images
     extra_s = wait_seconds(values)
+    if body is not None:
+        values.pop("size", None)  # the body's Content-Length says it
+        return Request(spec.method, path, query=values or None, content=body, parse=parse)
     if spec.method == "GET":
         return Request("GET", path, query=values, extra_s=extra_s, parse=parse)
     if spec.method == "DELETE":

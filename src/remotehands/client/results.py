@@ -126,6 +126,10 @@ def unwrap(key: str) -> Callable[[Any], Any]:
     return parse
 
 
+_WITH_IMAGES = frozenset({"screenshot", "screenshot.region", "screenshots", "sequence"})
+"""The actions whose answers carry images (an ``image`` elsewhere, a drive's, is a name)."""
+
+
 def as_model(action: str, body: Any) -> BaseModel:
     """The JSON answer of ``action`` (a wire name or an SDK name; images as base64) as that
     action's result model (:attr:`remotehands.protocol.actions.ActionSpec.result`), for code
@@ -134,7 +138,7 @@ def as_model(action: str, body: Any) -> BaseModel:
     if spec is None:
         raise ValidationError(f"unknown action {action!r}")
     try:
-        return spec.result.model_validate(_images(body))
+        return spec.result.model_validate(_images(body) if spec.name in _WITH_IMAGES else body)
     except pydantic.ValidationError as err:
         raise DeviceError(
             f"the answer to {spec.name} is not a {spec.result.__name__}: {err}"

@@ -1,11 +1,12 @@
 """FakeDriver: a whole device in memory, for tests, demos and benchmarks.
 
-It has every desktop capability. Its screen is a real BGRX framebuffer that tests draw into
-(:meth:`FakeDriver.fill`) and that input marks visibly: a click paints a small square where it
-happened, so a screenshot shows it. Every call is recorded in :attr:`FakeDriver.calls`, and the
-state a test wants to check (held keys and buttons, typed text, clipboard, open windows) is
-public. The open windows are ``open_windows``: ``windows`` is the Protocol method that lists
-them.
+It has every desktop capability, and power, virtual media and a KVM switch with real state (the
+mixins of :mod:`remotehands.drivers.fakekvm`). Its screen is a real BGRX framebuffer that tests
+draw into (:meth:`FakeDriver.fill`) and that input marks visibly: a click paints a small square
+where it happened, so a screenshot shows it. Every call is recorded in
+:attr:`FakeDriver.calls`, and the state a test wants to check (held keys and buttons, typed
+text, clipboard, open windows) is public. The open windows are ``open_windows``: ``windows`` is
+the Protocol method that lists them.
 """
 
 from __future__ import annotations
@@ -20,11 +21,18 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from remotehands.drivers.base import Button, Driver, DriverSettings, FrameArray, Held
+from remotehands.drivers.fakekvm import (
+    KVM_CAPABILITIES,
+    FakeKvmSettings,
+    FakeMedia,
+    FakePower,
+    FakeSwitch,
+)
 from remotehands.errors import DeviceError, NotFoundError, ValidationError
 from remotehands.protocol.keys import Key
 from remotehands.protocol.models import Bounds, ScreenInfo, WindowInfo
 
-__all__ = ["FakeDriver", "FakeSettings", "FakeWindow"]
+__all__ = ["FakeDesktopSettings", "FakeDriver", "FakeSettings", "FakeWindow"]
 
 _CLICK_COLOURS: dict[str, tuple[int, int, int]] = {
     "left": (0, 0, 255),  # BGR: red
@@ -34,10 +42,11 @@ _CLICK_COLOURS: dict[str, tuple[int, int, int]] = {
 
 
 _DESKTOP = frozenset({"screen", "keyboard", "mouse", "clipboard", "windows", "apps"})
+_ALL = _DESKTOP | KVM_CAPABILITIES
 
 
-class FakeSettings(DriverSettings):
-    """Settings of the fake driver (``[devices.settings]`` of a ``driver = "fake"`` device)."""
+class FakeDesktopSettings(DriverSettings):
+    """The settings of the fake desktop (see :class:`FakeSettings`)."""
 
     width: int = Field(1280, ge=1, le=16384)
     """Screen width in pixels."""
@@ -49,15 +58,21 @@ class FakeSettings(DriverSettings):
     """When set, :meth:`FakeDriver.start` fails with this reason: rehearses a device that
     cannot start (a KVM that does not answer)."""
     capabilities: frozenset[str] | None = None
-    """Fewer capabilities than a desktop's, to play a device that lacks some (a KVM has no
-    clipboard, windows or apps: ``["screen", "keyboard", "mouse"]``); unset: all of them."""
+    """Fewer capabilities than all of them, to play a device that lacks some (a KVM has no
+    clipboard, windows or apps: ``["screen", "keyboard", "mouse", "power", "media"]``); unset:
+    all of them."""
 
     @field_validator("capabilities")
     @classmethod
     def _known(cls, value: frozenset[str] | None) -> frozenset[str] | None:
-        if value is not None and not value <= _DESKTOP:
-            raise ValueError(f"the fake driver has only {', '.join(sorted(_DESKTOP))}")
+        if value is not None and not value <= _ALL:
+            raise ValueError(f"the fake driver has only {', '.join(sorted(_ALL))}")
         return value
+
+
+class FakeSettings(FakeKvmSettings, FakeDesktopSettings):
+    """Settings of the fake driver (``[devices.settings]`` of a ``driver = "fake"`` device): the
+    desktop's, then those of its power, media and switch (:class:`FakeKvmSettings`)."""
 
 
 @dataclass
@@ -78,11 +93,12 @@ class _Call:
     args: dict[str, Any] = field(default_factory=dict)
 
 
-class FakeDriver(Driver):
-    """An in-memory device with screen, keyboard, pointer, clipboard, windows and apps."""
+class FakeDriver(FakePower, FakeMedia, FakeSwitch, Driver):
+    """An in-memory device with screen, keyboard, pointer, clipboard, windows and apps, power,
+    virtual media and a KVM switch."""
 
     kind = "fake"
-    capabilities = _DESKTOP
+    capabilities = _ALL
     Settings = FakeSettings
 
     def __init__(
@@ -273,5 +289,6 @@ class FakeDriver(Driver):
 
     async def close(self) -> None:
         self.closed = True
+        self.power_led.cancel()
         self.keys_down.clear()
         self.buttons_down.clear()

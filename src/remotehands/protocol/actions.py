@@ -32,6 +32,10 @@ are older names that still work on the SDK and the CLI (``type_text`` for ``type
 ``step_only`` action (``sleep``) exists only as a step of a sequence: no SDK method, CLI
 command, MCP tool or route on the native face (the server still relays its route).
 
+A ``streamed`` action (``media.upload``) takes its payload as the request body rather than as
+JSON: its other parameters come from the path and the query string, the body is handed to the
+driver as it arrives (on the agent link, as a chunked transfer), and it is never a sequence step.
+
 A new action is one row here, its models in :mod:`~remotehands.protocol.params` and
 :mod:`~remotehands.protocol.results`, and its handler in the agent; the rest follows.
 """
@@ -61,9 +65,15 @@ from remotehands.protocol.params import (
     HotkeyParams,
     KeyHoldParams,
     KeyParams,
+    MediaFetchParams,
+    MediaMountParams,
+    MediaNameParams,
+    MediaUploadParams,
     MoveParams,
     NoParams,
     Params,
+    PowerActionParams,
+    PowerClickParams,
     RegionScreenshotParams,
     ScreenshotParams,
     ScreenshotsParams,
@@ -73,6 +83,10 @@ from remotehands.protocol.params import (
     SlotParams,
     SlotRestoreParams,
     SlotStoreParams,
+    SwitchBeaconParams,
+    SwitchClickParams,
+    SwitchPortParams,
+    SwitchPowerParams,
     TypeParams,
     WindowFocusParams,
     WindowMoveParams,
@@ -90,8 +104,13 @@ from remotehands.protocol.results import (
     DialogClosed,
     DialogResult,
     FocusedWindow,
+    MediaDriveResult,
+    MediaImageResult,
+    MediaStateResult,
     NoContent,
     Ok,
+    PowerResult,
+    PowerStateResult,
     Screens,
     ScreenshotResult,
     ScreenshotsResult,
@@ -99,6 +118,8 @@ from remotehands.protocol.results import (
     SlotList,
     SlotStored,
     SlotText,
+    SwitchPowerResult,
+    SwitchStateResult,
     WindowList,
     WindowMoved,
 )
@@ -132,7 +153,8 @@ class ActionSpec:
     """One action and everything every layer needs to know about it (see the module's rule).
 
     ``sequence`` says whether the action may be a step of a sequence; ``status`` is the HTTP
-    status of its success (``204``: no body); ``path_params`` are the ``{names}`` of its path.
+    status of its success (``204``: no body); ``streamed`` that the request body is the action's
+    payload, streamed, not JSON; ``path_params`` are the ``{names}`` of its path.
     """
 
     name: str
@@ -150,6 +172,7 @@ class ActionSpec:
     aliases: tuple[str, ...] = ()
     primary: bool = True
     step_only: bool = False
+    streamed: bool = False
     path_params: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -188,11 +211,12 @@ def _a(
     aliases: tuple[str, ...] = (),
     primary: bool = True,
     step_only: bool = False,
+    streamed: bool = False,
 ) -> ActionSpec:
     method, path = route.split(" ", 1)
     return ActionSpec(
         name, verb, cast(HttpMethod, method), path, params, result, capability, access, summary,
-        driver, sequence, status, aliases, primary, step_only,
+        driver, sequence and not streamed, status, aliases, primary, step_only, streamed,
     )  # fmt: skip
 
 
@@ -209,6 +233,16 @@ _GRAB = ("Screen.grab",)
 _BUTTON = ("Mouse.move", "Mouse.button")
 _KEY = ("Keyboard.key",)
 _LIST = ("Windows.windows",)
+
+
+def _power(verb: str) -> tuple[str, ...]:
+    # A power action reads the state before, acts, then watches the state for its effect.
+    return ("Power.power_state", f"Power.{verb}")
+
+
+def _port(verb: str) -> tuple[str, ...]:
+    return ("Switch.switch_ports", f"Switch.{verb}")
+
 
 ACTIONS: tuple[ActionSpec, ...] = (
     _a("screenshot", "screenshot", "GET /screenshot", ScreenshotParams, ScreenshotResult,
@@ -294,6 +328,56 @@ ACTIONS: tuple[ActionSpec, ...] = (
        "The recent action log", sequence=False),
     _a("sleep", "sleep", "POST /sleep", SleepParams, Ok, None, "control",
        "Pause (in sequences)", step_only=True),
+    # power, virtual media, KVM switch
+    _a("power.state", "power_state", "GET /power", NoParams, PowerStateResult, "power", "read",
+       "The power and disk LEDs, and the power actions the device has",
+       ("Power.power_state",)),
+    _a("power.on", "power_on", "POST /power/on", PowerActionParams, PowerResult, "power",
+       "control", "Turn the machine on and watch the power LED", _power("power_on")),
+    _a("power.off", "power_off", "POST /power/off", PowerActionParams, PowerResult, "power",
+       "control", "Ask the machine to turn off and watch the power LED", _power("power_off")),
+    _a("power.off_hard", "power_off_hard", "POST /power/off-hard", PowerActionParams,
+       PowerResult, "power", "control", "Cut the machine's power (long press)",
+       _power("power_off_hard")),
+    _a("power.reset_hard", "power_reset_hard", "POST /power/reset-hard", PowerActionParams,
+       PowerResult, "power", "control", "Pull the reset line", _power("power_reset_hard")),
+    _a("power.click", "power_click", "POST /power/click", PowerClickParams, PowerResult,
+       "power", "control", "Press a front-panel button (power, power_long, reset)",
+       _power("power_click")),
+    _a("power.restart", "power_restart", "POST /power/restart", PowerActionParams, PowerResult,
+       "power", "control", "Restart the operating system", _power("power_restart")),
+    _a("power.shutdown", "power_shutdown", "POST /power/shutdown", PowerActionParams,
+       PowerResult, "power", "control", "Shut the operating system down",
+       _power("power_shutdown")),
+    _a("media.state", "media_state", "GET /media", NoParams, MediaStateResult, "media", "read",
+       "The virtual drive, the stored images and the storage left", ("Media.media_state",)),
+    _a("media.upload", "media_upload", "PUT /media/images/{name}", MediaUploadParams,
+       MediaImageResult, "media", "control", "Store an image streamed as the request body",
+       ("Media.media_upload",), streamed=True),
+    _a("media.fetch", "media_fetch", "POST /media/fetch", MediaFetchParams, MediaImageResult,
+       "media", "control", "Have the device download an image from a URL",
+       ("Media.media_fetch",)),
+    _a("media.mount", "media_mount", "POST /media/mount", MediaMountParams, MediaDriveResult,
+       "media", "control", "Insert an image into the drive and connect it",
+       ("Media.media_mount",)),
+    _a("media.eject", "media_eject", "POST /media/eject", NoParams, MediaDriveResult, "media",
+       "control", "Disconnect the drive and take its image out", ("Media.media_eject",)),
+    _a("media.remove", "media_remove", "DELETE /media/images/{name}", MediaNameParams,
+       NoContent, "media", "control", "Delete a stored image", ("Media.media_remove",),
+       status=204),
+    _a("switch.ports", "switch_ports", "GET /switch", NoParams, SwitchStateResult, "switch",
+       "read", "The KVM switch's ports and the active one", ("Switch.switch_ports",)),
+    _a("switch.set", "switch_set", "POST /switch/active", SwitchPortParams, SwitchStateResult,
+       "switch", "control", "Show the machine on a port", _port("switch_set")),
+    _a("switch.beacon", "switch_beacon", "POST /switch/beacon", SwitchBeaconParams,
+       SwitchStateResult, "switch", "control", "Light or clear a port's beacon LED",
+       _port("switch_beacon")),
+    _a("switch.power", "switch_power", "POST /switch/power", SwitchPowerParams,
+       SwitchPowerResult, "switch", "control",
+       "A power action on a port's machine, watching its power LED", _port("switch_power")),
+    _a("switch.click", "switch_click", "POST /switch/click", SwitchClickParams,
+       SwitchPowerResult, "switch", "control", "Press a front-panel button of a port's machine",
+       _port("switch_click")),
 )  # fmt: skip
 
 ACTIONS_BY_NAME: dict[str, ActionSpec] = {a.name: a for a in ACTIONS}

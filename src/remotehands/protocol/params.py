@@ -25,15 +25,17 @@ from pydantic import (
 )
 
 from remotehands.errors import ValidationError
-from remotehands.protocol.models import Bounds, Button, ImageFormat
+from remotehands.protocol.models import Bounds, Button, ImageFormat, PowerAction, PowerButton
 from remotehands.protocol.regions import parse_regions
 from remotehands.protocol.validation import describe_errors
 
 __all__ = [
     "MAX_TEXT",
     "MAX_VARIANTS",
+    "POWER_TIMEOUT_S",
     "UPLOAD_TIMEOUT_S",
     "WAIT_KEYS",
+    "WAIT_S_KEYS",
     "ActionsParams",
     "AppCloseParams",
     "AppOpenParams",
@@ -48,12 +50,19 @@ __all__ = [
     "DragParams",
     "FrameFields",
     "HotkeyParams",
+    "ImageName",
     "KeyHoldParams",
     "KeyParams",
     "KeySpec",
+    "MediaFetchParams",
+    "MediaMountParams",
+    "MediaNameParams",
+    "MediaUploadParams",
     "MoveParams",
     "NoParams",
     "Params",
+    "PowerActionParams",
+    "PowerClickParams",
     "RegionScreenshotParams",
     "ScreenshotParams",
     "ScreenshotsParams",
@@ -67,6 +76,11 @@ __all__ = [
     "SlotStoreParams",
     "StabilityFields",
     "StabilityParams",
+    "StreamedParams",
+    "SwitchBeaconParams",
+    "SwitchClickParams",
+    "SwitchPortParams",
+    "SwitchPowerParams",
     "TypeParams",
     "Upload",
     "UploadFields",
@@ -79,6 +93,7 @@ __all__ = [
     "WindowParams",
     "WindowRef",
     "check_header",
+    "check_image_name",
     "check_url",
     "parse_window_id",
     "wait_seconds",
@@ -552,11 +567,141 @@ class SequenceParams(Params):
     lock_timeout_ms: int = Field(10_000, ge=0, le=600_000)
 
 
+# -- power, virtual media, KVM switch -----------------------------------------------------------
+
+POWER_TIMEOUT_S: Final = 30.0
+"""How long a power action watches the power LED for its effect, unless told."""
+
+
+class PowerActionParams(Params):
+    """A power action; with ``wait`` the agent watches the power LED for up to ``timeout_s``
+    and answers what it saw (see :class:`~remotehands.protocol.results.PowerResult`)."""
+
+    wait: bool = True
+    timeout_s: float = Field(POWER_TIMEOUT_S, gt=0, le=600)
+    lock_timeout_ms: int = Field(10_000, ge=0, le=600_000)
+
+
+class PowerClickParams(PowerActionParams):
+    """Press a front-panel button."""
+
+    button: PowerButton
+
+
+_IMAGE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+@()\[\] -]{0,254}$")
+
+
+def check_image_name(name: str) -> str:
+    """``name`` when it is a plain file name for a stored image (no path, no leading dot);
+    :class:`ValueError` saying what a name may be otherwise."""
+    if not _IMAGE_NAME.match(name) or name.endswith((" ", ".")) or ".." in name:
+        raise ValueError(
+            f"{name!r} is not an image name: use 1-255 letters, digits, spaces and _.-+@()[], "
+            "not starting with a dot or a space, such as debian-12.iso"
+        )
+    return name
+
+
+ImageName = Annotated[str, AfterValidator(check_image_name)]
+"""The name of an image in a device's virtual-media storage: a plain file name."""
+
+
+class MediaNameParams(Params):
+    """Name a stored image."""
+
+    name: ImageName
+
+
+class StreamedParams(Params):
+    """Base of the parameters of a streamed action (the row's ``streamed``): the request body
+    is the payload, ``size`` its length (the request's ``Content-Length``, or the size of a
+    transfer on the agent link).
+
+    The bytes themselves are not a field: the face that receives them attaches them with
+    :meth:`with_body` (an async iterator of ``bytes``) before handing the action over.
+    """
+
+    size: int | None = Field(None, ge=0)
+
+    _body: Any = pydantic.PrivateAttr(default=None)
+
+    def with_body(self, chunks: Any) -> Self:
+        """Attach the payload (an async iterator of ``bytes``) and return ``self``."""
+        self._body = chunks
+        return self
+
+    @property
+    def body(self) -> Any:
+        """The attached payload, ``None`` when none is."""
+        return self._body
+
+
+class MediaUploadParams(StreamedParams, MediaNameParams):
+    """Store an image whose bytes are the request body (``PUT /media/images/{name}``)."""
+
+
+class MediaFetchParams(Params):
+    """Have the device download an image from ``url`` itself."""
+
+    url: str
+    name: ImageName | None = None
+    timeout_s: float = Field(600.0, gt=0, le=86_400)
+
+    _check = field_validator("url")(classmethod(lambda cls, v: _checked_url(v)))
+
+
+def _checked_url(url: str) -> str:
+    try:
+        return check_url(url)
+    except ValidationError as err:
+        raise ValueError(err.details) from None
+
+
+class MediaMountParams(MediaNameParams):
+    """Insert a stored image into the drive and connect it: as a CD-ROM (``cdrom``) or a
+    flash drive, read-only or writable (``rw``, flash drives only)."""
+
+    cdrom: bool = True
+    rw: bool = False
+
+    @model_validator(mode="after")
+    def _rw_flash_only(self) -> Self:
+        if self.cdrom and self.rw:
+            raise ValueError("a CD-ROM is read-only: give cdrom=false to mount it writable")
+        return self
+
+
+class SwitchPortParams(Params):
+    """Name a port of a KVM switch (numbered from 0)."""
+
+    port: int = Field(ge=0, le=255)
+
+
+class SwitchBeaconParams(SwitchPortParams):
+    """Light (``on``) or clear a port's beacon LED."""
+
+    on: bool = True
+
+
+class SwitchPowerParams(SwitchPortParams, PowerActionParams):
+    """A power action on the machine of a port."""
+
+    action: PowerAction
+
+
+class SwitchClickParams(SwitchPortParams, PowerActionParams):
+    """Press a front-panel button of the machine of a port."""
+
+    button: PowerButton
+
+
 # Parameters that say how long an action may legitimately take: whoever waits for the action
 # (the SDK's HTTP timeout, the server's wait for the agent) grows its timeout by them.
 WAIT_KEYS = frozenset(
     {"timeout_ms", "lock_timeout_ms", "duration_ms", "settle_ms", "wait_dialog_gone_ms", "ms"}
 )
+WAIT_S_KEYS = frozenset({"timeout_s"})
+"""The same in seconds (a power action's watch of the LED, a fetch's download)."""
 
 
 def wait_seconds(value: Any) -> float:
@@ -564,8 +709,11 @@ def wait_seconds(value: Any) -> float:
     total = 0.0
     if isinstance(value, dict):
         for key, item in value.items():
-            if key in WAIT_KEYS and isinstance(item, int | float) and not isinstance(item, bool):
+            number = isinstance(item, int | float) and not isinstance(item, bool)
+            if key in WAIT_KEYS and number:
                 total += float(item) / 1000.0
+            elif key in WAIT_S_KEYS and number:
+                total += float(item)
             else:
                 total += wait_seconds(item)
     elif isinstance(value, list):

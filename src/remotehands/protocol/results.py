@@ -23,7 +23,17 @@ from pydantic import (
     model_validator,
 )
 
-from remotehands.protocol.models import Bounds, ImageFormat, ScreenInfo, WindowInfo
+from remotehands.protocol.models import (
+    Bounds,
+    ImageFormat,
+    MediaDrive,
+    MediaImage,
+    MediaState,
+    PowerState,
+    ScreenInfo,
+    SwitchState,
+    WindowInfo,
+)
 
 __all__ = [
     "STEP_OWN_KEYS",
@@ -38,8 +48,13 @@ __all__ = [
     "DialogClosed",
     "DialogResult",
     "FocusedWindow",
+    "MediaDriveResult",
+    "MediaImageResult",
+    "MediaStateResult",
     "NoContent",
     "Ok",
+    "PowerResult",
+    "PowerStateResult",
     "Result",
     "Screens",
     "ScreenshotResult",
@@ -52,6 +67,8 @@ __all__ = [
     "StabilityReport",
     "StepOutcome",
     "StepResult",
+    "SwitchPowerResult",
+    "SwitchStateResult",
     "UploadAnswer",
     "UploadResult",
     "VariantImage",
@@ -377,3 +394,59 @@ class SequenceResult(Result):
     results: list[StepResult]
     aborted_at: str | int | None
     total_duration_ms: int
+
+
+# -- power, virtual media, KVM switch ----------------------------------------------------------
+# The state models are those of :mod:`remotehands.protocol.models` (the drivers answer them);
+# each is a result here under its own name, with the same wire shape.
+
+
+class PowerStateResult(PowerState):
+    """``power.state``: the power and disk LEDs and what the device can do."""
+
+
+class PowerResult(Result):
+    """What a power action did, as observed: the state ``before`` the request, the state
+    ``after`` (once the power LED changed, or when the watch ended), whether the power LED
+    ``changed``, and ``timed_out`` when a change was awaited and did not come within the
+    action's ``timeout_s``. ``expected`` is the power LED the action should lead to (``None``:
+    the action does not change it, as a reset does, or the device cannot tell)."""
+
+    action: str
+    before: PowerState
+    after: PowerState
+    expected: bool | None
+    changed: bool
+    timed_out: bool
+    waited_ms: float
+
+
+class MediaStateResult(MediaState):
+    """``media.state``: the drive, the stored images, the storage left."""
+
+
+class MediaImageResult(MediaImage):
+    """An image stored by ``media.upload`` or ``media.fetch``."""
+
+
+class MediaDriveResult(MediaDrive):
+    """The drive after ``media.mount`` or ``media.eject``."""
+
+
+class SwitchStateResult(SwitchState):
+    """``switch.ports`` (and the answer of ``switch.set``, ``switch.beacon``): every port and
+    the active one."""
+
+
+class SwitchPowerResult(Result):
+    """What a power action on a switch port did, as observed on the port's power LED (see
+    :class:`PowerResult`; ``None`` where the port has no LED wired)."""
+
+    port: int
+    action: str
+    before: bool | None
+    after: bool | None
+    expected: bool | None
+    changed: bool
+    timed_out: bool
+    waited_ms: float

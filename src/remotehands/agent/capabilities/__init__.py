@@ -3,9 +3,10 @@ driver.
 
 Each module registers its handlers against wire names with
 :func:`~remotehands.agent.capabilities.registry.handles`: :mod:`.screen`, :mod:`.mouse`,
-:mod:`.keyboard`, :mod:`.clipboard`, :mod:`.windows`, :mod:`.apps` for the driver capabilities of
-the same names, :mod:`.sequence` and :mod:`.log` for the agent's own actions. Importing this
-package fills :data:`HANDLERS`: every action of the table, exactly once.
+:mod:`.keyboard`, :mod:`.clipboard`, :mod:`.windows`, :mod:`.apps`, :mod:`.power`,
+:mod:`.media`, :mod:`.switch` for the driver capabilities of the same names, :mod:`.sequence`
+and :mod:`.log` for the agent's own actions. Importing this package fills :data:`HANDLERS`:
+every action of the table, exactly once.
 
 :data:`AGENT_CAPABILITIES` are the capabilities the agent provides above every driver; a device
 announces each one whose driver capability it needs is there.
@@ -20,9 +21,12 @@ from remotehands.agent.capabilities import (  # noqa: F401 -- imported to regist
     clipboard,
     keyboard,
     log,
+    media,
     mouse,
+    power,
     screen,
     sequence,
+    switch,
     windows,
 )
 from remotehands.agent.capabilities.registry import HANDLERS, Handler, handles

@@ -3,7 +3,9 @@
 Routes are generated from :data:`remotehands.protocol.actions.ACTIONS`; each one validates its
 parameters (query string for ``GET``, JSON body otherwise, plus path parameters), checks the
 bearer token and hands the action to the :class:`~remotehands.agent.dispatch.Dispatcher`.
-Errors are ``{"error": code, "details": text}`` with the status of the error's class. It is the
+Errors are ``{"error": code, "details": text}`` with the status of the error's class. A streamed
+action (``PUT /media/images/{name}``) takes its payload as the raw body, handed to the driver as
+it arrives. It is the
 face named ``native`` (:func:`native_face`); :func:`create_native_app` serves it alone.
 
 It is a plain Starlette app (no FastAPI): the screenshot path is hot and Starlette costs a third
@@ -13,26 +15,27 @@ of FastAPI per request (PERFORMANCE.md).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from remotehands.agent.auth import TokenStore
-from remotehands.agent.dispatch import Dispatcher
+from remotehands.agent.dispatch import Dispatcher, validate_params
 from remotehands.agent.faces.base import Face, FaceContext
 from remotehands.agent.faces.listener import create_listener_app
 from remotehands.errors import AuthError, NotFoundError, RemoteHandsError, ValidationError
-from remotehands.protocol.actions import ACTIONS, ActionSpec
+from remotehands.protocol.actions import ACTIONS, ActionSpec, StreamedParams
 from remotehands.protocol.encoding import jsonable
 from remotehands.protocol.query import params_from_query
+from remotehands.protocol.results import to_wire
 
-__all__ = ["create_native_app", "native_face"]
+__all__ = ["body_chunks", "body_size", "create_native_app", "native_face"]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,32 @@ async def _json_body(request: Request) -> dict[str, Any]:
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
+def body_size(request: Request) -> int:
+    """The ``Content-Length`` of a streamed body; :class:`ValidationError` without one (the
+    device must know the payload's size before the first byte, as a KVM's storage does)."""
+    declared = request.headers.get("content-length", "")
+    if not declared.isdigit():
+        raise ValidationError(
+            "send the payload's size as Content-Length (a streamed upload cannot be chunked)"
+        )
+    return int(declared)
+
+
+async def body_chunks(request: Request) -> AsyncIterator[bytes]:
+    """The request body as it arrives; a client that goes away mid-body is a
+    :class:`ValidationError` (so the action fails and what it wrote is dropped)."""
+    received = 0
+    try:
+        async for chunk in request.stream():
+            if chunk:
+                received += len(chunk)
+                yield chunk
+    except ClientDisconnect:
+        raise ValidationError(
+            f"the client went away after {received} bytes of the upload; nothing was kept"
+        ) from None
+
+
 def create_native_app(dispatcher: Dispatcher, tokens: TokenStore) -> Starlette:
     """The native face of one device alone on a listener, ready for uvicorn."""
     return create_listener_app([_native(dispatcher, tokens)])
@@ -135,6 +164,18 @@ def _native(dispatcher: Dispatcher, tokens: TokenStore) -> Face:
 
         return authed(endpoint)
 
+    def streamed_endpoint(spec: ActionSpec) -> Endpoint:
+        async def endpoint(request: Request) -> Response:
+            raw = params_from_query(spec, request.query_params.multi_items())
+            raw.update(request.path_params)
+            raw["size"] = body_size(request)
+            params = validate_params(spec, raw)
+            assert isinstance(params, StreamedParams)  # the table's streamed rows are
+            result = await dispatcher.call(spec.name, params.with_body(body_chunks(request)))
+            return _ORJSON(jsonable(to_wire(result)), status_code=spec.status)
+
+        return authed(endpoint)
+
     async def login(request: Request) -> Response:
         body = await _json_body(request)
         password = body.get("password")
@@ -174,7 +215,12 @@ def _native(dispatcher: Dispatcher, tokens: TokenStore) -> Face:
     # Routes with the same path but different methods must share one Route object list entry
     # per method; Starlette tries them in order and answers 405 only when none matches.
     routes += [
-        Route(spec.path, action_endpoint(spec), methods=[spec.method], name=spec.name)
+        Route(
+            spec.path,
+            streamed_endpoint(spec) if spec.streamed else action_endpoint(spec),
+            methods=[spec.method],
+            name=spec.name,
+        )
         for spec in ACTIONS
         if spec.name != "sleep"
     ]

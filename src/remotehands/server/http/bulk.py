@@ -199,6 +199,11 @@ async def bulk_action(
             "screenshot or mouse.click"
         )
     can_act(principal, spec.access)
+    if spec.streamed:
+        raise ValidationError(
+            f"{spec.name} streams its payload as the request body: send it to each device with "
+            f"{spec.method} /v1/devices/{{id}}{spec.path}, not through /v1/bulk"
+        )
     selector = body.selector
     if selector.ids is None and selector.tags is None and selector.status is None:
         raise ValidationError(

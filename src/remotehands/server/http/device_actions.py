@@ -12,6 +12,12 @@ the role and token scope for the action's access (403), the parameters (422 nami
 the device and the token's tag limits (404), the device's capabilities (501 ``unsupported``),
 the link (503 ``device_offline``, at once). Every call that named an action is audited and
 counted in the metrics. :func:`perform` is shared with bulk actions.
+
+A streamed action (``PUT .../media/images/{name}``) takes its payload as the request body: its
+parameters come from the path and the query string, its size from ``Content-Length``, and the
+body goes to the agent as a chunked transfer as it arrives (:meth:`~remotehands.server.router.
+DeviceRouter.upload`), never held whole here nor written to a file. A client that goes away
+cancels the transfer, and the device drops what it wrote.
 """
 
 from __future__ import annotations
@@ -19,13 +25,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
 
 import orjson
 import pydantic
 from fastapi import APIRouter, Request, Response
 from sqlalchemy import select
+from starlette.requests import ClientDisconnect
 
 from remotehands.errors import (
     DeviceOfflineError,
@@ -284,6 +291,8 @@ async def device_action(
             f"native paths, such as GET /v1/devices/{device_id}/screenshot"
         )
     spec, path_params = found
+    if spec.streamed:
+        return await _streamed_action(request, principal, device_id, spec, path_params)
     services = get_services(request)
     metrics = metrics_for(request.app)
     start = time.perf_counter()
@@ -321,4 +330,71 @@ async def device_action(
         orjson.dumps(jsonable(outcome.result)),
         status_code=spec.status,
         media_type="application/json",
+    )
+
+
+# -- streamed actions -----------------------------------------------------------------------------
+
+
+async def _body(request: Request) -> AsyncIterator[bytes]:
+    """The request body as it arrives; a client gone mid-body is a :class:`ValidationError`
+    (the transfer is cancelled with it)."""
+    received = 0
+    try:
+        async for chunk in request.stream():
+            if chunk:
+                received += len(chunk)
+                yield chunk
+    except ClientDisconnect:
+        raise ValidationError(
+            f"the client went away after {received} bytes of the upload; nothing was kept"
+        ) from None
+
+
+async def _streamed_action(
+    request: Request,
+    principal: Principal,
+    device_id: str,
+    spec: ActionSpec,
+    path_params: Mapping[str, str],
+) -> Response:
+    """Relay a streamed action: the body to the agent as a transfer to the target named after
+    the action, its other parameters (JSON) as the transfer's name."""
+    services = get_services(request)
+    metrics = metrics_for(request.app)
+    start = time.perf_counter()
+    raw: dict[str, Any] | None = None
+    audited_device = device_id
+    wire_params: dict[str, Any] | None = None
+    try:
+        can_act(principal, spec.access)
+        raw = {**params_from_query(spec, request.query_params.multi_items()), **path_params}
+        declared = request.headers.get("content-length", "")
+        if not declared.isdigit():
+            raise ValidationError(
+                "send the payload's size as Content-Length (a streamed upload cannot be chunked)"
+            )
+        raw["size"] = size = int(declared)
+        params, wire_params = validate_params(spec, raw)
+        can_act(principal, required_access(spec, params))
+        device = await load_device(services, principal, device_id)
+        audited_device = device.id
+        check_capabilities(spec, params, device)
+        if not services.router.is_online(device.id):
+            raise DeviceOfflineError(
+                f"device {device.id} ({device.name}) is offline: its agent is not connected"
+            )
+        name = orjson.dumps({k: v for k, v in wire_params.items() if k != "size"}).decode()
+        result = await services.router.upload(device.id, spec.name, _body(request), size, name=name)
+    except RemoteHandsError as err:
+        elapsed = time.perf_counter() - start
+        metrics.observe(spec.name, err.code, elapsed)
+        await record(services, principal, spec.name, audited_device, wire_params or raw,
+                     err.code, elapsed * 1000, err.details)  # fmt: skip
+        raise
+    elapsed = time.perf_counter() - start
+    metrics.observe(spec.name, "ok", elapsed)
+    await record(services, principal, spec.name, audited_device, wire_params, "ok", elapsed * 1000)
+    return Response(
+        orjson.dumps(jsonable(result)), status_code=spec.status, media_type="application/json"
     )

@@ -2,7 +2,9 @@
 
 Every body the API takes is small JSON (the largest, a clipboard text, is 16 MiB at most), so
 anything bigger is refused with 413 as soon as its ``Content-Length`` says so, or as soon as a
-streamed body passes the cap.
+streamed body passes the cap. The payload of a streamed device action (``PUT
+/v1/devices/{id}/media/images/{name}``) is the exception: it goes to the device as it arrives,
+never held, so it may be as large as the device takes.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from remotehands.protocol.actions import match_route
 
 __all__ = ["MAX_BODY_BYTES", "BodyLimit"]
 
@@ -23,6 +27,19 @@ class _TooLarge(BaseException):
     the middleware to become a 413."""
 
 
+_DEVICES = "/v1/devices/"
+
+
+def _streamed(scope: Scope) -> bool:
+    """Whether the request is a streamed device action (its body is a payload, not JSON)."""
+    path: str = scope.get("path", "")
+    if not path.startswith(_DEVICES):
+        return False
+    _, _, rest = path[len(_DEVICES) :].partition("/")
+    found = match_route(scope.get("method", ""), "/" + rest)
+    return found is not None and found[0].streamed
+
+
 class BodyLimit:
     """ASGI middleware answering 413 ``{"error": "invalid", ...}`` for oversized bodies."""
 
@@ -31,7 +48,7 @@ class BodyLimit:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or _streamed(scope):
             await self.app(scope, receive, send)
             return
         for name, value in scope["headers"]:
