@@ -5,16 +5,22 @@
   session, started on first use. While it runs, ``DISPLAY`` and ``XAUTHORITY`` in
   ``os.environ`` point at it, so drivers and test programs reach it without arguments. Missing
   Xvfb is an error, not a skip: the tests that need a desktop must run.
+- ``sound_server``: one real PulseAudio server for the whole session, with two null outputs
+  (``rh_one``, the default, and ``rh_two``) and a runtime directory of its own; its address is
+  ``sound_server.address``. Skipped only where the ``pulseaudio`` program is missing
+  (``scripts/system-deps`` installs it).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 
 import pytest
 
 from remotehands.agent.desktop import VirtualDesktop
+from remotehands.agent.soundserver import SoundServer
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +41,11 @@ def desktop() -> Iterator[VirtualDesktop]:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def sound_server() -> Iterator[SoundServer]:
+    if shutil.which("pulseaudio") is None:
+        pytest.skip("pulseaudio is not installed: scripts/system-deps installs it")
+    with SoundServer(("rh_one", "rh_two")) as running:
+        yield running

@@ -14,6 +14,9 @@ anywhere else::
       BusyError              the device is locked            busy            409   5
       UnsupportedError       the driver lacks a capability   unsupported     501   6
       DeviceOfflineError     the agent link is down          device_offline  503   7
+      ServiceUnavailableError
+                             a service it needs is down      service_unavailable
+                             (the sound server)                              503   7
       DeviceError            the device or driver failed     device_error    502   8
       DeviceTimeoutError     no answer in time               timeout         504   9
 
@@ -38,6 +41,7 @@ __all__ = [
     "NotFoundError",
     "RateLimitedError",
     "RemoteHandsError",
+    "ServiceUnavailableError",
     "UnsupportedError",
     "ValidationError",
     "error_class_for_status",
@@ -100,6 +104,11 @@ class DeviceOfflineError(RemoteHandsError):
     """The device's agent is not connected."""
 
 
+class ServiceUnavailableError(RemoteHandsError):
+    """A service the device needs for the action is not running (the sound server); the
+    details say what to start. The agent itself keeps serving."""
+
+
 class DeviceError(RemoteHandsError):
     """The device or its driver failed while carrying out an action."""
 
@@ -130,6 +139,7 @@ ERRORS: tuple[ErrorKind, ...] = (
     ErrorKind(RateLimitedError, "rate_limited", 429, 5),
     ErrorKind(BusyError, "busy", 409, 5),
     ErrorKind(UnsupportedError, "unsupported", 501, 6),
+    ErrorKind(ServiceUnavailableError, "service_unavailable", 503, 7),
     ErrorKind(DeviceOfflineError, "device_offline", 503, 7),
     ErrorKind(DeviceError, "device_error", 502, 8),
     ErrorKind(DeviceTimeoutError, "timeout", 504, 9),
@@ -145,7 +155,9 @@ for _kind in ERRORS:
 _BY_CODE: dict[str, type[RemoteHandsError]] = {kind.code: kind.cls for kind in ERRORS}
 
 # A status raised outside remotehands (by the web framework, a proxy) is read as the error class
-# of that status; 400 there is a request that made no sense (ConfigError is about settings).
+# of that status; 400 there is a request that made no sense (ConfigError is about settings), and
+# a bare 503 is a device that cannot be reached (DeviceOfflineError comes after
+# ServiceUnavailableError in ERRORS, so it is the one kept for 503).
 _BY_STATUS: dict[int, type[RemoteHandsError]] = {
     **{kind.http_status: kind.cls for kind in ERRORS},
     400: ValidationError,

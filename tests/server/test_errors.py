@@ -9,6 +9,8 @@ from remotehands.errors import (
     ERRORS,
     ConfigError,
     DeviceError,
+    DeviceOfflineError,
+    ServiceUnavailableError,
     ValidationError,
     error_class_for_status,
     error_from_wire,
@@ -84,6 +86,7 @@ def test_one_table_gives_every_map() -> None:
         "busy": (409, 5),
         "unsupported": (501, 6),
         "device_offline": (503, 7),
+        "service_unavailable": (503, 7),
         "device_error": (502, 8),
         "timeout": (504, 9),
     }
@@ -97,9 +100,10 @@ def test_one_table_gives_every_map() -> None:
             kind.exit_code,
         )
         assert error.to_wire() == {"error": kind.code, "details": "what happened"}
-        if kind.cls is not ConfigError:
+        if kind.cls not in (ConfigError, ServiceUnavailableError):
             assert error_class_for_status(kind.http_status) is kind.cls
-    assert len({kind.cls for kind in ERRORS}) == len({kind.code for kind in ERRORS}) == 11
+    assert len({kind.cls for kind in ERRORS}) == len({kind.code for kind in ERRORS}) == 12
+    assert error_class_for_status(503) is DeviceOfflineError
     assert error_class_for_status(400) is ValidationError
     assert error_class_for_status(418) is None
     assert type(error_from_wire("no-such-code", "x")) is DeviceError

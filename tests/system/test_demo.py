@@ -104,3 +104,12 @@ def test_the_cli_drives_the_demo_desktop(demo: Demo, tmp_path: Path) -> None:
     audit = _cli(cli_env, "audit")
     entries = audit["entries"] if isinstance(audit, dict) else audit
     assert {"keyboard.type", "keyboard.key", "screenshot"} <= {e["action"] for e in entries}
+
+
+def test_the_demo_desktop_has_audio_to_control(demo: Demo) -> None:
+    state = _cli(demo.cli_env, "audio", "demo-desktop")
+    assert [(d["id"], d["default"]) for d in state["devices"]] == [("remotehands", True)]
+    changed = _cli(demo.cli_env, "audio", "demo-desktop", "volume", "30")
+    assert changed["device"]["id"] == "remotehands"
+    assert changed["device"]["volume"] == pytest.approx(30, abs=0.01)
+    assert _cli(demo.cli_env, "audio", "demo-desktop", "mute")["device"]["muted"] is True

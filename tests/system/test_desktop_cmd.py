@@ -1,4 +1,5 @@
-"""``remotehands desktop`` runs a virtual desktop in the foreground until stopped."""
+"""``remotehands desktop`` runs a virtual desktop, and a sound server for it, in the foreground
+until stopped."""
 
 from __future__ import annotations
 
@@ -40,10 +41,17 @@ def test_desktop_command_serves_a_display_until_interrupted() -> None:
         refused = subprocess.run(["xwininfo", "-root"], env=bare, capture_output=True,
                                  text=True, timeout=20)  # fmt: skip
         assert refused.returncode != 0
+        # its sound server answers at the printed PULSE_SERVER, with its null output
+        sound = {**os.environ, "PULSE_SERVER": info["PULSE_SERVER"]}
+        sinks = subprocess.run(["pactl", "-f", "json", "list", "sinks"], env=sound,
+                               capture_output=True, text=True, timeout=20, check=True)  # fmt: skip
+        assert [s["name"] for s in json.loads(sinks.stdout)] == ["remotehands"]
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(30)
     assert code == 0
+    # and stops with the desktop: its socket is gone
+    assert not Path(info["PULSE_SERVER"].removeprefix("unix:")).exists()
 
 
 def test_desktop_command_refuses_a_silly_size() -> None:

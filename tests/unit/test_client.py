@@ -171,6 +171,15 @@ CASES: list[tuple[str, tuple[Any, ...], dict[str, Any], str, str, dict[str, Any]
      {"port": 1, "action": "off_hard"}),
     ("switch_click", (1, "reset"), {"wait": False}, "POST", "/switch/click",
      {"port": 1, "button": "reset", "wait": False}),
+    ("audio_status", (), {}, "GET", "/audio", {}),
+    ("audio_volume", (40,), {"session_id": "7"}, "POST", "/audio/volume",
+     {"volume": 40, "session_id": "7"}),
+    ("audio_mute", (), {"device_id": "sink-2"}, "POST", "/audio/mute",
+     {"muted": True, "device_id": "sink-2"}),
+    ("audio_mute", (False,), {}, "POST", "/audio/mute", {"muted": False}),
+    ("audio_default", ("sink-2",), {}, "POST", "/audio/default", {"device_id": "sink-2"}),
+    ("audio_move", ("7", "sink-2"), {}, "POST", "/audio/move",
+     {"session_id": "7", "device_id": "sink-2"}),
 ]  # fmt: skip
 
 

@@ -25,7 +25,7 @@ from remotehands.agent.auth import TokenStore, password_check
 from remotehands.agent.capabilities import AGENT_CAPABILITIES, HANDLERS, handles
 from remotehands.agent.dispatch import Dispatcher
 from remotehands.agent.faces.native import create_native_app
-from remotehands.cli import actions_cmd
+from remotehands.cli import actions_cmd, audio_cmd
 from remotehands.cli.main import cli, register
 from remotehands.client import (
     ACTION_METHODS,
@@ -200,6 +200,11 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "switch.beacon": {"port": 1, "on": True},
     "switch.power": {"port": 1, "action": "off", "timeout_s": 5},
     "switch.click": {"port": 1, "button": "power", "timeout_s": 5},
+    "audio.status": {},
+    "audio.volume": {"volume": 30},
+    "audio.mute": {"session_id": "1"},
+    "audio.default": {"device_id": "fake-headphones"},
+    "audio.move": {"session_id": "1", "device_id": "fake-headphones"},
 }
 
 # Actions that SAMPLES runs and that fail on purpose, with the error they give.
@@ -356,9 +361,13 @@ def test_the_sdk_has_a_method_for_every_verb_and_alias() -> None:
 # -- the CLI ----------------------------------------------------------------------------------
 
 
+_COMMAND_TABLE = {**actions_cmd.COMMANDS, **audio_cmd.COMMANDS}
+"""The device command tables ``remotehands.cli.main`` loads."""
+
+
 @pytest.fixture(scope="module")
 def fake_agent() -> Iterator[FakeApi]:
-    for name, (target, help_text) in actions_cmd.COMMANDS.items():
+    for name, (target, help_text) in _COMMAND_TABLE.items():
         register(name, target, help_text)
     with serving(FakeApi()) as api:
         yield api
@@ -434,13 +443,18 @@ CLI_ARGS: dict[str, list[str]] = {
     "switch-beacon": ["1", "--off"],
     "switch-power": ["1", "off-hard"],
     "switch-click": ["1", "reset"],
+    "audio-status": [],
+    "audio-volume": ["40"],
+    "audio-mute": ["--session", "7"],
+    "audio-default": ["sink-2"],
+    "audio-move": ["7", "sink-2"],
 }
 
 
 def test_the_cli_has_a_command_for_every_verb_and_alias() -> None:
     expected = {name.replace("_", "-") for a in PUBLIC for name in a.names}
     assert set(actions_cmd.VERB_COMMANDS) == expected == set(CLI_ARGS)
-    assert expected <= set(actions_cmd.COMMANDS)
+    assert expected <= set(_COMMAND_TABLE)
     for name in expected:
         assert actions_cmd.VERB_COMMANDS[name].name == name
 

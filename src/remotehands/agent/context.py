@@ -17,7 +17,16 @@ import httpx
 from remotehands.agent.actionlog import ActionLog
 from remotehands.agent.frames import FrameIds
 from remotehands.agent.slots import ClipboardSlots
-from remotehands.drivers.base import Apps, Clipboard, Driver, Keyboard, Mouse, Screen, Windows
+from remotehands.drivers.base import (
+    Apps,
+    Audio,
+    Clipboard,
+    Driver,
+    Keyboard,
+    Mouse,
+    Screen,
+    Windows,
+)
 from remotehands.errors import BusyError, NotFoundError, UnsupportedError
 from remotehands.protocol.actions import ActionSpec
 from remotehands.protocol.keys import Key
@@ -70,6 +79,11 @@ class ActionContext:
     def apps(self) -> Apps:
         """The driver as a :class:`~remotehands.drivers.base.Apps`."""
         return cast(Apps, self.driver)
+
+    @property
+    def audio(self) -> Audio:
+        """The driver as an :class:`~remotehands.drivers.base.Audio`."""
+        return cast(Audio, self.driver)
 
     def check(self, spec: ActionSpec) -> None:
         """Raise :class:`UnsupportedError` unless the device has the action's capability."""

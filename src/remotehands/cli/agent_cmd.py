@@ -41,7 +41,7 @@ An agent config file:
 # the options that describe the one device of the command line, refused beside --config
 _DEVICE_OPTIONS = ("driver", "display", "setting", "listen", "password_file", "pam", "token",
                    "name", "server", "faces", "device_url", "device_user",
-                   "device_totp_file", "openctrol_allow_ha_id")  # fmt: skip
+                   "device_totp_file", "power_commands", "openctrol_allow_ha_id")  # fmt: skip
 
 
 @click.command(epilog=EXAMPLES)
@@ -66,6 +66,15 @@ _DEVICE_OPTIONS = ("driver", "display", "setting", "listen", "password_file", "p
     multiple=True,
     metavar="KEY=VALUE",
     help="A setting of the driver (repeatable), e.g. --setting width=640 for fake.",
+)
+@click.option(
+    "--power-command",
+    "power_commands",
+    multiple=True,
+    metavar="ACTION=CMD",
+    help="The command that restarts or shuts down this machine (x11 driver; repeatable): "
+    "--power-command restart='systemctl reboot' --power-command shutdown='systemctl poweroff'. "
+    "Without one, that action is a dry run that only logs.",
 )
 @click.option(
     "--device-url",
@@ -140,7 +149,8 @@ _DEVICE_OPTIONS = ("driver", "display", "setting", "listen", "password_file", "p
 @click.option("--json", "as_json", is_flag=True, help="Log lines as JSON (for supervisors).")
 @click.pass_context
 def agent(ctx: click.Context, config_file: Path | None, driver: str, display: str | None,
-          settings: tuple[str, ...], device_url: str | None, device_user: str | None,
+          settings: tuple[str, ...], power_commands: tuple[str, ...],
+          device_url: str | None, device_user: str | None,
           device_totp_file: Path | None, faces: tuple[str, ...],
           openctrol_allow_ha_id: tuple[str, ...], listen: str | None,
           password_file: Path | None, pam: bool,
@@ -165,6 +175,8 @@ def agent(ctx: click.Context, config_file: Path | None, driver: str, display: st
         return
     try:
         driver_settings: dict[str, Any] = dict(_parse_settings(settings))
+        if power_commands:
+            driver_settings["power_commands"] = _parse_power_commands(power_commands)
     except click.BadParameter as err:
         click.echo(f"error: {err.message}", err=True)
         sys.exit(2)
@@ -219,6 +231,19 @@ def _parse_settings(pairs: tuple[str, ...]) -> dict[str, str]:
             raise click.BadParameter(f"--setting {pair!r} is not KEY=VALUE (e.g. width=640)")
         settings[key.strip()] = value
     return settings
+
+
+def _parse_power_commands(pairs: tuple[str, ...]) -> dict[str, str]:
+    commands: dict[str, str] = {}
+    for pair in pairs:
+        action, sep, command = pair.partition("=")
+        if not sep or action.strip() not in ("restart", "shutdown") or not command.strip():
+            raise click.BadParameter(
+                f"--power-command {pair!r} is not restart=CMD or shutdown=CMD "
+                "(e.g. restart='systemctl reboot')"
+            )
+        commands[action.strip()] = command
+    return commands
 
 
 def _run_config(path: Path, state_dir: Path | None) -> None:

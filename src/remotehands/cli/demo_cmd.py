@@ -108,6 +108,7 @@ async def run_demo(
     from remotehands.agent.desktop import VirtualDesktop
     from remotehands.agent.link import hardware_id
     from remotehands.agent.runtime import AgentOptions, run_agent
+    from remotehands.agent.soundserver import SoundServer
     from remotehands.server.app import create_app
     from remotehands.server.db.bootstrap import initialise
     from remotehands.server.settings import ServerSettings
@@ -126,8 +127,15 @@ async def run_demo(
     desktop = VirtualDesktop(size=size)
     await asyncio.to_thread(desktop.start)
     display = str(desktop.display)
+    sound = SoundServer(("remotehands",))
     app = create_app(settings)
     try:
+        driver_settings: dict[str, Any] = {}
+        try:  # the desktop's own sound, so the demo has audio to control
+            await asyncio.to_thread(sound.start)
+            driver_settings["pulse_server"] = sound.address
+        except ConfigError as err:  # pulseaudio is missing: the demo runs without audio
+            click.echo(f"warning: the demo has no audio: {err.details}", err=True)
         os.environ.update(desktop.env)
         async with (
             serve_http(app, address, lifespan=True, websockets=True),
@@ -145,7 +153,8 @@ async def run_demo(
             enrollment = (await http.post("/v1/devices/enrollment", json={
                 "suggested_name": DEVICE_NAME, "suggested_tags": ["demo"]})).json()  # fmt: skip
             token = (await http.post("/v1/tokens", json={"name": "demo-cli"})).json()["token"]
-            options = AgentOptions(driver="x11", display=display, server=url,
+            options = AgentOptions(driver="x11", display=display, settings=driver_settings,
+                                   server=url,
                                    token=enrollment["token"], name=DEVICE_NAME,
                                    state_dir=data / "agent",
                                    # one device across runs, whatever display Xvfb gets
@@ -166,6 +175,7 @@ async def run_demo(
                 with contextlib.suppress(asyncio.CancelledError):
                     await agent
     finally:
+        await asyncio.to_thread(sound.stop)
         await asyncio.to_thread(desktop.stop)
 
 

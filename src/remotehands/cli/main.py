@@ -32,6 +32,7 @@ _HELP: dict[str, str] = {
 # commands. Read on first use of the command table.
 _TABLES = (
     "remotehands.cli.actions_cmd",
+    "remotehands.cli.audio_cmd",
     "remotehands.cli.devices_cmd",
     "remotehands.cli.login_cmd",
     "remotehands.cli.power_cmd",

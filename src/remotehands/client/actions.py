@@ -365,6 +365,37 @@ class ActionMethods(Generic[R]):
         """Close an application's window."""
         return self.call("application.close", window_id=window_id)
 
+    # audio
+
+    def audio_status(self) -> R:
+        """The output devices and the playing sessions: ``{"devices": [{"id", "name",
+        "volume", "muted", "default"}], "sessions": [{"id", "name", "pid", "volume", "muted",
+        "device_id"}]}``; volumes in percent."""
+        return self.call("audio.status")
+
+    def audio_volume(
+        self, volume: float, *, device_id: str | None = None, session_id: str | None = None
+    ) -> R:
+        """Set a volume in percent (0-100, up to 150 amplified): of session ``session_id``,
+        of device ``device_id``, or of the default device. Answers the device or session as
+        the sound server shows it afterwards."""
+        return self.call("audio.volume", volume=volume, device_id=device_id, session_id=session_id)
+
+    def audio_mute(
+        self, muted: bool = True, *, device_id: str | None = None, session_id: str | None = None
+    ) -> R:
+        """Mute (``muted=False``: unmute) session ``session_id``, device ``device_id``, or the
+        default device."""
+        return self.call("audio.mute", muted=muted, device_id=device_id, session_id=session_id)
+
+    def audio_default(self, device_id: str) -> R:
+        """Make output device ``device_id`` the default one."""
+        return self.call("audio.default", device_id=device_id)
+
+    def audio_move(self, session_id: str, device_id: str) -> R:
+        """Play session ``session_id`` on output device ``device_id``."""
+        return self.call("audio.move", session_id=session_id, device_id=device_id)
+
     # log
 
     def actions(self, *, limit: int | None = None) -> R:

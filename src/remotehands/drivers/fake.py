@@ -1,9 +1,10 @@
 """FakeDriver: a whole device in memory, for tests, demos and benchmarks.
 
-It has every desktop capability, and power, virtual media and a KVM switch with real state (the
-mixins of :mod:`remotehands.drivers.fakekvm`). Its screen is a real BGRX framebuffer that tests
-draw into (:meth:`FakeDriver.fill`) and that input marks visibly: a click paints a small square
-where it happened, so a screenshot shows it. Every call is recorded in
+It has every desktop capability, audio included (:mod:`~remotehands.drivers.fakeaudio`: two
+output devices and a playing application), and power, virtual media and a KVM switch with real
+state (the mixins of :mod:`remotehands.drivers.fakekvm`). Its screen is a real BGRX framebuffer
+that tests draw into (:meth:`FakeDriver.fill`) and that input marks visibly: a click paints a
+small square where it happened, so a screenshot shows it. Every call is recorded in
 :attr:`FakeDriver.calls`, and the state a test wants to check (held keys and buttons, typed
 text, clipboard, open windows) is public. The open windows are ``open_windows``: ``windows`` is
 the Protocol method that lists them.
@@ -21,6 +22,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from remotehands.drivers.base import Button, Driver, DriverSettings, FrameArray, Held
+from remotehands.drivers.fakeaudio import FakeAudio
 from remotehands.drivers.fakekvm import (
     KVM_CAPABILITIES,
     FakeKvmSettings,
@@ -41,7 +43,7 @@ _CLICK_COLOURS: dict[str, tuple[int, int, int]] = {
 }
 
 
-_DESKTOP = frozenset({"screen", "keyboard", "mouse", "clipboard", "windows", "apps"})
+_DESKTOP = frozenset({"screen", "keyboard", "mouse", "clipboard", "windows", "apps", "audio"})
 _ALL = _DESKTOP | KVM_CAPABILITIES
 
 
@@ -93,9 +95,9 @@ class _Call:
     args: dict[str, Any] = field(default_factory=dict)
 
 
-class FakeDriver(FakePower, FakeMedia, FakeSwitch, Driver):
-    """An in-memory device with screen, keyboard, pointer, clipboard, windows and apps, power,
-    virtual media and a KVM switch."""
+class FakeDriver(FakeAudio, FakePower, FakeMedia, FakeSwitch, Driver):
+    """An in-memory device with screen, keyboard, pointer, clipboard, windows, apps, audio,
+    power, virtual media and a KVM switch."""
 
     kind = "fake"
     capabilities = _ALL

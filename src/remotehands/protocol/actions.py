@@ -55,6 +55,10 @@ from remotehands.protocol.params import (
     AppCloseParams,
     AppOpenParams,
     AppRunningParams,
+    AudioDefaultParams,
+    AudioMoveParams,
+    AudioMuteParams,
+    AudioVolumeParams,
     ButtonParams,
     CaptureParams,
     ClickParams,
@@ -98,6 +102,8 @@ from remotehands.protocol.results import (
     ActionLogResult,
     AppOpened,
     AppRunning,
+    AudioChanged,
+    AudioStatus,
     CaptureResult,
     ClipboardText,
     CursorPosition,
@@ -233,6 +239,7 @@ _GRAB = ("Screen.grab",)
 _BUTTON = ("Mouse.move", "Mouse.button")
 _KEY = ("Keyboard.key",)
 _LIST = ("Windows.windows",)
+_AUDIO_READ = ("Audio.audio_status",)
 
 
 def _power(verb: str) -> tuple[str, ...]:
@@ -378,6 +385,21 @@ ACTIONS: tuple[ActionSpec, ...] = (
     _a("switch.click", "switch_click", "POST /switch/click", SwitchClickParams,
        SwitchPowerResult, "switch", "control", "Press a front-panel button of a port's machine",
        _port("switch_click")),
+    # audio: the sound server's output devices and per-application sessions
+    _a("audio.status", "audio_status", "GET /audio", NoParams, AudioStatus, "audio", "read",
+       "List the output devices and the playing sessions", _AUDIO_READ),
+    _a("audio.volume", "audio_volume", "POST /audio/volume", AudioVolumeParams, AudioChanged,
+       "audio", "control", "Set the volume of a session, a device or the default device",
+       ("Audio.audio_volume", *_AUDIO_READ)),
+    _a("audio.mute", "audio_mute", "POST /audio/mute", AudioMuteParams, AudioChanged, "audio",
+       "control", "Mute or unmute a session, a device or the default device",
+       ("Audio.audio_mute", *_AUDIO_READ)),
+    _a("audio.default", "audio_default", "POST /audio/default", AudioDefaultParams,
+       AudioChanged, "audio", "control", "Make an output device the default one",
+       ("Audio.audio_default", *_AUDIO_READ)),
+    _a("audio.move", "audio_move", "POST /audio/move", AudioMoveParams, AudioChanged, "audio",
+       "control", "Route a session to another output device",
+       ("Audio.audio_move", *_AUDIO_READ)),
 )  # fmt: skip
 
 ACTIONS_BY_NAME: dict[str, ActionSpec] = {a.name: a for a in ACTIONS}

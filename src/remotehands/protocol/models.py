@@ -76,7 +76,8 @@ class PowerState(_Model):
 
     ``on`` is the power LED (``None``: the device cannot tell, an operating system answering
     for itself is ``True``); ``hdd`` the disk activity LED where it is wired. ``actions`` and
-    ``buttons`` are what this device can do, so a client offers only those.
+    ``buttons`` are what this device can do, so a client offers only those; ``dry_run`` that
+    the OS actions only log what they would run.
     """
 
     on: bool | None
@@ -84,6 +85,9 @@ class PowerState(_Model):
     busy: bool = False
     actions: list[PowerAction] = Field(default_factory=list)
     buttons: list[PowerButton] = Field(default_factory=list)
+    dry_run: bool = False
+    """The operating system's ``restart``/``shutdown`` are dry runs here: no command is
+    configured for (some of) them, so they only log what they would do."""
 
 
 class MediaImage(_Model):

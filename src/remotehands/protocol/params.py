@@ -32,6 +32,7 @@ from remotehands.protocol.validation import describe_errors
 __all__ = [
     "MAX_TEXT",
     "MAX_VARIANTS",
+    "MAX_VOLUME",
     "POWER_TIMEOUT_S",
     "UPLOAD_TIMEOUT_S",
     "WAIT_KEYS",
@@ -40,6 +41,10 @@ __all__ = [
     "AppCloseParams",
     "AppOpenParams",
     "AppRunningParams",
+    "AudioDefaultParams",
+    "AudioMoveParams",
+    "AudioMuteParams",
+    "AudioVolumeParams",
     "ButtonParams",
     "Capture",
     "CaptureParams",
@@ -536,6 +541,54 @@ class AppCloseParams(Params):
     """Close an application's window."""
 
     window_id: WindowRef
+
+
+MAX_VOLUME: Final = 150.0
+"""The loudest volume an audio action sets, in percent: above 100 the sound server amplifies
+(PulseAudio's own mixers go to 150 %), and past that sound distorts."""
+
+AudioId = Annotated[str, Field(min_length=1, max_length=256)]
+"""An output device's or a session's id, as :class:`~remotehands.protocol.models.AudioState`
+lists it."""
+
+
+class _AudioTarget(Params):
+    """A session, a device, or neither (then the default device); never both."""
+
+    device_id: AudioId | None = None
+    session_id: AudioId | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Self:
+        if self.device_id is not None and self.session_id is not None:
+            raise ValueError("give device_id or session_id, not both (neither: the default device)")
+        return self
+
+
+class AudioVolumeParams(_AudioTarget):
+    """Set a volume in percent (0-100, up to 150 amplified) of a session, a device, or the
+    default device."""
+
+    volume: float = Field(ge=0, le=MAX_VOLUME)
+
+
+class AudioMuteParams(_AudioTarget):
+    """Mute (or with ``muted=false`` unmute) a session, a device, or the default device."""
+
+    muted: bool = True
+
+
+class AudioDefaultParams(Params):
+    """Make an output device the default one."""
+
+    device_id: AudioId
+
+
+class AudioMoveParams(Params):
+    """Route a session to another output device."""
+
+    session_id: AudioId
+    device_id: AudioId
 
 
 class ActionsParams(Params):

@@ -24,6 +24,8 @@ from pydantic import (
 )
 
 from remotehands.protocol.models import (
+    AudioDevice,
+    AudioSession,
     Bounds,
     ImageFormat,
     MediaDrive,
@@ -41,6 +43,8 @@ __all__ = [
     "ActionLogResult",
     "AppOpened",
     "AppRunning",
+    "AudioChanged",
+    "AudioStatus",
     "CaptureEntry",
     "CaptureResult",
     "ClipboardText",
@@ -315,6 +319,28 @@ class AppRunning(Result):
 
     running: bool
     pids: list[int]
+
+
+# -- audio -----------------------------------------------------------------------------------
+
+
+class AudioStatus(Result):
+    """Every output device and every playing session, read fresh from the sound server."""
+
+    devices: list[AudioDevice]
+    sessions: list[AudioSession]
+
+
+class AudioChanged(Result):
+    """An audio change, and what the sound server shows afterwards: the ``device`` or the
+    ``session`` the action changed, read back (each there only when the action was about one;
+    an ``audio.move`` answers both: the session and the device it plays on now)."""
+
+    omit_if_none: ClassVar[frozenset[str]] = frozenset({"device", "session"})
+
+    status: Literal["ok"] = "ok"
+    device: AudioDevice | None = None
+    session: AudioSession | None = None
 
 
 # -- the agent's own -------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 One :class:`~remotehands.drivers.x11.display.XThread` owns the driver's X connection and the
 mss capture connection; every Xlib call goes there. The clipboard has a connection and a thread
 of its own, because it must answer other clients at any time. Programs start and are found
-without X at all.
+without X at all, and audio goes to the desktop's sound server
+(:mod:`remotehands.drivers.pulse`), not through X either.
 """
 
 from __future__ import annotations
@@ -12,16 +13,18 @@ import asyncio
 import concurrent.futures
 import contextlib
 import hashlib
+import logging
 import os
 import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from remotehands.drivers.base import Button, Driver, DriverSettings, FrameArray, Held
+from remotehands.drivers.pulse import PulseAudio
 from remotehands.drivers.x11 import apps
 from remotehands.drivers.x11.clipboard import ClipboardService
 from remotehands.drivers.x11.display import (
@@ -32,15 +35,31 @@ from remotehands.drivers.x11.display import (
     open_display,
 )
 from remotehands.drivers.x11.input import Input
+from remotehands.drivers.x11.power import OsPower, check_commands
 from remotehands.drivers.x11.screen import ScreenGrabber
 from remotehands.drivers.x11.windows import WindowSystem
-from remotehands.errors import DeviceError, DeviceTimeoutError, RemoteHandsError, ValidationError
+from remotehands.errors import (
+    ConfigError,
+    DeviceError,
+    DeviceTimeoutError,
+    RemoteHandsError,
+    ValidationError,
+)
 from remotehands.protocol.keys import Key, parse_key
-from remotehands.protocol.models import Bounds, ScreenInfo, WindowInfo
+from remotehands.protocol.models import (
+    AudioState,
+    Bounds,
+    PowerButton,
+    PowerState,
+    ScreenInfo,
+    WindowInfo,
+)
 
 __all__ = ["X11Driver", "X11Settings"]
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 _TYPE_CHUNK = 256  # characters typed per call on the X thread, so other actions can interleave
 RESTORE_IDLE_S = 1.0
@@ -59,6 +78,27 @@ class X11Settings(DriverSettings):
     """How long one call to the X server may take."""
     clipboard_timeout_s: float = Field(2.0, gt=0, le=600)
     """How long a clipboard read waits for the owner's answer."""
+    audio: Literal["auto", "on", "off"] = "auto"
+    """The ``audio`` capability, through the user's PulseAudio (or PipeWire-pulse) server:
+    ``auto`` has it when a sound server answers as the driver starts (start the server
+    before the agent); ``on`` always has it, and an action while no server runs fails with
+    ``service_unavailable`` saying what to start; ``off`` never has it."""
+    pulse_server: str | None = Field(None, min_length=1)
+    """The sound server's address (``unix:/run/user/1000/pulse/native``); unset: found as every
+    PulseAudio client finds it (``$PULSE_SERVER``, else ``$XDG_RUNTIME_DIR/pulse/native``)."""
+    power_commands: dict[Literal["restart", "shutdown"], str] = Field(default_factory=dict)
+    """The commands that restart and shut down this machine (``{"restart": "systemctl
+    reboot"}``; ``remotehands agent --power-command restart=CMD``), split as a shell would and
+    run without one. An action without a command is a dry run that only logs."""
+
+    @field_validator("power_commands")
+    @classmethod
+    def _splittable(cls, value: dict[str, str]) -> dict[str, str]:
+        try:
+            check_commands(value)
+        except ConfigError as err:
+            raise ValueError(err.details) from err
+        return value
 
 
 def _machine_id() -> str:
@@ -71,7 +111,8 @@ def _machine_id() -> str:
 
 
 class X11Driver(Driver):
-    """Screen, keyboard, pointer, clipboard, windows and apps of an X display, in-process.
+    """Screen, keyboard, pointer, clipboard, windows and apps of an X display, in-process, and
+    the audio of the user's sound server (:class:`~remotehands.drivers.pulse.PulseAudio`).
 
     ``display`` is the display to drive (``":0"``); None means ``$DISPLAY``. The cookie comes
     from ``$XAUTHORITY`` (else ``~/.Xauthority``), as for every X client: to drive a
@@ -84,7 +125,11 @@ class X11Driver(Driver):
     """
 
     kind = "x11"
-    capabilities = frozenset({"screen", "keyboard", "mouse", "clipboard", "windows", "apps"})
+    capabilities = frozenset(
+        {"screen", "keyboard", "mouse", "clipboard", "windows", "apps", "audio"}
+    )
+    """Every capability the driver can have; an instance has ``audio`` as its ``audio``
+    setting and the sound server decide (see :class:`X11Settings`)."""
     Settings = X11Settings
 
     def __init__(
@@ -122,6 +167,10 @@ class X11Driver(Driver):
         self._closed = False
         self._keymap_dirty = asyncio.Event()
         self._janitor: asyncio.Task[None] | None = None
+        self._audio = PulseAudio(settings.pulse_server, timeout_s=settings.timeout_s)
+        self._power = OsPower(settings.power_commands)
+        if settings.audio == "off":
+            self.capabilities = type(self).capabilities - {"audio"}
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -152,6 +201,14 @@ class X11Driver(Driver):
         self._janitor = asyncio.create_task(
             self._restore_keymap_when_idle(), name=f"x11 keymap restorer {name}"
         )
+        if self.settings.audio == "auto" and not await self._audio.available():
+            self.capabilities = self.capabilities - {"audio"}
+            log.info(
+                "no sound server answers at %s: the device %s has no audio; start one before "
+                'the agent, or set the x11 setting audio = "on"',
+                self._audio.where,
+                name,
+            )
         self._started = True
 
     def _open(self, name: str) -> None:
@@ -189,6 +246,7 @@ class X11Driver(Driver):
             await asyncio.to_thread(thread.shutdown)
         if clipboard is not None:
             await asyncio.to_thread(clipboard.close)
+        await self._audio.close()
 
     async def hardware_id(self) -> str:
         """This machine's id and the display: one device per display of a machine (the same
@@ -401,3 +459,63 @@ class X11Driver(Driver):
                 return await asyncio.to_thread(fn, *args)
         except TimeoutError as err:
             raise DeviceTimeoutError(f"{what}: no result within {self._timeout_s:g} s") from err
+
+    # -- audio ---------------------------------------------------------------------------
+
+    async def audio_status(self) -> AudioState:
+        """The sound server's output devices and sessions, read now."""
+        return await self._audio.audio_status()
+
+    async def audio_volume(
+        self, volume: float, device_id: str | None = None, session_id: str | None = None
+    ) -> None:
+        """Set the volume (percent) of a session, a device or the default device."""
+        await self._audio.audio_volume(volume, device_id, session_id)
+
+    async def audio_mute(
+        self, muted: bool, device_id: str | None = None, session_id: str | None = None
+    ) -> None:
+        """Mute or unmute a session, a device or the default device."""
+        await self._audio.audio_mute(muted, device_id, session_id)
+
+    async def audio_default(self, device_id: str) -> None:
+        """Make ``device_id`` the default output device."""
+        await self._audio.audio_default(device_id)
+
+    async def audio_move(self, session_id: str, device_id: str) -> None:
+        """Route a session to another output device."""
+        await self._audio.audio_move(session_id, device_id)
+
+    # -- power: the operating system's own ------------------------------------------------
+
+    async def power_state(self) -> PowerState:
+        """On, with restart and shutdown (``dry_run`` when a command is missing)."""
+        return self._power.state()
+
+    async def power_restart(self) -> None:
+        """Run the configured restart command (a logged dry run without one)."""
+        await self._power.run("restart")
+
+    async def power_shutdown(self) -> None:
+        """Run the configured shutdown command (a logged dry run without one)."""
+        await self._power.run("shutdown")
+
+    async def power_on(self) -> None:
+        """Unsupported: a machine that is off runs no agent."""
+        raise self._power.unsupported("power on")
+
+    async def power_off(self) -> None:
+        """Unsupported: that is the ATX button's; use power_shutdown."""
+        raise self._power.unsupported("press the power button")
+
+    async def power_off_hard(self) -> None:
+        """Unsupported: a long press needs a KVM."""
+        raise self._power.unsupported("hold the power button (hard power off)")
+
+    async def power_reset_hard(self) -> None:
+        """Unsupported: the reset line needs a KVM."""
+        raise self._power.unsupported("pull the reset line")
+
+    async def power_click(self, button: PowerButton) -> None:
+        """Unsupported: front-panel buttons need a KVM."""
+        raise self._power.unsupported(f"press the {button} button")
