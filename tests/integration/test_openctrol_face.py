@@ -15,7 +15,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from remotehands.drivers.fake import FakeDriver
+from remotehands.drivers.fake import FakeDriver, FakeSettings
 from remotehands.drivers.openctrol.client import parse_ofra
 from remotehands.protocol.models import Bounds
 from remotehands.testing import eventually
@@ -399,17 +399,176 @@ async def test_the_legacy_input_socket(served: Served) -> None:
         }
 
 
-# -- what the device lacks ------------------------------------------------------------------
+# -- power and audio -------------------------------------------------------------------------
 
 
-async def test_power_and_audio_without_the_capability_are_unavailable(
-    http: httpx.AsyncClient,
-) -> None:
-    power = await http.post("/api/v1/power", headers=KEY, json={"action": "restart"})
-    assert power.status_code == 503 and power.json()["error"] == "service_unavailable"
-    audio = await http.get("/api/v1/audio/status", headers=KEY)
-    assert audio.status_code == 503 and audio.json()["error"] == "service_unavailable"
-    wol = await http.post("/api/v1/power", headers=KEY, json={"Action": "wol"})
+async def test_power_runs_the_os_power_actions(served: Served, http: httpx.AsyncClient) -> None:
+    driver = served.driver
+    assert isinstance(driver, FakeDriver)
+    restart = await http.post("/api/v1/power", headers=KEY, json={"Action": "restart"})
+    assert restart.status_code == 200
+    assert restart.json() == {"status": "ok", "action": "restart"}
+    assert driver.resets == 1
+    shutdown = await http.post("/api/v1/power", headers=KEY, json={"action": "SHUTDOWN"})
+    assert shutdown.json() == {"status": "ok", "action": "shutdown"}
+    assert "power_shutdown" in driver.call_names()
+    wol = await http.post("/api/v1/power", headers=KEY, json={"action": "wol"})
     assert wol.status_code == 400
     assert wol.json() == {"error": "invalid_request",
                           "details": "Wake-on-LAN (wol) is not supported"}  # fmt: skip
+    missing = await http.post("/api/v1/power", headers=KEY, json={})
+    assert missing.json() == {
+        "error": "invalid_request",
+        "details": "Action is required (restart, shutdown, or wol)",
+    }
+    odd = await http.post("/api/v1/power", headers=KEY, json={"action": "hibernate"})
+    assert odd.status_code == 400 and "Unknown action: hibernate" in odd.json()["details"]
+
+
+async def test_audio_state_and_status_in_both_scales(
+    served: Served, http: httpx.AsyncClient
+) -> None:
+    state = await http.get("/api/v1/audio/state", headers=KEY)
+    assert state.json() == {
+        "default_output_device_id": "fake-speakers",
+        "devices": [
+            {"id": "fake-speakers", "name": "Fake speakers", "volume": 1.0, "muted": False,
+             "is_default": True},
+            {"id": "fake-headphones", "name": "Fake headphones", "volume": 0.4, "muted": False,
+             "is_default": False},
+        ],
+        "sessions": [{"id": "1", "name": "fakeplayer", "volume": 1.0, "muted": False,
+                      "output_device_id": "fake-speakers"}],
+    }  # fmt: skip
+    status = await http.get("/api/v1/audio/status", headers=KEY)
+    assert status.json() == {
+        "master": {"volume": 100.0, "muted": False},
+        "devices": [
+            {"id": "fake-speakers", "name": "Fake speakers", "volume": 100.0, "muted": False,
+             "is_default": True},
+            {"id": "fake-headphones", "name": "Fake headphones", "volume": 40.0,
+             "muted": False, "is_default": False},
+        ],
+    }  # fmt: skip
+
+
+async def test_master_volume_is_a_percentage(served: Served, http: httpx.AsyncClient) -> None:
+    driver = served.driver
+    assert isinstance(driver, FakeDriver)
+    speakers = driver.audio_devices[0]
+    ok = await http.post("/api/v1/audio/master", headers=KEY, json={"volume": 30.0})
+    assert ok.json() == {"status": "ok"} and speakers.volume == 30
+    await http.post("/api/v1/audio/master", headers=KEY, json={"Muted": True})
+    assert speakers.muted and speakers.volume == 30
+    loud = await http.post("/api/v1/audio/master", headers=KEY, json={"Volume": 130})
+    assert loud.status_code == 400
+    assert loud.json() == {"error": "invalid_request",
+                           "details": "Volume must be between 0 and 100"}  # fmt: skip
+
+
+@pytest.mark.parametrize(("body", "volume"), [
+    # the document's form: 0.0-1.0
+    ({"device_id": "fake-headphones", "volume": 0.75, "muted": False}, 75.0),
+    ({"device_id": "fake-headphones", "volume": 1.0, "muted": False}, 100.0),
+    ({"device_id": "fake-headphones", "volume": 0, "muted": False}, 0.0),
+    # the integration's and the real agent's: 0-100
+    ({"DeviceId": "fake-headphones", "Volume": 55.0}, 55.0),
+    ({"DeviceId": "fake-headphones", "Volume": 1.0}, 1.0),
+    ({"deviceId": "fake-headphones", "volume": 100}, 100.0),
+])  # fmt: skip
+async def test_device_volume_reads_both_scales(
+    served: Served, http: httpx.AsyncClient, body: dict[str, object], volume: float
+) -> None:
+    driver = served.driver
+    assert isinstance(driver, FakeDriver)
+    response = await http.post("/api/v1/audio/device", headers=KEY, json=body)
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+    assert driver.audio_devices[1].volume == volume
+
+
+async def test_device_routes_refuse_what_makes_no_sense(
+    served: Served, http: httpx.AsyncClient
+) -> None:
+    driver = served.driver
+    assert isinstance(driver, FakeDriver)
+    missing = await http.post("/api/v1/audio/device", headers=KEY, json={"volume": 0.5})
+    assert missing.status_code == 400
+    assert missing.json() == {"error": "invalid_audio_device_request",
+                              "details": "Device ID is required"}  # fmt: skip
+    unknown = await http.post("/api/v1/audio/device", headers=KEY,
+                              json={"DeviceId": "nope", "Volume": 20})  # fmt: skip
+    assert unknown.status_code == 404
+    assert unknown.json() == {"error": "not_found", "details": "Device ID 'nope' not found"}
+    loud = await http.post("/api/v1/audio/device", headers=KEY,
+                           json={"DeviceId": "fake-headphones", "Volume": 101})  # fmt: skip
+    assert loud.status_code == 400 and loud.json()["error"] == "invalid_audio_device_request"
+    legacy = await http.post("/api/v1/audio/device/legacy", headers=KEY,
+                             json={"device_id": "fake-headphones", "volume": 0.5,
+                                   "muted": True, "set_default": True})  # fmt: skip
+    assert legacy.json() == {"status": "ok"}
+    assert (driver.audio_devices[1].volume, driver.audio_devices[1].muted) == (50.0, True)
+    assert driver.default_audio_device == "fake-headphones"
+    fraction_only = await http.post("/api/v1/audio/device/legacy", headers=KEY,
+                                    json={"device_id": "fake-headphones", "volume": 5})  # fmt: skip
+    assert fraction_only.status_code == 400
+    assert fraction_only.json()["details"] == "Volume must be between 0 and 1"
+
+
+async def test_default_device_and_sessions(served: Served, http: httpx.AsyncClient) -> None:
+    driver = served.driver
+    assert isinstance(driver, FakeDriver)
+    default = await http.post("/api/v1/audio/default", headers=KEY,
+                              json={"DeviceId": "fake-headphones"})  # fmt: skip
+    assert default.json() == {"status": "ok", "device_id": "fake-headphones"}
+    assert driver.default_audio_device == "fake-headphones"
+    guide = await http.post("/api/v1/audio/device/default", headers=KEY,
+                            json={"device_id": "fake-speakers"})  # fmt: skip
+    assert guide.status_code == 200 and driver.default_audio_device == "fake-speakers"
+    assert (await http.post("/api/v1/audio/default", headers=KEY, json={})).status_code == 400
+    gone = await http.post("/api/v1/audio/default", headers=KEY, json={"DeviceId": "x"})
+    assert gone.status_code == 404
+    moved = await http.post("/api/v1/audio/session", headers=KEY, json={
+        "session_id": "1", "volume": 0.25, "muted": True, "output_device_id": "fake-headphones",
+    })  # fmt: skip
+    assert moved.json() == {"status": "ok"}
+    session = driver.audio_sessions[0]
+    assert (session.volume, session.muted, session.device_id) == (25.0, True, "fake-headphones")
+    missing = await http.post("/api/v1/audio/session", headers=KEY, json={"volume": 0.5})
+    assert missing.json() == {"error": "invalid_audio_session_request",
+                              "details": "Session ID is required"}  # fmt: skip
+    unknown = await http.post("/api/v1/audio/session", headers=KEY,
+                              json={"SessionId": "9", "Volume": 0.5, "Muted": False})  # fmt: skip
+    assert unknown.status_code == 404 and unknown.json()["error"] == "not_found"
+
+
+async def test_a_sound_server_that_is_not_running_is_503(
+    served: Served, http: httpx.AsyncClient
+) -> None:
+    driver = served.driver
+    assert isinstance(driver, FakeDriver)
+    driver.audio_down = "no sound server answers: start PulseAudio (pulseaudio --start)"
+    for method, path, body in [("GET", "/api/v1/audio/status", None),
+                               ("GET", "/api/v1/audio/state", None),
+                               ("POST", "/api/v1/audio/master", {"volume": 10})]:  # fmt: skip
+        response = await http.request(method, path, headers=KEY, json=body)
+        assert response.status_code == 503
+        assert response.json() == {"error": "service_unavailable", "details": driver.audio_down}
+    # the agent serves on
+    assert (await http.get("/api/v1/health")).status_code == 200
+
+
+# -- what the device lacks ------------------------------------------------------------------
+
+
+async def test_power_and_audio_without_the_capability_are_unavailable() -> None:
+    only = frozenset({"screen", "keyboard", "mouse"})
+    device = FakeDriver(settings=FakeSettings(width=64, height=64, capabilities=only))
+    async with serve_openctrol(device) as running, httpx.AsyncClient(
+        base_url=running.url, timeout=10
+    ) as http:  # fmt: skip
+        power = await http.post("/api/v1/power", headers=KEY, json={"action": "restart"})
+        assert power.status_code == 503 and power.json()["error"] == "service_unavailable"
+        assert power.json()["details"].startswith("Power manager not available: ")
+        audio = await http.get("/api/v1/audio/status", headers=KEY)
+        assert audio.status_code == 503 and audio.json()["error"] == "service_unavailable"
+        assert audio.json()["details"].startswith("Audio manager not available: ")

@@ -85,6 +85,7 @@ from remotehands.errors import (
     DeviceOfflineError,
     NotFoundError,
     RemoteHandsError,
+    ServiceUnavailableError,
     UnsupportedError,
     ValidationError,
 )
@@ -271,6 +272,9 @@ class OpenctrolFace:
                 if refused.status == 401 and "wait" in refused.details:
                     headers["Retry-After"] = refused.details.rsplit(" ", 2)[-2]
                 return _error(refused.status, refused.error, refused.details, **headers)
+            except ServiceUnavailableError as err:
+                # the details say what to start (the sound server); the agent serves on
+                return _error(503, "service_unavailable", err.details)
             except (UnsupportedError, DeviceOfflineError) as err:
                 return _error(503, "service_unavailable", f"{unavailable}: {err.details}")
             except NotFoundError as err:
