@@ -12,10 +12,16 @@ import pytest
 
 from remotehands.agent.desktop import VirtualDesktop
 from remotehands.agent.dispatch import Dispatcher
+from remotehands.drivers.fake import FakeDriver
 from remotehands.drivers.openctrol.client import OpenctrolHTTPError
 from remotehands.drivers.openctrol.driver import OpenctrolDriver, OpenctrolSettings
 from remotehands.drivers.x11 import X11Driver
-from remotehands.errors import AuthError, NotFoundError, UnsupportedError
+from remotehands.errors import (
+    AuthError,
+    NotFoundError,
+    ServiceUnavailableError,
+    UnsupportedError,
+)
 from remotehands.protocol.keys import Key
 from remotehands.protocol.models import ScreenInfo
 from remotehands.testing.xapps import eventually, launch_color_window, launch_probe
@@ -146,3 +152,64 @@ async def test_a_wrong_key_is_an_auth_error(face: Served, tmp_path: Path) -> Non
     with pytest.raises(AuthError, match="API key"):
         async with openctrol:
             pass
+
+
+# -- power and audio, against the face fronting a fake device with both ---------------------
+
+
+@pytest.fixture
+async def fake_pair(tmp_path: Path) -> AsyncIterator[tuple[FakeDriver, OpenctrolDriver]]:
+    device = FakeDriver(320, 200)
+    async with (
+        serve_openctrol(device, {"allow_ha_ids": ["remotehands"]}) as served,
+        OpenctrolDriver(_settings(served, tmp_path)) as openctrol,
+    ):
+        yield device, openctrol
+
+
+async def test_power_restarts_and_shuts_down(fake_pair: tuple[FakeDriver, OpenctrolDriver]) -> None:
+    device, openctrol = fake_pair
+    state = await openctrol.power_state()
+    assert state.on is True and state.actions == ["restart", "shutdown"]
+    await openctrol.power_restart()
+    assert device.resets == 1
+    await openctrol.power_shutdown()
+    assert "power_shutdown" in device.call_names()
+    with pytest.raises(UnsupportedError, match="ATX"):
+        await openctrol.power_off_hard()
+
+
+async def test_audio_through_the_driver(fake_pair: tuple[FakeDriver, OpenctrolDriver]) -> None:
+    device, openctrol = fake_pair
+    status = await openctrol.audio_status()
+    assert [(d.id, d.volume, d.default) for d in status.devices] == [
+        ("fake-speakers", 100.0, True),
+        ("fake-headphones", 40.0, False),
+    ]
+    assert [(s.id, s.name, s.device_id) for s in status.sessions] == [
+        ("1", "fakeplayer", "fake-speakers")
+    ]
+    await openctrol.audio_volume(60, device_id="fake-headphones")
+    assert device.audio_devices[1].volume == pytest.approx(60)
+    await openctrol.audio_volume(1, device_id="fake-headphones")  # 1 %, not full volume
+    assert device.audio_devices[1].volume == pytest.approx(1)
+    await openctrol.audio_volume(35)  # the default device
+    assert device.audio_devices[0].volume == pytest.approx(35)
+    await openctrol.audio_mute(True)
+    assert device.audio_devices[0].muted
+    await openctrol.audio_default("fake-headphones")
+    assert device.default_audio_device == "fake-headphones"
+    await openctrol.audio_volume(20, session_id="1")
+    await openctrol.audio_mute(True, session_id="1")
+    await openctrol.audio_move("1", "fake-headphones")
+    session = device.audio_sessions[0]
+    assert (session.volume, session.muted, session.device_id) == (
+        pytest.approx(20),
+        True,
+        "fake-headphones",
+    )
+    with pytest.raises(NotFoundError):
+        await openctrol.audio_volume(10, device_id="nope")
+    device.audio_down = "no sound server: start pulseaudio"
+    with pytest.raises(ServiceUnavailableError, match="start pulseaudio"):
+        await openctrol.audio_status()

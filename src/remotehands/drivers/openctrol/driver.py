@@ -50,6 +50,7 @@ from remotehands.errors import (
     NotFoundError,
     RateLimitedError,
     RemoteHandsError,
+    ServiceUnavailableError,
     UnsupportedError,
     ValidationError,
 )
@@ -77,6 +78,7 @@ _BY_STATUS: dict[int, type[RemoteHandsError]] = {
     404: NotFoundError,
     429: RateLimitedError,
     501: UnsupportedError,
+    503: ServiceUnavailableError,
 }
 
 
