@@ -164,6 +164,7 @@ async def fake_pair(tmp_path: Path) -> AsyncIterator[tuple[FakeDriver, Openctrol
         serve_openctrol(device, {"allow_ha_ids": ["remotehands"]}) as served,
         OpenctrolDriver(_settings(served, tmp_path)) as openctrol,
     ):
+        assert isinstance(openctrol, OpenctrolDriver)
         yield device, openctrol
 
 
