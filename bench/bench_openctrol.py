@@ -168,7 +168,9 @@ def main() -> None:
             time.sleep(1.5)  # the terminal maps and takes the focus; a bench, not a test
             latency = asyncio.run(_latency(url, args.samples))
             print(row("text message -> new frame decoded", latency, WIDTH))
-            print(f"{'floor (PERFORMANCE.md, key -> frame via server)':<{WIDTH}} median    21.80 ms")
+            print(
+                f"{'floor (PERFORMANCE.md, key -> frame via server)':<{WIDTH}} median    21.80 ms"
+            )
         finally:
             for proc in reversed(procs):
                 proc.terminate()

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from remotehands.agent.desktop import VirtualDesktop
@@ -211,3 +212,33 @@ async def test_audio_through_the_driver(fake_pair: tuple[FakeDriver, OpenctrolDr
     device.audio_down = "no sound server: start pulseaudio"
     with pytest.raises(ServiceUnavailableError, match="start pulseaudio"):
         await openctrol.audio_status()
+
+
+async def test_relative_moves_arrive(face: Served, driver: OpenctrolDriver) -> None:
+    await driver.move(200, 150)
+    await driver.move_by(15, -10)
+
+    x11 = face.driver
+    assert isinstance(x11, X11Driver)
+
+    async def arrived() -> bool:
+        return await x11.cursor_position() == (215, 140)
+
+    await eventually(arrived)
+    assert await driver.cursor_position() == (215, 140)
+
+
+class _Locked(FakeDriver):
+    async def desktop_state(self) -> str:
+        return "locked"
+
+
+async def test_the_desktop_state_passes_through_a_chain_of_agents(tmp_path: Path) -> None:
+    async with serve_openctrol(_Locked(160, 100), {"allow_ha_ids": ["remotehands"]}) as inner:
+        openctrol = OpenctrolDriver(_settings(inner, tmp_path))
+        # the harness starts the driver: an agent fronting the Openctrol agent, with a face
+        async with serve_openctrol(openctrol, {"allow_ha_ids": ["remotehands"]}) as outer:
+            assert await openctrol.desktop_state() == "locked"
+            async with httpx.AsyncClient(base_url=outer.url, timeout=10) as http:
+                health = (await http.get("/api/v1/health")).json()["remote_desktop"]
+            assert health["desktop_state"] == "locked"

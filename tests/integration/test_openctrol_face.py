@@ -9,6 +9,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from remotehands.drivers.fake import FakeDriver, FakeSettings
 from remotehands.drivers.openctrol.client import parse_ofra
+from remotehands.errors import DeviceError
 from remotehands.protocol.models import Bounds
 from remotehands.testing import eventually
 from tests.integration.openctrol_harness import PASSWORD, Served, serve_openctrol
@@ -572,3 +574,69 @@ async def test_power_and_audio_without_the_capability_are_unavailable() -> None:
         audio = await http.get("/api/v1/audio/status", headers=KEY)
         assert audio.status_code == 503 and audio.json()["error"] == "service_unavailable"
         assert audio.json()["details"].startswith("Audio manager not available: ")
+
+
+# -- health: the driver's desktop state, and repeated capture failures -------------------------
+
+
+class _Flaky(FakeDriver):
+    """A fake device whose screen grabs fail while ``failing`` is set, and that tells its
+    desktop state (a locked screen)."""
+
+    failing = False
+
+    async def grab(self, screen_id: int = 0, region: Bounds | None = None) -> Any:
+        if self.failing:
+            raise DeviceError("the fake screen is failing")
+        return await super().grab(screen_id, region)
+
+    async def desktop_state(self) -> str:
+        return "locked"
+
+
+async def test_health_reports_the_driver_state_and_repeated_capture_failures() -> None:
+    device = _Flaky(96, 64)
+    device.failing = True
+    async with serve_openctrol(device, {"allow_ha_ids": [HA]}) as running, httpx.AsyncClient(
+        base_url=running.url, timeout=10
+    ) as http:  # fmt: skip
+        before = (await http.get("/api/v1/health")).json()["remote_desktop"]
+        assert (before["state"], before["desktop_state"], before["degraded"]) == (
+            "locked", "locked", False)  # fmt: skip
+        ws, _ = await _open(running, http)
+        await _hello(ws)
+
+        async def degraded() -> bool:
+            health = (await http.get("/api/v1/health")).json()["remote_desktop"]
+            return bool(health["degraded"]) and health["state"] == "locked_degraded"
+
+        await eventually(degraded, timeout=20, interval=0.2)
+        device.failing = False  # the screen comes back: frames flow and the flag clears
+        assert (await _frame(ws))[:2] == (96, 64)
+        health = (await http.get("/api/v1/health")).json()["remote_desktop"]
+        assert (health["state"], health["degraded"]) == ("locked", False)
+        await ws.close()
+
+
+async def test_the_guides_session_socket_path_serves_the_desktop(
+    served: Served, http: httpx.AsyncClient
+) -> None:
+    session = await _session(http)
+    query = session["websocket_url"].split("?", 1)[1]
+    async with connect(f"ws://{served.address}/api/v1/rd/session?{query}") as ws:
+        hello = await _hello(ws)
+        assert hello["type"] == "hello" and hello["session_id"] == session["session_id"]
+        assert (await _frame(ws))[:2] == (320, 200)
+
+
+async def test_session_volume_is_a_fraction_up_to_one(
+    served: Served, http: httpx.AsyncClient
+) -> None:
+    driver = served.driver
+    assert isinstance(driver, FakeDriver)
+    for body, volume in [({"SessionId": "1", "Volume": 0.5, "Muted": False}, 50.0),
+                         ({"SessionId": "1", "Volume": 1.0, "Muted": False}, 100.0),
+                         ({"session_id": "1", "volume": 30, "muted": False}, 30.0)]:  # fmt: skip
+        response = await http.post("/api/v1/audio/session", headers=KEY, json=body)
+        assert response.status_code == 200, response.text
+        assert driver.audio_sessions[0].volume == volume

@@ -567,6 +567,41 @@ class DesktopStream:
         except ConnectionClosed as err:
             raise OpenctrolProtocolError(f"the desktop socket is closed: {err}") from err
 
+    # -- input: one method per message of the protocol ---------------------------------------
+    async def pointer_move(self, x: int, y: int) -> None:
+        """Move the pointer to ``(x, y)``, 0-65535 across the selected monitor."""
+        await self.send({"type": "pointer_move", "absolute": True, "x": x, "y": y})
+
+    async def pointer_move_by(self, dx: int, dy: int) -> None:
+        """Move the pointer by ``(dx, dy)`` pixels."""
+        await self.send({"type": "pointer_move", "dx": dx, "dy": dy})
+
+    async def pointer_button(self, button: str, down: bool) -> None:
+        """Press or release ``left``, ``right`` or ``middle``."""
+        await self.send({"type": "pointer_button", "button": button,
+                         "action": "down" if down else "up"})  # fmt: skip
+
+    async def pointer_wheel(self, delta_x: int, delta_y: int) -> None:
+        """Turn the wheel, in Windows units (120 a notch; positive ``delta_y`` away from the
+        user, which scrolls up)."""
+        await self.send({"type": "pointer_wheel", "delta_x": delta_x, "delta_y": delta_y})
+
+    async def key(self, key_code: int, down: bool, *, ctrl: bool = False, alt: bool = False,
+                  shift: bool = False, win: bool = False) -> None:  # fmt: skip
+        """Press or release a key by virtual-key code, with modifiers held around it."""
+        await self.send({"type": "key", "key_code": key_code, "action": "down" if down else "up",
+                         "ctrl": ctrl, "alt": alt, "shift": shift, "win": win})  # fmt: skip
+
+    async def text(self, text: str, *, ctrl: bool = False, alt: bool = False,
+                   shift: bool = False, win: bool = False) -> None:  # fmt: skip
+        """Type ``text`` (with those modifiers held)."""
+        await self.send({"type": "text", "text": text, "ctrl": ctrl, "alt": alt,
+                         "shift": shift, "win": win})  # fmt: skip
+
+    async def select_monitor(self, monitor_id: str) -> None:
+        """Show (and address absolute moves to) another monitor."""
+        await self.send({"type": "monitor_select", "monitor_id": monitor_id})
+
     async def aclose(self) -> None:
         """Close the socket."""
         if self._reader is not None:

@@ -203,8 +203,7 @@ class OpenctrolDriver(Driver):
         stream = await client.desktop(session, open_timeout_s=self.settings.timeout_s)
         self.sessions_opened += 1
         if 0 < self._selected < len(stream.monitors):
-            monitor = str(stream.monitors[self._selected]["id"])
-            await stream.send({"type": "monitor_select", "monitor_id": monitor})
+            await stream.select_monitor(str(stream.monitors[self._selected]["id"]))
         return stream
 
     async def _end(self, session_id: str) -> None:
@@ -265,9 +264,7 @@ class OpenctrolDriver(Driver):
                     f"0-{len(stream.monitors) - 1}"
                 )
             seq = stream.latest.seq if stream.latest else 0
-            await stream.send(
-                {"type": "monitor_select", "monitor_id": str(stream.monitors[screen_id]["id"])}
-            )
+            await stream.select_monitor(str(stream.monitors[screen_id]["id"]))
             self._selected = screen_id
             # A frame of the old monitor may still be on its way: wait for the new one.
             await stream.frame_after(seq, self.settings.frame_timeout_s)
@@ -313,15 +310,21 @@ class OpenctrolDriver(Driver):
         # The centre of the pixel, so that the agent's rounding lands on it.
         nx = min(65535, int((x + 0.5) * 65535 / width))
         ny = min(65535, int((y + 0.5) * 65535 / height))
-        await stream.send({"type": "pointer_move", "absolute": True, "x": nx, "y": ny})
+        await stream.pointer_move(nx, ny)
         self._pointer = (x, y)
+
+    @_translated
+    async def move_by(self, dx: int, dy: int) -> None:
+        """Move the pointer by ``(dx, dy)`` pixels (the agent keeps it on the screen; the
+        position this driver answers is its estimate)."""
+        stream = await self._desktop()
+        await stream.pointer_move_by(dx, dy)
+        self._pointer = (self._pointer[0] + dx, self._pointer[1] + dy)
 
     @_translated
     async def button(self, button: Button, down: bool) -> None:
         stream = await self._desktop()
-        await stream.send(
-            {"type": "pointer_button", "button": button, "action": "down" if down else "up"}
-        )
+        await stream.pointer_button(button, down)
         if down:
             self._buttons.add(button)
         else:
@@ -337,9 +340,7 @@ class OpenctrolDriver(Driver):
     async def scroll(self, delta_x: int, delta_y: int) -> None:
         stream = await self._desktop()
         # Windows wheel units: 120 a notch, positive delta_y away from the user (up).
-        await stream.send(
-            {"type": "pointer_wheel", "delta_x": delta_x * 120, "delta_y": -delta_y * 120}
-        )
+        await stream.pointer_wheel(delta_x * 120, -delta_y * 120)
 
     # -- keyboard ----------------------------------------------------------------------------
     @_translated
@@ -347,22 +348,12 @@ class OpenctrolDriver(Driver):
         stream = await self._desktop()
         if key.code is None:
             if down and key.char:
-                await stream.send({"type": "text", "text": key.char})
+                await stream.text(key.char)
             return
         vk = VK_BY_CODE.get(key.code)
         if vk is None:
             raise UnsupportedError(f"the key {key.code} has no Windows virtual-key code")
-        await stream.send(
-            {
-                "type": "key",
-                "key_code": vk,
-                "action": "down" if down else "up",
-                "ctrl": False,
-                "alt": False,
-                "shift": False,
-                "win": False,
-            }
-        )
+        await stream.key(vk, down)
         if down and key.code not in self._keys:
             self._keys.append(key.code)
         elif not down and key.code in self._keys:
@@ -372,10 +363,10 @@ class OpenctrolDriver(Driver):
     async def type(self, text: str, delay_s: float = 0.0) -> None:
         stream = await self._desktop()
         if not delay_s:
-            await stream.send({"type": "text", "text": text})
+            await stream.text(text)
             return
         for char in text:
-            await stream.send({"type": "text", "text": char})
+            await stream.text(char)
             await asyncio.sleep(delay_s)
 
     @_translated
@@ -388,6 +379,15 @@ class OpenctrolDriver(Driver):
     async def held(self) -> Held:
         """What this driver pressed and did not release (Openctrol cannot say more)."""
         return Held(keys=frozenset(self._keys), buttons=frozenset(self._buttons))
+
+    @_translated
+    async def desktop_state(self) -> str:
+        """What the PC shows, as its agent reports it: ``login_screen``, ``locked``,
+        ``desktop`` or ``unknown``."""
+        health = await self._client().health()
+        remote = health.get("remote_desktop")
+        state = remote.get("desktop_state") if isinstance(remote, Folded) else None
+        return str(state) if state else "unknown"
 
     # -- power -------------------------------------------------------------------------------
     @_translated

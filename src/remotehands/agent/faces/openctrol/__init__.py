@@ -6,9 +6,11 @@ real agent serves beyond it (the notes' section 2.2), on the device's listener b
 native face:
 
 - ``GET /api/v1/health`` (public): agent id, uptime, the remote desktop's state and the
-  number of live sessions. ``desktop_state`` is ``desktop`` for a device with a screen
-  (``unknown`` without one; this agent cannot tell a Linux login screen or lock screen from
-  the desktop), ``state`` gets ``_degraded`` after 5 capture failures in a row.
+  number of live sessions. ``desktop_state`` is the driver's answer where it can tell
+  (:class:`DesktopStateSource`: the openctrol driver passes on its agent's), else ``desktop``
+  for a device with a screen and ``unknown`` without one (the x11 driver cannot tell a login
+  or lock screen from the desktop); ``state`` gets ``_degraded`` after 5 capture failures in
+  a row.
 - ``POST /api/v1/sessions/desktop`` ``{ha_id, ttl_seconds}`` (TTL clamped to 60-3600 s,
   900 by default) and ``POST /api/v1/sessions/desktop/{id}/end``; ``WS /ws/desktop`` with
   the session's token (:mod:`.desktop`), and the legacy input socket ``WS /api/v1/rd/session``.
@@ -25,10 +27,11 @@ native face:
 **The volume rule.** The document gives ``/api/v1/audio/device`` (and ``/audio/session``) a
 volume of 0.0-1.0, while the real agent and the integration send 0-100 to ``/audio/device``.
 Both are read: a volume below 1 is a fraction of full volume (0.75 is 75 %), a volume above 1
-is a percentage (75 is 75 %), and exactly 1 is full volume when the body is in the document's
-spelling (``device_id``/``session_id``, snake_case) and 1 % otherwise (the integration sends
-``DeviceId``). ``/audio/device/legacy`` is always 0.0-1.0, ``/audio/master`` always 0-100.
-Outside 0-100 a volume is refused with 400.
+is a percentage (75 is 75 %). Exactly 1 on ``/audio/device`` is full volume when the body is in
+the document's spelling (``device_id``, snake_case) and 1 % otherwise (the integration sends
+``DeviceId`` and 0-100); on ``/audio/session`` it is full volume (both the document and the
+real agent take 0.0-1.0 there). ``/audio/device/legacy`` is always 0.0-1.0, ``/audio/master``
+always 0-100. Outside 0-100 (0-1 on the legacy route) a volume is refused with 400.
 
 Keys: the API key is the agent's password, or ``$REMOTEHANDS_OPENCTROL_KEY`` (the setting
 ``key_env`` names another variable, ``key_file`` a file), sent as ``X-Openctrol-Key`` or
@@ -56,7 +59,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 import pydantic
@@ -90,7 +93,13 @@ from remotehands.errors import (
     ValidationError,
 )
 
-__all__ = ["KEY_ENV", "OpenctrolFace", "OpenctrolFaceSettings", "openctrol_face"]
+__all__ = [
+    "KEY_ENV",
+    "DesktopStateSource",
+    "OpenctrolFace",
+    "OpenctrolFaceSettings",
+    "openctrol_face",
+]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +113,20 @@ KEY_CACHE_S = 300.0
 (a PAM check takes tens of milliseconds, too slow for every request)."""
 _NEVER = "0001-01-01T00:00:00+00:00"  # .NET's DateTimeOffset.MinValue, as the reference sends
 _UNAUTHORIZED = "Missing or invalid credentials"
+
+
+STATE_TIMEOUT_S = 2.0
+"""The longest the health route waits for a driver's desktop state."""
+DESKTOP_STATES = frozenset({"login_screen", "locked", "desktop", "unknown"})
+
+
+@runtime_checkable
+class DesktopStateSource(Protocol):
+    """A driver that can tell what its machine shows (optional, beside the capabilities)."""
+
+    async def desktop_state(self) -> str:
+        """``login_screen``, ``locked``, ``desktop`` or ``unknown``."""
+        ...
 
 
 class OpenctrolFaceSettings(pydantic.BaseModel):
@@ -298,8 +321,17 @@ class OpenctrolFace:
         return await self.dispatcher.run(action, params or {})
 
     # -- health ----------------------------------------------------------------------------
-    def desktop_state(self) -> str:
-        """``desktop`` for a device with a screen, else ``unknown``."""
+    async def desktop_state(self) -> str:
+        """What the device shows: its driver's answer where it can tell
+        (:class:`DesktopStateSource`, e.g. an Openctrol agent behind the openctrol driver),
+        else ``desktop`` for a device with a screen and ``unknown`` without one."""
+        driver = self.dispatcher.driver
+        if isinstance(driver, DesktopStateSource):
+            with contextlib.suppress(RemoteHandsError, TimeoutError):
+                async with asyncio.timeout(STATE_TIMEOUT_S):
+                    state = await driver.desktop_state()
+                if state in DESKTOP_STATES:
+                    return state
         return "desktop" if self.context.frames is not None else "unknown"
 
     def capture_failed(self, err: RemoteHandsError) -> None:
@@ -316,7 +348,7 @@ class OpenctrolFace:
 
     async def health(self, request: Request) -> Response:
         degraded = self.capture_failures >= DEGRADED_AFTER
-        desktop = self.desktop_state()
+        desktop = await self.desktop_state()
         frames = self.context.frames
         running = frames is not None and frames.get(self.monitors.selected).capturing
         return _answer(
@@ -518,7 +550,7 @@ class OpenctrolFace:
         session_id = body.get("session_id")
         if not isinstance(session_id, str) or not session_id:
             raise _Refused(400, error, "Session ID is required")
-        volume = _percent(body, error, scale="either")
+        volume = _percent(body, error, scale="session")
         muted = _flag(body, "muted", error)
         target = body.get("output_device_id")
         if target is not None and not isinstance(target, str):
@@ -616,6 +648,11 @@ class OpenctrolFace:
                     await session.ended.wait()
 
     async def legacy_socket(self, websocket: WebSocket) -> None:
+        if "sess" in websocket.query_params and "x-openctrol-key" not in websocket.headers:
+            # The reference's own guide gives the session socket at this path
+            # (``/api/v1/rd/session?sess=&token=``): serve it as /ws/desktop.
+            await self.desktop_socket(websocket)
+            return
         try:
             await self.authorise(websocket.headers, self._client(websocket.client))
         except _Refused as refused:
@@ -779,7 +816,7 @@ def _percent(body: Folded, error: str, *, scale: str) -> float | None:
         return float(value) * 100
     if scale == "percent" or value > 1:
         return float(value)
-    if value < 1:
+    if value < 1 or scale == "session":
         return float(value) * 100
     documented = {"device_id", "session_id"} & set(body.keys_as_sent)
     return 100.0 if documented else 1.0
