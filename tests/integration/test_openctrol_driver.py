@@ -40,8 +40,7 @@ async def face(desktop: VirtualDesktop) -> AsyncIterator[Served]:
 def _settings(served: Served, tmp_path: Path, **more: object) -> OpenctrolSettings:
     key = tmp_path / "openctrol.key"
     key.write_text(PASSWORD + "\n")
-    return OpenctrolSettings.model_validate({"url": served.url, "password_file": str(key),
-                                             **more})  # fmt: skip
+    return OpenctrolSettings.model_validate({"url": served.url, "password_file": str(key), **more})
 
 
 @pytest.fixture
@@ -140,8 +139,9 @@ async def test_sessions_are_renewed_before_they_expire(face: Served, tmp_path: P
         assert openctrol.stream is not None
         first = openctrol.stream.session.id
         # the new session is opened, then swapped in, then the old one ended
-        await eventually(lambda: openctrol.stream is not None
-                         and openctrol.stream.session.id != first)  # fmt: skip
+        await eventually(
+            lambda: openctrol.stream is not None and openctrol.stream.session.id != first
+        )
         assert openctrol.sessions_opened >= 2
         await eventually(lambda: face.face.broker.get(first) is None)  # the old one was ended
         assert (await openctrol.grab(0)).shape == (800, 1280, 4)
@@ -244,3 +244,26 @@ async def test_the_desktop_state_passes_through_a_chain_of_agents(tmp_path: Path
             async with httpx.AsyncClient(base_url=outer.url, timeout=10) as http:
                 health = (await http.get("/api/v1/health")).json()["remote_desktop"]
             assert health["desktop_state"] == "locked"
+
+
+async def test_grabbing_another_screen_selects_its_monitor(tmp_path: Path) -> None:
+    from tests.integration.test_openctrol_face import _TwoScreens
+
+    device = _TwoScreens()
+    device.second[..., 1] = 255  # green
+    async with (
+        serve_openctrol(device, {"allow_ha_ids": ["remotehands"]}) as served,
+        OpenctrolDriver(_settings(served, tmp_path)) as started,
+    ):
+        assert isinstance(started, OpenctrolDriver)
+        openctrol = started
+        assert [(s.id, s.width, s.height) for s in await openctrol.screens()] == [
+            (0, 320, 200),
+            (1, 160, 100),
+        ]
+        assert (await openctrol.grab(0)).shape == (200, 320, 4)
+        second = await openctrol.grab(1)
+        assert second.shape == (100, 160, 4) and _near(_pixel(second, 80, 50), (0, 255, 0))
+        assert served.face.monitors.selected == 1
+        await openctrol.move(10, 10)  # on the selected monitor
+        await eventually(lambda: device.pointer == (330, 10))

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -19,7 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from remotehands.drivers.fake import FakeDriver, FakeSettings
 from remotehands.drivers.openctrol.client import parse_ofra
 from remotehands.errors import DeviceError
-from remotehands.protocol.models import Bounds
+from remotehands.protocol.models import Bounds, ScreenInfo
 from remotehands.testing import eventually
 from tests.integration.openctrol_harness import PASSWORD, Served, serve_openctrol
 
@@ -640,3 +641,50 @@ async def test_session_volume_is_a_fraction_up_to_one(
         response = await http.post("/api/v1/audio/session", headers=KEY, json=body)
         assert response.status_code == 200, response.text
         assert driver.audio_sessions[0].volume == volume
+
+
+# -- two monitors ------------------------------------------------------------------------------
+
+
+class _TwoScreens(FakeDriver):
+    """A fake device with a second, smaller screen to the right of the first."""
+
+    def __init__(self) -> None:
+        super().__init__(320, 200)
+        self.second = np.zeros((100, 160, 4), dtype=np.uint8)
+
+    async def screens(self) -> list[ScreenInfo]:
+        return [ScreenInfo(id=0, width=320, height=200),
+                ScreenInfo(id=1, width=160, height=100, x=320, y=0)]  # fmt: skip
+
+    async def grab(self, screen_id: int = 0, region: Bounds | None = None) -> Any:
+        if screen_id == 1:
+            return self.second
+        return await super().grab(screen_id, region)
+
+    async def move(self, x: int, y: int) -> None:
+        self.pointer = (x, y)
+
+
+async def test_monitor_select_moves_the_stream_and_the_pointer() -> None:
+    device = _TwoScreens()
+    async with serve_openctrol(device, {"allow_ha_ids": [HA]}) as running, httpx.AsyncClient(
+        base_url=running.url, timeout=10
+    ) as http:  # fmt: skip
+        ws, _ = await _open(running, http)
+        hello = await _hello(ws)
+        assert [m["id"] for m in hello["monitors"]] == ["DISPLAY1", "DISPLAY2"]  # type: ignore[attr-defined]
+        assert (await _frame(ws))[:2] == (320, 200)
+        await ws.send(json.dumps({"type": "monitor_select", "monitor_id": "DISPLAY2"}))
+        while (await _frame(ws))[:2] != (160, 100):
+            pass
+        await ws.send(json.dumps({"type": "pointer_move", "absolute": True, "x": 0, "y": 65535}))
+        await eventually(lambda: device.pointer == (320, 99))
+        listed = (await http.get("/api/v1/rd/monitors", headers=KEY)).json()
+        assert listed["current_monitor_id"] == "DISPLAY2"
+        # selecting over REST moves every viewer back
+        back = await http.post("/api/v1/rd/monitor", headers=KEY, json={"MonitorId": "display1"})
+        assert back.json() == {"status": "ok", "monitor_id": "DISPLAY1"}
+        while (await _frame(ws))[:2] != (320, 200):
+            pass
+        await ws.close()
