@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
+
 from remotehands.agent.auth import TokenStore, password_check
 from remotehands.agent.dispatch import Dispatcher
 from remotehands.agent.faces.base import FaceContext
@@ -16,6 +18,8 @@ from remotehands.agent.faces.native import native_face
 from remotehands.agent.faces.openctrol import OpenctrolFace
 from remotehands.agent.framesource import FrameSources
 from remotehands.drivers.base import Driver, Screen
+from remotehands.drivers.fake import FakeDriver
+from remotehands.protocol.models import Bounds, ScreenInfo
 from remotehands.serving import bound_address, serve_http
 
 PASSWORD = "openctrol-password"
@@ -85,3 +89,23 @@ async def serve_openctrol(
         if frames is not None:
             await frames.aclose()
         await dispatcher.aclose()
+
+
+class TwoScreens(FakeDriver):
+    """A fake device with a second, smaller screen to the right of the first."""
+
+    def __init__(self) -> None:
+        super().__init__(320, 200)
+        self.second = np.zeros((100, 160, 4), dtype=np.uint8)
+
+    async def screens(self) -> list[ScreenInfo]:
+        return [ScreenInfo(id=0, width=320, height=200),
+                ScreenInfo(id=1, width=160, height=100, x=320, y=0)]  # fmt: skip
+
+    async def grab(self, screen_id: int = 0, region: Bounds | None = None) -> Any:
+        if screen_id == 1:
+            return self.second
+        return await super().grab(screen_id, region)
+
+    async def move(self, x: int, y: int) -> None:
+        self.pointer = (x, y)

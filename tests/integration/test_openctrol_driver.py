@@ -26,7 +26,7 @@ from remotehands.errors import (
 from remotehands.protocol.keys import Key
 from remotehands.protocol.models import ScreenInfo
 from remotehands.testing.xapps import eventually, launch_color_window, launch_probe
-from tests.integration.openctrol_harness import PASSWORD, Served, serve_openctrol
+from tests.integration.openctrol_harness import PASSWORD, Served, TwoScreens, serve_openctrol
 
 pytestmark = [pytest.mark.anyio, pytest.mark.x11]
 
@@ -247,9 +247,7 @@ async def test_the_desktop_state_passes_through_a_chain_of_agents(tmp_path: Path
 
 
 async def test_grabbing_another_screen_selects_its_monitor(tmp_path: Path) -> None:
-    from tests.integration.test_openctrol_face import _TwoScreens
-
-    device = _TwoScreens()
+    device = TwoScreens()
     device.second[..., 1] = 255  # green
     async with (
         serve_openctrol(device, {"allow_ha_ids": ["remotehands"]}) as served,

@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -20,9 +19,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from remotehands.drivers.fake import FakeDriver, FakeSettings
 from remotehands.drivers.openctrol.client import parse_ofra
 from remotehands.errors import DeviceError
-from remotehands.protocol.models import Bounds, ScreenInfo
+from remotehands.protocol.models import Bounds
 from remotehands.testing import eventually
-from tests.integration.openctrol_harness import PASSWORD, Served, serve_openctrol
+from tests.integration.openctrol_harness import PASSWORD, Served, TwoScreens, serve_openctrol
 
 pytestmark = pytest.mark.anyio
 
@@ -646,28 +645,8 @@ async def test_session_volume_is_a_fraction_up_to_one(
 # -- two monitors ------------------------------------------------------------------------------
 
 
-class _TwoScreens(FakeDriver):
-    """A fake device with a second, smaller screen to the right of the first."""
-
-    def __init__(self) -> None:
-        super().__init__(320, 200)
-        self.second = np.zeros((100, 160, 4), dtype=np.uint8)
-
-    async def screens(self) -> list[ScreenInfo]:
-        return [ScreenInfo(id=0, width=320, height=200),
-                ScreenInfo(id=1, width=160, height=100, x=320, y=0)]  # fmt: skip
-
-    async def grab(self, screen_id: int = 0, region: Bounds | None = None) -> Any:
-        if screen_id == 1:
-            return self.second
-        return await super().grab(screen_id, region)
-
-    async def move(self, x: int, y: int) -> None:
-        self.pointer = (x, y)
-
-
 async def test_monitor_select_moves_the_stream_and_the_pointer() -> None:
-    device = _TwoScreens()
+    device = TwoScreens()
     async with serve_openctrol(device, {"allow_ha_ids": [HA]}) as running, httpx.AsyncClient(
         base_url=running.url, timeout=10
     ) as http:  # fmt: skip
