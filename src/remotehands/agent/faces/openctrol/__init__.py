@@ -67,7 +67,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from remotehands.agent.faces.base import Face, FaceContext
 from remotehands.agent.faces.openctrol.desktop import (
@@ -92,6 +92,7 @@ from remotehands.errors import (
     UnsupportedError,
     ValidationError,
 )
+from remotehands.protocol.actions import ACTIONS_BY_NAME
 
 __all__ = [
     "KEY_ENV",
@@ -145,9 +146,16 @@ class OpenctrolFaceSettings(pydantic.BaseModel):
 class _Refused(Exception):
     """An answer other than success, in the reference's shape."""
 
-    def __init__(self, status: int, error: str, details: str) -> None:
+    def __init__(
+        self, status: int, error: str, details: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(details)
         self.status, self.error, self.details = status, error, details
+        self.headers = headers or {}
+
+    def response(self) -> Response:
+        """The answer."""
+        return _error(self.status, self.error, self.details, **self.headers)
 
 
 class _JSON(JSONResponse):
@@ -234,9 +242,10 @@ class OpenctrolFace:
         wait = self.limiter.blocked_for(client)
         if wait <= 0:
             return None
-        return _Refused(
-            401, "unauthorized", f"Too many failed attempts from {client}: wait {int(wait) + 1} s"
-        )
+        seconds = int(wait) + 1
+        return _Refused(401, "unauthorized",
+                        f"Too many failed attempts from {client}: wait {seconds} s",
+                        {"Retry-After": str(seconds)})  # fmt: skip
 
     async def authorise(self, headers: Any, client: str) -> None:
         """Check the API key of a request; raises :class:`_Refused` (401)."""
@@ -291,10 +300,7 @@ class OpenctrolFace:
                     await self.authorise(request.headers, self._client(request.client))
                 return await handler(request)
             except _Refused as refused:
-                headers = {}
-                if refused.status == 401 and "wait" in refused.details:
-                    headers["Retry-After"] = refused.details.rsplit(" ", 2)[-2]
-                return _error(refused.status, refused.error, refused.details, **headers)
+                return refused.response()
             except ServiceUnavailableError as err:
                 # the details say what to start (the sound server); the agent serves on
                 return _error(503, "service_unavailable", err.details)
@@ -314,8 +320,6 @@ class OpenctrolFace:
 
     async def _action(self, action: str, params: dict[str, Any] | None = None) -> Any:
         """Run an action; an action this agent's vocabulary lacks is a missing capability."""
-        from remotehands.protocol.actions import ACTIONS_BY_NAME
-
         if action not in ACTIONS_BY_NAME:
             raise UnsupportedError(f"this agent has no {action} action")
         return await self.dispatcher.run(action, params or {})
@@ -574,20 +578,26 @@ class OpenctrolFace:
         token = websocket.query_params.get("token", "")
         client = self._client(websocket.client)
         if not sess or not token:
-            await _deny(websocket, 400, "invalid_request", "Session ID and token are required")
+            await _deny(
+                websocket, _Refused(400, "invalid_request", "Session ID and token are required")
+            )
             return
         refused = self._blocked(client)
         if refused is not None:
-            await _deny(websocket, 401, refused.error, refused.details)
+            await _deny(websocket, refused)
             return
         session = self.broker.check_token(sess, token)
         if session is None:
             self.limiter.failed(client)
             log.warning("openctrol: a desktop socket from %s had a bad or expired token", client)
-            await _deny(websocket, 401, "unauthorized", "Invalid or expired session token")
+            await _deny(
+                websocket, _Refused(401, "unauthorized", "Invalid or expired session token")
+            )
             return
         if self.context.frames is None:
-            await _deny(websocket, 503, "service_unavailable", "Required services not available")
+            await _deny(
+                websocket, _Refused(503, "service_unavailable", "Required services not available")
+            )
             return
         await websocket.accept()
         screens = await self.monitors.screens()
@@ -656,11 +666,12 @@ class OpenctrolFace:
         try:
             await self.authorise(websocket.headers, self._client(websocket.client))
         except _Refused as refused:
-            await _deny(websocket, refused.status, refused.error, refused.details)
+            await _deny(websocket, refused)
             return
         if self.context.frames is None:
             await _deny(
-                websocket, 503, "service_unavailable", "Remote desktop engine not available"
+                websocket,
+                _Refused(503, "service_unavailable", "Remote desktop engine not available"),
             )
             return
         await websocket.accept()
@@ -822,18 +833,16 @@ def _percent(body: Folded, error: str, *, scale: str) -> float | None:
     return 100.0 if documented else 1.0
 
 
-async def _deny(websocket: WebSocket, status: int, error: str, details: str) -> None:
+async def _deny(websocket: WebSocket, refused: _Refused) -> None:
     """Refuse a WebSocket before accepting it, with an HTTP answer in the reference's shape
     (a close with 1008 where the server cannot send one)."""
     try:
-        await websocket.send_denial_response(_error(status, error, details))
+        await websocket.send_denial_response(refused.response())
     except RuntimeError:
-        await websocket.close(1008, details[:120])
+        await websocket.close(1008, refused.details[:120])
 
 
 def _gone(error: BaseException | None) -> bool:
-    from starlette.websockets import WebSocketDisconnect
-
     return isinstance(error, WebSocketDisconnect | ConnectionError | RuntimeError)
 
 

@@ -66,6 +66,8 @@ log = logging.getLogger(__name__)
 
 MAX_INPUT_PER_S = 1000
 MAX_MESSAGE = 64 * 1024
+SCREENS_FRESH_S = 1.0
+"""How long the screens' geometry is trusted for pointer moves before it is read again."""
 QUEUE_DEPTH = 10
 """Frames a viewer may fall behind before its oldest are dropped (the reference's 10)."""
 _INPUT_TYPES = frozenset({"pointer_move", "pointer_button", "pointer_wheel", "key", "text"})
@@ -114,6 +116,7 @@ class Monitors:
 
     def __init__(self, dispatcher: Dispatcher) -> None:
         self._dispatcher = dispatcher
+        self._known: tuple[float, list[ScreenInfo]] = (-SCREENS_FRESH_S, [])
         self.selected = 0
         """The selected screen's id."""
         self.changed = asyncio.Event()
@@ -126,8 +129,13 @@ class Monitors:
         return screens
 
     async def current(self) -> ScreenInfo:
-        """The selected screen (the first one if the selected one went away)."""
-        screens = await self.screens()
+        """The selected screen (the first one if the selected one went away); the screens are
+        read at most once a second here, as absolute moves come by the hundred."""
+        now = time.monotonic()
+        read_at, screens = self._known
+        if now - read_at >= SCREENS_FRESH_S or not screens:
+            screens = await self.screens()
+            self._known = (now, screens)
         return next((s for s in screens if s.id == self.selected), screens[0])
 
     async def select(self, wanted: str) -> ScreenInfo | None:
