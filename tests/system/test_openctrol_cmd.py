@@ -38,8 +38,9 @@ def _up(url: str) -> bool:
 def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     ours = ("REMOTEHANDS_AGENT", "REMOTEHANDS_DEVICE", "REMOTEHANDS_OPENCTROL")
     base = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
-    return subprocess.Popen([REMOTEHANDS, "agent", *args], env={**base, **env},
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [REMOTEHANDS, "agent", *args], env={**base, **env}, stderr=subprocess.PIPE, text=True
+    )
 
 
 def _stop(process: subprocess.Popen[str]) -> str:
@@ -55,9 +56,21 @@ def _stop(process: subprocess.Popen[str]) -> str:
 @pytest.fixture
 def openctrol_agent() -> Iterator[str]:
     port = _free_port()
-    process = _start(["--driver", "fake", "--listen", f"127.0.0.1:{port}", "--face", "openctrol",
-                      "--openctrol-allow-ha-id", "ha-1", "--openctrol-allow-ha-id", "ha-2"],
-                     {"REMOTEHANDS_AGENT_PASSWORD": "agent-pw"})  # fmt: skip
+    process = _start(
+        [
+            "--driver",
+            "fake",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--face",
+            "openctrol",
+            "--openctrol-allow-ha-id",
+            "ha-1",
+            "--openctrol-allow-ha-id",
+            "ha-2",
+        ],
+        {"REMOTEHANDS_AGENT_PASSWORD": "agent-pw"},
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: process.poll() is not None or _up(f"{url}/api/v1/health"), timeout=20)
@@ -80,12 +93,33 @@ def test_the_face_takes_its_key_and_allowlist_from_the_command_line(openctrol_ag
         assert http.get("/health").json() == {"status": "ok"}
 
 
+def test_an_allowlist_without_the_face_is_refused() -> None:
+    done = subprocess.run(
+        [REMOTEHANDS, "agent", "--driver", "fake", "--openctrol-allow-ha-id", "ha-1"],
+        env={**os.environ, "REMOTEHANDS_AGENT_PASSWORD": "pw"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "add --face openctrol" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_the_openctrol_driver_fronts_an_openctrol_agent(openctrol_agent: str) -> None:
     port = _free_port()
-    front = _start(["--driver", "openctrol", "--device-url", openctrol_agent,
-                    "--setting", "ha_id=ha-1", "--listen", f"127.0.0.1:{port}"],
-                   {"REMOTEHANDS_DEVICE_PASSWORD": "agent-pw",
-                    "REMOTEHANDS_AGENT_PASSWORD": "front-pw"})  # fmt: skip
+    front = _start(
+        [
+            "--driver",
+            "openctrol",
+            "--device-url",
+            openctrol_agent,
+            "--setting",
+            "ha_id=ha-1",
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
+        {"REMOTEHANDS_DEVICE_PASSWORD": "agent-pw", "REMOTEHANDS_AGENT_PASSWORD": "front-pw"},
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: front.poll() is not None or _up(f"{url}/health"), timeout=30)

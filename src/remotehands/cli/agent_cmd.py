@@ -181,6 +181,10 @@ def agent(ctx: click.Context, config_file: Path | None, driver: str, display: st
         click.echo(f"error: {err.message}", err=True)
         sys.exit(2)
     driver_settings.update(_device_settings(device_url, device_user, device_totp_file))
+    if openctrol_allow_ha_id and "openctrol" not in faces:
+        click.echo("error: --openctrol-allow-ha-id is for the openctrol face: add --face "
+                   "openctrol", err=True)  # fmt: skip
+        sys.exit(2)
     options = AgentOptions(
         driver=driver, display=display, settings=driver_settings, listen=listen,
         password=os.environ.get("REMOTEHANDS_AGENT_PASSWORD") or None,
