@@ -144,6 +144,7 @@ class OpenctrolDriver(Driver):
         self.stream: DesktopStream | None = None
         self._opening = asyncio.Lock()
         self._renewer: asyncio.Task[None] | None = None
+        self._renewing: asyncio.Future[None] | None = None
         self._selected = 0
         self._pointer = (0, 0)
         self._keys: list[str] = []
@@ -175,6 +176,9 @@ class OpenctrolDriver(Driver):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
             self._renewer = None
+        if self._renewing is not None:
+            await asyncio.gather(self._renewing, return_exceptions=True)
+            self._renewing = None
         if self.stream is not None and not self.stream.closed.is_set():
             with contextlib.suppress(RemoteHandsError):
                 await self.release_all()
@@ -210,7 +214,7 @@ class OpenctrolDriver(Driver):
         """End a session of ours; one the agent no longer knows is ended already."""
         self._live.discard(session_id)
         if self.client is not None:
-            with contextlib.suppress(RemoteHandsError):
+            with contextlib.suppress(OpenctrolError):
                 await self.client.end_session(session_id)
 
     async def _desktop(self) -> DesktopStream:
@@ -230,21 +234,25 @@ class OpenctrolDriver(Driver):
     async def _renew(self) -> None:
         """Replace the session before it expires: the new socket first, then end the old."""
         while True:
-            stream = await self._desktop()
-            left = (stream.session.expires_at - datetime.now(UTC)).total_seconds()
-            await asyncio.sleep(max(0.0, left - self.settings.renew_before_s))
             try:
-                async with self._opening:
-                    if self.stream is not stream:
-                        continue  # reopened meanwhile: renew that one in its turn
-                    self.stream = await self._open()
-                await stream.aclose()
-                await self._end(stream.session.id)
-            except RemoteHandsError as err:
-                log.warning(
-                    "openctrol: renewing the desktop session failed: %s; retrying", err.details
-                )
+                stream = await self._desktop()
+                left = (stream.session.expires_at - datetime.now(UTC)).total_seconds()
+                await asyncio.sleep(max(0.0, left - self.settings.renew_before_s))
+                # The swap runs to its end even when the driver closes meanwhile, so that no
+                # session it opened is left on the agent (close waits for it).
+                self._renewing = asyncio.ensure_future(self._replace(stream))
+                await asyncio.shield(self._renewing)
+            except (RemoteHandsError, OpenctrolError) as err:
+                log.warning("openctrol: renewing the desktop session failed: %s; retrying", err)
                 await asyncio.sleep(min(5.0, self.settings.renew_before_s / 2))
+
+    async def _replace(self, stream: DesktopStream) -> None:
+        async with self._opening:
+            if self.stream is not stream:
+                return  # reopened meanwhile: that one is renewed in its turn
+            self.stream = await self._open()
+        await stream.aclose()
+        await self._end(stream.session.id)
 
     # -- screen ------------------------------------------------------------------------------
     @_translated

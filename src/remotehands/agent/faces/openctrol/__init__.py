@@ -600,18 +600,21 @@ class OpenctrolFace:
             )
             return
         await websocket.accept()
-        screens = await self.monitors.screens()
-        await websocket.send_text(
-            orjson.dumps(
-                {
-                    "type": "hello",
-                    "agent_id": self.agent_id,
-                    "session_id": session.id,
-                    "version": "1.0",
-                    "monitors": [_monitor(s) for s in screens],
-                }
-            ).decode()
-        )
+        try:
+            screens = await self.monitors.screens()
+            hello = {
+                "type": "hello",
+                "agent_id": self.agent_id,
+                "session_id": session.id,
+                "version": "1.0",
+                "monitors": [_monitor(s) for s in screens],
+            }
+            await websocket.send_text(orjson.dumps(hello).decode())
+        except (RemoteHandsError, WebSocketDisconnect, OSError, RuntimeError) as err:
+            log.warning("openctrol: no hello for a desktop socket: %r", err)
+            with contextlib.suppress(Exception):
+                await websocket.close(1011, "Remote desktop engine not available")
+            return
         viewer = Viewer(
             websocket,
             self.context.frames,

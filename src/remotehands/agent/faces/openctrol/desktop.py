@@ -433,7 +433,7 @@ async def serve_legacy(websocket: WebSocket, translator: InputTranslator) -> Non
         else:
             raise ValueError(f"Unknown message type: {kind}")
 
-    with contextlib.suppress(WebSocketDisconnect):
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
         while True:
             text = await websocket.receive_text()
             if len(text) > MAX_MESSAGE:
