@@ -42,8 +42,9 @@ async def http(served: Served) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def _session(http: httpx.AsyncClient, ttl: int = 900) -> dict[str, str]:
-    response = await http.post("/api/v1/sessions/desktop", headers=KEY,
-                               json={"HaId": HA, "TtlSeconds": ttl})  # fmt: skip
+    response = await http.post(
+        "/api/v1/sessions/desktop", headers=KEY, json={"HaId": HA, "TtlSeconds": ttl}
+    )
     assert response.status_code == 200, response.text
     body: dict[str, str] = response.json()
     return body
@@ -76,12 +77,20 @@ async def test_health_is_public_and_shaped_as_the_reference(http: httpx.AsyncCli
     response = await http.get("/api/v1/health")
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"agent_id", "version", "uptime_seconds", "remote_desktop",
-                         "active_sessions"}  # fmt: skip
+    assert set(body) == {
+        "agent_id",
+        "version",
+        "uptime_seconds",
+        "remote_desktop",
+        "active_sessions",
+    }
     assert body["remote_desktop"] == {
-        "is_running": False, "last_frame_at": "0001-01-01T00:00:00+00:00",
-        "state": "desktop", "desktop_state": "desktop", "degraded": False,
-    }  # fmt: skip
+        "is_running": False,
+        "last_frame_at": "0001-01-01T00:00:00+00:00",
+        "state": "desktop",
+        "desktop_state": "desktop",
+        "degraded": False,
+    }
     assert body["active_sessions"] == 0 and body["version"] == "1.0.0"
     await _session(http)
     assert (await http.get("/api/v1/health")).json()["active_sessions"] == 1
@@ -90,13 +99,19 @@ async def test_health_is_public_and_shaped_as_the_reference(http: httpx.AsyncCli
 async def test_the_key_is_checked_on_every_route_but_health(
     served: Served, http: httpx.AsyncClient
 ) -> None:
-    for method, path in [("GET", "/api/v1/rd/monitors"), ("POST", "/api/v1/power"),
-                         ("GET", "/api/v1/audio/status"), ("POST", "/api/v1/sessions/desktop"),
-                         ("POST", "/api/v1/sessions/desktop/x/end")]:  # fmt: skip
+    for method, path in [
+        ("GET", "/api/v1/rd/monitors"),
+        ("POST", "/api/v1/power"),
+        ("GET", "/api/v1/audio/status"),
+        ("POST", "/api/v1/sessions/desktop"),
+        ("POST", "/api/v1/sessions/desktop/x/end"),
+    ]:
         response = await http.request(method, path, json={})
         assert response.status_code == 401, path
-        assert response.json() == {"error": "unauthorized",
-                                   "details": "Missing or invalid credentials"}  # fmt: skip
+        assert response.json() == {
+            "error": "unauthorized",
+            "details": "Missing or invalid credentials",
+        }
     served.monotonic.now += 61  # five failures: the rate limit would refuse the next check
     ok = await http.get("/api/v1/rd/monitors", headers={"Authorization": f"Bearer {PASSWORD}"})
     assert ok.status_code == 200
@@ -119,9 +134,10 @@ async def test_failed_key_checks_are_limited_to_five_a_minute(
 
 async def test_a_key_of_its_own_replaces_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REMOTEHANDS_OPENCTROL_KEY", "ha-key")
-    async with serve_openctrol(FakeDriver(64, 64)) as running, httpx.AsyncClient(
-        base_url=running.url, timeout=10
-    ) as http:  # fmt: skip
+    async with (
+        serve_openctrol(FakeDriver(64, 64)) as running,
+        httpx.AsyncClient(base_url=running.url, timeout=10) as http,
+    ):
         assert (await http.get("/api/v1/rd/monitors", headers=KEY)).status_code == 401
         good = await http.get("/api/v1/rd/monitors", headers={"X-Openctrol-Key": "ha-key"})
         assert good.status_code == 200
@@ -140,18 +156,24 @@ async def test_sessions_need_an_allowed_ha_id(http: httpx.AsyncClient) -> None:
 
 
 async def test_without_an_allowlist_every_session_is_refused() -> None:
-    async with serve_openctrol(FakeDriver(64, 64)) as running, httpx.AsyncClient(
-        base_url=running.url, timeout=10
-    ) as http:  # fmt: skip
+    async with (
+        serve_openctrol(FakeDriver(64, 64)) as running,
+        httpx.AsyncClient(base_url=running.url, timeout=10) as http,
+    ):
         refused = await http.post("/api/v1/sessions/desktop", headers=KEY, json={"HaId": HA})
         assert refused.status_code == 401
         assert set(refused.json()) == {"error", "details"}
 
 
-@pytest.mark.parametrize("body", [
-    {"HaId": HA, "TtlSeconds": 120}, {"haId": HA, "ttlSeconds": 120},
-    {"ha_id": HA, "ttl_seconds": 120}, {"HA_ID": HA, "TTL_SECONDS": 120},
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"HaId": HA, "TtlSeconds": 120},
+        {"haId": HA, "ttlSeconds": 120},
+        {"ha_id": HA, "ttl_seconds": 120},
+        {"HA_ID": HA, "TTL_SECONDS": 120},
+    ],
+)
 async def test_bodies_are_read_in_any_casing(
     served: Served, http: httpx.AsyncClient, body: dict[str, object]
 ) -> None:
@@ -161,8 +183,9 @@ async def test_bodies_are_read_in_any_casing(
     assert (expires - served.clock.now).total_seconds() == 120
 
 
-@pytest.mark.parametrize(("asked", "given"), [(5, 60), (60, 60), (900, 900), (3600, 3600),
-                                              (99_999, 3600), (None, 900)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("asked", "given"), [(5, 60), (60, 60), (900, 900), (3600, 3600), (99_999, 3600), (None, 900)]
+)
 async def test_the_ttl_is_clamped(
     served: Served, http: httpx.AsyncClient, asked: int | None, given: int
 ) -> None:
@@ -223,8 +246,9 @@ async def test_the_socket_refuses_missing_and_wrong_tokens(
     assert missing.value.response.status_code == 400
     for _ in range(5):
         with pytest.raises(InvalidStatus) as wrong:
-            await connect(f"ws://{served.address}/ws/desktop?sess={session['session_id']}"
-                          "&token=guess")  # fmt: skip
+            await connect(
+                f"ws://{served.address}/ws/desktop?sess={session['session_id']}&token=guess"
+            )
         assert wrong.value.response.status_code == 401
     # five failures: even the right token waits a minute
     with pytest.raises(InvalidStatus) as limited:
@@ -250,11 +274,20 @@ async def test_hello_then_frames_only_when_the_screen_changed(
     ws, session = await _open(served, http)
     hello = await _hello(ws)
     assert hello == {
-        "type": "hello", "agent_id": served.face.agent_id, "session_id": session["session_id"],
+        "type": "hello",
+        "agent_id": served.face.agent_id,
+        "session_id": session["session_id"],
         "version": "1.0",
-        "monitors": [{"id": "DISPLAY1", "name": "Primary Display", "width": 320,
-                      "height": 200, "is_primary": True}],
-    }  # fmt: skip
+        "monitors": [
+            {
+                "id": "DISPLAY1",
+                "name": "Primary Display",
+                "width": 320,
+                "height": 200,
+                "is_primary": True,
+            }
+        ],
+    }
     width, height, fmt, jpeg = await _frame(ws)
     assert (width, height, fmt) == (320, 200, 1) and jpeg[:2] == b"\xff\xd8"
     # nothing changes: the source keeps capturing, nothing is sent
@@ -291,8 +324,9 @@ async def test_input_messages_reach_the_device(served: Served, http: httpx.Async
     await send(type="pointer_button", button="right", action="up")
     await eventually(lambda: not driver.buttons_down)
     await send(type="pointer_wheel", delta_x=0, delta_y=-240)  # towards the user: down
-    await eventually(lambda: any(c.name == "scroll" and c.args["delta_y"] == 2
-                                 for c in driver.calls))  # fmt: skip
+    await eventually(
+        lambda: any(c.name == "scroll" and c.args["delta_y"] == 2 for c in driver.calls)
+    )
     await send(type="key", key_code=0x43, action="down", ctrl=True)
     await eventually(lambda: [str(k) for k in driver.keys_down] == ["ControlLeft", "KeyC"])
     await send(type="key", key_code=0x43, action="up", ctrl=True)
@@ -328,9 +362,20 @@ async def test_input_is_limited_to_a_thousand_events_a_second(
     assert isinstance(driver, FakeDriver)
     ws, _ = await _open(served, http)
     await _hello(ws)
-    for i in range(1200):
-        await ws.send(json.dumps({"type": "pointer_button", "button": "left",
-                                  "action": "down" if i % 2 == 0 else "up"}))  # fmt: skip
+    # 1,200 cheap input messages (a wheel turned by nothing) fill the second's 1,000 ...
+    for _ in range(1200):
+        await ws.send(json.dumps({"type": "pointer_wheel", "delta_x": 0, "delta_y": 0}))
+    # ... so that the clicks right behind them are dropped
+    for i in range(100):
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "pointer_button",
+                    "button": "left",
+                    "action": "down" if i % 2 == 0 else "up",
+                }
+            )
+        )
 
     async def typed_once_the_window_moved_on() -> bool:
         # a text message is input too: it gets through once the second has passed
@@ -339,17 +384,25 @@ async def test_input_is_limited_to_a_thousand_events_a_second(
 
     await eventually(typed_once_the_window_moved_on, timeout=20, interval=0.1)
     presses = sum(1 for c in driver.calls if c.name == "button")
-    assert 1000 <= presses < 1200  # the flood went faster than 1,000 a second
+    assert presses < 100
     await ws.close()
 
 
 async def test_monitors_are_listed_and_selected(http: httpx.AsyncClient) -> None:
     monitors = await http.get("/api/v1/rd/monitors", headers=KEY)
     assert monitors.json() == {
-        "monitors": [{"id": "DISPLAY1", "name": "Primary Display", "width": 320, "height": 200,
-                      "is_primary": True, "resolution": "320x200"}],
+        "monitors": [
+            {
+                "id": "DISPLAY1",
+                "name": "Primary Display",
+                "width": 320,
+                "height": 200,
+                "is_primary": True,
+                "resolution": "320x200",
+            }
+        ],
         "current_monitor_id": "DISPLAY1",
-    }  # fmt: skip
+    }
     selected = await http.post("/api/v1/rd/monitor", headers=KEY, json={"MonitorId": "DISPLAY1"})
     assert selected.json() == {"status": "ok", "monitor_id": "DISPLAY1"}
     unknown = await http.post("/api/v1/rd/monitor", headers=KEY, json={"monitorId": "DISPLAY2"})
@@ -380,15 +433,19 @@ async def test_the_legacy_input_socket(served: Served) -> None:
     assert refused.value.response.status_code == 401
     async with connect(url, additional_headers=KEY, open_timeout=10) as ws:
         await ws.send(json.dumps({"type": "keyboard", "keys": ["CTRL", "ALT", "DEL"]}))
-        await eventually(lambda: [str(k) for k in driver.pressed][-3:]
-                         == ["ControlLeft", "AltLeft", "Delete"])  # fmt: skip
+        await eventually(
+            lambda: [str(k) for k in driver.pressed][-3:] == ["ControlLeft", "AltLeft", "Delete"]
+        )
         assert not driver.keys_down
         await ws.send(json.dumps({"type": "pointer", "event": "move", "dx": 5, "dy": 7}))
         await eventually(lambda: driver.pointer == (5, 7))
         await ws.send(json.dumps({"type": "pointer", "event": "click", "button": "left"}))
-        await eventually(lambda: [c.args for c in driver.calls if c.name == "button"][-2:]
-                         == [{"button": "left", "down": True},
-                             {"button": "left", "down": False}])  # fmt: skip
+        await eventually(
+            lambda: (
+                [c.args for c in driver.calls if c.name == "button"][-2:]
+                == [{"button": "left", "down": True}, {"button": "left", "down": False}]
+            )
+        )
         await ws.send(json.dumps({"type": "mystery"}))
         assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {
             "type": "error",
@@ -416,8 +473,10 @@ async def test_power_runs_the_os_power_actions(served: Served, http: httpx.Async
     assert "power_shutdown" in driver.call_names()
     wol = await http.post("/api/v1/power", headers=KEY, json={"action": "wol"})
     assert wol.status_code == 400
-    assert wol.json() == {"error": "invalid_request",
-                          "details": "Wake-on-LAN (wol) is not supported"}  # fmt: skip
+    assert wol.json() == {
+        "error": "invalid_request",
+        "details": "Wake-on-LAN (wol) is not supported",
+    }
     missing = await http.post("/api/v1/power", headers=KEY, json={})
     assert missing.json() == {
         "error": "invalid_request",
@@ -434,24 +493,51 @@ async def test_audio_state_and_status_in_both_scales(
     assert state.json() == {
         "default_output_device_id": "fake-speakers",
         "devices": [
-            {"id": "fake-speakers", "name": "Fake speakers", "volume": 1.0, "muted": False,
-             "is_default": True},
-            {"id": "fake-headphones", "name": "Fake headphones", "volume": 0.4, "muted": False,
-             "is_default": False},
+            {
+                "id": "fake-speakers",
+                "name": "Fake speakers",
+                "volume": 1.0,
+                "muted": False,
+                "is_default": True,
+            },
+            {
+                "id": "fake-headphones",
+                "name": "Fake headphones",
+                "volume": 0.4,
+                "muted": False,
+                "is_default": False,
+            },
         ],
-        "sessions": [{"id": "1", "name": "fakeplayer", "volume": 1.0, "muted": False,
-                      "output_device_id": "fake-speakers"}],
-    }  # fmt: skip
+        "sessions": [
+            {
+                "id": "1",
+                "name": "fakeplayer",
+                "volume": 1.0,
+                "muted": False,
+                "output_device_id": "fake-speakers",
+            }
+        ],
+    }
     status = await http.get("/api/v1/audio/status", headers=KEY)
     assert status.json() == {
         "master": {"volume": 100.0, "muted": False},
         "devices": [
-            {"id": "fake-speakers", "name": "Fake speakers", "volume": 100.0, "muted": False,
-             "is_default": True},
-            {"id": "fake-headphones", "name": "Fake headphones", "volume": 40.0,
-             "muted": False, "is_default": False},
+            {
+                "id": "fake-speakers",
+                "name": "Fake speakers",
+                "volume": 100.0,
+                "muted": False,
+                "is_default": True,
+            },
+            {
+                "id": "fake-headphones",
+                "name": "Fake headphones",
+                "volume": 40.0,
+                "muted": False,
+                "is_default": False,
+            },
         ],
-    }  # fmt: skip
+    }
 
 
 async def test_master_volume_is_a_percentage(served: Served, http: httpx.AsyncClient) -> None:
@@ -464,20 +550,25 @@ async def test_master_volume_is_a_percentage(served: Served, http: httpx.AsyncCl
     assert speakers.muted and speakers.volume == 30
     loud = await http.post("/api/v1/audio/master", headers=KEY, json={"Volume": 130})
     assert loud.status_code == 400
-    assert loud.json() == {"error": "invalid_request",
-                           "details": "Volume must be between 0 and 100"}  # fmt: skip
+    assert loud.json() == {
+        "error": "invalid_request",
+        "details": "Volume must be between 0 and 100",
+    }
 
 
-@pytest.mark.parametrize(("body", "volume"), [
-    # the document's form: 0.0-1.0
-    ({"device_id": "fake-headphones", "volume": 0.75, "muted": False}, 75.0),
-    ({"device_id": "fake-headphones", "volume": 1.0, "muted": False}, 100.0),
-    ({"device_id": "fake-headphones", "volume": 0, "muted": False}, 0.0),
-    # the integration's and the real agent's: 0-100
-    ({"DeviceId": "fake-headphones", "Volume": 55.0}, 55.0),
-    ({"DeviceId": "fake-headphones", "Volume": 1.0}, 1.0),
-    ({"deviceId": "fake-headphones", "volume": 100}, 100.0),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("body", "volume"),
+    [
+        # the document's form: 0.0-1.0
+        ({"device_id": "fake-headphones", "volume": 0.75, "muted": False}, 75.0),
+        ({"device_id": "fake-headphones", "volume": 1.0, "muted": False}, 100.0),
+        ({"device_id": "fake-headphones", "volume": 0, "muted": False}, 0.0),
+        # the integration's and the real agent's: 0-100
+        ({"DeviceId": "fake-headphones", "Volume": 55.0}, 55.0),
+        ({"DeviceId": "fake-headphones", "Volume": 1.0}, 1.0),
+        ({"deviceId": "fake-headphones", "volume": 100}, 100.0),
+    ],
+)
 async def test_device_volume_reads_both_scales(
     served: Served, http: httpx.AsyncClient, body: dict[str, object], volume: float
 ) -> None:
@@ -495,23 +586,32 @@ async def test_device_routes_refuse_what_makes_no_sense(
     assert isinstance(driver, FakeDriver)
     missing = await http.post("/api/v1/audio/device", headers=KEY, json={"volume": 0.5})
     assert missing.status_code == 400
-    assert missing.json() == {"error": "invalid_audio_device_request",
-                              "details": "Device ID is required"}  # fmt: skip
-    unknown = await http.post("/api/v1/audio/device", headers=KEY,
-                              json={"DeviceId": "nope", "Volume": 20})  # fmt: skip
+    assert missing.json() == {
+        "error": "invalid_audio_device_request",
+        "details": "Device ID is required",
+    }
+    unknown = await http.post(
+        "/api/v1/audio/device", headers=KEY, json={"DeviceId": "nope", "Volume": 20}
+    )
     assert unknown.status_code == 404
     assert unknown.json() == {"error": "not_found", "details": "Device ID 'nope' not found"}
-    loud = await http.post("/api/v1/audio/device", headers=KEY,
-                           json={"DeviceId": "fake-headphones", "Volume": 101})  # fmt: skip
+    loud = await http.post(
+        "/api/v1/audio/device", headers=KEY, json={"DeviceId": "fake-headphones", "Volume": 101}
+    )
     assert loud.status_code == 400 and loud.json()["error"] == "invalid_audio_device_request"
-    legacy = await http.post("/api/v1/audio/device/legacy", headers=KEY,
-                             json={"device_id": "fake-headphones", "volume": 0.5,
-                                   "muted": True, "set_default": True})  # fmt: skip
+    legacy = await http.post(
+        "/api/v1/audio/device/legacy",
+        headers=KEY,
+        json={"device_id": "fake-headphones", "volume": 0.5, "muted": True, "set_default": True},
+    )
     assert legacy.json() == {"status": "ok"}
     assert (driver.audio_devices[1].volume, driver.audio_devices[1].muted) == (50.0, True)
     assert driver.default_audio_device == "fake-headphones"
-    fraction_only = await http.post("/api/v1/audio/device/legacy", headers=KEY,
-                                    json={"device_id": "fake-headphones", "volume": 5})  # fmt: skip
+    fraction_only = await http.post(
+        "/api/v1/audio/device/legacy",
+        headers=KEY,
+        json={"device_id": "fake-headphones", "volume": 5},
+    )
     assert fraction_only.status_code == 400
     assert fraction_only.json()["details"] == "Volume must be between 0 and 1"
 
@@ -519,27 +619,39 @@ async def test_device_routes_refuse_what_makes_no_sense(
 async def test_default_device_and_sessions(served: Served, http: httpx.AsyncClient) -> None:
     driver = served.driver
     assert isinstance(driver, FakeDriver)
-    default = await http.post("/api/v1/audio/default", headers=KEY,
-                              json={"DeviceId": "fake-headphones"})  # fmt: skip
+    default = await http.post(
+        "/api/v1/audio/default", headers=KEY, json={"DeviceId": "fake-headphones"}
+    )
     assert default.json() == {"status": "ok", "device_id": "fake-headphones"}
     assert driver.default_audio_device == "fake-headphones"
-    guide = await http.post("/api/v1/audio/device/default", headers=KEY,
-                            json={"device_id": "fake-speakers"})  # fmt: skip
+    guide = await http.post(
+        "/api/v1/audio/device/default", headers=KEY, json={"device_id": "fake-speakers"}
+    )
     assert guide.status_code == 200 and driver.default_audio_device == "fake-speakers"
     assert (await http.post("/api/v1/audio/default", headers=KEY, json={})).status_code == 400
     gone = await http.post("/api/v1/audio/default", headers=KEY, json={"DeviceId": "x"})
     assert gone.status_code == 404
-    moved = await http.post("/api/v1/audio/session", headers=KEY, json={
-        "session_id": "1", "volume": 0.25, "muted": True, "output_device_id": "fake-headphones",
-    })  # fmt: skip
+    moved = await http.post(
+        "/api/v1/audio/session",
+        headers=KEY,
+        json={
+            "session_id": "1",
+            "volume": 0.25,
+            "muted": True,
+            "output_device_id": "fake-headphones",
+        },
+    )
     assert moved.json() == {"status": "ok"}
     session = driver.audio_sessions[0]
     assert (session.volume, session.muted, session.device_id) == (25.0, True, "fake-headphones")
     missing = await http.post("/api/v1/audio/session", headers=KEY, json={"volume": 0.5})
-    assert missing.json() == {"error": "invalid_audio_session_request",
-                              "details": "Session ID is required"}  # fmt: skip
-    unknown = await http.post("/api/v1/audio/session", headers=KEY,
-                              json={"SessionId": "9", "Volume": 0.5, "Muted": False})  # fmt: skip
+    assert missing.json() == {
+        "error": "invalid_audio_session_request",
+        "details": "Session ID is required",
+    }
+    unknown = await http.post(
+        "/api/v1/audio/session", headers=KEY, json={"SessionId": "9", "Volume": 0.5, "Muted": False}
+    )
     assert unknown.status_code == 404 and unknown.json()["error"] == "not_found"
 
 
@@ -549,9 +661,11 @@ async def test_a_sound_server_that_is_not_running_is_503(
     driver = served.driver
     assert isinstance(driver, FakeDriver)
     driver.audio_down = "no sound server answers: start PulseAudio (pulseaudio --start)"
-    for method, path, body in [("GET", "/api/v1/audio/status", None),
-                               ("GET", "/api/v1/audio/state", None),
-                               ("POST", "/api/v1/audio/master", {"volume": 10})]:  # fmt: skip
+    for method, path, body in [
+        ("GET", "/api/v1/audio/status", None),
+        ("GET", "/api/v1/audio/state", None),
+        ("POST", "/api/v1/audio/master", {"volume": 10}),
+    ]:
         response = await http.request(method, path, headers=KEY, json=body)
         assert response.status_code == 503
         assert response.json() == {"error": "service_unavailable", "details": driver.audio_down}
@@ -565,9 +679,10 @@ async def test_a_sound_server_that_is_not_running_is_503(
 async def test_power_and_audio_without_the_capability_are_unavailable() -> None:
     only = frozenset({"screen", "keyboard", "mouse"})
     device = FakeDriver(settings=FakeSettings(width=64, height=64, capabilities=only))
-    async with serve_openctrol(device) as running, httpx.AsyncClient(
-        base_url=running.url, timeout=10
-    ) as http:  # fmt: skip
+    async with (
+        serve_openctrol(device) as running,
+        httpx.AsyncClient(base_url=running.url, timeout=10) as http,
+    ):
         power = await http.post("/api/v1/power", headers=KEY, json={"action": "restart"})
         assert power.status_code == 503 and power.json()["error"] == "service_unavailable"
         assert power.json()["details"].startswith("Power manager not available: ")
@@ -597,12 +712,16 @@ class _Flaky(FakeDriver):
 async def test_health_reports_the_driver_state_and_repeated_capture_failures() -> None:
     device = _Flaky(96, 64)
     device.failing = True
-    async with serve_openctrol(device, {"allow_ha_ids": [HA]}) as running, httpx.AsyncClient(
-        base_url=running.url, timeout=10
-    ) as http:  # fmt: skip
+    async with (
+        serve_openctrol(device, {"allow_ha_ids": [HA]}) as running,
+        httpx.AsyncClient(base_url=running.url, timeout=10) as http,
+    ):
         before = (await http.get("/api/v1/health")).json()["remote_desktop"]
         assert (before["state"], before["desktop_state"], before["degraded"]) == (
-            "locked", "locked", False)  # fmt: skip
+            "locked",
+            "locked",
+            False,
+        )
         ws, _ = await _open(running, http)
         await _hello(ws)
 
@@ -634,9 +753,11 @@ async def test_session_volume_is_a_fraction_up_to_one(
 ) -> None:
     driver = served.driver
     assert isinstance(driver, FakeDriver)
-    for body, volume in [({"SessionId": "1", "Volume": 0.5, "Muted": False}, 50.0),
-                         ({"SessionId": "1", "Volume": 1.0, "Muted": False}, 100.0),
-                         ({"session_id": "1", "volume": 30, "muted": False}, 30.0)]:  # fmt: skip
+    for body, volume in [
+        ({"SessionId": "1", "Volume": 0.5, "Muted": False}, 50.0),
+        ({"SessionId": "1", "Volume": 1.0, "Muted": False}, 100.0),
+        ({"session_id": "1", "volume": 30, "muted": False}, 30.0),
+    ]:
         response = await http.post("/api/v1/audio/session", headers=KEY, json=body)
         assert response.status_code == 200, response.text
         assert driver.audio_sessions[0].volume == volume
@@ -647,9 +768,10 @@ async def test_session_volume_is_a_fraction_up_to_one(
 
 async def test_monitor_select_moves_the_stream_and_the_pointer() -> None:
     device = TwoScreens()
-    async with serve_openctrol(device, {"allow_ha_ids": [HA]}) as running, httpx.AsyncClient(
-        base_url=running.url, timeout=10
-    ) as http:  # fmt: skip
+    async with (
+        serve_openctrol(device, {"allow_ha_ids": [HA]}) as running,
+        httpx.AsyncClient(base_url=running.url, timeout=10) as http,
+    ):
         ws, _ = await _open(running, http)
         hello = await _hello(ws)
         assert [m["id"] for m in hello["monitors"]] == ["DISPLAY1", "DISPLAY2"]  # type: ignore[attr-defined]

@@ -63,3 +63,19 @@ def test_every_key_but_power_has_a_virtual_key_and_back() -> None:
         "ControlLeft",
         "AltLeft",
     )
+
+
+def test_input_is_limited_to_a_thousand_messages_in_any_second() -> None:
+    from remotehands.agent.dispatch import Dispatcher
+    from remotehands.agent.faces.openctrol.desktop import InputTranslator, Monitors
+    from remotehands.drivers.fake import FakeDriver
+
+    now = [100.0]
+    dispatcher = Dispatcher(FakeDriver(8, 8))
+    limiter = InputTranslator(dispatcher, Monitors(dispatcher), clock=lambda: now[0])
+    assert all(limiter.allow() for _ in range(1000))
+    assert not limiter.allow()
+    now[0] += 0.999
+    assert not limiter.allow()  # the window slides: still the same second
+    now[0] += 0.002
+    assert all(limiter.allow() for _ in range(1000)) and not limiter.allow()

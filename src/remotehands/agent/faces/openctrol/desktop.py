@@ -171,14 +171,21 @@ def legacy_keys(names: list[Any]) -> tuple[list[str], list[str]]:
 class InputTranslator:
     """Carries out Openctrol input messages as actions of the device's dispatcher."""
 
-    def __init__(self, dispatcher: Dispatcher, monitors: Monitors) -> None:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        monitors: Monitors,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.dispatcher = dispatcher
         self.monitors = monitors
+        self._clock = clock
         self._times: deque[float] = deque()
 
     def allow(self) -> bool:
         """Whether one more input message fits in the last second's 1,000."""
-        now = time.monotonic()
+        now = self._clock()
         while self._times and self._times[0] <= now - 1.0:
             self._times.popleft()
         if len(self._times) >= MAX_INPUT_PER_S:
