@@ -1,15 +1,17 @@
 """The contract suite's drivers and its ``needs`` marker.
 
 Every test of ``tests/contract`` runs once per driver of :data:`CONTRACT_DRIVERS`: the fake
-driver, the fake driver playing a KVM (screen, keyboard and mouse only), the x11 driver on a
-real Xvfb, and the openctrol driver against the agent's Openctrol face fronting a fake device.
-A test marked ``@pytest.mark.needs("clipboard", ...)`` is skipped, with the reason, for a
-driver that lacks one of those capabilities.
+driver, the fake driver playing a KVM (screen, keyboard, mouse, power, media and a switch), the
+x11 driver on a real Xvfb (with the session's PulseAudio server for its audio, where
+``pulseaudio`` is installed), and the openctrol driver against the agent's Openctrol face
+fronting a fake device. A test marked ``@pytest.mark.needs("clipboard", ...)`` is
+skipped, with the reason, for a driver that lacks one of those capabilities.
 """
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -21,15 +23,22 @@ from remotehands.drivers.base import Driver
 from remotehands.drivers.fake import FakeDriver
 from tests.integration.openctrol_harness import PASSWORD, serve_openctrol
 
-_KVM = ["screen", "keyboard", "mouse"]
+_KVM = ["screen", "keyboard", "mouse", "power", "media", "switch"]
 
 CONTRACT_DRIVERS: dict[str, Callable[[pytest.FixtureRequest], tuple[str, dict[str, Any]]]] = {
     "fake": lambda request: ("fake", {"width": 1280, "height": 800}),
     "fake-kvm": lambda request: ("fake", {"serial": "kvm", "capabilities": _KVM}),
-    "x11": lambda request: ("x11", {"display": request.getfixturevalue("desktop").display}),
+    "x11": lambda request: ("x11", _x11_settings(request)),
     "openctrol": lambda request: ("openctrol", {"key_dir": request.getfixturevalue("tmp_path")}),
 }
 """Contract driver id -> (driver name, settings), given the test's request."""
+
+
+def _x11_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    settings = {"display": request.getfixturevalue("desktop").display}
+    if shutil.which("pulseaudio") is not None:  # its audio on the session's sound server
+        settings["pulse_server"] = request.getfixturevalue("sound_server").address
+    return settings
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -56,8 +65,10 @@ async def driver(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
             settings = await stack.enter_async_context(_openctrol_agent(settings["key_dir"]))
         instance: Driver = make_driver(name, settings)
         marker = request.node.get_closest_marker("needs")
-        lacking = [c for c in (marker.args if marker else ()) if not instance.has(c)]
-        if lacking:
-            pytest.skip(f"the {request.param} driver has no {', '.join(lacking)} capability")
         async with instance:
+            # checked once started: a driver may settle some capabilities as it starts (the
+            # x11 driver's audio is there when a sound server answers)
+            lacking = [c for c in (marker.args if marker else ()) if not instance.has(c)]
+            if lacking:
+                pytest.skip(f"the {request.param} driver has no {', '.join(lacking)} capability")
             yield instance

@@ -27,7 +27,9 @@ from remotehands.agent.faces.native import create_native_app
 from remotehands.agent.runtime import Agent, bound_address, serve_http
 from remotehands.agent.soundserver import SoundServer
 from remotehands.cli.main import cli
+from remotehands.drivers.pulse import PulseAudio
 from remotehands.drivers.x11.driver import X11Driver, X11Settings
+from remotehands.errors import ServiceUnavailableError
 from remotehands.testing.xapps import eventually
 from tests.integration.conftest import LiveServer
 from tests.soundcheck import default_sink, pactl, percent, playing, reset, sink_inputs, sinks
@@ -163,6 +165,7 @@ async def test_no_sound_server_is_503_with_what_to_start_and_the_agent_serves_on
         assert "audio" not in agent.driver.capabilities
         response = await agent.http.get("/audio")
         assert response.status_code == 501 and response.json()["error"] == "unsupported"
+        assert f"no sound server answered at {nowhere}" in response.json()["details"]
     async with serve_x11(audio="off") as agent:
         assert "audio" not in agent.driver.capabilities
 
@@ -194,6 +197,7 @@ async def test_the_audio_command_through_a_fleet_server(
 ) -> None:
     reset(sound_server)
     token = await live_server.enrollment("desk-audio")
+    silent = await live_server.enrollment("desk-silent")
     config = tmp_path / "agent.toml"
     config.write_text(
         textwrap.dedent(f"""
@@ -208,6 +212,15 @@ async def test_the_audio_command_through_a_fleet_server(
         display = "{desktop.display}"
         audio = "on"
         pulse_server = "{sound_server.address}"
+
+        [[devices]]
+        name = "desk-silent"
+        driver = "x11"
+        enrollment_token = "{silent}"
+        [devices.settings]
+        display = "{desktop.display}"
+        audio = "on"
+        pulse_server = "unix:{tmp_path}/no-server/native"
     """)
     )
     agent = Agent.from_config(load_config(config))
@@ -225,8 +238,11 @@ async def test_the_audio_command_through_a_fleet_server(
     try:
 
         async def online() -> bool:
-            device = await live_server.device("desk-audio")
-            return device is not None and device["status"] == "online"
+            for name in ("desk-audio", "desk-silent"):
+                device = await live_server.device(name)
+                if device is None or device["status"] != "online":
+                    return False
+            return True
 
         await eventually(online, timeout=20)
         with playing(sound_server, "rh-fleet-player") as player:
@@ -252,7 +268,43 @@ async def test_the_audio_command_through_a_fleet_server(
                 CliRunner().invoke, cli, ["audio-status", "desk-audio", "--json"], env=env
             )
             assert result.exit_code == 0, result.output
+        # a device whose sound server is not running: 503 through the fleet, exit status 7
+        result = await asyncio.to_thread(
+            CliRunner().invoke, cli, ["audio", "desk-silent", "status"], env=env
+        )
+        assert result.exit_code == 7, result.output
+        assert "no sound server answers" in result.stderr and "pulseaudio --start" in result.stderr
+        device = await live_server.device("desk-silent")
+        assert device is not None
+        response = await live_server.http.get(f"/v1/devices/{device['id']}/audio")
+        assert response.status_code == 503
+        assert response.json()["error"] == "service_unavailable"
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         reset(sound_server)
+
+
+async def test_the_sound_server_is_found_the_standard_way(
+    sound_server: SoundServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without a pulse_server setting, PULSE_SERVER leads to the server, else the socket in
+    XDG_RUNTIME_DIR; the error names where it looked."""
+    assert sound_server.runtime_dir is not None
+    monkeypatch.delenv("PULSE_SERVER", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(sound_server.runtime_dir))
+    found = PulseAudio()
+    try:
+        assert "rh_one" in {d.id for d in (await found.audio_status()).devices}
+    finally:
+        await found.close()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setenv("PULSE_SERVER", str(sound_server.address))
+    found = PulseAudio()
+    try:
+        assert "rh_two" in {d.id for d in (await found.audio_status()).devices}
+    finally:
+        await found.close()
+    monkeypatch.delenv("PULSE_SERVER")
+    with pytest.raises(ServiceUnavailableError, match=f"unix:{tmp_path}/pulse/native"):
+        await PulseAudio().audio_status()

@@ -42,13 +42,16 @@ class Linked:
 
 
 @asynccontextmanager
-async def linked(server: LiveServer, tmp: Path, name: str) -> AsyncIterator[Linked]:
-    """A FakeDriver device enrolled as ``name`` and linked to the server until the block ends."""
+async def linked(
+    server: LiveServer, tmp: Path, name: str, **settings: Any
+) -> AsyncIterator[Linked]:
+    """A FakeDriver device enrolled as ``name`` (with more ``settings``) and linked to the
+    server until the block ends."""
     media = tmp / name / "media"
     credential = await load_or_enroll(server.url, await server.enrollment(name),
                                       state_dir=tmp / name / "state", hardware=f"hw-{name}",
                                       device_type="desktop")  # fmt: skip
-    driver = FakeDriver(settings=FakeSettings(media_dir=media, serial=name))
+    driver = FakeDriver(settings=FakeSettings(media_dir=media, serial=name, **settings))
     dispatcher = Dispatcher(driver)
     link = AgentLink(credential, dispatcher, driver_name="fake", device_type="desktop",
                      hardware=f"hw-{name}", backoff_base_s=0.05, backoff_cap_s=0.2)  # fmt: skip
@@ -197,6 +200,25 @@ async def test_a_client_gone_mid_upload_cancels_it_on_the_device(
         again = await live_server.http.put(device.base + "/media/images/big.iso",
                                            content=b"y" * 4096)  # fmt: skip
         assert again.json() == {"name": "big.iso", "size": 4096, "complete": True}
+
+
+async def test_a_device_refusing_an_upload_answers_why_through_the_server(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    async with linked(live_server, tmp_path, "small", media_size=1 << 20) as device:
+        size = 2 << 20
+        refused = await live_server.http.put(
+            device.base + "/media/images/too-big.iso",
+            content=_payload(size, os.urandom(1 << 20)),
+            headers={"Content-Length": str(size)},
+        )
+        assert refused.status_code == 422
+        assert "does not fit: 1048576 bytes of storage are free" in refused.json()["details"]
+        assert device.driver.images == {} and list(device.media.iterdir()) == []
+        hub = live_server.app.state.services.hub
+        assert hub.get(device.id).transfers.active == []
+        fits = await live_server.http.put(device.base + "/media/images/ok.iso", content=b"z" * 10)
+        assert fits.json()["size"] == 10
 
 
 async def test_bulk_power_actions_over_a_selection(live_server: LiveServer, tmp_path: Path) -> None:

@@ -7,12 +7,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from remotehands.agent.auth import TokenStore, password_check
 from remotehands.agent.dispatch import Dispatcher
@@ -26,6 +33,7 @@ from remotehands.testing.xapps import eventually
 pytestmark = pytest.mark.anyio
 
 PASSWORD = "correct horse battery staple"
+REMOTEHANDS = str(Path(sys.executable).with_name("remotehands"))
 
 
 @dataclass
@@ -199,3 +207,68 @@ async def test_the_sdk_uploads_a_file_with_progress_sync_and_async(
 
     await asyncio.to_thread(sync)
     assert (agent.media / "b.iso").read_bytes() == image.read_bytes()[100:]
+
+
+async def test_the_device_fetches_an_image_from_a_url(agent: Agent) -> None:
+    payload = os.urandom((2 << 20) + 3)
+
+    async def image(request: Request) -> Response:
+        if request.path_params["name"] != "netinst.iso":
+            return Response(status_code=404)
+        return Response(payload, media_type="application/octet-stream")
+
+    files = Starlette(routes=[Route("/files/{name}", image)])
+    async with serve_http(files, "127.0.0.1:0") as server:
+        url = f"http://{bound_address(server)}/files/netinst.iso"
+        fetched = await agent.http.post("/media/fetch", json={"url": url})
+        assert fetched.json() == {"name": "netinst.iso", "size": len(payload), "complete": True}
+        assert (agent.media / "netinst.iso").read_bytes() == payload
+        named = await agent.http.post("/media/fetch", json={"url": url, "name": "copy.iso"})
+        assert named.json()["name"] == "copy.iso"
+        missing = await agent.http.post("/media/fetch", json={"url": url + ".nope"})
+        assert missing.status_code == 502 and "HTTP 404" in missing.json()["details"]
+    bad = await agent.http.post("/media/fetch", json={"url": "ftp://host/x.iso"})
+    assert bad.status_code == 422 and "http" in bad.json()["details"]
+    names = [i["name"] for i in (await agent.http.get("/media")).json()["images"]]
+    assert names == ["copy.iso", "netinst.iso"]
+
+
+async def test_an_upload_is_no_sequence_step(agent: Agent) -> None:
+    steps = [{"type": "media.upload", "size": 3}]
+    [step] = (await agent.http.post("/sequence", json={"steps": steps})).json()["results"]
+    assert step["ok"] is False and step["error"] == "invalid"
+    assert "unknown step type 'media.upload'" in step["details"]
+    assert agent.driver.images == {}
+
+
+async def test_ctrl_c_cancels_a_cli_upload_and_the_device_keeps_nothing(
+    agent: Agent, tmp_path: Path
+) -> None:
+    big = tmp_path / "huge.iso"
+    with big.open("wb") as file:
+        file.truncate(8 << 30)  # sparse: 8 GiB that take no disk and read fast
+    env = {**os.environ, "REMOTEHANDS_AGENT_PASSWORD": PASSWORD}
+    cli = subprocess.Popen(
+        [REMOTEHANDS, "media", "upload", "--agent", agent.base, str(big)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+
+        def writing() -> bool:
+            image = agent.driver.images.get("huge.iso")
+            return image is not None and image.size > 0 and not image.complete
+
+        await eventually(writing, timeout=20)
+        cli.send_signal(signal.SIGINT)
+        _, stderr = await asyncio.to_thread(cli.communicate, timeout=20)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            await asyncio.to_thread(cli.wait, 5)
+    assert cli.returncode == 130, stderr
+    assert b"upload of huge.iso cancelled" in stderr
+
+    def clean() -> bool:
+        return agent.driver.images == {} and list(agent.media.iterdir()) == []
+
+    await eventually(clean, timeout=20)

@@ -12,7 +12,16 @@ from Xlib import X
 from Xlib.display import Display
 
 from remotehands.agent.desktop import VirtualDesktop
-from remotehands.drivers.base import Apps, Clipboard, Keyboard, Mouse, Screen, Windows
+from remotehands.drivers.base import (
+    Apps,
+    Audio,
+    Clipboard,
+    Keyboard,
+    Mouse,
+    Power,
+    Screen,
+    Windows,
+)
 from remotehands.drivers.x11 import X11Driver
 from remotehands.errors import ConfigError, NotFoundError, ValidationError
 from remotehands.protocol.keys import Key
@@ -92,8 +101,11 @@ async def _window(driver: X11Driver, window_id: int) -> WindowInfo:
 
 async def test_declares_its_kind_and_capabilities(driver: X11Driver) -> None:
     assert driver.kind == "x11"
-    assert driver.capabilities == {"screen", "keyboard", "mouse", "clipboard", "windows", "apps"}
-    for protocol in (Screen, Mouse, Keyboard, Clipboard, Windows, Apps):
+    # OS power always; audio where a sound server answered as it started (the user's, if any:
+    # tests/integration/test_audio.py gives it one of its own)
+    assert driver.capabilities - {"audio"} == {"screen", "keyboard", "mouse", "clipboard",
+                                               "windows", "apps", "power"}  # fmt: skip
+    for protocol in (Screen, Mouse, Keyboard, Clipboard, Windows, Apps, Power, Audio):
         assert isinstance(driver, protocol)
 
 

@@ -52,7 +52,7 @@ async def _own_token(fleet: Fleet, headers: dict[str, str]) -> str:
 
 async def _device(fleet: Fleet, headers: dict[str, str]) -> str:
     capabilities = ["screen", "keyboard", "mouse", "clipboard", "windows", "apps", "sequence",
-                    "power", "media", "switch"]  # fmt: skip
+                    "power", "media", "switch", "audio"]  # fmt: skip
     return await fleet.device("matrix", ["t"], capabilities=capabilities)
 
 
@@ -111,6 +111,9 @@ _SAMPLES: dict[str, dict[str, Any]] = {
     "switch.beacon": {"port": 1},
     "switch.power": {"port": 1, "action": "off"},
     "switch.click": {"port": 1, "button": "reset"},
+    "audio.volume": {"volume": 50},
+    "audio.default": {"device_id": "sink"},
+    "audio.move": {"session_id": "1", "device_id": "sink"},
 }
 
 

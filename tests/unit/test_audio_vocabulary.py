@@ -114,3 +114,13 @@ def test_the_audio_group_calls_the_routes_of_its_subcommands() -> None:
             assert (seen.method, seen.path, seen.body) == (method, path, body), args
         result = CliRunner().invoke(cli, ["audio", "volume", "200"], env=env)
         assert result.exit_code == 2 and "between 0 and 150" in result.output
+
+
+def test_a_sound_server_refuses_output_names_pulseaudio_would_misread() -> None:
+    from remotehands.agent.soundserver import SoundServer
+    from remotehands.errors import ConfigError
+
+    for outputs in ((), ("two words",), ("a=b",), ("",)):
+        with pytest.raises(ConfigError):
+            SoundServer(outputs)
+    assert SoundServer(("rh_one", "rh.two-3")).env == {}  # nothing runs before start()

@@ -29,7 +29,7 @@ async def test_configured_commands_run_and_say_it(tmp_path: Path) -> None:
     assert isinstance(driver, Power)
     state = await driver.power_state()
     assert (state.on, state.actions, state.buttons, state.dry_run) == (
-        True, ["restart", "shutdown"], [], False,
+        True, ["restart", "shutdown"], [], [],
     )  # fmt: skip
     await driver.power_restart()
     assert restarted.exists() and not shut.exists()
@@ -42,13 +42,13 @@ async def test_without_a_command_it_is_a_dry_run_that_logs(
 ) -> None:
     marker = tmp_path / "restarted"
     driver = _driver(restart=f"touch {marker}")
-    assert (await driver.power_state()).dry_run is True  # shutdown has no command
+    assert (await driver.power_state()).dry_run == ["shutdown"]  # it has no command
     with caplog.at_level(logging.WARNING, logger="remotehands.drivers.x11.power"):
         await driver.power_shutdown()
     assert "power shutdown: dry run, nothing done" in caplog.text
     assert "--power-command shutdown=CMD" in caplog.text
     assert not marker.exists()
-    assert (await _driver().power_state()).dry_run is True
+    assert (await _driver().power_state()).dry_run == ["restart", "shutdown"]
 
 
 async def test_a_failing_command_is_a_device_error_with_its_output() -> None:

@@ -88,9 +88,12 @@ class ActionContext:
     def check(self, spec: ActionSpec) -> None:
         """Raise :class:`UnsupportedError` unless the device has the action's capability."""
         if spec.capability is not None and not self.driver.has(spec.capability):
+            why = self.driver.lacks_because(spec.capability)
             raise UnsupportedError(
                 f"this device ({self.driver.kind}) has no {spec.capability} capability, so it "
-                f"cannot do {spec.name}; it has: {', '.join(sorted(self.driver.capabilities))}"
+                f"cannot do {spec.name}"
+                + (f": {why}" if why else "")
+                + f"; it has: {', '.join(sorted(self.driver.capabilities))}"
             )
 
     @contextlib.asynccontextmanager

@@ -29,7 +29,11 @@ from remotehands.protocol import actions as A
 from remotehands.protocol.results import to_wire
 from remotehands.protocol.validation import describe_validation, validated
 
-__all__ = ["ActionLog", "Dispatcher", "describe_validation", "validate_params"]
+__all__ = ["DRY_RUN", "ActionLog", "Dispatcher", "describe_validation", "validate_params"]
+
+DRY_RUN = "dry_run"
+"""The outcome logged (and audited by the server) for an action whose result says it was only a
+dry run (``dry_run: true``: a desktop's power action without a configured command)."""
 
 _UNLOCKED = frozenset({"sequence", "actions"})  # a sequence locks by itself; the log reads only
 
@@ -111,8 +115,12 @@ class Dispatcher:
             if spec.access == "control" and spec.name not in _UNLOCKED and not spec.streamed:
                 timeout = getattr(model, "lock_timeout_ms", 10_000)
                 async with self.context.locked(timeout):
-                    return await handler(self.context, model)
-            return await handler(self.context, model)
+                    result = await handler(self.context, model)
+            else:
+                result = await handler(self.context, model)
+            if getattr(result, "dry_run", False) is True:
+                outcome = DRY_RUN  # the log says nothing was done, not that it was
+            return result
         except RemoteHandsError as err:
             outcome = err.code
             raise

@@ -54,7 +54,9 @@ class SoundServer:
                 raise ConfigError(f"bad output name {name!r}: use letters, digits, '_', '.', '-'")
         self.outputs = tuple(outputs)
         self.address: str | None = None
-        """``unix:/…/native`` once started."""
+        """``unix:DIR/pulse/native`` once started."""
+        self.runtime_dir: Path | None = None
+        """``DIR``: as ``XDG_RUNTIME_DIR`` it leads clients to the server too, once started."""
         self.env: dict[str, str] = {}
         """``PULSE_SERVER`` of the running server; empty before :meth:`start`."""
         self.directory = directory
@@ -90,7 +92,9 @@ class SoundServer:
             self._tmp = self.directory
         else:
             self._tmp = Path(tempfile.mkdtemp(prefix="remotehands-pulse-"))
-        native = self._tmp / "native"
+        # where clients look under XDG_RUNTIME_DIR, so that directory alone finds it too
+        native = self._tmp / "pulse" / "native"
+        native.parent.mkdir(mode=0o700, exist_ok=True)
         modules = [
             f"module-null-sink sink_name={name} sink_properties=device.description={name}"
             for name in self.outputs
@@ -118,6 +122,7 @@ class SoundServer:
             self.stop()
             raise
         self.address = f"unix:{native}"
+        self.runtime_dir = self._tmp
         self.env = {"PULSE_SERVER": self.address}
 
     def _wait_ready(self, native: Path) -> None:
@@ -163,7 +168,7 @@ class SoundServer:
         if self._tmp is not None and self.directory is None:
             shutil.rmtree(self._tmp, ignore_errors=True)
         self._tmp = None
-        self.address = None
+        self.address = self.runtime_dir = None
         self.env = {}
 
     def __enter__(self) -> SoundServer:

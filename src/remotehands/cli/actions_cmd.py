@@ -953,9 +953,9 @@ def call(hands: ActionMethods[Any], rest: list[str], params: str) -> None:
 # rule (the verb commands, each a module attribute ``verb_<name>``), and the older spellings
 # that group the verbs (``clipboard get``, ``windows focus``, ``apps open``) or shorten them.
 _as_verb(windows, "windows")  # ``remotehands windows`` lists them: the verb's own command
-# The command groups of power, virtual media and the KVM switch live in modules of their own;
-# importing them adds their verbs (``power-on``, ``media-upload``...) to VERB_COMMANDS.
-from remotehands.cli import media_cmd, power_cmd, switch_cmd  # noqa: E402, F401
+# The command groups of power, virtual media, the KVM switch and audio live in modules of their
+# own; importing them adds their verbs (``power-on``, ``media-upload``...) to VERB_COMMANDS.
+from remotehands.cli import audio_cmd, media_cmd, power_cmd, switch_cmd  # noqa: E402, F401
 
 for _name, _command in VERB_COMMANDS.items():
     globals()["verb_" + _name.replace("-", "_")] = _command

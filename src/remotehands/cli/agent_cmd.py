@@ -20,6 +20,8 @@ Examples:
   REMOTEHANDS_AGENT_PASSWORD=secret remotehands agent --driver x11 --display :1
   # enroll with a fleet server once, then keep the link up
   remotehands agent --server http://fleet:8080 --token ekvent_... --driver x11 --display :1
+  # OS power by the operator's commands (without one, restart/shutdown are logged dry runs)
+  remotehands agent --display :1 --power-command restart='systemctl reboot'
   # every device an agent config file lists (see remotehands.agent.config for the format)
   remotehands agent --config /etc/remotehands/agent.toml
 

@@ -8,7 +8,7 @@ says so on stderr and exits with status 1, so a script can tell "pressed" from "
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -36,6 +36,8 @@ def show_power_state(state: Mapping[str, Any]) -> None:
         click.echo(f"actions: {', '.join(state['actions'])}")
     if state.get("buttons"):
         click.echo(f"buttons: {', '.join(state['buttons'])}")
+    if state.get("dry_run"):
+        click.echo(f"dry runs (no command configured): {', '.join(state['dry_run'])}")
 
 
 def report_power(result: Mapping[str, Any], what: str, led: Callable[[Any], Any]) -> None:
@@ -45,7 +47,9 @@ def report_power(result: Mapping[str, Any], what: str, led: Callable[[Any], Any]
     seconds = float(result.get("waited_ms") or 0) / 1000
 
     def human() -> None:
-        if result.get("changed"):
+        if result.get("dry_run"):
+            click.echo(f"{what}: a dry run, nothing was done (the device has no command for it)")
+        elif result.get("changed"):
             click.echo(f"{what}: power LED {_led(before)} -> {_led(after)} ({seconds:.1f} s)")
         elif result.get("timed_out"):
             click.echo(f"{what}: requested, but the power LED is still {_led(after)} after "
@@ -134,7 +138,7 @@ def power_click(
     button = rest[0].replace("-", "_")
     if button not in ("power", "power_long", "reset"):
         raise click.UsageError(f"BUTTON is power, power_long or reset, not {rest[0]!r}")
-    _click(hands, button, no_wait, timeout_s)  # type: ignore[arg-type]
+    _click(hands, cast(PowerButton, button), no_wait, timeout_s)
 
 
 @device_command("click-power", "[DEVICE]", counts=(0,), parent=power)

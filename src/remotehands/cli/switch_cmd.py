@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -11,6 +11,7 @@ from remotehands.cli.actions_cmd import device_command, device_group
 from remotehands.cli.output import Column, emit, table
 from remotehands.cli.power_cmd import report_power
 from remotehands.client import ActionMethods
+from remotehands.protocol.models import PowerAction, PowerButton
 
 __all__ = ["COMMANDS", "switch"]
 
@@ -80,7 +81,7 @@ def switch_power(
     action = rest[1].replace("-", "_")
     if action not in ("on", "off", "off_hard", "reset_hard"):
         raise click.UsageError(f"ACTION is on, off, off-hard or reset-hard, not {rest[1]!r}")
-    result = hands.switch_power(_port(rest[0]), action,  # type: ignore[arg-type]
+    result = hands.switch_power(_port(rest[0]), cast(PowerAction, action),
                                 wait=False if no_wait else None, timeout_s=timeout_s)  # fmt: skip
     report_power(result, f"port {rest[0]} {rest[1]}", lambda led: led)
 
@@ -96,7 +97,7 @@ def switch_click(
     button = rest[1].replace("-", "_")
     if button not in ("power", "power_long", "reset"):
         raise click.UsageError(f"BUTTON is power, power_long or reset, not {rest[1]!r}")
-    result = hands.switch_click(_port(rest[0]), button,  # type: ignore[arg-type]
+    result = hands.switch_click(_port(rest[0]), cast(PowerButton, button),
                                 wait=False if no_wait else None, timeout_s=timeout_s)  # fmt: skip
     report_power(result, f"port {rest[0]} click {button}", lambda led: led)
 

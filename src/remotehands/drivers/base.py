@@ -498,3 +498,9 @@ class Driver:
     def has(self, capability: str) -> bool:
         """Whether this driver declares ``capability``."""
         return capability in self.capabilities
+
+    def lacks_because(self, capability: str) -> str | None:
+        """Why this device lacks ``capability`` although its driver can have it, in words for
+        the error an action gets (the x11 driver's audio when no sound server answered as it
+        started); None when there is nothing to say."""
+        return None

@@ -1,10 +1,10 @@
 """FakeDriver: a whole device in memory, for tests, demos and benchmarks.
 
-It has every desktop capability, audio included (:mod:`~remotehands.drivers.fakeaudio`: two
-output devices and a playing application), and power, virtual media and a KVM switch with real
-state (the mixins of :mod:`remotehands.drivers.fakekvm`). Its screen is a real BGRX framebuffer
-that tests draw into (:meth:`FakeDriver.fill`) and that input marks visibly: a click paints a
-small square where it happened, so a screenshot shows it. Every call is recorded in
+It has every desktop capability, audio (:mod:`~remotehands.drivers.fakeaudio`: two output
+devices and a playing application), and power, virtual media and a KVM switch with real state
+(the mixins of :mod:`remotehands.drivers.fakekvm`). Its screen is a real BGRX framebuffer that tests
+draw into (:meth:`FakeDriver.fill`) and that input marks visibly: a click paints a small square
+where it happened, so a screenshot shows it. Every call is recorded in
 :attr:`FakeDriver.calls`, and the state a test wants to check (held keys and buttons, typed
 text, clipboard, open windows) is public. The open windows are ``open_windows``: ``windows`` is
 the Protocol method that lists them.
@@ -96,7 +96,7 @@ class _Call:
 
 
 class FakeDriver(FakeAudio, FakePower, FakeMedia, FakeSwitch, Driver):
-    """An in-memory device with screen, keyboard, pointer, clipboard, windows, apps, audio,
+    """An in-memory device with screen, keyboard, pointer, clipboard, windows, apps and audio,
     power, virtual media and a KVM switch."""
 
     kind = "fake"

@@ -28,6 +28,7 @@ from remotehands.errors import (
     DeviceError,
     DeviceTimeoutError,
     NotFoundError,
+    RemoteHandsError,
     ServiceUnavailableError,
 )
 from remotehands.protocol.models import AudioDevice, AudioSession, AudioState
@@ -57,6 +58,21 @@ def server_address(server: str | None = None) -> str:
     if runtime:
         return f"unix:{runtime}/pulse/native (XDG_RUNTIME_DIR)"
     return "the default socket (XDG_RUNTIME_DIR and PULSE_SERVER are unset)"
+
+
+def _pulsectl() -> Any:
+    """The pulsectl module (libpulse's bindings), imported on first use: the agent serves
+    without it, and says what to install when audio is asked for."""
+    try:
+        import pulsectl
+        import pulsectl_asyncio  # noqa: F401 -- its libpulse loop, checked here with the rest
+    except ImportError as err:
+        raise ConfigError("audio needs pulsectl-asyncio: pip install 'remotehands[agent]'") from err
+    except OSError as err:  # libpulse itself is missing
+        raise ServiceUnavailableError(
+            f"libpulse cannot be loaded ({err}): install it (apt-get install libpulse0)"
+        ) from err
+    return pulsectl
 
 
 def _percent(volume: Any) -> float:
@@ -96,21 +112,13 @@ class PulseAudio:
             if self._pulse is not None and self._pulse.connected:
                 return self._pulse
             self._drop()
-            try:
-                from pulsectl import PulseError
-                from pulsectl_asyncio import PulseAsync
-            except ImportError as err:
-                raise ConfigError(
-                    "audio needs pulsectl-asyncio: pip install 'remotehands[agent]'"
-                ) from err
-            except OSError as err:  # libpulse itself is missing
-                raise ServiceUnavailableError(
-                    f"libpulse cannot be loaded ({err}): install it (apt-get install libpulse0)"
-                ) from err
+            lib = _pulsectl()
+            from pulsectl_asyncio import PulseAsync  # loadable once _pulsectl() is
+
             pulse = PulseAsync("remotehands", server=self.server)
             try:
                 await pulse.connect(timeout=self.timeout_s)
-            except (PulseError, TimeoutError) as err:
+            except (lib.PulseError, TimeoutError) as err:
                 pulse.close()
                 raise ServiceUnavailableError(
                     f"no sound server answers at {self.where}: {_START_HINT}"
@@ -127,7 +135,7 @@ class PulseAudio:
         """Whether a sound server answers now."""
         try:
             await self._exchange("reach the sound server", lambda p: p.server_info())
-        except (ServiceUnavailableError, ConfigError, DeviceError):
+        except RemoteHandsError:
             return False
         return True
 
@@ -139,14 +147,13 @@ class PulseAudio:
     async def _exchange(self, what: str, fn: Callable[[Any], Awaitable[T]]) -> T:
         """``fn(pulse)`` on a live connection, within the timeout; errors translated. A
         connection the server dropped (it restarted) is made again once."""
-        from pulsectl import PulseDisconnected, PulseError, PulseIndexError
-
+        lib = _pulsectl()
         for attempt in (1, 2):
             try:
                 async with asyncio.timeout(self.timeout_s):
                     pulse = await self._connected()
                     return await fn(pulse)
-            except PulseDisconnected as err:
+            except lib.PulseDisconnected as err:
                 async with self._connecting:
                     self._drop()
                 if attempt == 2:
@@ -160,9 +167,9 @@ class PulseAudio:
                     f"{what}: the sound server at {self.where} did not answer within "
                     f"{self.timeout_s:g} s"
                 ) from err
-            except PulseIndexError as err:
+            except lib.PulseIndexError as err:
                 raise NotFoundError(f"{what}: it is gone (read audio status again)") from err
-            except PulseError as err:
+            except lib.PulseError as err:
                 raise DeviceError(f"{what}: the sound server refused: {err}") from err
         raise AssertionError("unreachable")  # pragma: no cover -- the loop returns or raises
 

@@ -76,8 +76,8 @@ class PowerState(_Model):
 
     ``on`` is the power LED (``None``: the device cannot tell, an operating system answering
     for itself is ``True``); ``hdd`` the disk activity LED where it is wired. ``actions`` and
-    ``buttons`` are what this device can do, so a client offers only those; ``dry_run`` that
-    the OS actions only log what they would run.
+    ``buttons`` are what this device can do, so a client offers only those; ``dry_run`` the ones
+    of them that only log what they would do.
     """
 
     on: bool | None
@@ -85,9 +85,9 @@ class PowerState(_Model):
     busy: bool = False
     actions: list[PowerAction] = Field(default_factory=list)
     buttons: list[PowerButton] = Field(default_factory=list)
-    dry_run: bool = False
-    """The operating system's ``restart``/``shutdown`` are dry runs here: no command is
-    configured for (some of) them, so they only log what they would do."""
+    dry_run: list[PowerAction] = Field(default_factory=list)
+    """The actions that are only dry runs on this device: no command is configured for them,
+    so they log what they would do and change nothing (a desktop's ``restart``/``shutdown``)."""
 
 
 class MediaImage(_Model):

@@ -445,6 +445,9 @@ class PowerResult(Result):
     changed: bool
     timed_out: bool
     waited_ms: float
+    dry_run: bool = False
+    """Nothing was done: the action is a dry run on this device (``PowerState.dry_run``; a
+    desktop's restart or shutdown without a configured command), which only logged it."""
 
 
 class MediaStateResult(MediaState):

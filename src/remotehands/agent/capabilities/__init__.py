@@ -3,10 +3,10 @@ driver.
 
 Each module registers its handlers against wire names with
 :func:`~remotehands.agent.capabilities.registry.handles`: :mod:`.screen`, :mod:`.mouse`,
-:mod:`.keyboard`, :mod:`.clipboard`, :mod:`.windows`, :mod:`.apps`, :mod:`.power`,
-:mod:`.media`, :mod:`.switch`, :mod:`.audio` for the driver capabilities of the same names,
-:mod:`.sequence` and :mod:`.log` for the agent's own actions. Importing this package fills
-:data:`HANDLERS`: every action of the table, exactly once.
+:mod:`.keyboard`, :mod:`.clipboard`, :mod:`.windows`, :mod:`.apps`, :mod:`.audio`, :mod:`.power`,
+:mod:`.media`, :mod:`.switch` for the driver capabilities of the same names, :mod:`.sequence`
+and :mod:`.log` for the agent's own actions. Importing this package fills :data:`HANDLERS`:
+every action of the table, exactly once.
 
 :data:`AGENT_CAPABILITIES` are the capabilities the agent provides above every driver; a device
 announces each one whose driver capability it needs is there.

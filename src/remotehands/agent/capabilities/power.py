@@ -102,7 +102,9 @@ async def _act(
 ) -> R.PowerResult:
     power = _power(ctx)
     before = await power.power_state()
-    expected = expected_led(action, before.on)
+    # a dry run (an OS action without a command) changes nothing: there is nothing to wait for
+    dry_run = action in before.dry_run
+    expected = None if dry_run else expected_led(action, before.on)
     await request()
     after, timed_out, waited_ms = await observe(
         power.power_state, lambda s: s.on, expected, wait=p.wait, timeout_s=p.timeout_s
@@ -110,6 +112,7 @@ async def _act(
     return R.PowerResult(
         action=label, before=before, after=after, expected=expected,
         changed=after.on != before.on, timed_out=timed_out, waited_ms=waited_ms,
+        dry_run=dry_run,
     )  # fmt: skip
 
 

@@ -14,6 +14,7 @@ of FastAPI per request (PERFORMANCE.md).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -35,7 +36,7 @@ from remotehands.protocol.encoding import jsonable
 from remotehands.protocol.query import params_from_query
 from remotehands.protocol.results import to_wire
 
-__all__ = ["body_chunks", "body_size", "create_native_app", "native_face"]
+__all__ = ["BODY_STALL_S", "body_chunks", "body_size", "create_native_app", "native_face"]
 
 log = logging.getLogger(__name__)
 
@@ -100,18 +101,32 @@ def body_size(request: Request) -> int:
     return int(declared)
 
 
+BODY_STALL_S = 60.0
+"""The longest a streamed body may pause between two pieces before the upload is given up."""
+
+
 async def body_chunks(request: Request) -> AsyncIterator[bytes]:
-    """The request body as it arrives; a client that goes away mid-body is a
+    """The request body as it arrives; a client that goes away or stalls mid-body is a
     :class:`ValidationError` (so the action fails and what it wrote is dropped)."""
     received = 0
+    stream = request.stream()
     try:
-        async for chunk in request.stream():
+        while True:
+            async with asyncio.timeout(BODY_STALL_S):
+                chunk = await anext(stream, None)
+            if chunk is None:
+                return
             if chunk:
                 received += len(chunk)
                 yield chunk
     except ClientDisconnect:
         raise ValidationError(
             f"the client went away after {received} bytes of the upload; nothing was kept"
+        ) from None
+    except TimeoutError:
+        raise ValidationError(
+            f"the client sent nothing for {BODY_STALL_S:g} s after {received} bytes of the "
+            "upload; nothing was kept"
         ) from None
 
 

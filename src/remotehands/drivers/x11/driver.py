@@ -111,8 +111,9 @@ def _machine_id() -> str:
 
 
 class X11Driver(Driver):
-    """Screen, keyboard, pointer, clipboard, windows and apps of an X display, in-process, and
-    the audio of the user's sound server (:class:`~remotehands.drivers.pulse.PulseAudio`).
+    """Screen, keyboard, pointer, clipboard, windows and apps of an X display, in-process, the
+    audio of the user's sound server (:class:`~remotehands.drivers.pulse.PulseAudio`), and the
+    machine's OS power (restart, shutdown) by the operator's commands.
 
     ``display`` is the display to drive (``":0"``); None means ``$DISPLAY``. The cookie comes
     from ``$XAUTHORITY`` (else ``~/.Xauthority``), as for every X client: to drive a
@@ -126,10 +127,11 @@ class X11Driver(Driver):
 
     kind = "x11"
     capabilities = frozenset(
-        {"screen", "keyboard", "mouse", "clipboard", "windows", "apps", "audio"}
+        {"screen", "keyboard", "mouse", "clipboard", "windows", "apps", "audio", "power"}
     )
     """Every capability the driver can have; an instance has ``audio`` as its ``audio``
-    setting and the sound server decide (see :class:`X11Settings`)."""
+    setting and the sound server decide (see :class:`X11Settings`). ``power`` is the operating
+    system's: restart and shutdown (:mod:`~remotehands.drivers.x11.power`)."""
     Settings = X11Settings
 
     def __init__(
@@ -169,6 +171,7 @@ class X11Driver(Driver):
         self._janitor: asyncio.Task[None] | None = None
         self._audio = PulseAudio(settings.pulse_server, timeout_s=settings.timeout_s)
         self._power = OsPower(settings.power_commands)
+        self._no_audio: str | None = None
         if settings.audio == "off":
             self.capabilities = type(self).capabilities - {"audio"}
 
@@ -203,12 +206,12 @@ class X11Driver(Driver):
         )
         if self.settings.audio == "auto" and not await self._audio.available():
             self.capabilities = self.capabilities - {"audio"}
-            log.info(
-                "no sound server answers at %s: the device %s has no audio; start one before "
-                'the agent, or set the x11 setting audio = "on"',
-                self._audio.where,
-                name,
+            self._no_audio = (
+                f"no sound server answered at {self._audio.where} as the agent started; start "
+                'one, then restart the agent (or set the x11 setting audio = "on" to reach it '
+                "whenever it runs)"
             )
+            log.info("the device on %s has no audio: %s", name, self._no_audio)
         self._started = True
 
     def _open(self, name: str) -> None:
@@ -459,6 +462,10 @@ class X11Driver(Driver):
                 return await asyncio.to_thread(fn, *args)
         except TimeoutError as err:
             raise DeviceTimeoutError(f"{what}: no result within {self._timeout_s:g} s") from err
+
+    def lacks_because(self, capability: str) -> str | None:
+        """Why there is no audio (no sound server as the driver started), or None."""
+        return self._no_audio if capability == "audio" else None
 
     # -- audio ---------------------------------------------------------------------------
 

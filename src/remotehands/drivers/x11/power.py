@@ -5,8 +5,8 @@ root, a kiosk may want a wrapper script): the operator configures one command pe
 (``--power-command restart=CMD``, the x11 setting ``power_commands``). A command is split as a
 shell would split it (``shlex``) and run without a shell, detached from the agent's session
 so that it outlives the agent it is about to stop. An action with no command is a dry run: it
-logs the command it would need and changes nothing, and :attr:`PowerState.dry_run` says so to
-whoever reads the state (the action's result and the server's audit carry it).
+logs the command it would need and changes nothing, and ``PowerState.dry_run`` lists it for
+whoever reads the state (a power action's result holds the state before and after it).
 
 The ATX actions (power on, a long press, the reset line, front-panel buttons) need hardware
 between the machine and whoever presses: a desktop's own agent cannot do them.
@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Literal, cast
 
 from remotehands.errors import ConfigError, DeviceError, DeviceTimeoutError, UnsupportedError
-from remotehands.protocol.models import PowerState
+from remotehands.protocol.models import PowerAction, PowerState
 
 __all__ = ["COMMAND_TIMEOUT_S", "Commands", "OsAction", "OsPower", "check_commands"]
 
@@ -68,10 +68,11 @@ class OsPower:
         self.timeout_s = timeout_s
 
     def state(self) -> PowerState:
-        """On (the agent answering is the machine running), what it can do, and whether that is
-        only a dry run (no command configured for some action)."""
-        dry = any(action not in self.commands for action in ("restart", "shutdown"))
-        return PowerState(on=True, actions=["restart", "shutdown"], dry_run=dry)
+        """On (the agent answering is the machine running), what it can do, and which of that
+        is only a dry run (no command configured)."""
+        actions: list[OsAction] = ["restart", "shutdown"]
+        dry: list[PowerAction] = [action for action in actions if action not in self.commands]
+        return PowerState(on=True, actions=list(actions), dry_run=dry)
 
     async def run(self, action: OsAction) -> None:
         """Run the command of ``action``, or log the dry run when there is none.

@@ -51,6 +51,7 @@ from remotehands.protocol.actions import (
 )
 from remotehands.protocol.encoding import jsonable
 from remotehands.protocol.query import params_from_query
+from remotehands.protocol.streams import DEFAULT_CHUNK
 from remotehands.protocol.validation import describe_validation
 from remotehands.server.auth import Principal, can_act, can_see_device, require_role
 from remotehands.server.db.models import Device
@@ -323,7 +324,12 @@ async def device_action(
             outcome.error.details,
         )
         raise outcome.error
-    await record(services, principal, spec.name, device.id, wire_params, "ok", outcome.duration_ms)
+    # A result that says it was only a dry run (a desktop's power action without a configured
+    # command) is audited as one: nothing happened on the device.
+    dry_run = isinstance(outcome.result, dict) and outcome.result.get("dry_run") is True
+    details = "a dry run: the device only logged what it would do" if dry_run else None
+    await record(services, principal, spec.name, device.id, wire_params,
+                 "dry_run" if dry_run else "ok", outcome.duration_ms, details)  # fmt: skip
     if spec.status == 204:
         return Response(status_code=204)
     return Response(
@@ -336,18 +342,38 @@ async def device_action(
 # -- streamed actions -----------------------------------------------------------------------------
 
 
+BODY_STALL_S = 60.0
+"""The longest a streamed body may pause between two pieces before the upload is given up."""
+
+
 async def _body(request: Request) -> AsyncIterator[bytes]:
-    """The request body as it arrives; a client gone mid-body is a :class:`ValidationError`
-    (the transfer is cancelled with it)."""
+    """The request body as it arrives, in pieces of a link chunk (the HTTP server hands it out
+    in pieces of a few KiB: one link message each would cost more than the bytes); a client gone
+    or stalled mid-body is a :class:`ValidationError` (the transfer is cancelled with it)."""
     received = 0
+    stream = request.stream()
+    piece = bytearray()
     try:
-        async for chunk in request.stream():
-            if chunk:
-                received += len(chunk)
-                yield chunk
+        while True:
+            async with asyncio.timeout(BODY_STALL_S):
+                chunk = await anext(stream, None)
+            if chunk is None:
+                if piece:
+                    yield bytes(piece)
+                return
+            received += len(chunk)
+            piece += chunk
+            if len(piece) >= DEFAULT_CHUNK:
+                yield bytes(piece)
+                piece.clear()
     except ClientDisconnect:
         raise ValidationError(
             f"the client went away after {received} bytes of the upload; nothing was kept"
+        ) from None
+    except TimeoutError:
+        raise ValidationError(
+            f"the client sent nothing for {BODY_STALL_S:g} s after {received} bytes of the "
+            "upload; nothing was kept"
         ) from None
 
 
