@@ -24,6 +24,7 @@ from remotehands.protocol import results as R
 from remotehands.protocol.models import PowerAction, PowerButton, PowerState
 
 __all__ = [
+    "POLL_MAX_S",
     "POLL_S",
     "expected_led",
     "observe",
@@ -38,7 +39,10 @@ __all__ = [
 ]
 
 POLL_S = 0.05
-"""How often the power LED is read while an action's effect is awaited."""
+"""How soon the power LED is read again while an action's effect is awaited; the pause grows
+by half each time up to :data:`POLL_MAX_S`, so a quick LED is seen at once and a machine that
+takes a minute to boot is not asked twenty times a second."""
+POLL_MAX_S = 0.5
 READ_TIMEOUT_S = 10.0
 """The longest one read of the power state may take."""
 
@@ -76,6 +80,7 @@ async def observe(
     out and how long it took (ms)."""
     started = time.monotonic()
     deadline = started + timeout_s
+    pause = POLL_S
     while True:
         try:
             async with asyncio.timeout(READ_TIMEOUT_S):
@@ -90,7 +95,8 @@ async def observe(
             return after, False, round((now - started) * 1000, 3)
         if now >= deadline:
             return after, True, round((now - started) * 1000, 3)
-        await asyncio.sleep(min(POLL_S, deadline - now))
+        await asyncio.sleep(min(pause, deadline - now))
+        pause = min(pause * 1.5, POLL_MAX_S)
 
 
 async def _act(
