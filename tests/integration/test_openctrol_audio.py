@@ -88,3 +88,22 @@ async def test_no_sound_server_is_503_with_what_to_start(
         body = response.json()
         assert body["error"] == "service_unavailable" and "pulseaudio --start" in body["details"]
         assert (await http.get("/api/v1/rd/monitors")).status_code == 200  # it serves on
+
+
+async def test_os_power_on_a_linux_desktop(desktop: VirtualDesktop, tmp_path: Path) -> None:
+    """Without a command, power is a dry run the answer admits; with one, it runs."""
+    marker = tmp_path / "restarted"
+    driver = X11Driver(
+        settings=X11Settings(
+            display=desktop.display, audio="off", power_commands={"restart": f"touch {marker}"}
+        )
+    )
+    async with (
+        serve_openctrol(driver) as served,
+        httpx.AsyncClient(base_url=served.url, headers=KEY, timeout=10) as http,
+    ):
+        restart = await http.post("/api/v1/power", json={"action": "restart"})
+        assert restart.json() == {"status": "ok", "action": "restart"}
+        assert marker.exists()
+        shutdown = await http.post("/api/v1/power", json={"Action": "shutdown"})
+        assert shutdown.json() == {"status": "ok", "action": "shutdown", "dry_run": True}

@@ -456,8 +456,13 @@ class OpenctrolFace:
         client = self._client(request.client)
         log.warning("openctrol: power %s asked by %s", verb, client)
         # The OS goes down under us: nobody is left to watch a power LED change.
-        await self._action(f"power.{verb}", {"wait": False})
-        return _answer({"status": "ok", "action": verb})
+        result = await self._action(f"power.{verb}", {"wait": False})
+        answer: dict[str, Any] = {"status": "ok", "action": verb}
+        before = result.get("before") if isinstance(result, dict) else None
+        if isinstance(before, dict) and verb in before.get("dry_run", []):
+            # no command is configured for it: the agent only logged what it would have done
+            answer["dry_run"] = True
+        return _answer(answer)
 
     # -- audio -----------------------------------------------------------------------------
     async def _audio(self) -> dict[str, Any]:
