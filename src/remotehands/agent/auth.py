@@ -103,8 +103,12 @@ class TokenStore:
     def _digest(token: str) -> bytes:
         return hashlib.sha256(token.encode()).digest()
 
-    async def login(self, password: str, client: str) -> tuple[str, int]:
-        """Check the password and answer a new token and its lifetime in seconds."""
+    async def check_password(self, password: str, client: str) -> bool:
+        """Whether ``password`` is the device's, with failures rate limited per client as for
+        :meth:`login`, and no token issued: for faces whose clients send the password with
+        every request (PiKVM's ``X-KVMD-Passwd``, HTTP Basic).
+
+        Raises :class:`RateLimitedError` while ``client`` has failed too often."""
         now = self._clock()
         failures = self._failures[client]
         while failures and failures[0] < now - self._window_s:
@@ -116,8 +120,15 @@ class TokenStore:
         ok = await asyncio.to_thread(self._check, password)
         if not ok:
             failures.append(now)
-            raise AuthError("wrong password")
+            return False
         self._failures.pop(client, None)
+        return True
+
+    async def login(self, password: str, client: str) -> tuple[str, int]:
+        """Check the password and answer a new token and its lifetime in seconds."""
+        if not await self.check_password(password, client):
+            raise AuthError("wrong password")
+        now = self._clock()
         self._expire(now)
         token = "rha_" + secrets.token_urlsafe(32)
         self._tokens[self._digest(token)] = now + self.ttl_s
@@ -126,11 +137,6 @@ class TokenStore:
     def _expire(self, now: float) -> None:
         for key in [k for k, exp in self._tokens.items() if exp <= now]:
             del self._tokens[key]
-
-    async def check_password(self, candidate: str) -> bool:
-        """Whether ``candidate`` is the faces' password (for faces that take it as a key on
-        every request); checked in a thread, as a PAM check blocks."""
-        return await asyncio.to_thread(self._check, candidate)
 
     def remaining(self, token: str) -> float:
         """Seconds the token has left; raises :class:`AuthError` when unknown or expired."""
