@@ -37,10 +37,9 @@ def test_every_driver_is_built_from_its_name_and_settings_alike() -> None:
     # the import string of a driver class works as its name
     assert isinstance(make_driver("remotehands.drivers.fake:FakeDriver"), FakeDriver)
     for name, target in DRIVERS.items():
-        settings_model = load_object(target, name).Settings
-        # network drivers need to know where their device is
-        remote = issubclass(settings_model, RemoteSettings)
-        assert make_driver(name, {"url": "http://device.invalid"} if remote else {}).kind == name
+        # a network driver needs at least the device's address
+        remote = issubclass(load_object(target, name).Settings, RemoteSettings)
+        assert make_driver(name, {"url": "http://device.example"} if remote else {}).kind == name
 
 
 def test_bad_settings_name_the_setting_and_what_to_do() -> None:
@@ -60,7 +59,9 @@ def test_bad_settings_name_the_setting_and_what_to_do() -> None:
 
 
 def test_unknown_drivers_and_non_drivers_are_refused() -> None:
-    with pytest.raises(ConfigError, match=r"unknown driver 'nope': choose one of fake, .*x11"):
+    with pytest.raises(
+        ConfigError, match=r"unknown driver 'nope': choose one of fake, (\w+, )*x11"
+    ):
         make_driver("nope")
     with pytest.raises(ConfigError, match="not a driver class"):
         make_driver("remotehands.drivers.fake:FakeWindow")
