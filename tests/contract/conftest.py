@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ CONTRACT_DRIVERS: dict[str, Callable[[pytest.FixtureRequest], tuple[str, dict[st
     "fake": lambda request: ("fake", {"width": 1280, "height": 800}),
     "fake-kvm": lambda request: ("fake", {"serial": "kvm", "capabilities": _KVM}),
     "x11": lambda request: ("x11", _x11_settings(request)),
-    "openctrol": lambda request: ("openctrol", {"key_dir": request.getfixturevalue("tmp_path")}),
+    "openctrol": lambda request: ("openctrol", {}),
 }
 """Contract driver id -> (driver name, settings), given the test's request."""
 
@@ -48,12 +49,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _openctrol_agent(key_dir: Path) -> AsyncIterator[dict[str, Any]]:
-    """The openctrol driver's settings, for an agent's Openctrol face on a fake device."""
-    key = key_dir / "openctrol.key"
-    key.write_text(PASSWORD)
-    async with serve_openctrol(FakeDriver(1280, 800), {"allow_ha_ids": ["remotehands"]}) as served:
-        yield {"url": served.url, "password_file": str(key)}
+async def _openctrol_agent() -> AsyncIterator[dict[str, Any]]:
+    """An Openctrol agent (the agent's Openctrol face in front of a 1280x800 fake device): the
+    openctrol driver's settings that reach it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        key = Path(tmp) / "openctrol.key"
+        key.write_text(PASSWORD)
+        device = FakeDriver(1280, 800)
+        async with serve_openctrol(device, {"allow_ha_ids": ["remotehands"]}) as served:
+            yield {"url": served.url, "password_file": str(key)}
 
 
 @pytest.fixture(params=list(CONTRACT_DRIVERS))
@@ -62,7 +66,7 @@ async def driver(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     name, settings = CONTRACT_DRIVERS[request.param](request)
     async with contextlib.AsyncExitStack() as stack:
         if name == "openctrol":  # the driver needs an agent to talk to
-            settings = await stack.enter_async_context(_openctrol_agent(settings["key_dir"]))
+            settings = await stack.enter_async_context(_openctrol_agent())
         instance: Driver = make_driver(name, settings)
         marker = request.node.get_closest_marker("needs")
         async with instance:
