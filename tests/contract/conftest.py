@@ -4,8 +4,9 @@ Every test of ``tests/contract`` runs once per driver of :data:`CONTRACT_DRIVERS
 driver, the fake driver playing a KVM (screen, keyboard, mouse, power, media and a switch), the
 x11 driver on a real Xvfb (with the session's PulseAudio server for its audio, where
 ``pulseaudio`` is installed), the tinypilot driver in front of the agent's own TinyPilot face (on
-a fake machine, over loopback HTTP) and the pikvm driver in front of the agent's own PiKVM face
-of that fake KVM. A test marked ``@pytest.mark.needs("clipboard", ...)`` is
+a fake machine, over loopback HTTP), the pikvm driver in front of the agent's own PiKVM face
+of that fake KVM, and the openctrol driver against the agent's Openctrol face fronting a fake
+device. A test marked ``@pytest.mark.needs("clipboard", ...)`` is
 skipped, with the reason, for a driver that lacks one of those capabilities.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -26,6 +28,7 @@ from remotehands.agent.runtime import Agent, make_driver, plan_device
 from remotehands.drivers.base import Driver
 from remotehands.drivers.fake import FakeDriver
 from remotehands.serving import bound_address, serve_http
+from tests.integration.openctrol_harness import PASSWORD, serve_openctrol
 
 _KVM = ["screen", "keyboard", "mouse", "power", "media", "switch"]
 
@@ -36,6 +39,7 @@ CONTRACT_DRIVERS: dict[str, Callable[[pytest.FixtureRequest], tuple[str, dict[st
     "tinypilot": lambda request: ("tinypilot", {}),
     # the pikvm driver, in front of the agent's own PiKVM face of a fake KVM
     "pikvm": lambda request: ("pikvm", request.getfixturevalue("pikvm_face")),
+    "openctrol": lambda request: ("openctrol", {}),
 }
 """Contract driver id -> (driver name, settings), given the test's request."""
 
@@ -64,8 +68,21 @@ async def _tinypilot_kvm() -> AsyncIterator[dict[str, Any]]:
         yield {"url": f"http://{bound_address(server)}"}
 
 
+@contextlib.asynccontextmanager
+async def _openctrol_agent() -> AsyncIterator[dict[str, Any]]:
+    """An Openctrol agent (the agent's Openctrol face in front of a 1280x800 fake device): the
+    openctrol driver's settings that reach it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        key = Path(tmp) / "openctrol.key"
+        key.write_text(PASSWORD)
+        device = FakeDriver(1280, 800)
+        async with serve_openctrol(device, {"allow_ha_ids": ["remotehands"]}) as served:
+            yield {"url": served.url, "password_file": str(key)}
+
+
 DEVICES: dict[str, Callable[[], contextlib.AbstractAsyncContextManager[dict[str, Any]]]] = {
     "tinypilot": _tinypilot_kvm,
+    "openctrol": _openctrol_agent,
 }
 """Contract driver id -> the device it drives, served for the test: its settings."""
 

@@ -68,6 +68,7 @@ DRIVERS: dict[str, str] = {
     "fake": "remotehands.drivers.fake:FakeDriver",
     "tinypilot": "remotehands.drivers.tinypilot.driver:TinyPilotDriver",
     "pikvm": "remotehands.drivers.pikvm.driver:PikvmDriver",
+    "openctrol": "remotehands.drivers.openctrol.driver:OpenctrolDriver",
 }
 
 DEFAULT_LISTEN = "127.0.0.1:8082"

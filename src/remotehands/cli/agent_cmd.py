@@ -46,7 +46,7 @@ An agent config file:
 _DEVICE_OPTIONS = ("driver", "display", "setting", "listen", "password_file", "pam", "token",
                    "name", "server", "faces", "device_url", "device_user",
                    "device_totp_file", "tinypilot_open", "pikvm_user",
-                   "power_commands")  # fmt: skip
+                   "power_commands", "openctrol_allow_ha_id")  # fmt: skip
 
 
 @click.group(epilog=EXAMPLES, invoke_without_command=True)
@@ -122,6 +122,14 @@ _DEVICE_OPTIONS = ("driver", "display", "setting", "listen", "password_file", "p
     "(default admin).",
 )
 @click.option(
+    "--openctrol-allow-ha-id",
+    multiple=True,
+    metavar="ID",
+    help="A Home Assistant id the openctrol face issues desktop sessions to (repeatable); "
+    "without one it refuses every session. Its API key is the agent's password, or "
+    "$REMOTEHANDS_OPENCTROL_KEY.",
+)
+@click.option(
     "--listen",
     default=None,
     metavar="HOST:PORT",
@@ -163,7 +171,7 @@ def agent(ctx: click.Context, config_file: Path | None, driver: str, display: st
           settings: tuple[str, ...], power_commands: tuple[str, ...],
           device_url: str | None, device_user: str | None,
           device_totp_file: Path | None, faces: tuple[str, ...], tinypilot_open: bool,
-          pikvm_user: str | None,
+          pikvm_user: str | None, openctrol_allow_ha_id: tuple[str, ...],
           listen: str | None, password_file: Path | None, pam: bool,
           server: str | None, token: str | None, name: str | None, state_dir: Path | None,
           verbose: bool, as_json: bool) -> None:  # fmt: skip
@@ -194,15 +202,17 @@ def agent(ctx: click.Context, config_file: Path | None, driver: str, display: st
         click.echo(f"error: {err.message}", err=True)
         sys.exit(2)
     driver_settings.update(_device_settings(device_url, device_user, device_totp_file))
+    if openctrol_allow_ha_id and "openctrol" not in faces:
+        click.echo("error: --openctrol-allow-ha-id is for the openctrol face: add --face "
+                   "openctrol", err=True)  # fmt: skip
+        sys.exit(2)
     options = AgentOptions(
         driver=driver, display=display, settings=driver_settings, listen=listen,
         password=os.environ.get("REMOTEHANDS_AGENT_PASSWORD") or None,
         password_file=password_file, pam=pam, server=server, token=token, name=name,
         faces=list(dict.fromkeys(("native", *faces))),
-        face_settings={"pikvm": {"user": pikvm_user}} if pikvm_user else {},
+        face_settings=_face_settings(pikvm_user, tinypilot_open, openctrol_allow_ha_id),
     )  # fmt: skip
-    if tinypilot_open:
-        options.face_settings.setdefault("tinypilot", {})["open"] = True
     if state_dir is not None:
         options.state_dir = state_dir
     try:
@@ -228,6 +238,20 @@ def _device_settings(url: str | None, user: str | None, totp_file: Path | None) 
         found["totp_file"] = str(totp_file)
     if url is not None and os.environ.get(DEVICE_PASSWORD_ENV):
         found["password_env"] = DEVICE_PASSWORD_ENV
+    return found
+
+
+def _face_settings(
+    pikvm_user: str | None, tinypilot_open: bool, allow_ha_ids: tuple[str, ...]
+) -> dict[str, dict[str, Any]]:
+    """The faces' own settings that their command-line options give."""
+    found: dict[str, dict[str, Any]] = {}
+    if pikvm_user:
+        found["pikvm"] = {"user": pikvm_user}
+    if tinypilot_open:
+        found["tinypilot"] = {"open": True}
+    if allow_ha_ids:
+        found["openctrol"] = {"allow_ha_ids": list(dict.fromkeys(allow_ha_ids))}
     return found
 
 

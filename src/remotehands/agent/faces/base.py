@@ -68,6 +68,7 @@ FACES: dict[str, str] = {
     "native": "remotehands.agent.faces.native:native_face",
     "tinypilot": "remotehands.agent.faces.tinypilot:tinypilot_face",
     "pikvm": "remotehands.agent.faces.pikvm:pikvm_face",
+    "openctrol": "remotehands.agent.faces.openctrol:openctrol_face",
 }
 
 
