@@ -59,10 +59,12 @@ async def test_ocr_reads_text_at_every_size_with_its_boxes(hands: Dispatcher, ap
         assert line.confidence > 60
     words = {w.text for w in result.words}
     assert {"Alpha", "Bravo", "Charlie", "Delta"} <= words
-    # the whole screen, without upscaling: the larger sizes at least
+    # the whole screen, scaled up 1.5x: every size
     whole = await hands.call("ocr", {})
     assert isinstance(whole, R.OcrResult) and whole.region.width == 1280
-    assert "Charlie nine two" in whole.text and "Delta ten eleven" in whole.text
+    assert whole.upscale == 1.5
+    for text in labels:
+        assert text in whole.text, (text, whole.text)
 
 
 async def test_find_text_is_fuzzy_and_case_insensitive_and_not_found_names_the_closest(

@@ -6,11 +6,12 @@ command line costs a process and a PNG on top (~180 ms for the same region), and
 though it finds more words, takes 7-8.6 s for 1080p (``PERFORMANCE.md``). So tesseract, in
 process, on a region when the caller gives one.
 
-Tesseract wants glyphs of 20 px or more; screen text is often 10-13 px, so a small region is
-scaled up (2x) before recognition and the boxes scaled back. OpenMP threads make tesseract 5x
-slower on 2 cores, hence ``OMP_THREAD_LIMIT=1``, set before the library is first loaded. One
-recogniser serves the agent, behind a lock (a ``TessBaseAPI`` is not thread-safe); it runs in a
-worker thread, never on the event loop (callers use :func:`asyncio.to_thread`).
+Tesseract wants glyphs of 20 px or more; screen text is often 10-13 px, so the image is scaled
+up (2x for a small region, 1.5x for a screen) before recognition and the boxes scaled back.
+OpenMP threads make tesseract 5x slower on 2 cores, hence ``OMP_THREAD_LIMIT=1``, set before the
+library is first loaded. One recogniser serves the agent, behind a lock (a ``TessBaseAPI`` is
+not thread-safe); it runs in a worker thread, never on the event loop (callers use
+:func:`asyncio.to_thread`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ __all__ = ["AUTO_UPSCALE_PIXELS", "OcrEngine", "OcrPage", "engine", "tessdata_di
 
 AUTO_UPSCALE_PIXELS: Final = 500_000
 """Regions of at most this many pixels are scaled up 2x unless the caller says otherwise (a
-400x300 region stays within 300 ms so)."""
+400x300 region stays within 300 ms so); larger ones 1.5x (at 1x tesseract missed 12 px labels
+and text in an entry box of a 1280x800 desktop, at 1.5x it read them all in twice the time)."""
 
 _TESSDATA_CANDIDATES: Final = (
     "/usr/share/tesseract-ocr/5/tessdata",
@@ -129,7 +131,7 @@ class OcrEngine:
         started = time.perf_counter()
         height, width = int(frame.shape[0]), int(frame.shape[1])
         if upscale is None:
-            upscale = 2.0 if width * height <= AUTO_UPSCALE_PIXELS else 1.0
+            upscale = 2.0 if width * height <= AUTO_UPSCALE_PIXELS else 1.5
         image = _grey(frame)
         if upscale != 1.0:
             size = (max(1, round(width * upscale)), max(1, round(height * upscale)))
