@@ -12,8 +12,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,71 +22,15 @@ from mcp.client.stdio import StdioServerParameters
 from mcp_types import CallToolResult, ImageContent, TextContent
 from PIL import Image
 
-from remotehands.agent.desktop import VirtualDesktop
-from remotehands.agent.dispatch import Dispatcher
-from remotehands.agent.link import AgentLink, load_or_enroll
-from remotehands.drivers.x11 import X11Driver
 from remotehands.testing.xapps import eventually
-from tests.integration.conftest import LiveServer
-from tests.integration.textapp import TextApp, launch_text_app
+from tests.integration.textapp import TextApp
+from tests.integration.x11fleet import DEVICE, Fleet, app_fixture, fleet_fixture  # noqa: F401
 
 pytestmark = [pytest.mark.anyio, pytest.mark.x11, pytest.mark.slow]
 
 REMOTEHANDS = str(Path(sys.executable).with_name("remotehands"))
-DEVICE = "desk-1"
 INPUT_TOOLS = {"click", "move", "drag", "scroll", "type", "key", "clipboard", "act", "click_text"}
 READ_TOOLS = {"devices", "screenshot", "windows", "apps", "find_text", "wait_for_text"}
-
-
-@dataclass
-class Fleet:
-    server: LiveServer
-    operator: str
-    read_only: str
-
-
-async def _token(server: LiveServer, **body: Any) -> str:
-    response = await server.http.post("/v1/tokens", json={"name": "mcp", **body})
-    assert response.status_code == 201, response.text
-    token: str = response.json()["token"]
-    return token
-
-
-@pytest.fixture
-async def fleet(
-    live_server: LiveServer, desktop: VirtualDesktop, tmp_path: Path
-) -> AsyncIterator[Fleet]:
-    credential = await load_or_enroll(live_server.url, await live_server.enrollment(DEVICE),
-                                      state_dir=tmp_path / "state", hardware="hw-mcp",
-                                      device_type="desktop")  # fmt: skip
-    driver = X11Driver()
-    await driver.start()
-    dispatcher = Dispatcher(driver)
-    link = AgentLink(credential, dispatcher, driver_name="x11", device_type="desktop",
-                     hardware="hw-mcp", backoff_base_s=0.05, backoff_cap_s=0.2)  # fmt: skip
-    task = asyncio.create_task(link.run())
-    try:
-        await asyncio.wait_for(link.connected.wait(), 20)
-        device = f"/v1/devices/{credential.device_id}"
-
-        async def online() -> bool:
-            return bool((await live_server.http.get(device)).json()["status"] == "online")
-
-        await eventually(online, timeout=10)
-        operator = await _token(live_server, role="operator")
-        read_only = await _token(live_server, read_only=True)
-        yield Fleet(live_server, operator, read_only)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await dispatcher.aclose()
-        await driver.close()
-
-
-@pytest.fixture
-def app(desktop: VirtualDesktop) -> Iterator[TextApp]:
-    with launch_text_app(x=60, y=60, animate_ms=600) as running:
-        yield running
 
 
 def _data(result: CallToolResult) -> Any:
