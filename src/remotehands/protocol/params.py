@@ -620,7 +620,8 @@ class ActParams(Params):
     The screen counts as settled when, between polls ``poll_interval_ms`` apart, at most
     ``stable_ratio`` percent of its pixels changed by more than ``pixel_delta`` (so JPEG noise
     and a blinking caret do not count) for ``stable_window_ms``; ``timeout_ms`` bounds the
-    wait. After each step the agent looks for up to ``step_wait_ms`` for the screen to change.
+    wait. After each step the agent looks for up to ``step_wait_ms`` for the screen to change
+    (more than ``change_pixels`` pixels).
     """
 
     steps: Annotated[list[SequenceStep], Field(max_length=1000)] = Field(default_factory=list)
@@ -631,6 +632,9 @@ class ActParams(Params):
     stable_window_ms: int = Field(150, ge=0, le=60_000)
     poll_interval_ms: int = Field(30, ge=5, le=10_000)
     step_wait_ms: int = Field(30, ge=0, le=10_000)
+    change_pixels: int = Field(64, ge=0, le=100_000_000)
+    """A step changed the screen when more pixels than this moved by over ``pixel_delta``
+    (a typed word does; a blinking text caret, up to 2x30 pixels, does not)."""
     pixel_delta: int = Field(40, ge=0, le=255)
     stable_ratio: float = Field(0.05, ge=0.0, le=100.0)
     ignore_region: list[Bounds] = Field(default_factory=list)

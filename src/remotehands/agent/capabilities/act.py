@@ -153,7 +153,8 @@ class _Frames:
 
 
 def _moved(diff: stability.FrameDiff, p: P.ActParams, before: FrameArray, now: FrameArray) -> bool:
-    return diff.ratio(before, now) * 100 > p.stable_ratio
+    # A count, not the settle's share of the screen: a typed word is 0.03 % of 1080p
+    return diff.ratio(before, now) * diff.watched_pixels > p.change_pixels
 
 
 @handles("act")
