@@ -50,7 +50,7 @@ async def test_ocr_reads_text_at_every_size_with_its_boxes(hands: Dispatcher, ap
     region = {"x": left, "y": top, "width": 400, "height": 300}
     result = await hands.call("ocr", region)
     assert isinstance(result, R.OcrResult)
-    assert result.upscale == 2.0 and result.region.x == left
+    assert result.upscale == 1.5 and result.region.x == left
     for text, area in labels.items():
         line = next((ln for ln in result.lines if ln.text.lower() == text.lower()), None)
         assert line is not None, (text, [ln.text for ln in result.lines])

@@ -1,13 +1,13 @@
 """Reading text from frames: tesseract through its C API (tesserocr), words and lines with boxes.
 
-Measured on this project's machine (bench/bench_ocr.py): tesserocr reads a 400x300 region of UI
-text in 60-180 ms and the 1080p screen in about 2 s with ``OMP_THREAD_LIMIT=1``; the tesseract
-command line costs a process and a PNG on top (~180 ms for the same region), and RapidOCR,
-though it finds more words, takes 7-8.6 s for 1080p (``PERFORMANCE.md``). So tesseract, in
-process, on a region when the caller gives one.
+Measured on this project's machine (bench/bench_ai.py, 2 cores under load): tesserocr reads a
+400x300 region of UI text in about 200 ms and found every word; the tesseract command line
+costs a process and a PNG file on top; RapidOCR (onnxruntime) took 6.5-10 s on the same region
+and found 40 % of the words (``PERFORMANCE.md``: 7-8.6 s for 1080p on an idle machine). So
+tesseract, in process, on a region when the caller gives one.
 
 Tesseract wants glyphs of 20 px or more; screen text is often 10-13 px, so the image is scaled
-up (2x for a small region, 1.5x for a screen) before recognition and the boxes scaled back.
+up (1.5x unless told) before recognition and the boxes scaled back.
 OpenMP threads make tesseract 5x slower on 2 cores, hence ``OMP_THREAD_LIMIT=1``, set before the
 library is first loaded. One recogniser serves the agent, behind a lock (a ``TessBaseAPI`` is
 not thread-safe); it runs in a worker thread, never on the event loop (callers use
@@ -31,12 +31,13 @@ from remotehands.errors import DeviceError, UnsupportedError
 from remotehands.protocol.models import Bounds
 from remotehands.protocol.results import OcrLine, OcrWord
 
-__all__ = ["AUTO_UPSCALE_PIXELS", "OcrEngine", "OcrPage", "engine", "tessdata_dir"]
+__all__ = ["AUTO_UPSCALE", "OcrEngine", "OcrPage", "engine", "tessdata_dir"]
 
-AUTO_UPSCALE_PIXELS: Final = 500_000
-"""Regions of at most this many pixels are scaled up 2x unless the caller says otherwise (a
-400x300 region stays within 300 ms so); larger ones 1.5x (at 1x tesseract missed 12 px labels
-and text in an entry box of a 1280x800 desktop, at 1.5x it read them all in twice the time)."""
+AUTO_UPSCALE: Final = 1.5
+"""How much frames are scaled up unless the caller says otherwise. At 1x tesseract missed 12 px
+labels and the text of an entry box on a 1280x800 desktop; at 1.5x it read them all. On a
+400x300 region of 13 px text 1.5x costs what 1x does (about 200 ms on a loaded 2-core machine)
+where 2x costs twice that (bench/bench_ai.py)."""
 
 _TESSDATA_CANDIDATES: Final = (
     "/usr/share/tesseract-ocr/5/tessdata",
@@ -131,7 +132,7 @@ class OcrEngine:
         started = time.perf_counter()
         height, width = int(frame.shape[0]), int(frame.shape[1])
         if upscale is None:
-            upscale = 2.0 if width * height <= AUTO_UPSCALE_PIXELS else 1.5
+            upscale = AUTO_UPSCALE
         image = _grey(frame)
         if upscale != 1.0:
             size = (max(1, round(width * upscale)), max(1, round(height * upscale)))

@@ -570,8 +570,7 @@ class OcrParams(Params):
     width: int | None = Field(None, gt=0)
     height: int | None = Field(None, gt=0)
     upscale: float | None = Field(None, ge=1.0, le=4.0)
-    """Scale the image up by this before recognition; ``None`` chooses (2 for a region of at
-    most half a megapixel, 1.5 for more: small UI text needs it)."""
+    """Scale the image up by this before recognition; ``None``: 1.5 (small UI text needs it)."""
     min_confidence: float = Field(0.0, ge=0.0, le=100.0)
     """Leave out words recognised with less confidence (0-100)."""
 
