@@ -51,7 +51,8 @@ async def _own_token(fleet: Fleet, headers: dict[str, str]) -> str:
 
 
 async def _device(fleet: Fleet, headers: dict[str, str]) -> str:
-    capabilities = ["screen", "keyboard", "mouse", "clipboard", "windows", "apps", "sequence"]
+    capabilities = ["screen", "keyboard", "mouse", "clipboard", "windows", "apps", "sequence",
+                    "ocr", "act"]  # fmt: skip
     return await fleet.device("matrix", ["t"], capabilities=capabilities)
 
 
@@ -103,6 +104,9 @@ _SAMPLES: dict[str, dict[str, Any]] = {
     "application.running": {"name": "true"},
     "application.close": {"window_id": 1},
     "sleep": {"ms": 1},
+    "ocr.find": {"text": "x"},
+    "ocr.click": {"text": "x"},
+    "ocr.wait": {"text": "x"},
 }
 
 
