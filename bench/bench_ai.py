@@ -14,7 +14,10 @@ agent) and prints median / min / max in milliseconds for:
   and, when ``--rapidocr PYTHON`` names an interpreter with ``rapidocr_onnxruntime``, RapidOCR on
   the same images;
 - **MCP**: the ``screenshot`` tool of ``remotehands mcp`` (stdio, the SDK's client) against the
-  same screenshot (scaled to 1280 px) through the SDK.
+  same screenshot (scaled to 1280 px) through the SDK;
+- **input** (``--only input``, its own desktop and ``remotehands agent --listen``): move, click
+  and typing 100 characters through the SDK direct to the agent, over HTTP and over the
+  persistent WebSocket.
 
 Figures, not a test: nothing here passes or fails on time.
 """
@@ -37,7 +40,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from common import measure, row
+from common import free_port, is_up, measure, row, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -390,6 +393,35 @@ async def _mcp_vs_sdk(info: dict[str, Any], device_name: str, rounds: int) -> No
         print(row("screenshot 1280 px - SDK (async, HTTP)", await timed(sdk)))
 
 
+def bench_input(rounds: int) -> None:
+    from remotehands.agent.desktop import VirtualDesktop
+    from remotehands.client import AgentClient
+
+    with VirtualDesktop(size=(1920, 1080)) as desktop:
+        port = free_port()
+        env = {**os.environ, **desktop.env, "REMOTEHANDS_AGENT_PASSWORD": "bench"}
+        agent = subprocess.Popen([REMOTEHANDS, "agent", "--driver", "x11", "--display",
+                                  str(desktop.display), "--listen", f"127.0.0.1:{port}"],
+                                 env=env)  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_for(lambda: is_up(base), "the agent")
+            text = ("The quick brown fox jumps over the lazy dog 0123456789 " * 2)[:100]
+            for label, websocket in (("HTTP", False), ("WebSocket", True)):
+                with AgentClient(base, password="bench", websocket=websocket) as hands:
+                    spots = iter(range(10**9))
+                    print(row(f"move - SDK direct, {label}",
+                              measure(lambda h=hands, s=spots: h.move(100 + next(s) % 500, 200),
+                                      rounds)))  # fmt: skip
+                    print(row(f"click - SDK direct, {label}",
+                              measure(lambda h=hands: h.click(1900, 1070), rounds)))  # fmt: skip
+                    print(row(f"type 100 chars - SDK direct, {label}",
+                              measure(lambda h=hands: h.type(text), max(5, rounds // 5), 1)))  # fmt: skip
+        finally:
+            agent.terminate()
+            agent.wait(10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -397,9 +429,13 @@ def main() -> None:
     parser.add_argument("--ocr-rounds", type=int, default=5)
     parser.add_argument("--mcp-rounds", type=int, default=20)
     parser.add_argument("--rapidocr", metavar="PYTHON", help="A Python with rapidocr_onnxruntime.")
-    parser.add_argument("--only", choices=["act", "ocr", "mcp"], action="append")
+    parser.add_argument("--only", choices=["act", "ocr", "mcp", "input"], action="append")
     args = parser.parse_args()
-    parts = set(args.only or ["act", "ocr", "mcp"])
+    parts = set(args.only or ["act", "ocr", "mcp", "input"])
+    if "input" in parts:
+        bench_input(args.mcp_rounds * 10)
+        if parts == {"input"}:
+            return
     with tempfile.TemporaryDirectory() as data:
         demo, info = _start_demo(Path(data))
         try:
