@@ -61,8 +61,9 @@ async def test_the_sync_client_and_a_refused_token(served: tuple[str, FakeDriver
         with AgentClient(base, password=PASSWORD, websocket=True) as agent:
             assert agent.key("ctrl+a") == {"status": "ok"}
             assert agent.windows() == []
-        with AgentClient(base, token="rha_forged", websocket=True) as forged, pytest.raises(
-            AuthError
+        with (
+            AgentClient(base, token="rha_forged", websocket=True) as forged,
+            pytest.raises(AuthError),
         ):
             forged.move(1, 1)
 

@@ -9,7 +9,7 @@ import pytest
 
 from remotehands.client import AsyncFleetClient, FleetClient
 from remotehands.client.results import as_model
-from remotehands.errors import DeviceTimeoutError, NotFoundError, ValidationError
+from remotehands.errors import DeviceTimeoutError, ForbiddenError, NotFoundError, ValidationError
 from remotehands.protocol import results as R
 from tests.integration.textapp import TextApp
 from tests.integration.x11fleet import DEVICE, Fleet, app_fixture, fleet_fixture  # noqa: F401
@@ -55,3 +55,24 @@ async def test_the_sync_sdk_is_the_same_over_the_server(fleet: Fleet, app: TextA
     x, y, w, h = app.ready["apply"]
     assert x <= clicked.clicked.x <= x + w and y <= clicked.clicked.y <= y + h
     await asyncio.to_thread(app.wait, "applied")
+
+
+async def test_the_sdk_over_the_servers_device_websocket(fleet: Fleet, app: TextApp) -> None:
+    async with AsyncFleetClient(fleet.server.url, token=fleet.operator, websocket=True) as client:
+        device = client.device(DEVICE)
+        ex, ey = app.centre("entry")
+        assert await device.click(ex, ey) == {"status": "ok"}
+        assert await device.type("socket typed") == {"status": "ok"}
+        seen = as_model("wait_for_text", await device.wait_text("socket typed", timeout_ms=5000))
+        assert isinstance(seen, R.TextWaited) and seen.present
+        with pytest.raises(NotFoundError, match="closest"):
+            await device.find_text("Zulu forty")
+        shot = await device.screenshot(scale=0.5)
+        assert shot.image[:2] == b"\xff\xd8" and shot.width == 640
+    audit = (await fleet.server.http.get("/v1/audit", params={"action": "keyboard.type"})).json()
+    assert any(e["result"] == "ok" for e in audit["entries"])  # audited like HTTP calls
+    async with AsyncFleetClient(fleet.server.url, token=fleet.read_only, websocket=True) as viewer:
+        device = viewer.device(DEVICE)
+        assert (await device.cursor_position())["x"] >= 0
+        with pytest.raises(ForbiddenError):
+            await device.click(1, 1)
