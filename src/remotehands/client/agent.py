@@ -22,7 +22,7 @@ import httpx
 from remotehands.client.actions import ActionMethods
 from remotehands.client.http import AsyncHTTP, SyncHTTP
 from remotehands.client.request import Request, action_request
-from remotehands.client.socket import AsyncActionSocket, SyncActionSocket
+from remotehands.client.socket import AsyncActionSocket, NoSocketError, SyncActionSocket
 
 __all__ = ["AgentClient", "AsyncAgentClient"]
 
@@ -80,7 +80,11 @@ class AgentClient(_AgentLogin, SyncHTTP, ActionMethods[Any]):
             return self._send(action_request(action, params))
         if self._token is None and self._can_login():
             self.login()
-        return self._socket.call(action, params)
+        try:
+            return self._socket.call(action, params)
+        except NoSocketError:
+            self._socket = None  # an older agent: HTTP from now on
+            return self._send(action_request(action, params))
 
     def close(self) -> None:
         """Close the WebSocket (if one is open) and the HTTP connections."""
@@ -126,7 +130,11 @@ class AsyncAgentClient(_AgentLogin, AsyncHTTP, ActionMethods[Awaitable[Any]]):
             return await self._send(action_request(action, params))
         if self._token is None and self._can_login():
             await self.login()
-        return await self._socket.call(action, params)
+        try:
+            return await self._socket.call(action, params)
+        except NoSocketError:
+            self._socket = None  # an older agent: HTTP from now on
+            return await self._send(action_request(action, params))
 
     async def aclose(self) -> None:
         """Close the WebSocket (if one is open) and the HTTP connections."""

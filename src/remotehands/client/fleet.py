@@ -34,7 +34,7 @@ from remotehands.client.request import (
     wait_seconds,
 )
 from remotehands.client.results import unwrap
-from remotehands.client.socket import AsyncActionSocket, SyncActionSocket
+from remotehands.client.socket import AsyncActionSocket, NoSocketError, SyncActionSocket
 from remotehands.errors import ConfigError, NotFoundError, ValidationError
 
 __all__ = ["AsyncDevice", "AsyncFleetClient", "Device", "FleetClient", "FleetMethods"]
@@ -372,7 +372,10 @@ class Device(ActionMethods[Any]):
         """Carry out ``action`` on this device: ``/v1/devices/{id}`` + the action's path (or
         a message on the device's WebSocket when the fleet client uses them)."""
         if self.fleet.websocket:
-            return self.fleet.socket(self.id).call(action, params)
+            try:
+                return self.fleet.socket(self.id).call(action, params)
+            except NoSocketError:
+                self.fleet.websocket = False  # an older server: HTTP from now on
         request = action_request(action, params)
         return self.fleet._send(request.under(_device_path(self.id)))
 
@@ -469,7 +472,10 @@ class AsyncDevice(ActionMethods[Awaitable[Any]]):
         a message on the device's WebSocket when the fleet client uses them)."""
         if self.fleet.websocket:
             socket = await self.fleet.socket(await self.resolve())
-            return await socket.call(action, params)
+            try:
+                return await socket.call(action, params)
+            except NoSocketError:
+                self.fleet.websocket = False  # an older server: HTTP from now on
         request = action_request(action, params)
         return await self.fleet._send(request.under(_device_path(await self.resolve())))
 

@@ -36,10 +36,11 @@ from remotehands.errors import (
     DeviceOfflineError,
     DeviceTimeoutError,
     RemoteHandsError,
+    UnsupportedError,
     error_from_wire,
 )
 
-__all__ = ["AsyncActionSocket", "SyncActionSocket", "socket_url"]
+__all__ = ["AsyncActionSocket", "NoSocketError", "SyncActionSocket", "socket_url"]
 
 _UNAUTHORIZED: Final = 4401
 
@@ -67,7 +68,13 @@ def _answer(raw: str | bytes, parse: Callable[[Any], Any]) -> Any:
     return parse(reply.get("result"))
 
 
+class NoSocketError(UnsupportedError):
+    """The peer has no WebSocket for actions (an older agent or server): use HTTP."""
+
+
 def _refused(err: Exception, url: str) -> RemoteHandsError:
+    if isinstance(err, InvalidStatus) and err.response.status_code in (404, 405):
+        return NoSocketError(f"{url} takes no WebSocket (an older version): use HTTP")
     if isinstance(err, InvalidStatus) and err.response.status_code in (401, 403):
         return AuthError(f"the agent at {url} refused the token: log in again")
     if (

@@ -31,7 +31,8 @@ async def serve(
     The token is checked first (``GET /v1/auth/me``), so a bad one fails here, before any
     client connects; the tools offered follow what it may do.
     """
-    async with AsyncFleetClient(url, token=token) as fleet:
+    # device actions over one WebSocket each when the server has them (HTTP otherwise)
+    async with AsyncFleetClient(url, token=token, websocket=True) as fleet:
         me = await fleet.me()
         server = build_server(fleet, me)
         if transport == "stdio":
