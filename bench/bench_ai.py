@@ -15,9 +15,9 @@ agent) and prints median / min / max in milliseconds for:
   the same images;
 - **MCP**: the ``screenshot`` tool of ``remotehands mcp`` (stdio, the SDK's client) against the
   same screenshot (scaled to 1280 px) through the SDK;
-- **input** (``--only input``, its own desktop and ``remotehands agent --listen``): move, click
-  and typing 100 characters through the SDK direct to the agent, over HTTP and over the
-  persistent WebSocket.
+- **input** (its own desktop and ``remotehands agent --listen``): move, click and typing 100
+  characters through the SDK direct to the agent, over HTTP and over the persistent WebSocket;
+- **hop**: the same through the server, a request per action against the device's WebSocket.
 
 Figures, not a test: nothing here passes or fails on time.
 """
@@ -357,6 +357,22 @@ def bench_ocr(device: Any, env: dict[str, str], rounds: int, rapid: str | None) 
                 proc.wait(10)
 
 
+def bench_hop(info: dict[str, Any], rounds: int) -> None:
+    """Input through the server: a request per action against one WebSocket per device."""
+    text = ("The quick brown fox jumps over the lazy dog 0123456789 " * 2)[:100]
+    for label, websocket in (("HTTP", False), ("WebSocket", True)):
+        with FleetClient(info["url"], token=info["token"], websocket=websocket) as fleet:
+            hands = fleet.device(info["device_name"])
+            spots = iter(range(10**9))
+            print(row(f"move - SDK via server, {label}",
+                      measure(lambda h=hands, s=spots: h.move(100 + next(s) % 500, 200),
+                              rounds)))  # fmt: skip
+            print(row(f"click - SDK via server, {label}",
+                      measure(lambda h=hands: h.click(1900, 1070), rounds)))  # fmt: skip
+            print(row(f"type 100 chars - SDK via server, {label}",
+                      measure(lambda h=hands: h.type(text), max(5, rounds // 5), 1)))  # fmt: skip
+
+
 async def _mcp_vs_sdk(info: dict[str, Any], device_name: str, rounds: int) -> None:
     from mcp import Client
     from mcp.client.stdio import StdioServerParameters
@@ -429,13 +445,14 @@ def main() -> None:
     parser.add_argument("--ocr-rounds", type=int, default=5)
     parser.add_argument("--mcp-rounds", type=int, default=20)
     parser.add_argument("--rapidocr", metavar="PYTHON", help="A Python with rapidocr_onnxruntime.")
-    parser.add_argument("--only", choices=["act", "ocr", "mcp", "input"], action="append")
+    parser.add_argument("--only", choices=["act", "ocr", "mcp", "input", "hop"], action="append")
     args = parser.parse_args()
-    parts = set(args.only or ["act", "ocr", "mcp", "input"])
+    parts = set(args.only or ["act", "ocr", "mcp", "input", "hop"])
     if "input" in parts:
         bench_input(args.mcp_rounds * 10)
         if parts == {"input"}:
             return
+    parts.discard("input")
     with tempfile.TemporaryDirectory() as data:
         demo, info = _start_demo(Path(data))
         try:
@@ -448,6 +465,8 @@ def main() -> None:
                     bench_act(device, env, args.rounds, args.reference_rounds)
                 if "ocr" in parts:
                     bench_ocr(device, env, args.ocr_rounds, args.rapidocr)
+            if "hop" in parts:
+                bench_hop(info, args.mcp_rounds * 10)
             if "mcp" in parts:
                 asyncio.run(_mcp_vs_sdk(info, info["device_name"], args.mcp_rounds))
         finally:
