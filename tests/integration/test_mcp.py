@@ -97,6 +97,7 @@ async def test_an_agent_looks_acts_and_verifies_over_stdio(fleet: Fleet, app: Te
         result = _data(acted)
         assert app.seen("stopped") is not None and result["settled"]
         assert result["changed"] == [True] and result["changed_regions"]
+        assert len(result["frame_regions"]) == len(result["changed_regions"])
         assert _image(acted).size == (1280, 800)  # the default: at most 1280 px, so native
 
         # a stale or unknown frame is refused, and so is an unknown device

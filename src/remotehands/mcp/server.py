@@ -377,8 +377,9 @@ class FleetTools:
         timeout_ms: Annotated[int, Field(ge=0, le=120_000)] = 5000,
     ) -> CallToolResult:
         """ACT and VERIFY in one call: run the steps, wait until the screen settles (no fixed
-        sleep), and get the settled screenshot (new frame_id), the regions that changed, each
-        step's result and whether the screen changed after each step."""
+        sleep), and get the settled screenshot (new frame_id), the regions that changed
+        (frame_regions: in that screenshot's pixels), each step's result and whether the
+        screen changed after each step."""
         screen = self._screen(device)
         frame = screen.latest
         prepared = []
@@ -404,6 +405,12 @@ class FleetTools:
             self._remember(device, shot)
             image = (shot["image"], shot.get("format", "jpeg"))
             result["screenshot"] = {k: v for k, v in shot.items() if k != "image"}
+            # the boxes also in the pixels of the image the model sees
+            factor = float(shot["scale"])
+            result["frame_regions"] = [
+                {k: int(v * factor) for k, v in box.items()}
+                for box in result.get("changed_regions", [])
+            ]
         return _answer(result, image)
 
     async def find_text(
