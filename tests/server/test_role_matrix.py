@@ -52,7 +52,7 @@ async def _own_token(fleet: Fleet, headers: dict[str, str]) -> str:
 
 async def _device(fleet: Fleet, headers: dict[str, str]) -> str:
     capabilities = ["screen", "keyboard", "mouse", "clipboard", "windows", "apps", "sequence",
-                    "power", "media", "switch", "audio"]  # fmt: skip
+                    "power", "media", "switch", "audio", "ocr", "act"]  # fmt: skip
     return await fleet.device("matrix", ["t"], capabilities=capabilities)
 
 
@@ -114,6 +114,9 @@ _SAMPLES: dict[str, dict[str, Any]] = {
     "audio.volume": {"volume": 50},
     "audio.default": {"device_id": "sink"},
     "audio.move": {"session_id": "1", "device_id": "sink"},
+    "ocr.find": {"text": "x"},
+    "ocr.click": {"text": "x"},
+    "ocr.wait": {"text": "x"},
 }
 
 

@@ -180,6 +180,16 @@ CASES: list[tuple[str, tuple[Any, ...], dict[str, Any], str, str, dict[str, Any]
     ("audio_default", ("sink-2",), {}, "POST", "/audio/default", {"device_id": "sink-2"}),
     ("audio_move", ("7", "sink-2"), {}, "POST", "/audio/move",
      {"session_id": "7", "device_id": "sink-2"}),
+    ("ocr", (), {"region": (1, 2, 30, 40)}, "GET", "/ocr",
+     {"x": "1", "y": "2", "width": "30", "height": "40"}),
+    ("find_text", ("OK",), {"min_score": 0.5}, "GET", "/ocr/find",
+     {"text": "OK", "min_score": "0.5"}),
+    ("click_text", ("OK",), {"index": 1}, "POST", "/ocr/click", {"text": "OK", "index": 1}),
+    ("wait_for_text", ("Done",), {"gone": True, "timeout_ms": 100}, "GET", "/ocr/wait",
+     {"text": "Done", "gone": "true", "timeout_ms": "100"}),
+    ("wait_text", ("Done",), {}, "GET", "/ocr/wait", {"text": "Done"}),
+    ("act", ([{"type": "click", "x": 1, "y": 2}],), {"scale": 0.5}, "POST", "/act",
+     {"steps": [{"type": "mouse.click", "x": 1, "y": 2}], "scale": 0.5}),
 ]  # fmt: skip
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import cast
 
 import httpx
@@ -38,8 +38,17 @@ __all__ = ["ActionContext"]
 class ActionContext:
     """The device an action runs on, as its handlers see it."""
 
-    def __init__(self, driver: Driver, *, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        driver: Driver,
+        *,
+        http: httpx.AsyncClient | None = None,
+        provided: Mapping[str, str | None] | None = None,
+    ) -> None:
         self.driver = driver
+        self.provided: Mapping[str, str | None] = provided or {}
+        """The capabilities the agent provides above the driver (OCR, act) and the driver
+        capability each needs (``None``: none)."""
         self.log = ActionLog()
         self.lock = asyncio.Lock()
         """The device lock: held by each control action and for a whole sequence."""
@@ -87,8 +96,11 @@ class ActionContext:
 
     def check(self, spec: ActionSpec) -> None:
         """Raise :class:`UnsupportedError` unless the device has the action's capability."""
-        if spec.capability is not None and not self.driver.has(spec.capability):
-            why = self.driver.lacks_because(spec.capability)
+        capability = spec.capability
+        if capability is not None and capability in self.provided:
+            capability = self.provided[capability]
+        if capability is not None and not self.driver.has(capability):
+            why = self.driver.lacks_because(capability)
             raise UnsupportedError(
                 f"this device ({self.driver.kind}) has no {spec.capability} capability, so it "
                 f"cannot do {spec.name}"

@@ -48,7 +48,8 @@ class Dispatcher:
 
     def __init__(self, driver: Driver, *, http: httpx.AsyncClient | None = None) -> None:
         self.driver = driver
-        self.context = ActionContext(driver, http=http)
+        provided = {name: c.needs for name, c in AGENT_CAPABILITIES.items()}
+        self.context = ActionContext(driver, http=http, provided=provided)
         missing = {a.name for a in A.ACTIONS} - set(HANDLERS)
         if missing:
             raise LookupError(f"actions without a handler: {sorted(missing)}")

@@ -956,6 +956,9 @@ def call(hands: ActionMethods[Any], rest: list[str], params: str) -> None:
 # The command table ``remotehands.cli.main`` loads lazily: every CLI name of the vocabulary's
 # rule (the verb commands, each a module attribute ``verb_<name>``), and the older spellings
 # that group the verbs (``clipboard get``, ``windows focus``, ``apps open``) or shorten them.
+# The commands of other modules built on device_command join VERB_COMMANDS as they load.
+from remotehands.cli import act_cmd, ocr_cmd  # noqa: E402, F401
+
 _as_verb(windows, "windows")  # ``remotehands windows`` lists them: the verb's own command
 # The command groups of power, virtual media, the KVM switch and audio live in modules of their
 # own; importing them adds their verbs (``power-on``, ``media-upload``...) to VERB_COMMANDS.

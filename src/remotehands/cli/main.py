@@ -20,12 +20,14 @@ _COMMANDS: dict[str, str] = {
     "agent": "remotehands.cli.agent_cmd:agent",
     "server": "remotehands.cli.server_cmd:server",
     "demo": "remotehands.cli.demo_cmd:demo",
+    "mcp": "remotehands.cli.mcp_cmd:mcp",
 }
 _HELP: dict[str, str] = {
     "desktop": "Run a virtual desktop (Xvfb, a window manager and a terminal).",
     "agent": "Serve a device: the native HTTP API and/or the link to a server.",
     "server": "Run or initialise the fleet server.",
     "demo": "Run the whole system on one machine: server, virtual desktop, enrolled agent.",
+    "mcp": "Serve the fleet's devices to AI agents over MCP (stdio or --http HOST:PORT).",
 }
 
 

@@ -510,6 +510,86 @@ class ActionMethods(Generic[R]):
         return self.call("switch.click", port=port, button=button, wait=wait,
                          timeout_s=timeout_s)  # fmt: skip
 
+    # text on the screen (OCR by the agent) and act-then-settle
+
+    def ocr(
+        self,
+        *,
+        region: tuple[int, int, int, int] | None = None,
+        upscale: float | None = None,
+        min_confidence: float | None = None,
+        screen_id: int | None = None,
+    ) -> R:
+        """The text of the screen, or of ``region`` (x, y, width, height in native pixels):
+        ``{"text", "words": [{"text", "confidence", "box", "line"}], "lines", "region", ...}``."""
+        return self.call("ocr", **_region(region), upscale=upscale,
+                         min_confidence=min_confidence, screen_id=screen_id)  # fmt: skip
+
+    def find_text(
+        self,
+        text: str,
+        *,
+        region: tuple[int, int, int, int] | None = None,
+        min_score: float | None = None,
+        **options: Any,
+    ) -> R:
+        """Where ``text`` is on the screen (case-insensitive, fuzzy): ``{"matches": [{"text",
+        "score", "box", "x", "y"}]}``, best reading order; ``NotFoundError`` naming the closest
+        text when it is not there."""
+        return self.call("ocr.find", text=text, **_region(region), min_score=min_score,
+                         **options)  # fmt: skip
+
+    def click_text(
+        self,
+        text: str,
+        *,
+        index: int | None = None,
+        button: Button | None = None,
+        double: bool | None = None,
+        region: tuple[int, int, int, int] | None = None,
+        min_score: float | None = None,
+        **options: Any,
+    ) -> R:
+        """Find ``text`` and click the centre of its box; several matches are refused
+        (``ValidationError``) unless ``index`` picks one."""
+        return self.call("ocr.click", text=text, index=index, button=button, double=double,
+                         **_region(region), min_score=min_score, **options)  # fmt: skip
+
+    def wait_for_text(
+        self,
+        text: str,
+        *,
+        gone: bool | None = None,
+        timeout_ms: int | None = None,
+        region: tuple[int, int, int, int] | None = None,
+        min_score: float | None = None,
+        **options: Any,
+    ) -> R:
+        """Wait until ``text`` is on the screen (with ``gone``: until it is not);
+        ``DeviceTimeoutError`` after ``timeout_ms``."""
+        return self.call("ocr.wait", text=text, gone=gone, timeout_ms=timeout_ms,
+                         **_region(region), min_score=min_score, **options)  # fmt: skip
+
+    wait_text = wait_for_text
+
+    def act(
+        self,
+        steps: Sequence[Mapping[str, Any]] = (),
+        *,
+        scale: float | None = None,
+        format: ImageFormat | None = None,
+        timeout_ms: int | None = None,
+        screenshot: bool | None = None,
+        **options: Any,
+    ) -> R:
+        """Run ``steps`` (sequence steps, ``{"type": action, ...}``), wait until the screen
+        settles and answer ``{"results", "changed", "settled", "timed_out", "changed_regions",
+        "screenshot"}``: each step's result, per step whether the screen changed after it, and
+        the settled screenshot (``scale`` as asked)."""
+        return self.call("act", steps=[_step(step) for step in steps], scale=scale,
+                         format=format, timeout_ms=timeout_ms, screenshot=screenshot,
+                         **options)  # fmt: skip
+
     # ``type`` is the action's name everywhere; it is bound last so that the builtin stays
     # visible to everything above in this class body.
     type = type_text
@@ -531,6 +611,13 @@ for _spec in ACTIONS:
         for _name in _spec.names:
             if not hasattr(ActionMethods, _name):
                 setattr(ActionMethods, _name, _computed(_spec))
+
+
+def _region(region: tuple[int, int, int, int] | None) -> dict[str, int]:
+    if region is None:
+        return {}
+    x, y, width, height = region
+    return {"x": x, "y": y, "width": width, "height": height}
 
 
 def _step(step: Mapping[str, Any]) -> dict[str, Any]:

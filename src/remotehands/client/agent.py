@@ -8,7 +8,8 @@
 
 With a password the client logs in (``POST /auth/login``) on first use and again when its token
 expires; with a token it sends that; with neither it expects an agent whose operator left the
-native face open.
+native face open. With ``websocket=True`` the actions go over one persistent WebSocket
+(:mod:`remotehands.client.socket`) instead of a request each; logging in stays HTTP.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import httpx
 from remotehands.client.actions import ActionMethods
 from remotehands.client.http import AsyncHTTP, SyncHTTP
 from remotehands.client.request import Request, action_request
+from remotehands.client.socket import AsyncActionSocket, NoSocketError, SyncActionSocket
 
 __all__ = ["AgentClient", "AsyncAgentClient"]
 
@@ -64,13 +66,31 @@ class AgentClient(_AgentLogin, SyncHTTP, ActionMethods[Any]):
         timeout: float = 30.0,
         *,
         transport: httpx.BaseTransport | None = None,
+        websocket: bool = False,
     ) -> None:
         super().__init__(base_url, token=token, timeout=timeout, transport=transport)
         self._password = password
+        self._socket = (
+            SyncActionSocket(base_url, lambda: self._token, timeout) if websocket else None
+        )
 
     def call(self, action: str, /, **params: Any) -> Any:
         """Carry out ``action`` with ``params`` (see :meth:`ActionMethods.call`)."""
-        return self._send(action_request(action, params))
+        if self._socket is None:
+            return self._send(action_request(action, params))
+        if self._token is None and self._can_login():
+            self.login()
+        try:
+            return self._socket.call(action, params)
+        except NoSocketError:
+            self._socket = None  # an older agent: HTTP from now on
+            return self._send(action_request(action, params))
+
+    def close(self) -> None:
+        """Close the WebSocket (if one is open) and the HTTP connections."""
+        if self._socket is not None:
+            self._socket.close()
+        super().close()
 
     def health(self) -> Any:
         """``{"status": "ok"}`` when the agent answers (no credentials needed)."""
@@ -96,13 +116,31 @@ class AsyncAgentClient(_AgentLogin, AsyncHTTP, ActionMethods[Awaitable[Any]]):
         timeout: float = 30.0,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        websocket: bool = False,
     ) -> None:
         super().__init__(base_url, token=token, timeout=timeout, transport=transport)
         self._password = password
+        self._socket = (
+            AsyncActionSocket(base_url, lambda: self._token, timeout) if websocket else None
+        )
 
     async def call(self, action: str, /, **params: Any) -> Any:
         """Carry out ``action`` with ``params`` (see :meth:`ActionMethods.call`)."""
-        return await self._send(action_request(action, params))
+        if self._socket is None:
+            return await self._send(action_request(action, params))
+        if self._token is None and self._can_login():
+            await self.login()
+        try:
+            return await self._socket.call(action, params)
+        except NoSocketError:
+            self._socket = None  # an older agent: HTTP from now on
+            return await self._send(action_request(action, params))
+
+    async def aclose(self) -> None:
+        """Close the WebSocket (if one is open) and the HTTP connections."""
+        if self._socket is not None:
+            await self._socket.aclose()
+        await super().aclose()
 
     async def health(self) -> Any:
         """``{"status": "ok"}`` when the agent answers (no credentials needed)."""

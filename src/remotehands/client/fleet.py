@@ -34,6 +34,7 @@ from remotehands.client.request import (
     wait_seconds,
 )
 from remotehands.client.results import unwrap
+from remotehands.client.socket import AsyncActionSocket, NoSocketError, SyncActionSocket
 from remotehands.errors import ConfigError, NotFoundError, ValidationError
 
 __all__ = ["AsyncDevice", "AsyncFleetClient", "Device", "FleetClient", "FleetMethods"]
@@ -303,10 +304,34 @@ class FleetClient(_FleetLogin, SyncHTTP, FleetMethods[Any]):
         timeout: float = 30.0,
         *,
         transport: httpx.BaseTransport | None = None,
+        websocket: bool = False,
     ) -> None:
         super().__init__(base_url, token=token, timeout=timeout, transport=transport)
         self._username = username
         self._password = password
+        self.websocket = websocket
+        """Whether devices send their actions over one WebSocket each
+        (``/v1/devices/{id}/ws``) instead of a request per action."""
+        self._sockets: dict[str, SyncActionSocket] = {}
+
+    def socket(self, device_id: str) -> SyncActionSocket:
+        """The WebSocket of device ``device_id`` (opened on first use)."""
+        found = self._sockets.get(device_id)
+        if found is None:
+            if self._token is None and self._can_login():
+                self.login()
+            found = SyncActionSocket(
+                self.base_url + _device_path(device_id), lambda: self._token, self.timeout
+            )
+            self._sockets[device_id] = found
+        return found
+
+    def close(self) -> None:
+        """Close the devices' WebSockets and the HTTP connections."""
+        for socket in self._sockets.values():
+            socket.close()
+        self._sockets.clear()
+        super().close()
 
     def device(self, ref: str) -> Device:
         """A handle on the device named or with id ``ref``; nothing is sent until it is used."""
@@ -344,7 +369,13 @@ class Device(ActionMethods[Any]):
         return self.resolve()
 
     def call(self, action: str, /, **params: Any) -> Any:
-        """Carry out ``action`` on this device: ``/v1/devices/{id}`` + the action's path."""
+        """Carry out ``action`` on this device: ``/v1/devices/{id}`` + the action's path (or
+        a message on the device's WebSocket when the fleet client uses them)."""
+        if self.fleet.websocket:
+            try:
+                return self.fleet.socket(self.id).call(action, params)
+            except NoSocketError:
+                self.fleet.websocket = False  # an older server: HTTP from now on
         request = action_request(action, params)
         return self.fleet._send(request.under(_device_path(self.id)))
 
@@ -378,10 +409,33 @@ class AsyncFleetClient(_FleetLogin, AsyncHTTP, FleetMethods[Awaitable[Any]]):
         timeout: float = 30.0,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        websocket: bool = False,
     ) -> None:
         super().__init__(base_url, token=token, timeout=timeout, transport=transport)
         self._username = username
         self._password = password
+        self.websocket = websocket
+        """Whether devices send their actions over one WebSocket each."""
+        self._sockets: dict[str, AsyncActionSocket] = {}
+
+    async def socket(self, device_id: str) -> AsyncActionSocket:
+        """The WebSocket of device ``device_id`` (opened on first use)."""
+        found = self._sockets.get(device_id)
+        if found is None:
+            if self._token is None and self._can_login():
+                await self.login()
+            found = AsyncActionSocket(
+                self.base_url + _device_path(device_id), lambda: self._token, self.timeout
+            )
+            self._sockets[device_id] = found
+        return found
+
+    async def aclose(self) -> None:
+        """Close the devices' WebSockets and the HTTP connections."""
+        for socket in self._sockets.values():
+            await socket.aclose()
+        self._sockets.clear()
+        await super().aclose()
 
     def device(self, ref: str) -> AsyncDevice:
         """A handle on the device named or with id ``ref``; nothing is sent until it is used."""
@@ -414,7 +468,14 @@ class AsyncDevice(ActionMethods[Awaitable[Any]]):
         return self._id
 
     async def call(self, action: str, /, **params: Any) -> Any:
-        """Carry out ``action`` on this device: ``/v1/devices/{id}`` + the action's path."""
+        """Carry out ``action`` on this device: ``/v1/devices/{id}`` + the action's path (or
+        a message on the device's WebSocket when the fleet client uses them)."""
+        if self.fleet.websocket:
+            socket = await self.fleet.socket(await self.resolve())
+            try:
+                return await socket.call(action, params)
+            except NoSocketError:
+                self.fleet.websocket = False  # an older server: HTTP from now on
         request = action_request(action, params)
         return await self.fleet._send(request.under(_device_path(await self.resolve())))
 

@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 _SCREENSHOTS = frozenset({"screenshot", "screenshot.region"})
-_WITH_IMAGES = frozenset({"screenshots", "sequence"})
+_WITH_IMAGES = frozenset({"screenshots", "sequence", "act"})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -126,7 +126,7 @@ def unwrap(key: str) -> Callable[[Any], Any]:
     return parse
 
 
-_WITH_IMAGES = frozenset({"screenshot", "screenshot.region", "screenshots", "sequence"})
+_WITH_IMAGES = frozenset({"screenshot", "screenshot.region", "screenshots", "sequence", "act"})
 """The actions whose answers carry images (an ``image`` elsewhere, a drive's, is a name)."""
 
 

@@ -52,6 +52,7 @@ from remotehands.protocol import params as _params
 from remotehands.protocol.params import *  # noqa: F403 -- the models were defined here first
 from remotehands.protocol.params import (
     ActionsParams,
+    ActParams,
     AppCloseParams,
     AppOpenParams,
     AppRunningParams,
@@ -62,10 +63,12 @@ from remotehands.protocol.params import (
     ButtonParams,
     CaptureParams,
     ClickParams,
+    ClickTextParams,
     ClipboardGetParams,
     ClipboardSetParams,
     DialogCloseParams,
     DragParams,
+    FindTextParams,
     HotkeyParams,
     KeyHoldParams,
     KeyParams,
@@ -75,6 +78,7 @@ from remotehands.protocol.params import (
     MediaUploadParams,
     MoveParams,
     NoParams,
+    OcrParams,
     Params,
     PowerActionParams,
     PowerClickParams,
@@ -92,6 +96,7 @@ from remotehands.protocol.params import (
     SwitchPortParams,
     SwitchPowerParams,
     TypeParams,
+    WaitTextParams,
     WindowFocusParams,
     WindowMoveParams,
     WindowParams,
@@ -100,6 +105,7 @@ from remotehands.protocol.params import (
 )
 from remotehands.protocol.results import (
     ActionLogResult,
+    ActResult,
     AppOpened,
     AppRunning,
     AudioChanged,
@@ -114,6 +120,7 @@ from remotehands.protocol.results import (
     MediaImageResult,
     MediaStateResult,
     NoContent,
+    OcrResult,
     Ok,
     PowerResult,
     PowerStateResult,
@@ -126,6 +133,9 @@ from remotehands.protocol.results import (
     SlotText,
     SwitchPowerResult,
     SwitchStateResult,
+    TextClicked,
+    TextMatches,
+    TextWaited,
     WindowList,
     WindowMoved,
 )
@@ -400,6 +410,20 @@ ACTIONS: tuple[ActionSpec, ...] = (
     _a("audio.move", "audio_move", "POST /audio/move", AudioMoveParams, AudioChanged, "audio",
        "control", "Route a session to another output device",
        ("Audio.audio_move", *_AUDIO_READ)),
+    # -- for AI agents: OCR on the agent's own frames, and act-then-settle batches ----------
+    _a("ocr", "ocr", "GET /ocr", OcrParams, OcrResult, "ocr", "read",
+       "Read the text on the screen or a region: words, lines, boxes, confidence", _GRAB),
+    _a("ocr.find", "find_text", "GET /ocr/find", FindTextParams, TextMatches, "ocr", "read",
+       "Find a phrase on the screen (fuzzy, case-insensitive) and its box", _GRAB),
+    _a("ocr.click", "click_text", "POST /ocr/click", ClickTextParams, TextClicked, "ocr",
+       "control", "Find a phrase on the screen and click its centre",
+       ("Screen.grab", "Mouse.move", "Mouse.click")),
+    _a("ocr.wait", "wait_for_text", "GET /ocr/wait", WaitTextParams, TextWaited, "ocr", "read",
+       "Wait until a phrase appears on the screen (or disappears)", _GRAB,
+       aliases=("wait_text",)),
+    _a("act", "act", "POST /act", ActParams, ActResult, "act", "control",
+       "Run steps, then answer the settled screen, what changed and each step's result",
+       _GRAB, sequence=False),
 )  # fmt: skip
 
 ACTIONS_BY_NAME: dict[str, ActionSpec] = {a.name: a for a in ACTIONS}

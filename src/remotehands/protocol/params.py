@@ -37,6 +37,7 @@ __all__ = [
     "UPLOAD_TIMEOUT_S",
     "WAIT_KEYS",
     "WAIT_S_KEYS",
+    "ActParams",
     "ActionsParams",
     "AppCloseParams",
     "AppOpenParams",
@@ -49,10 +50,12 @@ __all__ = [
     "Capture",
     "CaptureParams",
     "ClickParams",
+    "ClickTextParams",
     "ClipboardGetParams",
     "ClipboardSetParams",
     "DialogCloseParams",
     "DragParams",
+    "FindTextParams",
     "FrameFields",
     "HotkeyParams",
     "ImageName",
@@ -65,6 +68,7 @@ __all__ = [
     "MediaUploadParams",
     "MoveParams",
     "NoParams",
+    "OcrParams",
     "Params",
     "PowerActionParams",
     "PowerClickParams",
@@ -92,6 +96,7 @@ __all__ = [
     "UploadFormat",
     "UploadMethod",
     "Variant",
+    "WaitTextParams",
     "WindowFocusParams",
     "WindowId",
     "WindowMoveParams",
@@ -748,10 +753,115 @@ class SwitchClickParams(SwitchPortParams, PowerActionParams):
     button: PowerButton
 
 
+# -- OCR and act: the actions for AI agents -----------------------------------------------
+
+
+class OcrParams(Params):
+    """Read the text on the screen (or on a rectangle of it, in native pixels): words and lines
+    with their boxes and confidence. Small text is scaled up before recognition."""
+
+    screen_id: int = Field(0, ge=0)
+    x: int | None = Field(None, ge=0)
+    y: int | None = Field(None, ge=0)
+    width: int | None = Field(None, gt=0)
+    height: int | None = Field(None, gt=0)
+    upscale: float | None = Field(None, ge=1.0, le=4.0)
+    """Scale the image up by this before recognition; ``None``: 1.5 (small UI text needs it)."""
+    min_confidence: float = Field(0.0, ge=0.0, le=100.0)
+    """Leave out words recognised with less confidence (0-100)."""
+
+    @model_validator(mode="after")
+    def _whole_region(self) -> Self:
+        given = [v is not None for v in (self.x, self.y, self.width, self.height)]
+        if any(given) and not all(given):
+            raise ValueError("give all of x, y, width and height for a region, or none of them")
+        return self
+
+    def region(self) -> Bounds | None:
+        """The rectangle asked for, or ``None`` for the whole screen."""
+        if self.x is None or self.y is None or self.width is None or self.height is None:
+            return None
+        return Bounds(x=self.x, y=self.y, width=self.width, height=self.height)
+
+
+class FindTextParams(OcrParams):
+    """Find a phrase on the screen: a case-insensitive, fuzzy match over runs of words."""
+
+    text: str = Field(min_length=1, max_length=500)
+    min_score: float = Field(0.8, ge=0.0, le=1.0)
+    """How alike (0..1) the words seen must be to the phrase to count as a match."""
+
+
+class ClickTextParams(FindTextParams):
+    """Find a phrase, then click the centre of its box. Several matches are refused unless
+    ``index`` says which one (0 is the first in reading order)."""
+
+    index: int | None = Field(None, ge=0)
+    button: Button = "left"
+    double: bool = False
+
+
+class WaitTextParams(FindTextParams):
+    """Wait until a phrase is on the screen (or, with ``gone``, no longer is)."""
+
+    gone: bool = False
+    timeout_ms: int = Field(10_000, ge=0, le=600_000)
+    poll_interval_ms: int = Field(250, ge=10, le=60_000)
+
+
+class ActParams(Params):
+    """Run steps (any sequence step), then wait until the screen settles and answer it.
+
+    The screen counts as settled when, between polls ``poll_interval_ms`` apart, at most
+    ``stable_ratio`` percent of its pixels changed by more than ``pixel_delta`` (so JPEG noise
+    and a blinking caret do not count) for ``stable_window_ms``; ``timeout_ms`` bounds the
+    wait. After each step the agent looks for up to ``step_wait_ms`` for the screen to change
+    (more than ``change_pixels`` pixels).
+    """
+
+    steps: Annotated[list[SequenceStep], Field(max_length=1000)] = Field(default_factory=list)
+    on_error: Literal["abort", "continue"] = "abort"
+    lock_timeout_ms: int = Field(10_000, ge=0, le=600_000)
+    screen_id: int = Field(0, ge=0)
+    timeout_ms: int = Field(5000, ge=0, le=600_000)
+    stable_window_ms: int = Field(150, ge=0, le=60_000)
+    poll_interval_ms: int = Field(30, ge=5, le=10_000)
+    step_wait_ms: int = Field(30, ge=0, le=10_000)
+    change_pixels: int = Field(64, ge=0, le=100_000_000)
+    """A step changed the screen when more pixels than this moved by over ``pixel_delta``
+    (a typed word does; a blinking text caret, up to 2x30 pixels, does not)."""
+    pixel_delta: int = Field(40, ge=0, le=255)
+    stable_ratio: float = Field(0.05, ge=0.0, le=100.0)
+    ignore_region: list[Bounds] = Field(default_factory=list)
+    screenshot: bool = True
+    """Answer the settled screen as an image (else only the regions that changed)."""
+    format: ImageFormat = "jpeg"
+    quality: int = Field(75, ge=1, le=100)
+    scale: float = Field(1.0, gt=0, le=4)
+
+    @field_validator("ignore_region", mode="before")
+    @classmethod
+    def _regions_from_text(cls, value: object) -> object:
+        if value is None or isinstance(value, str):
+            try:
+                return parse_regions(value)
+            except ValidationError as err:
+                raise ValueError(err.details) from err
+        return value
+
+
 # Parameters that say how long an action may legitimately take: whoever waits for the action
 # (the SDK's HTTP timeout, the server's wait for the agent) grows its timeout by them.
 WAIT_KEYS = frozenset(
-    {"timeout_ms", "lock_timeout_ms", "duration_ms", "settle_ms", "wait_dialog_gone_ms", "ms"}
+    {
+        "timeout_ms",
+        "lock_timeout_ms",
+        "duration_ms",
+        "settle_ms",
+        "wait_dialog_gone_ms",
+        "ms",
+        "step_wait_ms",
+    }
 )
 WAIT_S_KEYS = frozenset({"timeout_s"})
 """The same in seconds (a power action's watch of the LED, a fetch's download)."""

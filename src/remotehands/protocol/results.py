@@ -39,6 +39,7 @@ from remotehands.protocol.models import (
 
 __all__ = [
     "STEP_OWN_KEYS",
+    "ActResult",
     "ActionLogEntry",
     "ActionLogResult",
     "AppOpened",
@@ -56,6 +57,9 @@ __all__ = [
     "MediaImageResult",
     "MediaStateResult",
     "NoContent",
+    "OcrLine",
+    "OcrResult",
+    "OcrWord",
     "Ok",
     "PowerResult",
     "PowerStateResult",
@@ -73,6 +77,10 @@ __all__ = [
     "StepResult",
     "SwitchPowerResult",
     "SwitchStateResult",
+    "TextClicked",
+    "TextMatch",
+    "TextMatches",
+    "TextWaited",
     "UploadAnswer",
     "UploadResult",
     "VariantImage",
@@ -499,3 +507,95 @@ class SwitchPowerResult(Result):
     changed: bool
     timed_out: bool
     waited_ms: float
+
+
+# -- OCR and act: the actions for AI agents -----------------------------------------------
+
+
+class OcrWord(Result):
+    """One word read on the screen: its text, the recogniser's confidence (0-100), its box in
+    native screen pixels and the index of its line in ``lines``."""
+
+    text: str
+    confidence: float
+    box: Bounds
+    line: int
+
+
+class OcrLine(Result):
+    """One line of words: their text joined by spaces, their mean confidence, their union box."""
+
+    text: str
+    confidence: float
+    box: Bounds
+
+
+class OcrResult(Result):
+    """The text of the screen or a region: every word and line in reading order, the whole text
+    (lines joined by newlines), the region read, the upscale used and the recognition time."""
+
+    text: str
+    words: list[OcrWord]
+    lines: list[OcrLine]
+    region: Bounds
+    upscale: float
+    engine: str
+    duration_ms: int
+
+
+class TextMatch(Result):
+    """A run of words matching a phrase: what was read, how alike it is (0..1), its box and the
+    centre of the box (native pixels)."""
+
+    text: str
+    score: float
+    box: Bounds
+    x: int
+    y: int
+    confidence: float
+
+
+class TextMatches(Result):
+    """The matches of a phrase, best first (each at least ``min_score`` alike)."""
+
+    text: str
+    matches: list[TextMatch]
+    duration_ms: int
+
+
+class TextClicked(Result):
+    """Which match of the phrase was clicked, and where."""
+
+    text: str
+    clicked: TextMatch
+    matches: int
+
+
+class TextWaited(Result):
+    """The phrase appeared (``present`` true) or went away (``present`` false) after
+    ``waited_ms``; ``matches`` are those seen last."""
+
+    text: str
+    present: bool
+    waited_ms: int
+    polls: int
+    matches: list[TextMatch]
+
+
+class ActResult(Result):
+    """What ``act`` did and saw: each step's result, per step whether the screen changed after
+    it, whether the screen settled (or ``timed_out``), the regions that changed from before the
+    first step to the settled screen, and the settled screenshot."""
+
+    omit_if_none: ClassVar[frozenset[str]] = frozenset({"screenshot"})
+
+    results: list[StepResult]
+    changed: list[bool]
+    aborted_at: str | int | None
+    settled: bool
+    timed_out: bool
+    settle_ms: int
+    polls: int
+    changed_regions: list[Bounds]
+    screenshot: ScreenshotResult | None = None
+    total_duration_ms: int

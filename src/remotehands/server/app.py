@@ -25,6 +25,7 @@ from remotehands.server.http import (
     auth_routes,
     bulk,
     device_actions,
+    device_socket,
     devices,
     enrollment,
     events_routes,
@@ -122,6 +123,7 @@ def create_app(
     # over the {device_id} of the device routes.
     for module in (
         device_actions,
+        device_socket,
         bulk,
         events_routes,
         metrics_routes,

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from remotehands.agent.capabilities import (  # noqa: F401 -- imported to register
+    act,
     apps,
     audio,
     clipboard,
@@ -24,6 +25,7 @@ from remotehands.agent.capabilities import (  # noqa: F401 -- imported to regist
     log,
     media,
     mouse,
+    ocr,
     power,
     screen,
     sequence,
@@ -47,5 +49,8 @@ AGENT_CAPABILITIES: dict[str, AgentCapability] = {
     "sequence": AgentCapability("ordered batches of actions under the device lock"),
     "stability": AgentCapability("screenshots taken once the screen stopped changing", "screen"),
     "clipboard_slots": AgentCapability("named clipboard slots and batch captures", "clipboard"),
+    "ocr": AgentCapability("the text on the screen, read by the agent (tesseract)", "screen"),
+    "act": AgentCapability("batches of steps answered with the settled screen", "screen"),
 }
-"""The agent's own capabilities (OCR joins them in a later issue)."""
+"""The agent's own capabilities: each is announced by a device whose driver has the capability
+it needs, and actions of that capability are checked against that need."""

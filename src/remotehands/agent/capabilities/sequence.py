@@ -20,7 +20,7 @@ from remotehands.protocol import results as R
 from remotehands.protocol.actions import ACTIONS_BY_NAME
 from remotehands.protocol.validation import validated
 
-__all__ = ["run_sequence", "sleep"]
+__all__ = ["release_held", "run_sequence", "run_step", "sleep"]
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +41,14 @@ async def run_sequence(ctx: ActionContext, p: P.SequenceParams) -> R.SequenceRes
     async with ctx.locked(p.lock_timeout_ms):
         try:
             for index, step in enumerate(p.steps):
-                entry = await _step(ctx, step)
+                entry = await run_step(ctx, step)
                 results.append(entry)
                 if not entry.ok and p.on_error == "abort":
                     aborted_at = step.name if step.name is not None else index
                     break
         finally:
             if aborted_at is not None or any(not r.ok for r in results):
-                await _release_held(ctx)
+                await release_held(ctx)
     return R.SequenceResult(
         results=results,
         aborted_at=aborted_at,
@@ -56,7 +56,9 @@ async def run_sequence(ctx: ActionContext, p: P.SequenceParams) -> R.SequenceRes
     )
 
 
-async def _step(ctx: ActionContext, step: P.SequenceStep) -> R.StepResult:
+async def run_step(ctx: ActionContext, step: P.SequenceStep) -> R.StepResult:
+    """Validate, check and run one step; its failure is its result (``ok: false``), not an
+    exception."""
     started = time.perf_counter()
     spec = ACTIONS_BY_NAME.get(step.type)
     try:
@@ -80,7 +82,8 @@ async def _step(ctx: ActionContext, step: P.SequenceStep) -> R.StepResult:
     return entry
 
 
-async def _release_held(ctx: ActionContext) -> None:
+async def release_held(ctx: ActionContext) -> None:
+    """Release every key still held (after a failed batch), logging a failure to do so."""
     if ctx.driver.has("keyboard"):
         try:
             await ctx.keyboard.release_all()

@@ -24,10 +24,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from remotehands.agent.auth import TokenStore
 from remotehands.agent.dispatch import Dispatcher, validate_params
+from remotehands.agent.faces.actions_ws import actions_socket
 from remotehands.agent.faces.base import Face, FaceContext
 from remotehands.agent.faces.listener import create_listener_app
 from remotehands.errors import AuthError, NotFoundError, RemoteHandsError, ValidationError
@@ -226,6 +227,8 @@ def _native(dispatcher: Dispatcher, tokens: TokenStore) -> Face:
         Route("/auth/login", guarded(login), methods=["POST"]),
         Route("/auth/logout", authed(logout), methods=["POST"]),
         Route("/auth/token-info", authed(token_info), methods=["GET"]),
+        # every action over one persistent socket (agent.faces.actions_ws)
+        WebSocketRoute("/ws", actions_socket(dispatcher, tokens)),
     ]
     # Routes with the same path but different methods must share one Route object list entry
     # per method; Starlette tries them in order and answers 405 only when none matches.

@@ -54,6 +54,11 @@ class Input:
         # How many held keys share a keycode (Shift may be pressed for several).
         self._keycode_refs: Counter[int] = Counter()
         self._held_buttons: set[int] = set()
+        # The desktop's size, kept from a ConfigureNotify of the root window (RandR resizes
+        # send one) instead of asked of the server before every move: a round trip saved.
+        self._root_size = conn.root_size()
+        conn.root.change_attributes(event_mask=X.StructureNotifyMask)
+        conn.check()
 
     # -- state ---------------------------------------------------------------------------
 
@@ -98,6 +103,8 @@ class Input:
                 X.MappingModifier,
             ):
                 reload = True
+            elif isinstance(event, xevent.ConfigureNotify) and event.window == self._conn.root:
+                self._root_size = (int(event.width), int(event.height))
         if reload:
             self.keymap.reload()
 
@@ -109,15 +116,21 @@ class Input:
         return int(pointer.root_x), int(pointer.root_y)
 
     def move(self, x: int, y: int) -> None:
-        """Move the pointer to ``(x, y)`` on the virtual desktop."""
-        width, height = self._conn.root_size()
+        """Move the pointer to ``(x, y)`` on the virtual desktop.
+
+        No round trip: the size is the one last announced (events are read first), and the
+        motion is only flushed. XTEST motion to a point on the screen cannot fail; were it to,
+        the next checked request (a click, a key) reports it.
+        """
+        self.handle_events()
+        width, height = self._root_size
         if not (0 <= x < width and 0 <= y < height):
             raise ValidationError(
                 f"({x}, {y}) is off the screen: the desktop is {width}x{height}, so use "
                 f"0 <= x < {width} and 0 <= y < {height}"
             )
         xtest.fake_input(self._display, X.MotionNotify, x=x, y=y)
-        self._conn.check()
+        self._display.flush()
 
     def button(self, button: Button, down: bool) -> None:
         """Press or release ``button`` where the pointer is."""

@@ -58,27 +58,35 @@ def msd_connected() -> KvmdError:
     )
 
 
+_ATX_ACTIONS: Final = frozenset({"on", "off", "off_hard", "reset_hard"})
+
+
 class Atx:
     """ATX through ``power.*``."""
 
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
 
-    @property
-    def enabled(self) -> bool:
-        """Whether the device has power."""
-        return self.dispatcher.driver.has("power")
+    async def _power(self) -> dict[str, Any] | None:
+        """The device's power state when it has ATX: power actions or front-panel buttons.
+        A desktop's own power (restart and shutdown asked of its OS) is no ATX: ``None``."""
+        if not self.dispatcher.driver.has("power"):
+            return None
+        power: dict[str, Any] = await self.dispatcher.run("power.state")
+        if power.get("buttons") or set(power.get("actions") or ()) & _ATX_ACTIONS:
+            return power
+        return None
 
     async def state(self) -> dict[str, Any]:
-        """``/api/atx`` (kvmd's ``disabled`` plugin without power)."""
-        if not self.enabled:
+        """``/api/atx`` (kvmd's ``disabled`` plugin without ATX)."""
+        power = await self._power()
+        if power is None:
             return {
                 "enabled": False,
                 "busy": False,
                 "acts": {"power": False, "reset": False},
                 "leds": {"power": False, "hdd": False},
             }
-        power = await self.dispatcher.run("power.state")
         return {
             "enabled": True,
             "busy": bool(power["busy"]),
@@ -86,14 +94,14 @@ class Atx:
             "leds": {"power": bool(power["on"]), "hdd": bool(power["hdd"])},
         }
 
-    def _check(self) -> None:
-        if not self.enabled:
+    async def _check(self) -> None:
+        if await self._power() is None:
             raise KvmdError("AtxDisabledError", "ATX is disabled")
 
     async def power(self, request: Request) -> Response:
         """``POST /api/atx/power?action=on|off|off_hard|reset_hard&wait=``."""
         query = request.query_params
-        self._check()
+        await self._check()
         action = check_in(
             query.get("action"), "ATX power action", ("on", "off", "off_hard", "reset_hard")
         )
@@ -112,7 +120,7 @@ class Atx:
     async def click(self, request: Request) -> Response:
         """``POST /api/atx/click?button=power|power_long|reset&wait=``."""
         query = request.query_params
-        self._check()
+        await self._check()
         button = check_in(query.get("button"), "ATX button", ("power", "power_long", "reset"))
         wait = valid_bool(query.get("wait", "0"))
         await self.dispatcher.run("power.click", {"button": button, "wait": wait})
