@@ -2,7 +2,9 @@
 
 The password comes from ``REMOTEHANDS_AGENT_PASSWORD``, from a file, or is the Unix password of
 the user running the agent (PAM), as desktopkit does. Tokens are random, kept only as SHA-256
-digests, and expire. Failed logins are rate limited per client.
+digests, and expire. Failed logins are rate limited per client address and in all (one
+password guarded by many addresses), in capped tables; the client address is the socket's peer
+unless the operator named trusted proxies (``--trusted-proxy``).
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import logging
 import secrets
 import stat
 import time
-from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from remotehands.errors import AuthError, ConfigError, RateLimitedError
+from remotehands.errors import AuthError, ConfigError
+from remotehands.ratelimit import RateLimiter
 
 __all__ = ["TokenStore", "password_check"]
 
@@ -88,15 +90,16 @@ class TokenStore:
         *,
         ttl_s: int = 28_800,
         max_failures: int = 10,
+        max_total_failures: int = 100,
         window_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        max_clients: int = 10_000,
     ) -> None:
         self._check = check
         self.ttl_s = ttl_s
         self._tokens: dict[bytes, float] = {}
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
-        self._max_failures = max_failures
-        self._window_s = window_s
+        self._per_client = RateLimiter(max_failures, window_s, clock, max_keys=max_clients)
+        self._in_all = RateLimiter(max_total_failures, window_s, clock, max_keys=1)
         self._clock = clock
 
     @staticmethod
@@ -105,19 +108,15 @@ class TokenStore:
 
     async def login(self, password: str, client: str) -> tuple[str, int]:
         """Check the password and answer a new token and its lifetime in seconds."""
-        now = self._clock()
-        failures = self._failures[client]
-        while failures and failures[0] < now - self._window_s:
-            failures.popleft()
-        if len(failures) >= self._max_failures:
-            raise RateLimitedError(
-                f"too many failed logins from {client}; wait {int(self._window_s)} s and retry"
-            )
+        self._per_client.check(client, f"logins from {client}")
+        self._in_all.check("*", "logins from all clients")
         ok = await asyncio.to_thread(self._check, password)
+        now = self._clock()
         if not ok:
-            failures.append(now)
+            self._per_client.failed(client)
+            self._in_all.failed("*")
             raise AuthError("wrong password")
-        self._failures.pop(client, None)
+        self._per_client.reset(client)
         self._expire(now)
         token = "rha_" + secrets.token_urlsafe(32)
         self._tokens[self._digest(token)] = now + self.ttl_s

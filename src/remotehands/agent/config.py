@@ -105,6 +105,8 @@ class AgentConfig(_Strict):
     """The faces' password file of every device that names none of its own."""
     pam: bool = False
     """PAM for every device that names no password of its own."""
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Reverse proxies whose ``X-Forwarded-For`` the devices' faces believe; none: ignored."""
     devices: list[DeviceConfig] = Field(min_length=1)
 
     _check_password = model_validator(mode="before")(_no_plaintext_password)

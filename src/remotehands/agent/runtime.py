@@ -30,7 +30,7 @@ from remotehands.agent.link import AgentLink, load_or_enroll
 from remotehands.agent.plugins import load_object
 from remotehands.drivers.base import Driver, Screen, missing_methods
 from remotehands.errors import ConfigError, DeviceTimeoutError, RemoteHandsError
-from remotehands.serving import bound_address, parse_listen, serve_http
+from remotehands.serving import bound_address, check_trusted_proxies, parse_listen, serve_http
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -81,6 +81,8 @@ class AgentOptions:
     token_ttl_s: int = 28_800
     hardware_id: str | None = None
     """Stable id of the device; by default the driver's (:meth:`Driver.hardware_id`)."""
+    trusted_proxies: list[str] = field(default_factory=list)
+    """Reverse proxies whose ``X-Forwarded-For`` the faces believe (``--trusted-proxy``)."""
 
 
 def make_driver(name: str, settings: Mapping[str, Any] | None = None) -> Driver:
@@ -119,6 +121,8 @@ class DevicePlan:
     tags: Sequence[str] = ()
     frames: FrameSources | None = None
     """The device's frame sources (one per screen), shared by its link and its faces."""
+    trusted_proxies: Sequence[str] = ()
+    """Reverse proxies whose forwarding headers the listener believes; none: ignored."""
 
 
 def plan_device(
@@ -136,6 +140,7 @@ def plan_device(
     state_dir: Path | None = None,
     hardware_id: str | None = None,
     tags: Sequence[str] = (),
+    trusted_proxies: Sequence[str] = (),
 ) -> DevicePlan:
     """Plan a device: its dispatcher, and on ``listen`` its faces behind one password (the
     listener's routes checked for collisions). Nothing is opened until :class:`Agent` runs
@@ -145,7 +150,8 @@ def plan_device(
     plan = DevicePlan(name=name, driver=driver, dispatcher=dispatcher, server=server,
                       enrollment_token=enrollment_token,
                       state_dir=state_dir or default_state_dir(), listen=listen,
-                      hardware_id=hardware_id, tags=tags, frames=frames)  # fmt: skip
+                      hardware_id=hardware_id, tags=tags, frames=frames,
+                      trusted_proxies=check_trusted_proxies(trusted_proxies))  # fmt: skip
     if listen is None:
         return plan
     parse_listen(listen)
@@ -252,7 +258,9 @@ class Agent:
                 ) from err
             if plan.app is not None and plan.listen is not None:
                 server = await stack.enter_async_context(
-                    serve_http(plan.app, plan.listen, websockets=True)
+                    serve_http(
+                        plan.app, plan.listen, websockets=True, trusted_proxies=plan.trusted_proxies
+                    )
                 )
                 run.address = bound_address(server)
                 faces = ", ".join(face.name for face in plan.faces)
@@ -296,6 +304,7 @@ def _plan_from_config(
             pam=device.pam if own else config.pam, token_ttl_s=token_ttl_s,
             server=config.server, enrollment_token=device.enrollment_token,
             state_dir=config.state_dir, tags=device.tags,
+            trusted_proxies=config.trusted_proxies,
         )  # fmt: skip
     except ConfigError as err:
         raise ConfigError(f"device {device.name!r}: {err.details}") from err
@@ -314,7 +323,7 @@ async def run_agent(options: AgentOptions, started: asyncio.Event | None = None)
         password=options.password, password_file=options.password_file, pam=options.pam,
         token_ttl_s=options.token_ttl_s, server=options.server,
         enrollment_token=options.token, state_dir=options.state_dir,
-        hardware_id=options.hardware_id,
+        hardware_id=options.hardware_id, trusted_proxies=options.trusted_proxies,
     )  # fmt: skip
     agent = Agent([plan], isolate=False)
     run = agent.devices[plan.name]

@@ -100,13 +100,22 @@ _DEVICE_OPTIONS = ("driver", "display", "setting", "listen", "password_file", "p
     default=None,
     help="Where the device credential is kept (default ~/.local/state/remotehands).",
 )
+@click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    multiple=True,
+    metavar="CIDR",
+    help="A reverse proxy (address or network) whose X-Forwarded-For the faces believe; "
+    "repeatable. Without it forwarding headers are ignored.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 @click.option("--json", "as_json", is_flag=True, help="Log lines as JSON (for supervisors).")
 @click.pass_context
 def agent(ctx: click.Context, config_file: Path | None, driver: str, display: str | None,
           settings: tuple[str, ...], listen: str | None, password_file: Path | None, pam: bool,
           server: str | None, token: str | None, name: str | None, state_dir: Path | None,
-          verbose: bool, as_json: bool) -> None:  # fmt: skip
+          trusted_proxies: tuple[str, ...], verbose: bool,
+          as_json: bool) -> None:  # fmt: skip
     """Serve a device: its native HTTP API (desktopkit-compatible) and/or a link to a server;
     or, with --config, every device a config file lists."""
     from remotehands.agent.runtime import AgentOptions, run_agent
@@ -122,7 +131,7 @@ def agent(ctx: click.Context, config_file: Path | None, driver: str, display: st
             click.echo(f"error: {', '.join(given)} cannot go with --config: put the device in "
                        "the config file", err=True)  # fmt: skip
             sys.exit(2)
-        _run_config(config_file, state_dir)
+        _run_config(config_file, state_dir, list(trusted_proxies))
         return
     try:
         driver_settings = _parse_settings(settings)
@@ -133,6 +142,7 @@ def agent(ctx: click.Context, config_file: Path | None, driver: str, display: st
         driver=driver, display=display, settings=driver_settings, listen=listen,
         password=os.environ.get("REMOTEHANDS_AGENT_PASSWORD") or None,
         password_file=password_file, pam=pam, server=server, token=token, name=name,
+        trusted_proxies=list(trusted_proxies),
     )  # fmt: skip
     if state_dir is not None:
         options.state_dir = state_dir
@@ -153,7 +163,7 @@ def _parse_settings(pairs: tuple[str, ...]) -> dict[str, str]:
     return settings
 
 
-def _run_config(path: Path, state_dir: Path | None) -> None:
+def _run_config(path: Path, state_dir: Path | None, trusted_proxies: list[str]) -> None:
     from remotehands.agent.config import load_config
     from remotehands.agent.runtime import Agent
 
@@ -161,6 +171,8 @@ def _run_config(path: Path, state_dir: Path | None) -> None:
         config = load_config(path)
         if state_dir is not None:
             config = config.model_copy(update={"state_dir": state_dir})
+        if trusted_proxies:
+            config = config.model_copy(update={"trusted_proxies": trusted_proxies})
         run_until_signal(Agent.from_config(config).run())
     except RemoteHandsError as err:
         click.echo(f"error: {err.details}", err=True)

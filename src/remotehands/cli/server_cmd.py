@@ -89,6 +89,14 @@ def _load_settings(ctx: click.Context, **overrides: Any) -> Any:
     help="TOML file with settings (env: REMOTEHANDS_CONFIG).",
 )
 @click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    multiple=True,
+    metavar="CIDR",
+    help="A reverse proxy (address or network) whose X-Forwarded-For is believed; "
+    "repeatable. Without it forwarding headers are ignored.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -110,6 +118,7 @@ def server(
     public_url: str | None,
     database_url: str | None,
     config: Path | None,
+    trusted_proxies: tuple[str, ...],
     log_level: str,
     as_json: bool,
 ) -> None:
@@ -124,6 +133,7 @@ def server(
         "public_url": public_url,
         "database_url": database_url,
         "config": config,
+        "trusted_proxies": list(trusted_proxies) or None,
     }
     if ctx.invoked_subcommand is not None:
         return
@@ -171,7 +181,7 @@ def _serve(settings: Any, log_level: str, as_json: bool = False) -> None:
     import uvicorn
 
     from remotehands.server.app import create_app
-    from remotehands.serving import parse_listen
+    from remotehands.serving import HeaderTimeoutProtocol, parse_listen, proxy_options
 
     host, port = parse_listen(settings.listen)
     sock = _bind(host, port)
@@ -197,11 +207,11 @@ def _serve(settings: Any, log_level: str, as_json: bool = False) -> None:
     config = uvicorn.Config(
         create_app(settings),
         loop="uvloop",
-        http="httptools",
+        http=HeaderTimeoutProtocol,
         ws="websockets-sansio",  # uvicorn's legacy websockets implementation is deprecated
         ws_per_message_deflate=False,  # the agent link carries images: compression is off
         log_level=log_level,
-        proxy_headers=True,
+        **proxy_options(settings.trusted_proxies),
         timeout_graceful_shutdown=5,
         lifespan="on",
     )

@@ -36,11 +36,12 @@ from remotehands.server.http import (
 )
 from remotehands.server.http import metrics as metrics_routes
 from remotehands.server.http.errors import install_error_handlers
+from remotehands.server.http.handshake import HandshakeTimeout
 from remotehands.server.http.limits import BodyLimit
 from remotehands.server.link import ws as link_ws
 from remotehands.server.link.hub import LinkHub
 from remotehands.server.logredact import install_log_redaction
-from remotehands.server.ratelimit import RateLimiter
+from remotehands.server.ratelimit import LoginLimiter, RateLimiter
 from remotehands.server.router import InProcessRouter
 from remotehands.server.services import Services
 from remotehands.server.settings import ServerSettings
@@ -101,7 +102,12 @@ def create_app(
                 router=InProcessRouter(hub),
                 clock=now,
                 passwords=passwords or Passwords(),
-                login_limiter=RateLimiter(settings.login_rate_limit, clock=limiter_clock),
+                login_limiter=LoginLimiter(
+                    per_pair=settings.login_rate_limit,
+                    per_address=settings.login_address_rate_limit,
+                    per_username=settings.login_username_rate_limit,
+                    clock=limiter_clock,
+                ),
                 register_limiter=RateLimiter(settings.register_rate_limit, clock=limiter_clock),
                 principals=principals,
                 authenticator=authenticator,
@@ -117,6 +123,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HandshakeTimeout)
     # Routes with static paths first: one under /v1/devices/ (bulk, enrollment...) must win
     # over the {device_id} of the device routes.
     for module in (

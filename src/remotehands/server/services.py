@@ -19,7 +19,7 @@ from remotehands.server.clock import Clock
 from remotehands.server.db.engine import Database
 from remotehands.server.events import EventBus
 from remotehands.server.link.hub import LinkHub
-from remotehands.server.ratelimit import RateLimiter
+from remotehands.server.ratelimit import LoginLimiter, RateLimiter
 from remotehands.server.router import DeviceRouter
 from remotehands.server.settings import ServerSettings
 
@@ -42,8 +42,8 @@ class Services:
     """The one path to a device (request/reply today; streams next)."""
     clock: Clock
     passwords: Passwords
-    login_limiter: RateLimiter
-    """Failed logins per client address and username."""
+    login_limiter: LoginLimiter
+    """Failed password checks per client address and username, per address, per username."""
     register_limiter: RateLimiter
     """Failed agent registrations per client address."""
     principals: PrincipalCache

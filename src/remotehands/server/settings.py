@@ -23,7 +23,10 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from remotehands.errors import ConfigError
-from remotehands.serving import parse_listen  # the one parser; re-exported for old importers
+from remotehands.serving import (  # parse_listen: the one parser; re-exported for old importers
+    check_trusted_proxies,
+    parse_listen,
+)
 
 __all__ = ["ServerSettings", "normalise_database_url", "parse_listen"]
 
@@ -86,6 +89,16 @@ class ServerSettings(BaseSettings):
     """The largest request body taken; bigger ones get 413 before they are read."""
     login_rate_limit: int = Field(10, ge=1)
     """Failed logins allowed per minute for one client address and username."""
+    login_address_rate_limit: int = Field(30, ge=1)
+    """Failed logins allowed per minute from one client address, whatever the usernames."""
+    login_username_rate_limit: int = Field(30, ge=1)
+    """Failed logins allowed per minute for one username, whatever the addresses."""
+    allowed_origins: list[str] = Field(default_factory=list)
+    """Web origins (``https://console.example.com``) besides the server's own that may call
+    the API from a browser (CORS) and open its WebSockets; empty: the server's own only."""
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Addresses or CIDR networks of reverse proxies whose ``X-Forwarded-For`` and
+    ``X-Forwarded-Proto`` are believed; empty: those headers are ignored."""
     register_rate_limit: int = Field(10, ge=1)
     """Failed agent registrations allowed per minute for one client address."""
 
@@ -97,6 +110,24 @@ class ServerSettings(BaseSettings):
         except ConfigError as err:
             raise ValueError(err.details) from err
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: list[str]) -> list[str]:
+        try:
+            return check_trusted_proxies(value)
+        except ConfigError as err:
+            raise ValueError(err.details) from err
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
+                raise ValueError(
+                    f"allowed origin {origin!r} is not an origin such as https://host:port"
+                )
+        return [origin.rstrip("/") for origin in value]
 
     @field_validator("public_url")
     @classmethod

@@ -59,20 +59,21 @@ async def login(body: LoginIn, request: Request) -> LoginOut:
     """Exchange a username and password for a session token.
 
     Failed attempts are limited per client address and username (``login_rate_limit`` per
-    minute); past it the answer is 429 ``rate_limited`` with ``Retry-After``.
+    minute), per address (``login_address_rate_limit``) and per username
+    (``login_username_rate_limit``); past a limit the answer is 429 ``rate_limited`` with
+    ``Retry-After``.
     """
     services = get_services(request)
     username = body.username.strip().lower()
     ip = client_ip(request)
-    limit_key = f"{ip}|{username}"
-    services.login_limiter.check(limit_key, "logins")
+    services.login_limiter.check(ip, username, "logins")
     async with services.db.session() as db:
         user = await db.scalar(select(User).where(User.username == username))
     good = await services.passwords.verify(
         user.password_hash if user is not None else None, body.password
     )
     if user is None or not good:
-        services.login_limiter.failed(limit_key)
+        services.login_limiter.failed(ip, username)
         if user is not None:  # unknown names are not audited: they would let anyone fill it
             await services.audit.record(
                 actor=username,
@@ -84,7 +85,7 @@ async def login(body: LoginIn, request: Request) -> LoginOut:
         raise AuthError("wrong username or password")
     if user.disabled:
         raise AuthError(f"user {username} is disabled; ask an admin")
-    services.login_limiter.reset(limit_key)
+    services.login_limiter.succeeded(ip, username)
     token = new_secret(SESSION_PREFIX)
     now = services.clock()
     async with services.db.session() as db:

@@ -44,7 +44,7 @@ from remotehands.protocol.actions import (
 )
 from remotehands.protocol.encoding import jsonable
 from remotehands.protocol.query import params_from_query
-from remotehands.protocol.validation import describe_validation
+from remotehands.protocol.validation import check_int_range, describe_validation
 from remotehands.server.auth import Principal, can_act, can_see_device, require_role
 from remotehands.server.db.models import Device
 from remotehands.server.http.metrics import ServerMetrics, metrics_for
@@ -130,7 +130,9 @@ def validate_params(spec: ActionSpec, raw: Mapping[str, Any]) -> tuple[Params, d
         params = spec.params.model_validate(raw)
     except pydantic.ValidationError as err:
         raise ValidationError(describe_validation(err, spec.name)) from err
-    return params, params.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    wire = params.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    check_int_range(wire, spec.name)  # the link could not carry it: a 422, not a 500
+    return params, wire
 
 
 def action_timeout_s(wire_params: Mapping[str, Any], base_s: float) -> float:
