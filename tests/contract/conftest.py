@@ -8,7 +8,9 @@ for a driver that lacks one of those capabilities.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -30,6 +32,46 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "needs(*capabilities): skip for a driver without these capabilities"
     )
+
+
+_PRESS_AND_DIE = """
+import asyncio, json, os, signal, sys
+from remotehands.agent.runtime import make_driver
+from remotehands.protocol.keys import parse_key
+
+async def main():
+    driver = make_driver(sys.argv[1], json.loads(sys.argv[2]))
+    await driver.start()
+    await driver.key(parse_key("shift"), True)
+    await driver.button("left", True)
+    os.kill(os.getpid(), signal.SIGKILL)  # as kill -9 would: nothing released
+
+asyncio.run(main())
+"""
+
+
+@pytest.fixture
+def left_down(request: pytest.FixtureRequest) -> Callable[[Any], Awaitable[None]]:
+    """Leave Shift and the left button down on the driver's device as a killed agent would:
+    pressed by another process of the same driver, killed with SIGKILL. A device that lives
+    only in this process (the fake drivers) gets them pressed by the driver itself."""
+    name, settings = CONTRACT_DRIVERS[request.node.callspec.params["driver"]](request)
+
+    async def press(driver: Any) -> None:
+        if name == "fake":
+            from remotehands.protocol.keys import parse_key
+
+            await driver.key(parse_key("shift"), True)
+            await driver.button("left", True)
+            return
+        import json
+
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _PRESS_AND_DIE, name, json.dumps(settings)
+        )
+        assert await asyncio.wait_for(process.wait(), 20) == -9
+
+    return press
 
 
 @pytest.fixture(params=list(CONTRACT_DRIVERS))

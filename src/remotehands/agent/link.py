@@ -198,6 +198,8 @@ def _check_refused(close_code: int | None) -> None:
                         "its credential revoked; enroll again")  # fmt: skip
 
 
+RELEASE_TIMEOUT_S = 5.0
+"""How long releasing held input may take when a link ends."""
 FRAME_SEND_TIMEOUT_S = 10.0
 """The longest one frame may wait for the link; a server that does not read is gone."""
 
@@ -309,10 +311,24 @@ class AgentLink:
                     raise _LinkClosed
             except* _LinkClosed:
                 pass
+            finally:
+                await self._let_go()
             code = ws.close_code
             _check_refused(code)
             if code == wire.CLOSE_FENCED:
                 log.warning("another connection of this device replaced this one")
+
+    async def _let_go(self) -> None:
+        """Release the keys and buttons held for the server: nobody is left to release them
+        once the link is gone."""
+        try:
+            async with asyncio.timeout(RELEASE_TIMEOUT_S):
+                held = await self.dispatcher.release_input()
+        except (RemoteHandsError, TimeoutError) as err:
+            log.warning("could not release held input after the link ended: %s", err)
+            return
+        if held:
+            log.info("link ended: released %s", ", ".join(sorted(held.keys | held.buttons)))
 
     async def _heartbeats(self, ws: ClientConnection, interval_s: float) -> None:
         while True:

@@ -252,10 +252,16 @@ class Agent:
                 async with asyncio.timeout(START_TIMEOUT_S):
                     await stack.enter_async_context(plan.driver)
                     run.hardware_id = plan.hardware_id or await plan.driver.hardware_id()
+                    # a killed agent (or anyone) may have left keys or buttons down on the
+                    # display: the next typed text would come out shifted
+                    stuck = await plan.dispatcher.release_input(everything=True)
             except TimeoutError as err:
                 raise DeviceTimeoutError(
                     f"the {plan.driver.kind} driver did not start within {START_TIMEOUT_S:g} s"
                 ) from err
+            if stuck:
+                log.warning("device %s: released input left down on it: %s", plan.name,
+                            ", ".join(sorted(stuck.keys | stuck.buttons)))  # fmt: skip
             if plan.app is not None and plan.listen is not None:
                 server = await stack.enter_async_context(
                     serve_http(
