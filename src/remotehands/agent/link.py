@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import random
 import socket
 import time
@@ -50,6 +49,7 @@ from remotehands.errors import (
     ValidationError,
     error_from_wire,
 )
+from remotehands.private import write_private
 from remotehands.protocol import link as wire
 from remotehands.protocol.models import Health
 
@@ -182,13 +182,9 @@ def _read_credential(path: Path) -> Credential | None:
 
 
 def _write_credential(path: Path, credential: Credential) -> None:
-    """Write atomically, readable by the owner only: the file holds the device's secret."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(asdict(credential), f)
-    tmp.replace(path)
+    """Write atomically, readable by the owner only (in a 0700 directory): the file holds the
+    device's secret."""
+    write_private(path, json.dumps(asdict(credential)).encode())
 
 
 def _check_refused(close_code: int | None) -> None:

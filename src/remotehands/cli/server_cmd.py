@@ -165,11 +165,12 @@ async def _prepare(settings: Any) -> bool:
     returns whether an owner exists."""
     from sqlalchemy import select
 
+    from remotehands.private import private_dir
     from remotehands.server.db.engine import Database
     from remotehands.server.db.models import User
 
     try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
     except OSError as err:
         raise ConfigError(f"cannot create the data directory {settings.data_dir}: {err}") from err
     async with await Database.open(settings.db_url) as db, db.session() as session:

@@ -8,6 +8,7 @@ it can still mark its devices offline).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -15,6 +16,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 
 from remotehands import __version__
+from remotehands.private import private_dir, read_or_create_secret
 from remotehands.server.audit import AuditLog
 from remotehands.server.auth import Authenticator, Passwords, PrincipalCache
 from remotehands.server.clock import Clock, utc_now
@@ -46,7 +48,10 @@ from remotehands.server.router import InProcessRouter
 from remotehands.server.services import Services
 from remotehands.server.settings import ServerSettings
 
-__all__ = ["create_app"]
+__all__ = ["AUDIT_KEY", "create_app"]
+
+AUDIT_KEY = "audit.key"
+"""The file in the data directory holding the key of the audit log's hashes of typed text."""
 
 
 def create_app(
@@ -73,9 +78,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            await asyncio.to_thread(private_dir, settings.data_dir)
             db = await Database.open(settings.db_url)
             stack.push_async_callback(db.close)
-            audit = await stack.enter_async_context(AuditLog(db, now))
+            key = await asyncio.to_thread(read_or_create_secret, settings.data_dir / AUDIT_KEY)
+            audit = await stack.enter_async_context(AuditLog(db, now, key=key))
             events = await stack.enter_async_context(InProcessEventBus())
             # Entered last, so left first: it marks its devices offline while the database and
             # the event bus are still open.

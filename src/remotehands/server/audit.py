@@ -91,8 +91,16 @@ def redact(value: Any) -> Any:
 class AuditLog:
     """Writes and reads the ``audit`` table."""
 
-    def __init__(self, db: Database, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Callable[[], datetime] | None = None,
+        *,
+        key: bytes | None = None,
+    ) -> None:
         self._db = db
+        self.key = key
+        """The key of the hashes of typed text kept in place of the text (None: length only)."""
         self._clock = clock or (lambda: datetime.now(UTC))
         self._queue: asyncio.Queue[AuditEntry] | None = None
         self._writer_task: asyncio.Task[None] | None = None
