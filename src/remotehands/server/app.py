@@ -48,10 +48,12 @@ from remotehands.server.router import InProcessRouter
 from remotehands.server.services import Services
 from remotehands.server.settings import ServerSettings
 
-__all__ = ["AUDIT_KEY", "create_app"]
+__all__ = ["AUDIT_KEY", "AUDIT_SPOOL", "create_app"]
 
 AUDIT_KEY = "audit.key"
 """The file in the data directory holding the key of the audit log's hashes of typed text."""
+AUDIT_SPOOL = "audit.spool"
+"""The file in the data directory keeping audit entries the database could not take."""
 
 
 def create_app(
@@ -82,7 +84,9 @@ def create_app(
             db = await Database.open(settings.db_url)
             stack.push_async_callback(db.close)
             key = await asyncio.to_thread(read_or_create_secret, settings.data_dir / AUDIT_KEY)
-            audit = await stack.enter_async_context(AuditLog(db, now, key=key))
+            audit = await stack.enter_async_context(
+                AuditLog(db, now, key=key, spool=settings.data_dir / AUDIT_SPOOL)
+            )
             events = await stack.enter_async_context(InProcessEventBus())
             # Entered last, so left first: it marks its devices offline while the database and
             # the event bus are still open.

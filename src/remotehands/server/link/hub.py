@@ -46,7 +46,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self, cast
 
 import pydantic
-from sqlalchemy import CursorResult, Table, bindparam, select, update
+from sqlalchemy import CursorResult, Table, bindparam, or_, select, update
 
 from remotehands.errors import (
     AuthError,
@@ -354,6 +354,10 @@ class LinkHub:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        try:
+            await self.sweep_stale(at_start=True)
+        except Exception:
+            logger.exception("could not mark the devices of a previous run offline")
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
         self._loops = [
@@ -624,11 +628,22 @@ class LinkHub:
                 logger.exception("stale device sweep failed")
             await asyncio.sleep(self.heartbeat_interval_s)
 
-    async def sweep_stale(self) -> list[str]:
-        """One sweep; returns the ids it marked offline."""
+    async def sweep_stale(self, *, at_start: bool = False) -> list[str]:
+        """One sweep; returns the ids it marked offline.
+
+        ``at_start`` is the sweep of a server that just started: no link survives a restart,
+        so on SQLite (one server process) every device left online is offline at once, not
+        after the silence bound; on PostgreSQL, where other replicas may hold live links that
+        refresh their devices every heartbeat, those not refreshed for two heartbeats."""
         # The margin covers the batching of heartbeat writes.
-        cutoff = self.now() - timedelta(seconds=self.offline_after_s + self.heartbeat_interval_s)
-        stale_filter = (Device.status == "online", Device.last_seen < cutoff)
+        silence = self.offline_after_s + self.heartbeat_interval_s
+        if at_start:
+            silence = 0.0 if self._db.dialect == "sqlite" else 2 * self.heartbeat_interval_s
+        cutoff = self.now() - timedelta(seconds=silence)
+        stale_filter = (
+            Device.status == "online",
+            or_(Device.last_seen.is_(None), Device.last_seen <= cutoff),
+        )
         async with asyncio.timeout(DB_TIMEOUT_S), self._db.session() as session:
             found = (
                 await session.execute(select(Device.id, Device.tags).where(*stale_filter))
