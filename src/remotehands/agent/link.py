@@ -6,6 +6,12 @@ says hello, sends heartbeats with real health, carries out requests through the 
 answers them (images as binary frames), and reconnects with capped exponential backoff and full
 jitter when the link drops. A credential the server refuses (the device was deleted) stops it.
 
+Coming back is fast and gentle: a server that stops gracefully tells each agent when to come
+back (``retry_after_ms`` in its close reason, spread by the server), and for a while after losing
+a server that had welcomed it (:data:`QUICK_WINDOW_S`) an agent retries within
+:data:`QUICK_CAP_S` rather than backing off to half a minute: a restarted server has its agents
+back within seconds, and a server that stays down is tried less and less often.
+
 Beside requests it serves the link's streams: a ``watch`` subscribes to the screen's
 :class:`~remotehands.agent.framesource.FrameSource` and pushes its frames, tagged with the
 stream id, until ``unwatch``; chunked transfers run through
@@ -194,6 +200,10 @@ def _check_refused(close_code: int | None) -> None:
                         "its credential revoked; enroll again")  # fmt: skip
 
 
+QUICK_WINDOW_S = 60.0
+"""How long after losing a server that had welcomed it an agent keeps retrying quickly."""
+QUICK_CAP_S = 2.0
+"""The longest wait between two attempts during :data:`QUICK_WINDOW_S` (full jitter below)."""
 RELEASE_TIMEOUT_S = 5.0
 """How long releasing held input may take when a link ends."""
 FRAME_SEND_TIMEOUT_S = 10.0
@@ -239,10 +249,13 @@ class AgentLink:
         """The transfers of the current session (None between sessions)."""
         self.watches: dict[int, asyncio.Task[None]] = {}
         """The watched streams of the current session, by stream id."""
+        self._come_back_s: float | None = None
+        """When the server that closed the last session asked to be tried again."""
 
     async def run(self) -> None:
         """Connect, serve, reconnect; returns only when the server refuses the credential."""
         attempt = 0
+        quick_until = 0.0
         while True:
             before = self.connections
             try:
@@ -256,7 +269,13 @@ class AgentLink:
                 self.connected.clear()
             if self.connections > before:
                 attempt = 0  # the server welcomed us: the next outage starts a new backoff
-            delay = random.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2**attempt))
+                quick_until = time.monotonic() + QUICK_WINDOW_S
+            cap = self.backoff_cap_s
+            if time.monotonic() < quick_until:
+                cap = min(cap, QUICK_CAP_S)
+            delay = random.uniform(0, min(cap, self.backoff_base_s * 2**attempt))
+            if self._come_back_s is not None:  # the server said when: its spread is the jitter
+                delay, self._come_back_s = self._come_back_s, None
             attempt = min(attempt + 1, 20)
             await asyncio.sleep(delay)
 
@@ -311,6 +330,7 @@ class AgentLink:
                 await self._let_go()
             code = ws.close_code
             _check_refused(code)
+            self._come_back_s = wire.retry_after(ws.close_reason)
             if code == wire.CLOSE_FENCED:
                 log.warning("another connection of this device replaced this one")
 

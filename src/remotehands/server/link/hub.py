@@ -39,6 +39,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import random
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -67,6 +68,7 @@ from remotehands.protocol.link import (
     Reply,
     decode,
     encode,
+    restart_reason,
 )
 from remotehands.server.db.engine import Database
 from remotehands.server.db.models import Device
@@ -79,6 +81,14 @@ __all__ = ["CLOSE_GOING_AWAY", "AgentLink", "LinkHub", "LinkIdentity", "LinkTran
 logger = logging.getLogger(__name__)
 
 CLOSE_GOING_AWAY = 1001
+RESTART_DELAY_S = 0.5
+"""The least an agent is told to wait before coming back to a server that stopped: about the
+time a supervisor takes to start it again."""
+RESTART_SPREAD_MIN_S = 1.0
+RESTART_SPREAD_MAX_S = 5.0
+RESTART_LINKS_PER_S = 400.0
+"""Agents are told to come back over ``links / RESTART_LINKS_PER_S`` seconds (within the
+bounds above): a thousand agents over 2.5 s, not all in the same millisecond."""
 """Close code for a link the server drops without blame: shutdown, or an agent gone silent."""
 
 SEND_TIMEOUT_S = 10.0
@@ -379,9 +389,13 @@ class LinkHub:
         self._links.clear()
         for link in links:
             link.superseded = True
+        # each agent is told when to come back, spread so that they do not all come at once
+        spread = min(RESTART_SPREAD_MAX_S, max(RESTART_SPREAD_MIN_S,
+                                               len(links) / RESTART_LINKS_PER_S))  # fmt: skip
         async with asyncio.TaskGroup() as group:
             for link in links:
-                group.create_task(link.close(CLOSE_GOING_AWAY, "server shutting down"))
+                reason = restart_reason(random.uniform(RESTART_DELAY_S, RESTART_DELAY_S + spread))
+                group.create_task(link.close(CLOSE_GOING_AWAY, reason))
         await self._mark_offline([link for link in links if link.online_written], "shutdown")
         for task in self._loops:
             task.cancel()
