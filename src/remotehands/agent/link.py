@@ -28,6 +28,7 @@ import json
 import logging
 import random
 import socket
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -58,6 +59,7 @@ from remotehands.errors import (
 from remotehands.private import write_private
 from remotehands.protocol import link as wire
 from remotehands.protocol.models import Health
+from remotehands.tls import pinned_context
 
 __all__ = ["AgentLink", "Credential", "enroll", "hardware_id", "health", "load_or_enroll"]
 
@@ -107,9 +109,11 @@ async def enroll(
     name: str | None = None,
     tags: Sequence[str] = (),
     timeout_s: float = 15.0,
+    pin: str | None = None,
 ) -> Credential:
     """Register this device with an ``ekvent_`` token; the token is used up. ``tags`` are
-    added to the token's own."""
+    added to the token's own. With ``pin`` (``sha256:HEX``) the server must show that
+    certificate before the token is sent."""
     body: dict[str, Any] = {"enrollment_token": token, "hardware_id": hardware,
                             "device_type": device_type}  # fmt: skip
     if name:
@@ -118,9 +122,10 @@ async def enroll(
         body["tags"] = list(tags)
     url = server_url.rstrip("/") + "/v1/agent/register"
     try:
-        async with httpx.AsyncClient(timeout=timeout_s) as client:
+        verify = await _server_context(server_url, pin)
+        async with httpx.AsyncClient(timeout=timeout_s, verify=verify) as client:
             response = await client.post(url, json=body)
-    except httpx.HTTPError as err:
+    except (httpx.HTTPError, OSError, TimeoutError) as err:
         raise ConfigError(f"cannot reach the server at {server_url} to enroll: {err}") from err
     data = _json(response)
     if response.status_code != 200:
@@ -131,6 +136,20 @@ async def enroll(
                           auth_token=data["auth_token"], ws_url=data["ws_url"])  # fmt: skip
     except KeyError as err:
         raise ValidationError(f"the server's registration answer lacks {err}") from err
+
+
+async def _server_context(url: str, pin: str | None) -> ssl.SSLContext | bool:
+    """The TLS context to reach ``url`` with: pinned to ``pin`` when given (the server's own
+    certificate, self-signed or not), else the system's CAs."""
+    if pin is None:
+        return True
+    parsed = httpx.URL(url)
+    if parsed.scheme not in ("https", "wss"):
+        raise ConfigError(
+            f"--server-fingerprint pins a TLS certificate, but {url} is not https://: use the "
+            "server's https:// address"
+        )
+    return await pinned_context(parsed.host, parsed.port or 443, pin)
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
@@ -155,9 +174,11 @@ async def load_or_enroll(
     device_type: str,
     name: str | None = None,
     tags: Sequence[str] = (),
+    pin: str | None = None,
 ) -> Credential:
     """The stored credential for this server and device, or a new one from ``token`` (with
-    ``tags`` added to the token's; a stored credential keeps the device's tags as they are)."""
+    ``tags`` added to the token's; a stored credential keeps the device's tags as they are);
+    ``pin`` is the server's certificate fingerprint, checked before the token is sent."""
     path = _state_file(state_dir, server_url, hardware)
     stored = await asyncio.to_thread(_read_credential, path)
     if stored is not None:
@@ -169,8 +190,9 @@ async def load_or_enroll(
             "--token ekvent_..."
         )
     credential = await enroll(
-        server_url, token, hardware=hardware, device_type=device_type, name=name, tags=tags
-    )
+        server_url, token, hardware=hardware, device_type=device_type, name=name, tags=tags,
+        pin=pin,
+    )  # fmt: skip
     await asyncio.to_thread(_write_credential, path, credential)
     return credential
 
@@ -230,8 +252,11 @@ class AgentLink:
         backoff_cap_s: float = 30.0,
         frames: FrameSources | None = None,
         targets: TransferTargets | None = None,
+        pin: str | None = None,
     ) -> None:
         self.credential = credential
+        self.pin = pin
+        """The server's certificate fingerprint (``sha256:HEX``): no other server is linked."""
         self.dispatcher = dispatcher
         self.driver_name = driver_name
         self.device_type = device_type
@@ -260,7 +285,7 @@ class AgentLink:
             before = self.connections
             try:
                 await self._session()
-            except AuthError:
+            except (AuthError, ConfigError):  # a refused credential or pin: retrying is futile
                 raise
             except (OSError, websockets.exceptions.WebSocketException, TimeoutError,
                     RemoteHandsError) as err:  # fmt: skip
@@ -297,10 +322,14 @@ class AgentLink:
 
     async def _session(self) -> None:
         headers = {"Authorization": f"Bearer {self.credential.auth_token}"}
+        tls: dict[str, Any] = {}
+        if self.pin is not None:
+            # checked before the handshake that carries the credential
+            tls["ssl"] = await _server_context(self.credential.ws_url, self.pin)
         try:
             ws = await connect(self.credential.ws_url, additional_headers=headers,
                                compression=None, max_size=None, open_timeout=10,
-                               ping_interval=None)  # fmt: skip
+                               ping_interval=None, **tls)  # fmt: skip
         except websockets.exceptions.InvalidStatus as err:
             if err.response.status_code in (401, 403):
                 raise AuthError(

@@ -31,6 +31,7 @@ from remotehands.agent.plugins import load_object
 from remotehands.drivers.base import Driver, Screen, missing_methods
 from remotehands.errors import ConfigError, DeviceTimeoutError, RemoteHandsError
 from remotehands.serving import bound_address, check_trusted_proxies, parse_listen, serve_http
+from remotehands.tls import TlsFiles, load, normalise_fingerprint, self_signed
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -40,6 +41,7 @@ __all__ = [
     "AgentOptions",
     "DevicePlan",
     "DeviceRun",
+    "agent_tls",
     "bound_address",
     "make_driver",
     "parse_listen",
@@ -83,6 +85,13 @@ class AgentOptions:
     """Stable id of the device; by default the driver's (:meth:`Driver.hardware_id`)."""
     trusted_proxies: list[str] = field(default_factory=list)
     """Reverse proxies whose ``X-Forwarded-For`` the faces believe (``--trusted-proxy``)."""
+    server_fingerprint: str | None = None
+    """The server's certificate fingerprint (``sha256:HEX``) to pin (``--server-fingerprint``)."""
+    tls: bool = False
+    """Serve the faces over HTTPS with a self-signed certificate kept in ``state_dir``."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    """The operator's certificate and key for the faces' HTTPS."""
 
 
 def make_driver(name: str, settings: Mapping[str, Any] | None = None) -> Driver:
@@ -123,6 +132,10 @@ class DevicePlan:
     """The device's frame sources (one per screen), shared by its link and its faces."""
     trusted_proxies: Sequence[str] = ()
     """Reverse proxies whose forwarding headers the listener believes; none: ignored."""
+    server_fingerprint: str | None = None
+    """The pinned certificate of the server (``sha256:HEX``)."""
+    tls: TlsFiles | None = None
+    """The certificate the listener serves HTTPS with; None: plain HTTP."""
 
 
 def plan_device(
@@ -141,6 +154,8 @@ def plan_device(
     hardware_id: str | None = None,
     tags: Sequence[str] = (),
     trusted_proxies: Sequence[str] = (),
+    server_fingerprint: str | None = None,
+    tls: TlsFiles | None = None,
 ) -> DevicePlan:
     """Plan a device: its dispatcher, and on ``listen`` its faces behind one password (the
     listener's routes checked for collisions). Nothing is opened until :class:`Agent` runs
@@ -151,7 +166,9 @@ def plan_device(
                       enrollment_token=enrollment_token,
                       state_dir=state_dir or default_state_dir(), listen=listen,
                       hardware_id=hardware_id, tags=tags, frames=frames,
-                      trusted_proxies=check_trusted_proxies(trusted_proxies))  # fmt: skip
+                      trusted_proxies=check_trusted_proxies(trusted_proxies),
+                      server_fingerprint=normalise_fingerprint(server_fingerprint)
+                      if server_fingerprint else None, tls=tls)  # fmt: skip
     if listen is None:
         return plan
     parse_listen(listen)
@@ -265,24 +282,32 @@ class Agent:
             if plan.app is not None and plan.listen is not None:
                 server = await stack.enter_async_context(
                     serve_http(
-                        plan.app, plan.listen, websockets=True, trusted_proxies=plan.trusted_proxies
+                        plan.app,
+                        plan.listen,
+                        websockets=True,
+                        trusted_proxies=plan.trusted_proxies,
+                        ssl=plan.tls.uvicorn_options() if plan.tls else None,
                     )
                 )
                 run.address = bound_address(server)
                 faces = ", ".join(face.name for face in plan.faces)
-                log.warning("device %s: %s on http://%s", plan.name, faces, run.address)
+                scheme = "https" if plan.tls else "http"
+                log.warning("device %s: %s on %s://%s", plan.name, faces, scheme, run.address)
+                if plan.tls is not None:
+                    log.warning("device %s: TLS certificate %s", plan.name, plan.tls.fingerprint)
             link_task = None
             if plan.server:
                 credential = await load_or_enroll(
                     plan.server, plan.enrollment_token, state_dir=plan.state_dir,
                     hardware=run.hardware_id, device_type=plan.driver.device_type,
-                    name=plan.name, tags=plan.tags,
+                    name=plan.name, tags=plan.tags, pin=plan.server_fingerprint,
                 )  # fmt: skip
                 log.warning("device %s: enrolled as %s with %s", plan.name,
                             credential.device_id, plan.server)  # fmt: skip
                 run.link = AgentLink(credential, plan.dispatcher, driver_name=plan.driver.kind,
                                      device_type=plan.driver.device_type,
-                                     hardware=run.hardware_id, frames=plan.frames)  # fmt: skip
+                                     hardware=run.hardware_id, frames=plan.frames,
+                                     pin=plan.server_fingerprint)  # fmt: skip
                 link_task = asyncio.create_task(run.link.run(), name=f"link {plan.name}")
             run.state = "running"
             run.settled.set()
@@ -310,10 +335,28 @@ def _plan_from_config(
             pam=device.pam if own else config.pam, token_ttl_s=token_ttl_s,
             server=config.server, enrollment_token=device.enrollment_token,
             state_dir=config.state_dir, tags=device.tags,
-            trusted_proxies=config.trusted_proxies,
+            trusted_proxies=config.trusted_proxies, server_fingerprint=config.server_fingerprint,
+            tls=agent_tls(config.state_dir, tls=config.tls, cert=config.tls_cert,
+                          key=config.tls_key, listen=device.listen),
         )  # fmt: skip
     except ConfigError as err:
         raise ConfigError(f"device {device.name!r}: {err.details}") from err
+
+
+def agent_tls(
+    state_dir: Path, *, tls: bool, cert: Path | None, key: Path | None, listen: str | None
+) -> TlsFiles | None:
+    """The certificate a device's listener serves HTTPS with: the operator's (``cert`` and
+    ``key``), or with ``tls`` a self-signed one kept in ``state_dir/tls`` (made once, reused
+    after restarts); None for plain HTTP."""
+    if (cert is None) != (key is None):
+        raise ConfigError("--tls-cert and --tls-key go together: give both, or neither")
+    if cert is not None and key is not None:
+        return load(cert, key)
+    if not tls:
+        return None
+    host = parse_listen(listen)[0] if listen else "127.0.0.1"
+    return self_signed(state_dir / "tls", [host])
 
 
 async def run_agent(options: AgentOptions, started: asyncio.Event | None = None) -> None:
@@ -330,6 +373,9 @@ async def run_agent(options: AgentOptions, started: asyncio.Event | None = None)
         token_ttl_s=options.token_ttl_s, server=options.server,
         enrollment_token=options.token, state_dir=options.state_dir,
         hardware_id=options.hardware_id, trusted_proxies=options.trusted_proxies,
+        server_fingerprint=options.server_fingerprint,
+        tls=agent_tls(options.state_dir, tls=options.tls, cert=options.tls_cert,
+                      key=options.tls_key, listen=listen),
     )  # fmt: skip
     agent = Agent([plan], isolate=False)
     run = agent.devices[plan.name]

@@ -101,6 +101,31 @@ _DEVICE_OPTIONS = ("driver", "display", "setting", "listen", "password_file", "p
     help="Where the device credential is kept (default ~/.local/state/remotehands).",
 )
 @click.option(
+    "--server-fingerprint",
+    default=None,
+    metavar="sha256:HEX",
+    envvar="REMOTEHANDS_SERVER_FINGERPRINT",
+    help="Link only to a server showing this TLS certificate (the enrollment's install "
+    "command carries it when the server has TLS).",
+)
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Serve the faces over HTTPS with a self-signed certificate kept in --state-dir.",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Serve the faces over HTTPS with this certificate (PEM); with --tls-key.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The key (PEM) of --tls-cert.",
+)
+@click.option(
     "--trusted-proxy",
     "trusted_proxies",
     multiple=True,
@@ -114,7 +139,8 @@ _DEVICE_OPTIONS = ("driver", "display", "setting", "listen", "password_file", "p
 def agent(ctx: click.Context, config_file: Path | None, driver: str, display: str | None,
           settings: tuple[str, ...], listen: str | None, password_file: Path | None, pam: bool,
           server: str | None, token: str | None, name: str | None, state_dir: Path | None,
-          trusted_proxies: tuple[str, ...], verbose: bool,
+          server_fingerprint: str | None, tls: bool, tls_cert: Path | None,
+          tls_key: Path | None, trusted_proxies: tuple[str, ...], verbose: bool,
           as_json: bool) -> None:  # fmt: skip
     """Serve a device: its native HTTP API (desktopkit-compatible) and/or a link to a server;
     or, with --config, every device a config file lists."""
@@ -131,7 +157,12 @@ def agent(ctx: click.Context, config_file: Path | None, driver: str, display: st
             click.echo(f"error: {', '.join(given)} cannot go with --config: put the device in "
                        "the config file", err=True)  # fmt: skip
             sys.exit(2)
-        _run_config(config_file, state_dir, list(trusted_proxies))
+        overrides: dict[str, object] = {
+            "trusted_proxies": list(trusted_proxies) or None,
+            "server_fingerprint": server_fingerprint, "tls": tls or None,
+            "tls_cert": tls_cert, "tls_key": tls_key,
+        }  # fmt: skip
+        _run_config(config_file, state_dir, {k: v for k, v in overrides.items() if v is not None})
         return
     try:
         driver_settings = _parse_settings(settings)
@@ -142,7 +173,8 @@ def agent(ctx: click.Context, config_file: Path | None, driver: str, display: st
         driver=driver, display=display, settings=driver_settings, listen=listen,
         password=os.environ.get("REMOTEHANDS_AGENT_PASSWORD") or None,
         password_file=password_file, pam=pam, server=server, token=token, name=name,
-        trusted_proxies=list(trusted_proxies),
+        trusted_proxies=list(trusted_proxies), server_fingerprint=server_fingerprint,
+        tls=tls, tls_cert=tls_cert, tls_key=tls_key,
     )  # fmt: skip
     if state_dir is not None:
         options.state_dir = state_dir
@@ -163,7 +195,7 @@ def _parse_settings(pairs: tuple[str, ...]) -> dict[str, str]:
     return settings
 
 
-def _run_config(path: Path, state_dir: Path | None, trusted_proxies: list[str]) -> None:
+def _run_config(path: Path, state_dir: Path | None, overrides: dict[str, object]) -> None:
     from remotehands.agent.config import load_config
     from remotehands.agent.runtime import Agent
 
@@ -171,8 +203,8 @@ def _run_config(path: Path, state_dir: Path | None, trusted_proxies: list[str]) 
         config = load_config(path)
         if state_dir is not None:
             config = config.model_copy(update={"state_dir": state_dir})
-        if trusted_proxies:
-            config = config.model_copy(update={"trusted_proxies": trusted_proxies})
+        if overrides:
+            config = config.model_copy(update=overrides)
         run_until_signal(Agent.from_config(config).run())
     except RemoteHandsError as err:
         click.echo(f"error: {err.details}", err=True)

@@ -89,6 +89,23 @@ def _load_settings(ctx: click.Context, **overrides: Any) -> Any:
     help="TOML file with settings (env: REMOTEHANDS_CONFIG).",
 )
 @click.option(
+    "--tls",
+    is_flag=True,
+    default=None,
+    help="Serve HTTPS with a self-signed certificate kept in the data directory (made once, "
+    "reused); agents pin its fingerprint, which enrollment install commands carry.",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Serve HTTPS with this certificate (PEM); with --tls-key.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The key (PEM) of --tls-cert.",
+)
+@click.option(
     "--trusted-proxy",
     "trusted_proxies",
     multiple=True,
@@ -118,6 +135,9 @@ def server(
     public_url: str | None,
     database_url: str | None,
     config: Path | None,
+    tls: bool | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     trusted_proxies: tuple[str, ...],
     log_level: str,
     as_json: bool,
@@ -134,6 +154,9 @@ def server(
         "database_url": database_url,
         "config": config,
         "trusted_proxies": list(trusted_proxies) or None,
+        "tls": tls,
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
     }
     if ctx.invoked_subcommand is not None:
         return
@@ -191,11 +214,13 @@ def _serve(settings: Any, log_level: str, as_json: bool = False) -> None:
         shown_host = f"[{host}]" if ":" in host else host
         listen = f"{shown_host}:{bound_port}"
         update: dict[str, Any] = {"listen": listen}
-        if settings.public_url == f"http://{settings.listen}":
-            update["public_url"] = f"http://{listen}"
+        for scheme in ("http", "https"):
+            if settings.public_url == f"{scheme}://{settings.listen}":
+                update["public_url"] = f"{scheme}://{listen}"
         settings = settings.model_copy(update=update)
     try:
         has_owner = asyncio.run(_prepare(settings))
+        tls = settings.tls_files()
     except BaseException:
         sock.close()
         raise
@@ -215,15 +240,19 @@ def _serve(settings: Any, log_level: str, as_json: bool = False) -> None:
         **proxy_options(settings.trusted_proxies),
         timeout_graceful_shutdown=5,
         lifespan="on",
+        **(tls.uvicorn_options() if tls is not None else {}),
     )
     instance = uvicorn.Server(config)
     if as_json:
         from remotehands.server.db.engine import safe_url
 
         click.echo(json.dumps({"url": settings.base_url, "data_dir": str(settings.data_dir),
-                               "database": safe_url(settings.db_url)}))  # fmt: skip
+                               "database": safe_url(settings.db_url),
+                               "fingerprint": tls.fingerprint if tls else None}))  # fmt: skip
     else:
         click.echo(f"remotehands server: serving {settings.base_url} (data in {settings.data_dir})")
+        if tls is not None:
+            click.echo(f"remotehands server: TLS certificate {tls.fingerprint}")
     sys.stdout.flush()
     instance.run(sockets=[sock])
     if not instance.started:

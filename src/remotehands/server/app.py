@@ -81,6 +81,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             await asyncio.to_thread(private_dir, settings.data_dir)
+            tls = await asyncio.to_thread(settings.tls_files)
             db = await Database.open(settings.db_url)
             stack.push_async_callback(db.close)
             key = await asyncio.to_thread(read_or_create_secret, settings.data_dir / AUDIT_KEY)
@@ -122,6 +123,7 @@ def create_app(
                 register_limiter=RateLimiter(settings.register_rate_limit, clock=limiter_clock),
                 principals=principals,
                 authenticator=authenticator,
+                tls=tls,
             )
             yield
 

@@ -22,6 +22,7 @@ from remotehands.server.link.hub import LinkHub
 from remotehands.server.ratelimit import LoginLimiter, RateLimiter
 from remotehands.server.router import DeviceRouter
 from remotehands.server.settings import ServerSettings
+from remotehands.tls import TlsFiles
 
 __all__ = ["Services", "get_services"]
 
@@ -50,6 +51,9 @@ class Services:
     """Recent authentications; cleared by every change to users, sessions and tokens."""
     authenticator: Authenticator
     """Credentials to principals and devices, through :attr:`principals`."""
+    tls: TlsFiles | None = None
+    """The certificate the server serves HTTPS with (its fingerprint goes into install
+    commands, for agents to pin), or None without TLS."""
 
 
 def get_services(request_or_ws: HTTPConnection) -> Services:

@@ -27,6 +27,7 @@ from remotehands.serving import (  # parse_listen: the one parser; re-exported f
     check_trusted_proxies,
     parse_listen,
 )
+from remotehands.tls import TlsFiles, load, self_signed
 
 __all__ = ["ServerSettings", "normalise_database_url", "parse_listen"]
 
@@ -93,6 +94,13 @@ class ServerSettings(BaseSettings):
     """Failed logins allowed per minute from one client address, whatever the usernames."""
     login_username_rate_limit: int = Field(30, ge=1)
     """Failed logins allowed per minute for one username, whatever the addresses."""
+    tls: bool = False
+    """Serve HTTPS with a self-signed certificate kept in ``data_dir/tls`` (made on first
+    start, reused after), unless ``tls_cert`` and ``tls_key`` name the operator's."""
+    tls_cert: Path | None = None
+    """The operator's certificate (PEM) for HTTPS; goes with ``tls_key``."""
+    tls_key: Path | None = None
+    """The key (PEM, unencrypted) of ``tls_cert``."""
     allowed_origins: list[str] = Field(default_factory=list)
     """Web origins (``https://console.example.com``) besides the server's own that may call
     the API from a browser (CORS) and open its WebSockets; empty: the server's own only."""
@@ -150,11 +158,31 @@ class ServerSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Self:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both, or neither")
         if self.database_url is None:
             self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'remotehands.db'}"
         if self.public_url is None:
-            self.public_url = f"http://{self.listen}"
+            scheme = "https" if self.uses_tls else "http"
+            self.public_url = f"{scheme}://{self.listen}"
         return self
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether the server serves HTTPS."""
+        return self.tls or self.tls_cert is not None
+
+    def tls_files(self) -> TlsFiles | None:
+        """The certificate and key to serve HTTPS with (the self-signed one made now if
+        needed), or None without TLS. Raises :class:`ConfigError` for unusable files."""
+        if self.tls_cert is not None and self.tls_key is not None:
+            return load(self.tls_cert, self.tls_key)
+        if not self.tls:
+            return None
+        host = parse_listen(self.listen)[0]
+        public = (self.public_url or "").split("://", 1)[-1].split("/", 1)[0]
+        public_host = public.rsplit(":", 1)[0].strip("[]") if public else ""
+        return self_signed(self.data_dir / "tls", [host, public_host])
 
     @property
     def db_url(self) -> str:
