@@ -77,7 +77,8 @@ async def main(agents: int, rounds: int) -> None:
         while not all(link.connected.is_set() for link in links):
             if time.monotonic() > deadline:
                 down = sum(not link.connected.is_set() for link in links)
-                raise SystemExit(f"{down} agents not back within {timeout} s")
+                dead = [repr(t.exception()) for t in tasks if t.done() and not t.cancelled()]
+                raise SystemExit(f"{down} agents not back within {timeout} s; stopped: {dead[:5]}")
             await asyncio.sleep(0.02)
         return time.monotonic()
 

@@ -103,8 +103,9 @@ def create_app(
             )
             principals = PrincipalCache(clock=monotonic or time.monotonic)
             authenticator = Authenticator(
-                db, principals, clock=now, session_ttl_s=settings.session_ttl_s
-            )
+                db, principals, clock=now, session_ttl_s=settings.session_ttl_s,
+                totp_roles=frozenset(settings.totp_required_roles),
+            )  # fmt: skip
             app.state.services = Services(
                 settings=settings,
                 db=db,

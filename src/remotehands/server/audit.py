@@ -7,22 +7,30 @@ written to the database, oldest first, once it takes writes again. It never stor
 secrets: keys such as ``password`` or ``token`` are removed from the parameters, credentials
 recognisable by their prefix are masked wherever they appear, and so are the values of
 ``Authorization``-like header strings.
+
+The log is tamper-evident: each entry carries ``prev_hash``, the hash of the entry written before
+it, and ``hash``, the SHA-256 of its own fields and ``prev_hash`` (:func:`entry_hash`). Writes
+are serialized (a lock in this process, and on PostgreSQL a transaction-scoped advisory lock
+shared by every replica), so the chain has no forks; :meth:`AuditLog.verify` walks it and names
+the first entry that does not match (an edited row, or the one after a deleted row).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from remotehands.server.auth.principals import Principal
@@ -30,7 +38,7 @@ from remotehands.server.db.engine import Database
 from remotehands.server.db.models import AuditEntry
 from remotehands.server.logredact import mask_credentials
 
-__all__ = ["ACTOR_KINDS", "AuditLog", "redact"]
+__all__ = ["ACTOR_KINDS", "AuditLog", "ChainCheck", "entry_hash", "redact"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +51,9 @@ QUEUE_SIZE = 10_000
 """Entries waiting for the writer before ``AuditLog.record(wait=False)`` makes its callers wait."""
 WRITE_BATCH = 500
 """The most entries written in one transaction."""
+
+_CHAIN_LOCK_ID = 0x61756469745F  # "audit_": any constant shared by every replica
+VERIFY_BATCH = 1000
 
 SPOOL_RETRY_S = 5.0
 """How often spooled entries are tried again while nothing new comes to write."""
@@ -99,6 +110,45 @@ def redact(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class ChainCheck:
+    """What :meth:`AuditLog.verify` found."""
+
+    ok: bool
+    entries: int
+    """Entries checked (those of the chain, up to the first bad one)."""
+    first_bad: int | None
+    """The id of the first entry that does not match; None when all do."""
+
+
+def _at(value: datetime) -> str:
+    moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat()
+
+
+def entry_hash(entry: AuditEntry) -> str:
+    """SHA-256 (hex) of an entry's fields and the hash before it, in a canonical JSON form."""
+    data = {
+        "prev": entry.prev_hash,
+        "at": _at(entry.at),
+        "actor": entry.actor,
+        "actor_kind": entry.actor_kind,
+        "device_id": entry.device_id,
+        "action": entry.action,
+        "params": entry.params,
+        "result": entry.result,
+        "duration_ms": float(entry.duration_ms),
+        "details": entry.details,
+    }
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                           default=str)  # fmt: skip
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _copy(entry: AuditEntry) -> AuditEntry:
+    return AuditEntry(at=entry.at, **{name: getattr(entry, name) for name in _SPOOLED_FIELDS})
+
+
 class AuditLog:
     """Writes and reads the ``audit`` table."""
 
@@ -115,6 +165,7 @@ class AuditLog:
         """The key of the hashes of typed text kept in place of the text (None: length only)."""
         self._spool = spool
         self._spool_lock = asyncio.Lock()
+        self._chain_lock = asyncio.Lock()
         self._held: list[AuditEntry] = []
         """Entries neither the database nor the spool took (its disk full too): kept here."""
         self.spooled = _count_lines(spool) if spool is not None else 0
@@ -190,9 +241,65 @@ class AuditLog:
         )
 
     async def _write(self, entries: list[AuditEntry]) -> None:
-        async with asyncio.timeout(RECORD_TIMEOUT_S), self._db.session() as session:
-            session.add_all(entries)
+        """Append ``entries`` to the chain in one transaction."""
+        async with (
+            self._chain_lock,
+            asyncio.timeout(RECORD_TIMEOUT_S),
+            self._db.session() as session,
+        ):
+            if self._db.dialect == "postgresql":
+                await session.execute(text("SELECT pg_advisory_xact_lock(:id)"),
+                                      {"id": _CHAIN_LOCK_ID})  # fmt: skip
+            prev = await session.scalar(
+                select(AuditEntry.hash)
+                .where(AuditEntry.hash.is_not(None))
+                .order_by(AuditEntry.id.desc())
+                .limit(1)
+            )
+            chained = []
+            for entry in entries:
+                fresh = _copy(entry)  # a spooled or retried entry may have been added before
+                fresh.prev_hash = prev
+                fresh.hash = prev = entry_hash(fresh)
+                chained.append(fresh)
+            session.add_all(chained)
             await session.commit()
+
+    async def export(self) -> AsyncIterator[dict[str, Any]]:
+        """Every entry, oldest first, as JSON-ready dicts, read in batches."""
+        last_id = -1
+        while True:
+            async with self._db.session() as session:
+                batch = list((await session.scalars(
+                    select(AuditEntry).where(AuditEntry.id > last_id)
+                    .order_by(AuditEntry.id).limit(VERIFY_BATCH)
+                )).all())  # fmt: skip
+            if not batch:
+                return
+            for entry in batch:
+                yield {"id": entry.id, "at": _at(entry.at), "prev_hash": entry.prev_hash,
+                       "hash": entry.hash,
+                       **{name: getattr(entry, name) for name in _SPOOLED_FIELDS}}  # fmt: skip
+                last_id = entry.id
+
+    async def verify(self) -> ChainCheck:
+        """Walk the chain from its first entry; the first that does not match is named."""
+        await self.flush()
+        checked, prev, last_id = 0, None, -1
+        while True:
+            async with self._db.session() as session:
+                batch = list((await session.scalars(
+                    select(AuditEntry).where(AuditEntry.hash.is_not(None),
+                                             AuditEntry.id > last_id)
+                    .order_by(AuditEntry.id).limit(VERIFY_BATCH)
+                )).all())  # fmt: skip
+            if not batch:
+                return ChainCheck(ok=True, entries=checked, first_bad=None)
+            for entry in batch:
+                if entry.prev_hash != prev or entry.hash != entry_hash(entry):
+                    return ChainCheck(ok=False, entries=checked, first_bad=entry.id)
+                checked += 1
+                prev, last_id = entry.hash, entry.id
 
     async def _write_or_spool(self, entries: list[AuditEntry]) -> None:
         """Write ``entries``, or spool them when the database fails; after a write that

@@ -94,6 +94,9 @@ class ServerSettings(BaseSettings):
     """Failed logins allowed per minute from one client address, whatever the usernames."""
     login_username_rate_limit: int = Field(30, ge=1)
     """Failed logins allowed per minute for one username, whatever the addresses."""
+    totp_required_roles: list[str] = Field(default_factory=list)
+    """Roles whose users must log in with a TOTP code (``["owner", "admin"]``); until they
+    enable it, their sessions reach only ``/v1/auth/`` (to enable it)."""
     tls: bool = False
     """Serve HTTPS with a self-signed certificate kept in ``data_dir/tls`` (made on first
     start, reused after), unless ``tls_cert`` and ``tls_key`` name the operator's."""

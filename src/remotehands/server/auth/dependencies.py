@@ -112,6 +112,11 @@ def require_role(role: str, *, writes: bool = False) -> Any:
                 settings = _services(conn).settings
                 check_origin(conn, settings.allowed_origins, settings.base_url)
             principal = await _services(conn).authenticator.principal(request_credential(conn))
+            if principal.second_factor_missing and not conn.url.path.startswith("/v1/auth/"):
+                raise ForbiddenError(
+                    f"the {principal.role} role needs two-factor sign-in: enable it first with "
+                    "`remotehands users totp enable` (POST /v1/auth/totp/enroll, then confirm)"
+                )
             if principal.rank < role_rank(role):
                 raise ForbiddenError(
                     f"this needs the {role} role or higher; "
