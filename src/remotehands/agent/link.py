@@ -355,6 +355,10 @@ class AgentLink:
                     raise _LinkClosed
             except* _LinkClosed:
                 pass
+            except* (websockets.exceptions.ConnectionClosed, OSError, TimeoutError) as lost:
+                # a heartbeat or a reply sent as the server went away: the link is lost, the
+                # agent comes back (an ExceptionGroup here would stop it for good)
+                log.warning("link to %s lost: %s", self.credential.ws_url, lost.exceptions[0])
             finally:
                 await self._let_go()
             code = ws.close_code
