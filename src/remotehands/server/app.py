@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from remotehands import __version__
 from remotehands.private import private_dir, read_or_create_secret
@@ -39,6 +40,7 @@ from remotehands.server.http import (
 from remotehands.server.http import metrics as metrics_routes
 from remotehands.server.http.errors import install_error_handlers
 from remotehands.server.http.handshake import HandshakeTimeout
+from remotehands.server.http.headers import SecurityHeaders
 from remotehands.server.http.limits import BodyLimit
 from remotehands.server.link import ws as link_ws
 from remotehands.server.link.hub import LinkHub
@@ -138,6 +140,15 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(HandshakeTimeout)
+    if settings.allowed_origins:  # CORS stays closed (no header at all) unless configured
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
+    app.add_middleware(SecurityHeaders, https=settings.uses_tls)  # outermost: every answer
     # Routes with static paths first: one under /v1/devices/ (bulk, enrollment...) must win
     # over the {device_id} of the device routes.
     for module in (
