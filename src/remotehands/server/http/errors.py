@@ -91,6 +91,10 @@ STORAGE_RETRY_AFTER_S = 30
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    if "invalid byte sequence" in str(exc):
+        # PostgreSQL refuses text with NUL characters, which JSON allows: the request's fault
+        details = "text may not contain NUL (\\u0000) characters; remove them"
+        return error_response(422, "invalid", details)
     if is_storage_error(exc):
         problem = storage_problem(exc)
         logger.error("%s %s: %s (%s)", request.method, request.url.path, problem, exc)
