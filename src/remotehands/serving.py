@@ -10,20 +10,80 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from remotehands.errors import ConfigError
 
-__all__ = ["SHUTDOWN_TIMEOUT_S", "STARTUP_TIMEOUT_S", "bound_address", "parse_listen", "serve_http"]
+__all__ = [
+    "HEADER_TIMEOUT_S",
+    "SHUTDOWN_TIMEOUT_S",
+    "STARTUP_TIMEOUT_S",
+    "HeaderTimeoutProtocol",
+    "bound_address",
+    "check_trusted_proxies",
+    "parse_listen",
+    "proxy_options",
+    "serve_http",
+]
 
 STARTUP_TIMEOUT_S = 30.0
 """How long :func:`serve_http` waits for uvicorn to accept connections."""
 SHUTDOWN_TIMEOUT_S = 5
 """How long open connections get to finish when a :func:`serve_http` block ends."""
+
+
+HEADER_TIMEOUT_S = 10.0
+"""How long a client may take to send a request's headers (a WebSocket's upgrade included)."""
+
+
+class HeaderTimeoutProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol with a bound on the time to send a request's headers.
+
+    uvicorn keeps a connection whose request line or headers never end for as long as the
+    client likes; hundreds of such half-open requests (WebSocket upgrades among them) would
+    hold as many sockets. This closes a connection whose headers are not complete within
+    :data:`HEADER_TIMEOUT_S` of its opening or of its next request's first byte.
+    """
+
+    header_timeout_s: float = HEADER_TIMEOUT_S
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def _start_header_timer(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = asyncio.get_running_loop().call_later(
+                self.header_timeout_s, self._headers_too_slow
+            )
+
+    def _stop_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # uvicorn narrows BaseTransport
+        super().connection_made(transport)
+        self._start_header_timer()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._start_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self._stop_header_timer()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_header_timer()
+        super().connection_lost(exc)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -40,6 +100,29 @@ def parse_listen(text: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host, port
+
+
+def check_trusted_proxies(proxies: Sequence[str]) -> list[str]:
+    """The proxies (addresses or CIDR networks, ``10.0.0.0/8``) in canonical form; a
+    :class:`ConfigError` names the first one that is neither."""
+    networks = []
+    for proxy in proxies:
+        try:
+            networks.append(str(ipaddress.ip_network(proxy.strip(), strict=False)))
+        except ValueError as err:
+            raise ConfigError(
+                f"--trusted-proxy {proxy!r} is not an address or a CIDR network "
+                "(e.g. 10.0.0.5 or 10.0.0.0/8)"
+            ) from err
+    return networks
+
+
+def proxy_options(trusted_proxies: Sequence[str]) -> dict[str, Any]:
+    """uvicorn's options for ``X-Forwarded-For``/``-Proto``: honoured only from
+    ``trusted_proxies``; with none they are ignored altogether (uvicorn would otherwise trust
+    them from 127.0.0.1, and anything on the machine could pose as any client)."""
+    networks = check_trusted_proxies(trusted_proxies)
+    return {"proxy_headers": bool(networks), "forwarded_allow_ips": networks or ""}
 
 
 class _Server(uvicorn.Server):
@@ -71,6 +154,9 @@ async def serve_http(
     lifespan: bool = False,
     websockets: bool = False,
     log_level: str = "warning",
+    trusted_proxies: Sequence[str] = (),
+    ssl: Mapping[str, Any] | None = None,
+    header_timeout_s: float = HEADER_TIMEOUT_S,
 ) -> AsyncIterator[uvicorn.Server]:
     """Serve an ASGI app on ``listen`` (or on the bound socket ``sock``) until the block ends;
     yields once it accepts requests.
@@ -78,6 +164,9 @@ async def serve_http(
     Port 0 picks a free port: read it with :func:`bound_address`. ``lifespan`` runs the app's
     startup and shutdown; ``websockets`` serves WebSocket routes (without compression: the
     agent link and live view carry images). A ``sock`` stays open: its owner closes it.
+    Forwarding headers count only from ``trusted_proxies`` (see :func:`proxy_options`);
+    ``ssl`` holds uvicorn's ``ssl_certfile``/``ssl_keyfile`` to serve HTTPS. A client gets
+    ``header_timeout_s`` to send a request's headers (see :class:`HeaderTimeoutProtocol`).
     """
     if (listen is None) == (sock is None):
         raise ValueError("give serve_http one of listen or sock")
@@ -89,10 +178,13 @@ async def serve_http(
         log_level=log_level,
         lifespan="on" if lifespan else "off",
         access_log=False,
+        http=type("Protocol", (HeaderTimeoutProtocol,), {"header_timeout_s": header_timeout_s}),
         ws="websockets-sansio" if websockets else "none",
         ws_per_message_deflate=False,
         # bounds the wait at the end of the block: open connections get this long to finish
         timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S,
+        **proxy_options(trusted_proxies),
+        **(ssl or {}),
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock] if sock is not None else None))

@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import sys
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,47 @@ def pikvm_face(tmp_path: Path) -> Iterator[dict[str, Any]]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+_PRESS_AND_DIE = """
+import asyncio, json, os, signal, sys
+from remotehands.agent.runtime import make_driver
+from remotehands.protocol.keys import parse_key
+
+async def main():
+    driver = make_driver(sys.argv[1], json.loads(sys.argv[2]))
+    await driver.start()
+    await driver.key(parse_key("shift"), True)
+    await driver.button("left", True)
+    os.kill(os.getpid(), signal.SIGKILL)  # as kill -9 would: nothing released
+
+asyncio.run(main())
+"""
+
+
+@pytest.fixture
+def left_down(request: pytest.FixtureRequest) -> Callable[[Any], Awaitable[None]]:
+    """Leave Shift and the left button down on the driver's device as a killed agent would:
+    pressed by another process of the same driver, killed with SIGKILL. A device that lives
+    only in this process (the fake drivers, and the network drivers whose device this test
+    serves) gets them pressed by the driver itself."""
+    name, settings = CONTRACT_DRIVERS[request.node.callspec.params["driver"]](request)
+
+    async def press(driver: Any) -> None:
+        if name != "x11":
+            from remotehands.protocol.keys import parse_key
+
+            await driver.key(parse_key("shift"), True)
+            await driver.button("left", True)
+            return
+        import json
+
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _PRESS_AND_DIE, name, json.dumps(settings)
+        )
+        assert await asyncio.wait_for(process.wait(), 20) == -9
+
+    return press
 
 
 @pytest.fixture(params=list(CONTRACT_DRIVERS))

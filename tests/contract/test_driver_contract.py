@@ -6,11 +6,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
 import pytest
 
+from remotehands.agent.dispatch import Dispatcher
 from remotehands.drivers.base import CAPABILITY_PROTOCOLS, Held
 from remotehands.errors import NotFoundError, ValidationError
 from remotehands.protocol.keys import parse_key
@@ -69,6 +71,17 @@ async def test_held_keys_and_buttons_are_released_by_release_all(driver: Any) ->
     assert await driver.held() == Held()
     await driver.release_all()  # twice is harmless
     assert not await driver.held()
+
+
+@pytest.mark.needs("keyboard", "mouse")
+async def test_the_agent_releases_input_another_process_left_down(
+    driver: Any, left_down: Callable[[Any], Awaitable[None]]
+) -> None:
+    await left_down(driver)  # Shift and the left button, as a killed agent leaves them
+    assert await driver.held() == Held(keys=frozenset({"ShiftLeft"}), buttons=frozenset({"left"}))
+    released = await Dispatcher(driver).release_input(everything=True)
+    assert released.keys >= {"ShiftLeft"} and "left" in released.buttons
+    assert await driver.held() == Held()
 
 
 @pytest.mark.needs("clipboard")

@@ -1,18 +1,24 @@
 """The action log of a device: its recent actions, newest first (as the server's audit log),
-secrets left out."""
+secrets left out.
+
+Typed text and clipboard contents are kept as their length and a keyed hash (a key of this
+process), at any depth of a sequence (:func:`remotehands.protocol.masking.mask_params`).
+"""
 
 from __future__ import annotations
 
 import json
+import secrets
 from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
+from remotehands.protocol.masking import HIDDEN_FIELDS, TEXT_FIELDS, mask_params
 from remotehands.protocol.results import ActionLogEntry
 
 __all__ = ["SECRET_FIELDS", "ActionLog"]
 
-SECRET_FIELDS = frozenset({"text", "password", "upload_header", "headers"})
+SECRET_FIELDS = TEXT_FIELDS | HIDDEN_FIELDS
 """Parameters the log shows as their length (text) or ``<hidden>``, never as they were."""
 
 
@@ -21,15 +27,11 @@ class ActionLog:
 
     def __init__(self, size: int = 1000) -> None:
         self._entries: deque[ActionLogEntry] = deque(maxlen=size)
+        self._key = secrets.token_bytes(32)  # equal texts match within this process's log
 
     def add(self, action: str, params: dict[str, Any], result: str, duration_ms: float) -> None:
         """Remember one action."""
-        shown = {
-            k: (f"<{len(v)} chars>" if isinstance(v, str) else "<hidden>")
-            if k in SECRET_FIELDS
-            else v
-            for k, v in params.items()
-        }
+        shown = mask_params(params, self._key)
         self._entries.append(
             ActionLogEntry(
                 timestamp=datetime.now(UTC).isoformat().replace("+00:00", "Z"),

@@ -2,7 +2,9 @@
 
 The password comes from ``REMOTEHANDS_AGENT_PASSWORD``, from a file, or is the Unix password of
 the user running the agent (PAM), as desktopkit does. Tokens are random, kept only as SHA-256
-digests, and expire. Failed logins are rate limited per client.
+digests, and expire. Failed logins are rate limited per client address and in all (one
+password guarded by many addresses), in capped tables; the client address is the socket's peer
+unless the operator named trusted proxies (``--trusted-proxy``).
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import logging
 import secrets
 import stat
 import time
-from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from remotehands.errors import AuthError, ConfigError, RateLimitedError
+from remotehands.errors import AuthError, ConfigError
+from remotehands.ratelimit import RateLimiter
 
 __all__ = ["TokenStore", "password_check"]
 
@@ -88,15 +90,16 @@ class TokenStore:
         *,
         ttl_s: int = 28_800,
         max_failures: int = 10,
+        max_total_failures: int = 100,
         window_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        max_clients: int = 10_000,
     ) -> None:
         self._check = check
         self.ttl_s = ttl_s
         self._tokens: dict[bytes, float] = {}
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
-        self._max_failures = max_failures
-        self._window_s = window_s
+        self._per_client = RateLimiter(max_failures, window_s, clock, max_keys=max_clients)
+        self._in_all = RateLimiter(max_total_failures, window_s, clock, max_keys=1)
         self._clock = clock
 
     @staticmethod
@@ -104,24 +107,19 @@ class TokenStore:
         return hashlib.sha256(token.encode()).digest()
 
     async def check_password(self, password: str, client: str) -> bool:
-        """Whether ``password`` is the device's, with failures rate limited per client as for
-        :meth:`login`, and no token issued: for faces whose clients send the password with
-        every request (PiKVM's ``X-KVMD-Passwd``, HTTP Basic).
+        """Whether ``password`` is the device's, with failures rate limited per client and in
+        all as for :meth:`login`, and no token issued: for faces whose clients send the
+        password with every request (PiKVM's ``X-KVMD-Passwd``, HTTP Basic).
 
-        Raises :class:`RateLimitedError` while ``client`` has failed too often."""
-        now = self._clock()
-        failures = self._failures[client]
-        while failures and failures[0] < now - self._window_s:
-            failures.popleft()
-        if len(failures) >= self._max_failures:
-            raise RateLimitedError(
-                f"too many failed logins from {client}; wait {int(self._window_s)} s and retry"
-            )
+        Raises :class:`RateLimitedError` while ``client`` (or every client) failed too often."""
+        self._per_client.check(client, f"logins from {client}")
+        self._in_all.check("*", "logins from all clients")
         ok = await asyncio.to_thread(self._check, password)
         if not ok:
-            failures.append(now)
+            self._per_client.failed(client)
+            self._in_all.failed("*")
             return False
-        self._failures.pop(client, None)
+        self._per_client.reset(client)
         return True
 
     async def login(self, password: str, client: str) -> tuple[str, int]:

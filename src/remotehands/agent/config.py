@@ -128,6 +128,15 @@ class AgentConfig(_Strict):
     """The faces' password file of every device that names none of its own."""
     pam: bool = False
     """PAM for every device that names no password of its own."""
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Reverse proxies whose ``X-Forwarded-For`` the devices' faces believe; none: ignored."""
+    server_fingerprint: str | None = None
+    """The server's certificate fingerprint (``sha256:HEX``): the devices link to no other."""
+    tls: bool = False
+    """Serve the devices' faces over HTTPS with a self-signed certificate in ``state_dir``."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    """The operator's certificate and key for the faces' HTTPS."""
     devices: list[DeviceConfig] = Field(min_length=1)
 
     _check_password = model_validator(mode="before")(_no_plaintext_password)

@@ -23,9 +23,10 @@ from pydantic import BaseModel
 from remotehands.agent.actionlog import ActionLog
 from remotehands.agent.capabilities import AGENT_CAPABILITIES, HANDLERS
 from remotehands.agent.context import ActionContext
-from remotehands.drivers.base import Driver
+from remotehands.drivers.base import Driver, Held, Keyboard, Mouse
 from remotehands.errors import NotFoundError, RemoteHandsError, ValidationError
 from remotehands.protocol import actions as A
+from remotehands.protocol.keys import CODES, Key
 from remotehands.protocol.results import SequenceResult, to_wire
 from remotehands.protocol.validation import describe_validation, validated
 
@@ -77,6 +78,30 @@ class Dispatcher:
     async def aclose(self) -> None:
         """Close the HTTP client used for uploads, if this dispatcher made one."""
         await self.context.aclose()
+
+    async def release_input(self, *, everything: bool = False) -> Held:
+        """Let go of held keys and buttons; answers what was down before.
+
+        By default what this driver pressed and holds (a link that was lost leaves no key down
+        behind it). ``everything`` also releases what the device reports down without this
+        driver having pressed it: at start, the keys and buttons a killed agent left held on
+        the display (a stuck Shift would shift all that is typed next). Keys the device names
+        only by keycode are left alone: there is no name to release them by.
+        """
+        driver = self.driver
+        if not (driver.has("keyboard") and isinstance(driver, Keyboard)):
+            return Held()
+        down = await driver.held()
+        await driver.release_all()
+        if everything:
+            still = await driver.held()
+            for code in sorted(still.keys):
+                if code in CODES:
+                    await driver.key(Key(code=code), False)
+            if driver.has("mouse") and isinstance(driver, Mouse):
+                for button in sorted(still.buttons):
+                    await driver.button(button, False)
+        return down
 
     async def run(self, action: str, params: Mapping[str, Any] | None = None) -> Any:
         """Validate and carry out one action; answer its wire form (JSON-ready, images as

@@ -6,6 +6,12 @@ says hello, sends heartbeats with real health, carries out requests through the 
 answers them (images as binary frames), and reconnects with capped exponential backoff and full
 jitter when the link drops. A credential the server refuses (the device was deleted) stops it.
 
+Coming back is fast and gentle: a server that stops gracefully tells each agent when to come
+back (``retry_after_ms`` in its close reason, spread by the server), and for a while after losing
+a server that had welcomed it (:data:`QUICK_WINDOW_S`) an agent retries within
+:data:`QUICK_CAP_S` rather than backing off to half a minute: a restarted server has its agents
+back within seconds, and a server that stays down is tried less and less often.
+
 Beside requests it serves the link's streams: a ``watch`` subscribes to the screen's
 :class:`~remotehands.agent.framesource.FrameSource` and pushes its frames, tagged with the
 stream id, until ``unwatch``; chunked transfers run through
@@ -20,9 +26,9 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import random
 import socket
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -51,8 +57,10 @@ from remotehands.errors import (
     ValidationError,
     error_from_wire,
 )
+from remotehands.private import write_private
 from remotehands.protocol import link as wire
 from remotehands.protocol.models import DeviceCondition, Health
+from remotehands.tls import pinned_context
 
 __all__ = ["AgentLink", "Credential", "enroll", "hardware_id", "health", "load_or_enroll"]
 
@@ -102,9 +110,11 @@ async def enroll(
     name: str | None = None,
     tags: Sequence[str] = (),
     timeout_s: float = 15.0,
+    pin: str | None = None,
 ) -> Credential:
     """Register this device with an ``ekvent_`` token; the token is used up. ``tags`` are
-    added to the token's own."""
+    added to the token's own. With ``pin`` (``sha256:HEX``) the server must show that
+    certificate before the token is sent."""
     body: dict[str, Any] = {"enrollment_token": token, "hardware_id": hardware,
                             "device_type": device_type}  # fmt: skip
     if name:
@@ -113,9 +123,10 @@ async def enroll(
         body["tags"] = list(tags)
     url = server_url.rstrip("/") + "/v1/agent/register"
     try:
-        async with httpx.AsyncClient(timeout=timeout_s) as client:
+        verify = await _server_context(server_url, pin)
+        async with httpx.AsyncClient(timeout=timeout_s, verify=verify) as client:
             response = await client.post(url, json=body)
-    except httpx.HTTPError as err:
+    except (httpx.HTTPError, OSError, TimeoutError) as err:
         raise ConfigError(f"cannot reach the server at {server_url} to enroll: {err}") from err
     data = _json(response)
     if response.status_code != 200:
@@ -126,6 +137,20 @@ async def enroll(
                           auth_token=data["auth_token"], ws_url=data["ws_url"])  # fmt: skip
     except KeyError as err:
         raise ValidationError(f"the server's registration answer lacks {err}") from err
+
+
+async def _server_context(url: str, pin: str | None) -> ssl.SSLContext | bool:
+    """The TLS context to reach ``url`` with: pinned to ``pin`` when given (the server's own
+    certificate, self-signed or not), else the system's CAs."""
+    if pin is None:
+        return True
+    parsed = httpx.URL(url)
+    if parsed.scheme not in ("https", "wss"):
+        raise ConfigError(
+            f"--server-fingerprint pins a TLS certificate, but {url} is not https://: use the "
+            "server's https:// address"
+        )
+    return await pinned_context(parsed.host, parsed.port or 443, pin)
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
@@ -150,9 +175,11 @@ async def load_or_enroll(
     device_type: str,
     name: str | None = None,
     tags: Sequence[str] = (),
+    pin: str | None = None,
 ) -> Credential:
     """The stored credential for this server and device, or a new one from ``token`` (with
-    ``tags`` added to the token's; a stored credential keeps the device's tags as they are)."""
+    ``tags`` added to the token's; a stored credential keeps the device's tags as they are);
+    ``pin`` is the server's certificate fingerprint, checked before the token is sent."""
     path = _state_file(state_dir, server_url, hardware)
     stored = await asyncio.to_thread(_read_credential, path)
     if stored is not None:
@@ -164,8 +191,9 @@ async def load_or_enroll(
             "--token ekvent_..."
         )
     credential = await enroll(
-        server_url, token, hardware=hardware, device_type=device_type, name=name, tags=tags
-    )
+        server_url, token, hardware=hardware, device_type=device_type, name=name, tags=tags,
+        pin=pin,
+    )  # fmt: skip
     await asyncio.to_thread(_write_credential, path, credential)
     return credential
 
@@ -183,13 +211,9 @@ def _read_credential(path: Path) -> Credential | None:
 
 
 def _write_credential(path: Path, credential: Credential) -> None:
-    """Write atomically, readable by the owner only: the file holds the device's secret."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(asdict(credential), f)
-    tmp.replace(path)
+    """Write atomically, readable by the owner only (in a 0700 directory): the file holds the
+    device's secret."""
+    write_private(path, json.dumps(asdict(credential)).encode())
 
 
 def _check_refused(close_code: int | None) -> None:
@@ -199,6 +223,12 @@ def _check_refused(close_code: int | None) -> None:
                         "its credential revoked; enroll again")  # fmt: skip
 
 
+QUICK_WINDOW_S = 60.0
+"""How long after losing a server that had welcomed it an agent keeps retrying quickly."""
+QUICK_CAP_S = 2.0
+"""The longest wait between two attempts during :data:`QUICK_WINDOW_S` (full jitter below)."""
+RELEASE_TIMEOUT_S = 5.0
+"""How long releasing held input may take when a link ends."""
 FRAME_SEND_TIMEOUT_S = 10.0
 """The longest one frame may wait for the link; a server that does not read is gone."""
 
@@ -226,9 +256,12 @@ class AgentLink:
         frames: FrameSources | None = None,
         targets: TransferTargets | None = None,
         condition: Callable[[], DeviceCondition | None] | None = None,
+        pin: str | None = None,
     ) -> None:
         self.credential = credential
         self.condition = condition
+        self.pin = pin
+        """The server's certificate fingerprint (``sha256:HEX``): no other server is linked."""
         self.dispatcher = dispatcher
         self.driver_name = driver_name
         self.device_type = device_type
@@ -249,6 +282,8 @@ class AgentLink:
         """The transfers of the current session (None between sessions)."""
         self.watches: dict[int, asyncio.Task[None]] = {}
         """The watched streams of the current session, by stream id."""
+        self._come_back_s: float | None = None
+        """When the server that closed the last session asked to be tried again."""
         self._ws: ClientConnection | None = None
 
     async def rehello(self) -> None:
@@ -266,11 +301,12 @@ class AgentLink:
     async def run(self) -> None:
         """Connect, serve, reconnect; returns only when the server refuses the credential."""
         attempt = 0
+        quick_until = 0.0
         while True:
             before = self.connections
             try:
                 await self._session()
-            except AuthError:
+            except (AuthError, ConfigError):  # a refused credential or pin: retrying is futile
                 raise
             except (OSError, websockets.exceptions.WebSocketException, TimeoutError,
                     RemoteHandsError) as err:  # fmt: skip
@@ -280,7 +316,13 @@ class AgentLink:
                 self._ws = None
             if self.connections > before:
                 attempt = 0  # the server welcomed us: the next outage starts a new backoff
-            delay = random.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2**attempt))
+                quick_until = time.monotonic() + QUICK_WINDOW_S
+            cap = self.backoff_cap_s
+            if time.monotonic() < quick_until:
+                cap = min(cap, QUICK_CAP_S)
+            delay = random.uniform(0, min(cap, self.backoff_base_s * 2**attempt))
+            if self._come_back_s is not None:  # the server said when: its spread is the jitter
+                delay, self._come_back_s = self._come_back_s, None
             attempt = min(attempt + 1, 20)
             await asyncio.sleep(delay)
 
@@ -306,10 +348,14 @@ class AgentLink:
 
     async def _session(self) -> None:
         headers = {"Authorization": f"Bearer {self.credential.auth_token}"}
+        tls: dict[str, Any] = {}
+        if self.pin is not None:
+            # checked before the handshake that carries the credential
+            tls["ssl"] = await _server_context(self.credential.ws_url, self.pin)
         try:
             ws = await connect(self.credential.ws_url, additional_headers=headers,
                                compression=None, max_size=None, open_timeout=10,
-                               ping_interval=None)  # fmt: skip
+                               ping_interval=None, **tls)  # fmt: skip
         except websockets.exceptions.InvalidStatus as err:
             if err.response.status_code in (401, 403):
                 raise AuthError(
@@ -336,10 +382,29 @@ class AgentLink:
                     raise _LinkClosed
             except* _LinkClosed:
                 pass
+            except* (websockets.exceptions.ConnectionClosed, OSError, TimeoutError) as lost:
+                # a heartbeat or a reply sent as the server went away: the link is lost, the
+                # agent comes back (an ExceptionGroup here would stop it for good)
+                log.warning("link to %s lost: %s", self.credential.ws_url, lost.exceptions[0])
+            finally:
+                await self._let_go()
             code = ws.close_code
             _check_refused(code)
+            self._come_back_s = wire.retry_after(ws.close_reason)
             if code == wire.CLOSE_FENCED:
                 log.warning("another connection of this device replaced this one")
+
+    async def _let_go(self) -> None:
+        """Release the keys and buttons held for the server: nobody is left to release them
+        once the link is gone."""
+        try:
+            async with asyncio.timeout(RELEASE_TIMEOUT_S):
+                held = await self.dispatcher.release_input()
+        except (RemoteHandsError, TimeoutError) as err:
+            log.warning("could not release held input after the link ended: %s", err)
+            return
+        if held:
+            log.info("link ended: released %s", ", ".join(sorted(held.keys | held.buttons)))
 
     async def _heartbeats(self, ws: ClientConnection, interval_s: float) -> None:
         while True:

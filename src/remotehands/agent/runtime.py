@@ -42,7 +42,8 @@ from remotehands.agent.plugins import load_object
 from remotehands.drivers.base import Driver, Screen, missing_methods
 from remotehands.errors import ConfigError, DeviceTimeoutError, RemoteHandsError
 from remotehands.protocol.models import DeviceCondition
-from remotehands.serving import bound_address, parse_listen, serve_http
+from remotehands.serving import bound_address, check_trusted_proxies, parse_listen, serve_http
+from remotehands.tls import TlsFiles, load, normalise_fingerprint, self_signed
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -52,6 +53,7 @@ __all__ = [
     "AgentOptions",
     "DevicePlan",
     "DeviceRun",
+    "agent_tls",
     "bound_address",
     "make_driver",
     "parse_listen",
@@ -100,6 +102,15 @@ class AgentOptions:
     """The faces served on the listener (``--face``), the native one first."""
     face_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Each face's own settings, by face name (from the face's command-line options)."""
+    trusted_proxies: list[str] = field(default_factory=list)
+    """Reverse proxies whose ``X-Forwarded-For`` the faces believe (``--trusted-proxy``)."""
+    server_fingerprint: str | None = None
+    """The server's certificate fingerprint (``sha256:HEX``) to pin (``--server-fingerprint``)."""
+    tls: bool = False
+    """Serve the faces over HTTPS with a self-signed certificate kept in ``state_dir``."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    """The operator's certificate and key for the faces' HTTPS."""
 
 
 def make_driver(name: str, settings: Mapping[str, Any] | None = None) -> Driver:
@@ -138,6 +149,12 @@ class DevicePlan:
     tags: Sequence[str] = ()
     frames: FrameSources | None = None
     """The device's frame sources (one per screen), shared by its link and its faces."""
+    trusted_proxies: Sequence[str] = ()
+    """Reverse proxies whose forwarding headers the listener believes; none: ignored."""
+    server_fingerprint: str | None = None
+    """The pinned certificate of the server (``sha256:HEX``)."""
+    tls: TlsFiles | None = None
+    """The certificate the listener serves HTTPS with; None: plain HTTP."""
 
 
 def plan_device(
@@ -156,6 +173,9 @@ def plan_device(
     hardware_id: str | None = None,
     tags: Sequence[str] = (),
     face_settings: Mapping[str, Mapping[str, Any]] | None = None,
+    trusted_proxies: Sequence[str] = (),
+    server_fingerprint: str | None = None,
+    tls: TlsFiles | None = None,
 ) -> DevicePlan:
     """Plan a device: its dispatcher, and on ``listen`` its faces behind one password (the
     listener's routes checked for collisions). Nothing is opened until :class:`Agent` runs
@@ -165,7 +185,10 @@ def plan_device(
     plan = DevicePlan(name=name, driver=driver, dispatcher=dispatcher, server=server,
                       enrollment_token=enrollment_token,
                       state_dir=state_dir or default_state_dir(), listen=listen,
-                      hardware_id=hardware_id, tags=tags, frames=frames)  # fmt: skip
+                      hardware_id=hardware_id, tags=tags, frames=frames,
+                      trusted_proxies=check_trusted_proxies(trusted_proxies),
+                      server_fingerprint=normalise_fingerprint(server_fingerprint)
+                      if server_fingerprint else None, tls=tls)  # fmt: skip
     if listen is None:
         return plan
     parse_listen(listen)
@@ -325,6 +348,9 @@ class Agent:
                     await stack.enter_async_context(plan.driver)
                     run.driver_starts += 1
                     run.hardware_id = plan.hardware_id or await plan.driver.hardware_id()
+                    # a killed agent (or anyone) may have left keys or buttons down on the
+                    # display: the next typed text would come out shifted
+                    stuck = await plan.dispatcher.release_input(everything=True)
             except TimeoutError as err:
                 raise DeviceTimeoutError(
                     f"the {plan.driver.kind} driver did not start within {START_TIMEOUT_S:g} s"
@@ -339,6 +365,9 @@ class Agent:
                           exc_info=not isinstance(err, RemoteHandsError))  # fmt: skip
             run.problem, run.error = reason, err
             return False
+        if stuck:
+            log.warning("device %s: released input left down on it: %s", plan.name,
+                        ", ".join(sorted(stuck.keys | stuck.buttons)))  # fmt: skip
         run.driver_up, run.problem, run.error = True, None, None
         return True
 
@@ -368,17 +397,26 @@ class Agent:
             await self._start_driver(run, stack)
             if plan.app is not None and plan.listen is not None:
                 server = await stack.enter_async_context(
-                    serve_http(plan.app, plan.listen, websockets=True)
+                    serve_http(
+                        plan.app,
+                        plan.listen,
+                        websockets=True,
+                        trusted_proxies=plan.trusted_proxies,
+                        ssl=plan.tls.uvicorn_options() if plan.tls else None,
+                    )
                 )
                 run.address = bound_address(server)
                 faces = ", ".join(face.name for face in plan.faces)
-                log.info("device %s: %s on http://%s", plan.name, faces, run.address)
+                scheme = "https" if plan.tls else "http"
+                log.info("device %s: %s on %s://%s", plan.name, faces, scheme, run.address)
+                if plan.tls is not None:
+                    log.info("device %s: TLS certificate %s", plan.name, plan.tls.fingerprint)
             if plan.server:
                 enrolled = await self._enrollment_id(run)
                 credential = await load_or_enroll(
                     plan.server, plan.enrollment_token, state_dir=plan.state_dir,
                     hardware=enrolled, device_type=plan.driver.device_type,
-                    name=plan.name, tags=plan.tags,
+                    name=plan.name, tags=plan.tags, pin=plan.server_fingerprint,
                 )  # fmt: skip
                 if self.isolate:
                     await asyncio.to_thread(_write_pin, _pin_file(plan), enrolled)
@@ -389,7 +427,8 @@ class Agent:
                 run.link = AgentLink(credential, plan.dispatcher, driver_name=plan.driver.kind,
                                      device_type=plan.driver.device_type,
                                      hardware=run.hardware_id, frames=plan.frames,
-                                     condition=run.condition)  # fmt: skip
+                                     condition=run.condition,
+                                     pin=plan.server_fingerprint)  # fmt: skip
             run.state = "running" if run.driver_up else "retrying"
             run.settled.set()
             try:
@@ -482,10 +521,30 @@ def _plan_from_config(
             password_file=device.password_file if own else config.password_file,
             pam=device.pam if own else config.pam, token_ttl_s=token_ttl_s,
             server=config.server, enrollment_token=device.enrollment_token,
-            state_dir=config.state_dir, tags=device.tags, face_settings=device.face_settings,
+            state_dir=config.state_dir, tags=device.tags,
+            face_settings=device.face_settings,
+            trusted_proxies=config.trusted_proxies, server_fingerprint=config.server_fingerprint,
+            tls=agent_tls(config.state_dir, tls=config.tls, cert=config.tls_cert,
+                          key=config.tls_key, listen=device.listen),
         )  # fmt: skip
     except ConfigError as err:
         raise ConfigError(f"device {device.name!r}: {err.details}") from err
+
+
+def agent_tls(
+    state_dir: Path, *, tls: bool, cert: Path | None, key: Path | None, listen: str | None
+) -> TlsFiles | None:
+    """The certificate a device's listener serves HTTPS with: the operator's (``cert`` and
+    ``key``), or with ``tls`` a self-signed one kept in ``state_dir/tls`` (made once, reused
+    after restarts); None for plain HTTP."""
+    if (cert is None) != (key is None):
+        raise ConfigError("--tls-cert and --tls-key go together: give both, or neither")
+    if cert is not None and key is not None:
+        return load(cert, key)
+    if not tls:
+        return None
+    host = parse_listen(listen)[0] if listen else "127.0.0.1"
+    return self_signed(state_dir / "tls", [host])
 
 
 async def run_agent(options: AgentOptions, started: asyncio.Event | None = None) -> None:
@@ -502,6 +561,10 @@ async def run_agent(options: AgentOptions, started: asyncio.Event | None = None)
         token_ttl_s=options.token_ttl_s, server=options.server,
         enrollment_token=options.token, state_dir=options.state_dir,
         hardware_id=options.hardware_id, face_settings=options.face_settings,
+        trusted_proxies=options.trusted_proxies,
+        server_fingerprint=options.server_fingerprint,
+        tls=agent_tls(options.state_dir, tls=options.tls, cert=options.tls_cert,
+                      key=options.tls_key, listen=listen),
     )  # fmt: skip
     agent = Agent([plan], isolate=False)
     run = agent.devices[plan.name]

@@ -164,6 +164,39 @@ _DEVICE_OPTIONS = ("driver", "display", "setting", "listen", "password_file", "p
     default=None,
     help="Where the device credential is kept (default ~/.local/state/remotehands).",
 )
+@click.option(
+    "--server-fingerprint",
+    default=None,
+    metavar="sha256:HEX",
+    envvar="REMOTEHANDS_SERVER_FINGERPRINT",
+    help="Link only to a server showing this TLS certificate (the enrollment's install "
+    "command carries it when the server has TLS).",
+)
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Serve the faces over HTTPS with a self-signed certificate kept in --state-dir.",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Serve the faces over HTTPS with this certificate (PEM); with --tls-key.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The key (PEM) of --tls-cert.",
+)
+@click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    multiple=True,
+    metavar="CIDR",
+    help="A reverse proxy (address or network) whose X-Forwarded-For the faces believe; "
+    "repeatable. Without it forwarding headers are ignored.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug lines too (default: info and up).")
 @click.option("--json", "as_json", is_flag=True, help="Log lines as JSON (for supervisors).")
 @click.pass_context
@@ -174,7 +207,9 @@ def agent(ctx: click.Context, config_file: Path | None, driver: str, display: st
           pikvm_user: str | None, openctrol_allow_ha_id: tuple[str, ...],
           listen: str | None, password_file: Path | None, pam: bool,
           server: str | None, token: str | None, name: str | None, state_dir: Path | None,
-          verbose: bool, as_json: bool) -> None:  # fmt: skip
+          server_fingerprint: str | None, tls: bool, tls_cert: Path | None,
+          tls_key: Path | None, trusted_proxies: tuple[str, ...], verbose: bool,
+          as_json: bool) -> None:  # fmt: skip
     """Serve a device: its native HTTP API (desktopkit-compatible) and/or a link to a server;
     or, with --config, every device a config file lists."""
     if ctx.invoked_subcommand is not None:
@@ -192,7 +227,12 @@ def agent(ctx: click.Context, config_file: Path | None, driver: str, display: st
             click.echo(f"error: {', '.join(given)} cannot go with --config: put the device in "
                        "the config file", err=True)  # fmt: skip
             sys.exit(2)
-        _run_config(config_file, state_dir)
+        overrides: dict[str, object] = {
+            "trusted_proxies": list(trusted_proxies) or None,
+            "server_fingerprint": server_fingerprint, "tls": tls or None,
+            "tls_cert": tls_cert, "tls_key": tls_key,
+        }  # fmt: skip
+        _run_config(config_file, state_dir, {k: v for k, v in overrides.items() if v is not None})
         return
     try:
         driver_settings: dict[str, Any] = dict(_parse_settings(settings))
@@ -212,6 +252,8 @@ def agent(ctx: click.Context, config_file: Path | None, driver: str, display: st
         password_file=password_file, pam=pam, server=server, token=token, name=name,
         faces=list(dict.fromkeys(("native", *faces))),
         face_settings=_face_settings(pikvm_user, tinypilot_open, openctrol_allow_ha_id),
+        trusted_proxies=list(trusted_proxies), server_fingerprint=server_fingerprint,
+        tls=tls, tls_cert=tls_cert, tls_key=tls_key,
     )  # fmt: skip
     if state_dir is not None:
         options.state_dir = state_dir
@@ -278,7 +320,7 @@ def _parse_power_commands(pairs: tuple[str, ...]) -> dict[str, str]:
     return commands
 
 
-def _run_config(path: Path, state_dir: Path | None) -> None:
+def _run_config(path: Path, state_dir: Path | None, overrides: dict[str, object]) -> None:
     from remotehands.agent.config import load_config
     from remotehands.agent.runtime import Agent
 
@@ -286,6 +328,8 @@ def _run_config(path: Path, state_dir: Path | None) -> None:
         config = load_config(path)
         if state_dir is not None:
             config = config.model_copy(update={"state_dir": state_dir})
+        if overrides:
+            config = config.model_copy(update=overrides)
         run_until_signal(Agent.from_config(config).run())
     except RemoteHandsError as err:
         click.echo(f"error: {err.details}", err=True)

@@ -551,6 +551,7 @@ _AUDIT_COLUMNS: list[Column] = [
 
 
 @fleet_command("audit")
+@click.argument("what", required=False, type=click.Choice(["verify", "export"]))
 @click.option("--device", "device_ref", metavar="DEVICE", help="Only this device (name or id).")
 @click.option("--actor", metavar="WHO", help="Only this user (and the user's tokens).")
 @click.option("--action", metavar="ACTION", help="Only this action, e.g. mouse.click.")
@@ -559,6 +560,7 @@ _AUDIT_COLUMNS: list[Column] = [
 @click.option("--until", metavar="TIME", help="Before TIME: ISO 8601, or 15m, 2h, 7d ago.")
 @click.option("--limit", type=click.IntRange(1, 1000), help="How many (default 100).")
 def audit(
+    what: str | None,
     device_ref: str | None,
     actor: str | None,
     action: str | None,
@@ -567,13 +569,30 @@ def audit(
     until: str | None,
     limit: int | None,
 ) -> None:
-    """Show who did what on which device, newest first.
+    """Show who did what on which device, newest first; `audit verify` checks the log's hash
+    chain (exit 1 naming the first entry that does not match), `audit export` prints the whole
+    log as JSON lines.
 
     \b
     Examples:
       remotehands audit --since 2h
       remotehands audit --device web-1 --action mouse.click --limit 20
+      remotehands audit verify
+      remotehands audit export > audit.jsonl
     """
+    if what == "verify":
+        with open_fleet() as fleet:
+            check = fleet.audit_verify()
+        message = (f"audit log intact: {check['entries']} entries" if check["ok"] else
+                   f"audit log altered: entry {check['first_bad']} does not match "
+                   f"(after {check['entries']} good entries)")  # fmt: skip
+        emit(check, message)
+        if not check["ok"]:
+            raise SystemExit(1)
+        return
+    if what == "export":
+        _export_audit()
+        return
     since, until = _ago(since), _ago(until, "--until")
     with open_fleet() as fleet:
         device_id = fleet.resolve_device(device_ref) if device_ref is not None else None
@@ -587,3 +606,57 @@ def audit(
             limit=limit,
         )
     emit(rows, lambda: table(rows, _AUDIT_COLUMNS, "no audit entries"))
+
+
+def _export_audit() -> None:
+    """Print GET /v1/audit/export as it comes (JSON lines)."""
+    import httpx
+
+    from remotehands.cli.target import resolve_target
+
+    target = resolve_target(agent=False)
+    headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
+    with httpx.stream("GET", target.url.rstrip("/") + "/v1/audit/export", headers=headers,
+                      timeout=60) as response:  # fmt: skip
+        if response.status_code != 200:
+            response.read()
+            data = response.json() if response.content else {}
+            raise error_from_wire(str(data.get("error", "invalid")),
+                                  str(data.get("details", response.text)))  # fmt: skip
+        for line in response.iter_lines():
+            click.echo(line)
+
+
+@users.group("totp", context_settings=_SETTINGS)
+def users_totp() -> None:
+    """Two-factor sign-in of the logged-in user (a TOTP app such as any authenticator).
+
+    \b
+    Examples:
+      remotehands users totp enable
+      remotehands users totp disable
+    """
+
+
+@fleet_command("enable", parent=users_totp)
+def users_totp_enable() -> None:
+    """Enroll an authenticator app, confirm it with a code, and show the recovery codes once."""
+    with open_fleet() as fleet:
+        enrolled = fleet.totp_enroll()
+        click.echo(f"Add this to your authenticator app: {enrolled['otpauth_uri']}", err=True)
+        click.echo(f"(or type the secret: {enrolled['secret']})", err=True)
+        code = str(click.prompt("Code shown by the app", err=True)).strip()
+        confirmed = fleet.totp_confirm(code)
+    codes = list(confirmed["recovery_codes"])
+    emit(confirmed, "two-factor sign-in is on; recovery codes (each works once, shown only "
+         "now):\n  " + "\n  ".join(codes))  # fmt: skip
+
+
+@fleet_command("disable", parent=users_totp)
+@click.option("--code", metavar="CODE", help="A current code or a recovery code (else asked).")
+def users_totp_disable(code: str | None) -> None:
+    """Turn two-factor sign-in off (with a current code or a recovery code)."""
+    code = code or str(click.prompt("Code (or a recovery code)", err=True)).strip()
+    with open_fleet() as fleet:
+        fleet.totp_disable(code)
+    emit({"totp": False}, "two-factor sign-in is off")

@@ -20,7 +20,7 @@ from remotehands.cli.target import (
     URL_ENV,
 )
 from remotehands.client import AgentClient, FleetClient
-from remotehands.errors import ConfigError
+from remotehands.errors import AuthError, ConfigError
 
 __all__ = ["COMMANDS", "login"]
 
@@ -99,7 +99,13 @@ def login(
             username = str(click.prompt("Username", err=True))
         password = _secret(password_env, PASSWORD_ENV, f"Password of {username}")
         with FleetClient(url, username=username, password=password) as fleet:
-            answer = fleet.login()
+            try:
+                answer = fleet.login()
+            except AuthError as err:
+                if "second factor" not in err.details:
+                    raise
+                fleet.totp = str(click.prompt("Authentication code", err=True)).strip()
+                answer = fleet.login()
         base_url = fleet.base_url
         exports = [(URL_ENV, base_url), (TOKEN_ENV, str(answer["token"]))]
     emit(

@@ -92,6 +92,31 @@ def _load_settings(ctx: click.Context, **overrides: Any) -> Any:
     help="TOML file with settings (env: REMOTEHANDS_CONFIG).",
 )
 @click.option(
+    "--tls",
+    is_flag=True,
+    default=None,
+    help="Serve HTTPS with a self-signed certificate kept in the data directory (made once, "
+    "reused); agents pin its fingerprint, which enrollment install commands carry.",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Serve HTTPS with this certificate (PEM); with --tls-key.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The key (PEM) of --tls-cert.",
+)
+@click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    multiple=True,
+    metavar="CIDR",
+    help="A reverse proxy (address or network) whose X-Forwarded-For is believed; "
+    "repeatable. Without it forwarding headers are ignored.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -114,6 +139,10 @@ def server(
     public_url: str | None,
     database_url: str | None,
     config: Path | None,
+    tls: bool | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    trusted_proxies: tuple[str, ...],
     log_level: str,
     as_json: bool,
 ) -> None:
@@ -128,6 +157,10 @@ def server(
         "public_url": public_url,
         "database_url": database_url,
         "config": config,
+        "trusted_proxies": list(trusted_proxies) or None,
+        "tls": tls,
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
     }
     if ctx.invoked_subcommand in (None, "init"):
         require_extras("server" if ctx.invoked_subcommand is None else "server init", "server")
@@ -161,11 +194,12 @@ async def _prepare(settings: Any) -> bool:
     returns whether an owner exists."""
     from sqlalchemy import select
 
+    from remotehands.private import private_dir
     from remotehands.server.db.engine import Database
     from remotehands.server.db.models import User
 
     try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
     except OSError as err:
         raise ConfigError(
             f"cannot create the data directory {settings.data_dir}: {err.strerror}; choose "
@@ -180,7 +214,7 @@ def _serve(settings: Any, log_level: str, as_json: bool = False) -> None:
     import uvicorn
 
     from remotehands.server.app import create_app
-    from remotehands.serving import parse_listen
+    from remotehands.serving import HeaderTimeoutProtocol, parse_listen, proxy_options
 
     host, port = parse_listen(settings.listen)
     sock = _bind(host, port)
@@ -189,11 +223,13 @@ def _serve(settings: Any, log_level: str, as_json: bool = False) -> None:
         shown_host = f"[{host}]" if ":" in host else host
         listen = f"{shown_host}:{bound_port}"
         update: dict[str, Any] = {"listen": listen}
-        if settings.public_url == f"http://{settings.listen}":
-            update["public_url"] = f"http://{listen}"
+        for scheme in ("http", "https"):
+            if settings.public_url == f"{scheme}://{settings.listen}":
+                update["public_url"] = f"{scheme}://{listen}"
         settings = settings.model_copy(update=update)
     try:
         has_owner = asyncio.run(_prepare(settings))
+        tls = settings.tls_files()
     except BaseException:
         sock.close()
         raise
@@ -206,16 +242,17 @@ def _serve(settings: Any, log_level: str, as_json: bool = False) -> None:
     config = uvicorn.Config(
         create_app(settings),
         loop="uvloop",
-        http="httptools",
+        http=HeaderTimeoutProtocol,
         ws="websockets-sansio",  # uvicorn's legacy websockets implementation is deprecated
         ws_per_message_deflate=False,  # the agent link carries images: compression is off
         log_level=log_level,
-        proxy_headers=True,
+        **proxy_options(settings.trusted_proxies),
         timeout_graceful_shutdown=5,
         lifespan="on",
         # with --json uvicorn's loggers get no handlers of their own: their records reach the
         # JSON handler on the root logger (credentials masked there too)
         log_config=None if as_json else uvicorn.config.LOGGING_CONFIG,
+        **(tls.uvicorn_options() if tls is not None else {}),
     )
     if as_json:
         from remotehands.cli.logs import configure_logging
@@ -226,9 +263,12 @@ def _serve(settings: Any, log_level: str, as_json: bool = False) -> None:
         from remotehands.server.db.engine import safe_url
 
         click.echo(json.dumps({"url": settings.base_url, "data_dir": str(settings.data_dir),
-                               "database": safe_url(settings.db_url)}))  # fmt: skip
+                               "database": safe_url(settings.db_url),
+                               "fingerprint": tls.fingerprint if tls else None}))  # fmt: skip
     else:
         click.echo(f"remotehands server: serving {settings.base_url} (data in {settings.data_dir})")
+        if tls is not None:
+            click.echo(f"remotehands server: TLS certificate {tls.fingerprint}")
     sys.stdout.flush()
     instance.run(sockets=[sock])
     if not instance.started:

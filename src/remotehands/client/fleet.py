@@ -48,6 +48,8 @@ class _FleetLogin:
     base_url: str
     _username: str | None
     _password: str | None
+    totp: str | None = None
+    """The second factor's code (or a recovery code) for users who enabled one."""
 
     def _can_login(self) -> bool:
         return self._username is not None and self._password is not None
@@ -58,7 +60,11 @@ class _FleetLogin:
         return Request(
             "POST",
             "/v1/auth/login",
-            json={"username": self._username, "password": self._password},
+            json={
+                "username": self._username,
+                "password": self._password,
+                **({"totp": self.totp} if self.totp else {}),
+            },
             auth=False,
         )
 
@@ -118,6 +124,22 @@ class FleetMethods(Generic[R]):
 
     def _send(self, request: Request) -> R:
         raise NotImplementedError
+
+    def audit_verify(self) -> R:
+        """Check the audit log's hash chain: ``{"ok", "entries", "first_bad"}``."""
+        return self._send(Request("GET", "/v1/audit/verify"))
+
+    def totp_enroll(self) -> R:
+        """Start two-factor sign-in for the logged-in user: ``{"secret", "otpauth_uri"}``."""
+        return self._send(Request("POST", "/v1/auth/totp/enroll"))
+
+    def totp_confirm(self, code: str) -> R:
+        """Turn two-factor sign-in on with a code: ``{"recovery_codes": [...]}`` (shown once)."""
+        return self._send(Request("POST", "/v1/auth/totp/confirm", json={"code": code}))
+
+    def totp_disable(self, code: str) -> R:
+        """Turn two-factor sign-in off with a code or a recovery code."""
+        return self._send(Request("POST", "/v1/auth/totp/disable", json={"code": code}))
 
     def me(self) -> R:
         """Who the credentials belong to: ``{"kind", "user_id", "username", "role",

@@ -15,7 +15,7 @@ from typing import Any
 
 from remotehands.errors import ValidationError
 
-__all__ = ["CODES", "Key", "parse_combo", "parse_key", "parse_keys"]
+__all__ = ["CODES", "MAX_CHORD", "Key", "parse_combo", "parse_key", "parse_keys"]
 
 
 def _build_codes() -> tuple[str, ...]:
@@ -145,8 +145,22 @@ def parse_combo(text: str) -> list[Key]:
     return keys
 
 
+MAX_CHORD = 16
+"""The most keys held together: more is no chord, only a way to hold a device for long."""
+
+
 def parse_keys(value: Any) -> list[Key]:
-    """Accept a combination string, one key dict, or a list of names and ``{"char"}`` dicts."""
+    """Accept a combination string, one key dict, or a list of names and ``{"char"}`` dicts;
+    at most :data:`MAX_CHORD` keys in all."""
+    keys = _parse_keys(value)
+    if len(keys) > MAX_CHORD:
+        raise ValidationError(
+            f"{len(keys)} keys pressed together: at most {MAX_CHORD}; type text with type"
+        )
+    return keys
+
+
+def _parse_keys(value: Any) -> list[Key]:
     if isinstance(value, str):
         return parse_combo(value)
     if isinstance(value, dict):

@@ -39,6 +39,7 @@ When the link drops, every stream and transfer on it ends on both sides.
 
 from __future__ import annotations
 
+import re
 import struct
 from typing import Any, Literal
 
@@ -72,6 +73,8 @@ __all__ = [
     "Welcome",
     "decode",
     "encode",
+    "restart_reason",
+    "retry_after",
 ]
 
 LINK_PATH = "/v1/agent/ws"
@@ -82,6 +85,20 @@ CLOSE_FENCED = 4002
 """A newer connection of the same device replaced this one."""
 CLOSE_PROTOCOL_ERROR = 4003
 """The peer sent something that is not a valid link message."""
+
+_RETRY_AFTER = re.compile(r"\bretry_after_ms=(\d{1,7})\b")
+
+
+def restart_reason(retry_after_s: float) -> str:
+    """The close reason of a server going away for a restart: when to come back."""
+    return f"server restarting; retry_after_ms={max(0, round(retry_after_s * 1000))}"
+
+
+def retry_after(reason: str | None) -> float | None:
+    """Seconds a close reason made by :func:`restart_reason` asks to wait, else None."""
+    found = _RETRY_AFTER.search(reason or "")
+    return int(found.group(1)) / 1000 if found else None
+
 
 _HEADER = struct.Struct(">I")
 MAX_HEADER = 4 * 1024 * 1024

@@ -30,6 +30,7 @@ from remotehands.protocol.regions import parse_regions
 from remotehands.protocol.validation import describe_errors
 
 __all__ = [
+    "MAX_KEYS",
     "MAX_TEXT",
     "MAX_VARIANTS",
     "MAX_VOLUME",
@@ -62,6 +63,7 @@ __all__ = [
     "KeyHoldParams",
     "KeyParams",
     "KeySpec",
+    "Keys",
     "MediaFetchParams",
     "MediaMountParams",
     "MediaNameParams",
@@ -401,18 +403,27 @@ class TypeParams(Params):
 
 KeySpec = str | dict[str, str]
 
+MAX_KEYS: Final = 16
+"""The most keys one hotkey or key action presses together (no keyboard chord has more)."""
+
+Keys = (
+    Annotated[list[KeySpec], Field(min_length=1, max_length=MAX_KEYS)]
+    | Annotated[str, Field(min_length=1, max_length=256)]
+)
+"""Keys pressed together: a list, or one string such as ``"ctrl+shift+t"``."""
+
 
 class HotkeyParams(Params):
     """Press keys together and release them in reverse order; ``duration_ms`` holds them."""
 
-    keys: list[KeySpec] | str = Field(min_length=1)
+    keys: Keys
     duration_ms: int = Field(0, ge=0, le=60_000)
 
 
 class KeyParams(Params):
     """A key or combination such as ``"ctrl+v"`` (a sequence's ``keyboard.key`` step)."""
 
-    keys: list[KeySpec] | str = Field(min_length=1)
+    keys: Keys
     duration_ms: int = Field(0, ge=0, le=60_000)
 
 

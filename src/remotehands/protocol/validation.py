@@ -14,7 +14,14 @@ import pydantic
 
 from remotehands.errors import ValidationError
 
-__all__ = ["describe_errors", "describe_validation", "validated"]
+__all__ = [
+    "INT_MAX",
+    "INT_MIN",
+    "check_int_range",
+    "describe_errors",
+    "describe_validation",
+    "validated",
+]
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 
@@ -45,3 +52,28 @@ def validated(model: type[M], values: Any, what: str) -> M:
         return model.model_validate(values)
     except pydantic.ValidationError as err:
         raise ValidationError(describe_validation(err, what)) from err
+
+
+INT_MIN = -(2**63)
+INT_MAX = 2**63 - 1
+"""The integers the wire carries: JSON encoders (orjson) and databases stop at 64 bits."""
+
+
+def check_int_range(value: Any, what: str, where: str = "") -> None:
+    """Raise :class:`~remotehands.errors.ValidationError` naming the first integer in
+    ``value`` (at any depth) outside :data:`INT_MIN`-:data:`INT_MAX`, which no peer could
+    decode; ``what`` names the action."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not INT_MIN <= value <= INT_MAX:
+            raise ValidationError(
+                f"invalid parameters for {what}: {where or 'value'}: {value} is out of range "
+                f"(integers are {INT_MIN} to {INT_MAX})"
+            )
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            check_int_range(item, what, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            check_int_range(item, what, f"{where}.{index}" if where else str(index))

@@ -8,13 +8,16 @@ it can still mark its devices offline).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from remotehands import __version__
+from remotehands.private import private_dir, read_or_create_secret
 from remotehands.server.audit import AuditLog
 from remotehands.server.auth import Authenticator, Passwords, PrincipalCache
 from remotehands.server.clock import Clock, utc_now
@@ -38,16 +41,23 @@ from remotehands.server.http import (
 from remotehands.server.http import metrics as metrics_routes
 from remotehands.server.http.docs import docs_app
 from remotehands.server.http.errors import install_error_handlers
+from remotehands.server.http.handshake import HandshakeTimeout
+from remotehands.server.http.headers import SecurityHeaders
 from remotehands.server.http.limits import BodyLimit
 from remotehands.server.link import ws as link_ws
 from remotehands.server.link.hub import LinkHub
 from remotehands.server.logredact import install_log_redaction
-from remotehands.server.ratelimit import RateLimiter
+from remotehands.server.ratelimit import LoginLimiter, RateLimiter
 from remotehands.server.router import InProcessRouter
 from remotehands.server.services import Services
 from remotehands.server.settings import ServerSettings
 
-__all__ = ["create_app"]
+__all__ = ["AUDIT_KEY", "AUDIT_SPOOL", "create_app"]
+
+AUDIT_KEY = "audit.key"
+"""The file in the data directory holding the key of the audit log's hashes of typed text."""
+AUDIT_SPOOL = "audit.spool"
+"""The file in the data directory keeping audit entries the database could not take."""
 
 
 def create_app(
@@ -74,9 +84,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            await asyncio.to_thread(private_dir, settings.data_dir)
+            tls = await asyncio.to_thread(settings.tls_files)
             db = await Database.open(settings.db_url)
             stack.push_async_callback(db.close)
-            audit = await stack.enter_async_context(AuditLog(db, now))
+            key = await asyncio.to_thread(read_or_create_secret, settings.data_dir / AUDIT_KEY)
+            audit = await stack.enter_async_context(
+                AuditLog(db, now, key=key, spool=settings.data_dir / AUDIT_SPOOL)
+            )
             events = await stack.enter_async_context(InProcessEventBus())
             # Entered last, so left first: it marks its devices offline while the database and
             # the event bus are still open.
@@ -92,8 +107,9 @@ def create_app(
             )
             principals = PrincipalCache(clock=monotonic or time.monotonic)
             authenticator = Authenticator(
-                db, principals, clock=now, session_ttl_s=settings.session_ttl_s
-            )
+                db, principals, clock=now, session_ttl_s=settings.session_ttl_s,
+                totp_roles=frozenset(settings.totp_required_roles),
+            )  # fmt: skip
             app.state.services = Services(
                 settings=settings,
                 db=db,
@@ -103,10 +119,16 @@ def create_app(
                 router=InProcessRouter(hub),
                 clock=now,
                 passwords=passwords or Passwords(),
-                login_limiter=RateLimiter(settings.login_rate_limit, clock=limiter_clock),
+                login_limiter=LoginLimiter(
+                    per_pair=settings.login_rate_limit,
+                    per_address=settings.login_address_rate_limit,
+                    per_username=settings.login_username_rate_limit,
+                    clock=limiter_clock,
+                ),
                 register_limiter=RateLimiter(settings.register_rate_limit, clock=limiter_clock),
                 principals=principals,
                 authenticator=authenticator,
+                tls=tls,
             )
             yield
 
@@ -119,6 +141,16 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HandshakeTimeout)
+    if settings.allowed_origins:  # CORS stays closed (no header at all) unless configured
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
+    app.add_middleware(SecurityHeaders, https=settings.uses_tls)  # outermost: every answer
     # Routes with static paths first: one under /v1/devices/ (bulk, enrollment...) must win
     # over the {device_id} of the device routes.
     for module in (

@@ -1,30 +1,44 @@
 """The audit log: who did what to which device, with what result and how long it took.
 
 :meth:`AuditLog.record` never raises into its caller (an action that worked must not fail because
-its audit row could not be written; the failure is logged instead), and it never stores
+its audit row could not be written), and loses nothing when the database cannot take it (full,
+read-only, unreachable): such entries go to a spool file (JSON lines, fsynced, 0600) and are
+written to the database, oldest first, once it takes writes again. It never stores
 secrets: keys such as ``password`` or ``token`` are removed from the parameters, credentials
 recognisable by their prefix are masked wherever they appear, and so are the values of
 ``Authorization``-like header strings.
+
+The log is tamper-evident: each entry carries ``prev_hash``, the hash of the entry written before
+it, and ``hash``, the SHA-256 of its own fields and ``prev_hash`` (:func:`entry_hash`). Writes
+are serialized (a lock in this process, and on PostgreSQL a transaction-scoped advisory lock
+shared by every replica), so the chain has no forks; :meth:`AuditLog.verify` walks it and names
+the first entry that does not match (an edited row, or the one after a deleted row).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
+import os
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from remotehands.server.auth.principals import Principal
 from remotehands.server.db.engine import Database
 from remotehands.server.db.models import AuditEntry
 from remotehands.server.logredact import mask_credentials
 
-__all__ = ["ACTOR_KINDS", "AuditLog", "redact"]
+__all__ = ["ACTOR_KINDS", "AuditLog", "ChainCheck", "entry_hash", "redact"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +51,14 @@ QUEUE_SIZE = 10_000
 """Entries waiting for the writer before ``AuditLog.record(wait=False)`` makes its callers wait."""
 WRITE_BATCH = 500
 """The most entries written in one transaction."""
+
+_CHAIN_LOCK_ID = 0x61756469745F  # "audit_": any constant shared by every replica
+VERIFY_BATCH = 1000
+
+SPOOL_RETRY_S = 5.0
+"""How often spooled entries are tried again while nothing new comes to write."""
+_SPOOLED_FIELDS = ("actor", "actor_kind", "device_id", "action", "params", "result",
+                   "duration_ms", "details")  # fmt: skip
 
 REDACTED = "[redacted]"
 
@@ -88,11 +110,66 @@ def redact(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class ChainCheck:
+    """What :meth:`AuditLog.verify` found."""
+
+    ok: bool
+    entries: int
+    """Entries checked (those of the chain, up to the first bad one)."""
+    first_bad: int | None
+    """The id of the first entry that does not match; None when all do."""
+
+
+def _at(value: datetime) -> str:
+    moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat()
+
+
+def entry_hash(entry: AuditEntry) -> str:
+    """SHA-256 (hex) of an entry's fields and the hash before it, in a canonical JSON form."""
+    data = {
+        "prev": entry.prev_hash,
+        "at": _at(entry.at),
+        "actor": entry.actor,
+        "actor_kind": entry.actor_kind,
+        "device_id": entry.device_id,
+        "action": entry.action,
+        "params": entry.params,
+        "result": entry.result,
+        "duration_ms": float(entry.duration_ms),
+        "details": entry.details,
+    }
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                           default=str)  # fmt: skip
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _copy(entry: AuditEntry) -> AuditEntry:
+    return AuditEntry(at=entry.at, **{name: getattr(entry, name) for name in _SPOOLED_FIELDS})
+
+
 class AuditLog:
     """Writes and reads the ``audit`` table."""
 
-    def __init__(self, db: Database, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Callable[[], datetime] | None = None,
+        *,
+        key: bytes | None = None,
+        spool: Path | None = None,
+    ) -> None:
         self._db = db
+        self.key = key
+        """The key of the hashes of typed text kept in place of the text (None: length only)."""
+        self._spool = spool
+        self._spool_lock = asyncio.Lock()
+        self._chain_lock = asyncio.Lock()
+        self._held: list[AuditEntry] = []
+        """Entries neither the database nor the spool took (its disk full too): kept here."""
+        self.spooled = _count_lines(spool) if spool is not None else 0
+        """Entries in the spool (or held in memory), waiting for the database."""
         self._clock = clock or (lambda: datetime.now(UTC))
         self._queue: asyncio.Queue[AuditEntry] | None = None
         self._writer_task: asyncio.Task[None] | None = None
@@ -133,7 +210,7 @@ class AuditLog:
             if not wait and self._queue is not None:
                 await self._queue.put(entry)
             else:
-                await self._write([entry])
+                await self._write_or_spool([entry])
         except Exception:
             logger.exception("could not write the audit entry %s by %s", action, actor)
 
@@ -164,17 +241,123 @@ class AuditLog:
         )
 
     async def _write(self, entries: list[AuditEntry]) -> None:
-        async with asyncio.timeout(RECORD_TIMEOUT_S), self._db.session() as session:
-            session.add_all(entries)
+        """Append ``entries`` to the chain in one transaction."""
+        async with (
+            self._chain_lock,
+            asyncio.timeout(RECORD_TIMEOUT_S),
+            self._db.session() as session,
+        ):
+            if self._db.dialect == "postgresql":
+                await session.execute(text("SELECT pg_advisory_xact_lock(:id)"),
+                                      {"id": _CHAIN_LOCK_ID})  # fmt: skip
+            prev = await session.scalar(
+                select(AuditEntry.hash)
+                .where(AuditEntry.hash.is_not(None))
+                .order_by(AuditEntry.id.desc())
+                .limit(1)
+            )
+            chained = []
+            for entry in entries:
+                fresh = _copy(entry)  # a spooled or retried entry may have been added before
+                fresh.prev_hash = prev
+                fresh.hash = prev = entry_hash(fresh)
+                chained.append(fresh)
+            session.add_all(chained)
             await session.commit()
+
+    async def export(self) -> AsyncIterator[dict[str, Any]]:
+        """Every entry, oldest first, as JSON-ready dicts, read in batches."""
+        last_id = -1
+        while True:
+            async with self._db.session() as session:
+                batch = list((await session.scalars(
+                    select(AuditEntry).where(AuditEntry.id > last_id)
+                    .order_by(AuditEntry.id).limit(VERIFY_BATCH)
+                )).all())  # fmt: skip
+            if not batch:
+                return
+            for entry in batch:
+                yield {"id": entry.id, "at": _at(entry.at), "prev_hash": entry.prev_hash,
+                       "hash": entry.hash,
+                       **{name: getattr(entry, name) for name in _SPOOLED_FIELDS}}  # fmt: skip
+                last_id = entry.id
+
+    async def verify(self) -> ChainCheck:
+        """Walk the chain from its first entry; the first that does not match is named."""
+        await self.flush()
+        checked, prev, last_id = 0, None, -1
+        while True:
+            async with self._db.session() as session:
+                batch = list((await session.scalars(
+                    select(AuditEntry).where(AuditEntry.hash.is_not(None),
+                                             AuditEntry.id > last_id)
+                    .order_by(AuditEntry.id).limit(VERIFY_BATCH)
+                )).all())  # fmt: skip
+            if not batch:
+                return ChainCheck(ok=True, entries=checked, first_bad=None)
+            for entry in batch:
+                if entry.prev_hash != prev or entry.hash != entry_hash(entry):
+                    return ChainCheck(ok=False, entries=checked, first_bad=entry.id)
+                checked += 1
+                prev, last_id = entry.hash, entry.id
+
+    async def _write_or_spool(self, entries: list[AuditEntry]) -> None:
+        """Write ``entries``, or spool them when the database fails; after a write that
+        worked, write what the spool holds."""
+        try:
+            await self._write(entries)
+        except Exception as err:
+            if self._spool is None:
+                raise
+            async with self._spool_lock:
+                try:
+                    await asyncio.to_thread(_append_spool, self._spool, entries)
+                except OSError as spool_err:
+                    logger.error("the audit spool %s cannot take entries either (%s): "
+                                 "keeping them in memory", self._spool, spool_err)  # fmt: skip
+                    self._held.extend(entries)
+                self.spooled += len(entries)
+            logger.error("the database did not take %d audit entries (%s); they wait in %s",
+                         len(entries), err, self._spool)  # fmt: skip
+            return
+        if self.spooled:
+            await self.drain_spool()
+
+    async def drain_spool(self) -> int:
+        """Write the spooled entries to the database and empty the spool; answers how many.
+        Raises (keeping the spool) when the database still fails."""
+        if self._spool is None:
+            return 0
+        async with self._spool_lock:
+            entries = await asyncio.to_thread(_read_spool, self._spool)
+            if entries:
+                for start in range(0, len(entries), WRITE_BATCH):
+                    # written batch by batch: a batch already in is not written twice
+                    await self._write(entries[start : start + WRITE_BATCH])
+                    await asyncio.to_thread(_rewrite_spool, self._spool,
+                                            entries[start + WRITE_BATCH :])  # fmt: skip
+                logger.warning("%d spooled audit entries written to the database",
+                               len(entries))  # fmt: skip
+            if self._held:  # newer than the spool's: they came when it failed too
+                await self._write(self._held)
+                self._held = []
+            count, self.spooled = self.spooled, 0
+            return count
 
     async def _writer(self, queue: asyncio.Queue[AuditEntry]) -> None:
         while True:
-            batch = [await queue.get()]
+            try:
+                async with asyncio.timeout(SPOOL_RETRY_S if self.spooled else None):
+                    first = await queue.get()
+            except TimeoutError:
+                with contextlib.suppress(Exception):  # still failing: the next round retries
+                    await self.drain_spool()
+                continue
+            batch = [first]
             while not queue.empty() and len(batch) < WRITE_BATCH:
                 batch.append(queue.get_nowait())
             try:
-                await self._write(batch)
+                await self._write_or_spool(batch)
             except Exception:
                 logger.exception("could not write %d audit entries", len(batch))
             finally:
@@ -182,6 +365,12 @@ class AuditLog:
                     queue.task_done()
 
     async def __aenter__(self) -> AuditLog:
+        if self.spooled:
+            try:
+                await self.drain_spool()
+            except (SQLAlchemyError, OSError, TimeoutError) as err:  # retried every SPOOL_RETRY_S
+                logger.error("%d spooled audit entries still wait for the database: %s",
+                             self.spooled, err)  # fmt: skip
         self._queue = asyncio.Queue(maxsize=QUEUE_SIZE)
         self._writer_task = asyncio.create_task(self._writer(self._queue), name="audit-writer")
         return self
@@ -240,3 +429,54 @@ class AuditLog:
         statement = statement.order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(limit)
         async with self._db.session() as session:
             return list((await session.scalars(statement)).all())
+
+
+def _to_line(entry: AuditEntry) -> str:
+    data = {name: getattr(entry, name) for name in _SPOOLED_FIELDS}
+    data["at"] = entry.at.isoformat()
+    return json.dumps(data, default=str, ensure_ascii=False)
+
+
+def _from_line(line: str) -> AuditEntry:
+    data = json.loads(line)
+    data["at"] = datetime.fromisoformat(data["at"])
+    return AuditEntry(**data)
+
+
+def _append_spool(path: Path, entries: list[AuditEntry]) -> None:
+    """Append ``entries`` durably (fsync) to the spool, created 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as f:
+        f.write("".join(_to_line(entry) + "\n" for entry in entries))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _read_spool(path: Path) -> list[AuditEntry]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    return [_from_line(line) for line in text.splitlines() if line.strip()]
+
+
+def _rewrite_spool(path: Path, rest: list[AuditEntry]) -> None:
+    if not rest:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write("".join(_to_line(entry) + "\n" for entry in rest))
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with path.open("rb") as f:
+            return sum(1 for line in f if line.strip())
+    except FileNotFoundError:
+        return 0

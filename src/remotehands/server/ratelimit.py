@@ -1,84 +1,56 @@
-"""Limits on failed attempts (logins, agent registrations), per key, in a sliding window.
+"""Limits on failed logins and registrations of the fleet server.
 
-Counts live in this process: with several replicas each one limits on its own, which still
-bounds guessing to ``limit * replicas`` per window.
+:class:`LoginLimiter` limits failed password checks three ways at once: per client address and
+username (a typo-prone user locks out only themselves), per address (one client trying many
+usernames) and per username (many addresses guessing one account). The sliding-window counter
+itself is :class:`remotehands.ratelimit.RateLimiter`, shared with the agent.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections import OrderedDict, deque
 from collections.abc import Callable
 
-from remotehands.errors import RateLimitedError
+from remotehands.ratelimit import RateLimiter, RateLimitExceeded
 
-__all__ = ["RateLimitExceeded", "RateLimiter"]
-
-
-class RateLimitExceeded(RateLimitedError):
-    """:class:`RateLimitedError` that knows when to retry (the ``Retry-After`` header)."""
-
-    def __init__(self, details: str, retry_after_s: float) -> None:
-        super().__init__(details)
-        self.retry_after_s = retry_after_s
+__all__ = ["LoginLimiter", "RateLimitExceeded", "RateLimiter"]
 
 
-class RateLimiter:
-    """At most ``limit`` failures per key within ``window_s`` seconds.
+class LoginLimiter:
+    """Failed password checks, limited per address and username, per address, per username.
 
-    ``clock`` returns seconds (monotonic or wall time); tests pass a fake one. At most
-    ``max_keys`` keys are tracked: the least recently failing ones are forgotten first, so a flood
-    of distinct keys costs bounded memory.
+    A success forgets the failures of that address and username pair and of that username,
+    never those of the address (a caller with one good account must not clear its address's
+    count by logging in between guesses at others).
     """
 
     def __init__(
         self,
-        limit: int,
+        *,
+        per_pair: int,
+        per_address: int,
+        per_username: int,
         window_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         max_keys: int = 100_000,
     ) -> None:
-        self.limit = limit
-        self.window_s = window_s
-        self._clock = clock
-        self._max_keys = max_keys
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self.pair = RateLimiter(per_pair, window_s, clock, max_keys)
+        self.address = RateLimiter(per_address, window_s, clock, max_keys)
+        self.username = RateLimiter(per_username, window_s, clock, max_keys)
 
-    def _recent(self, key: str, now: float) -> deque[float] | None:
-        failures = self._failures.get(key)
-        if failures is None:
-            return None
-        while failures and failures[0] <= now - self.window_s:
-            failures.popleft()
-        if not failures:
-            del self._failures[key]
-            return None
-        return failures
+    def check(self, ip: str, username: str, what: str = "logins") -> None:
+        """Raise :class:`RateLimitExceeded` when any of the three limits is used up."""
+        self.pair.check(f"{ip}|{username}", what)
+        self.address.check(ip, f"{what} from this address")
+        self.username.check(username, f"{what} for this username")
 
-    def check(self, key: str, what: str = "attempts") -> None:
-        """Raise :class:`RateLimitExceeded` when ``key`` used up its failures."""
-        now = self._clock()
-        failures = self._recent(key, now)
-        if failures is not None and len(failures) >= self.limit:
-            retry_after = max(1.0, failures[0] + self.window_s - now)
-            raise RateLimitExceeded(
-                f"too many failed {what}; try again in {math.ceil(retry_after)} s",
-                retry_after,
-            )
+    def failed(self, ip: str, username: str) -> None:
+        """Count one failed check of ``username``'s password from ``ip``."""
+        self.pair.failed(f"{ip}|{username}")
+        self.address.failed(ip)
+        self.username.failed(username)
 
-    def failed(self, key: str) -> None:
-        """Count one failure for ``key``."""
-        now = self._clock()
-        failures = self._recent(key, now)
-        if failures is None:
-            failures = self._failures[key] = deque(maxlen=self.limit)
-            while len(self._failures) > self._max_keys:
-                self._failures.popitem(last=False)
-        else:
-            self._failures.move_to_end(key)
-        failures.append(now)
-
-    def reset(self, key: str) -> None:
-        """Forget ``key``'s failures (after a success)."""
-        self._failures.pop(key, None)
+    def succeeded(self, ip: str, username: str) -> None:
+        """Forget the pair's and the username's failures after a good password."""
+        self.pair.reset(f"{ip}|{username}")
+        self.username.reset(username)

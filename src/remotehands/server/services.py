@@ -19,9 +19,10 @@ from remotehands.server.clock import Clock
 from remotehands.server.db.engine import Database
 from remotehands.server.events import EventBus
 from remotehands.server.link.hub import LinkHub
-from remotehands.server.ratelimit import RateLimiter
+from remotehands.server.ratelimit import LoginLimiter, RateLimiter
 from remotehands.server.router import DeviceRouter
 from remotehands.server.settings import ServerSettings
+from remotehands.tls import TlsFiles
 
 __all__ = ["Services", "get_services"]
 
@@ -42,14 +43,17 @@ class Services:
     """The one path to a device (request/reply today; streams next)."""
     clock: Clock
     passwords: Passwords
-    login_limiter: RateLimiter
-    """Failed logins per client address and username."""
+    login_limiter: LoginLimiter
+    """Failed password checks per client address and username, per address, per username."""
     register_limiter: RateLimiter
     """Failed agent registrations per client address."""
     principals: PrincipalCache
     """Recent authentications; cleared by every change to users, sessions and tokens."""
     authenticator: Authenticator
     """Credentials to principals and devices, through :attr:`principals`."""
+    tls: TlsFiles | None = None
+    """The certificate the server serves HTTPS with (its fingerprint goes into install
+    commands, for agents to pin), or None without TLS."""
 
 
 def get_services(request_or_ws: HTTPConnection) -> Services:

@@ -23,7 +23,11 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from remotehands.errors import ConfigError
-from remotehands.serving import parse_listen  # the one parser; re-exported for old importers
+from remotehands.serving import (  # parse_listen: the one parser; re-exported for old importers
+    check_trusted_proxies,
+    parse_listen,
+)
+from remotehands.tls import TlsFiles, load, self_signed
 
 __all__ = ["ServerSettings", "normalise_database_url", "parse_listen"]
 
@@ -86,6 +90,26 @@ class ServerSettings(BaseSettings):
     """The largest request body taken; bigger ones get 413 before they are read."""
     login_rate_limit: int = Field(10, ge=1)
     """Failed logins allowed per minute for one client address and username."""
+    login_address_rate_limit: int = Field(30, ge=1)
+    """Failed logins allowed per minute from one client address, whatever the usernames."""
+    login_username_rate_limit: int = Field(30, ge=1)
+    """Failed logins allowed per minute for one username, whatever the addresses."""
+    totp_required_roles: list[str] = Field(default_factory=list)
+    """Roles whose users must log in with a TOTP code (``["owner", "admin"]``); until they
+    enable it, their sessions reach only ``/v1/auth/`` (to enable it)."""
+    tls: bool = False
+    """Serve HTTPS with a self-signed certificate kept in ``data_dir/tls`` (made on first
+    start, reused after), unless ``tls_cert`` and ``tls_key`` name the operator's."""
+    tls_cert: Path | None = None
+    """The operator's certificate (PEM) for HTTPS; goes with ``tls_key``."""
+    tls_key: Path | None = None
+    """The key (PEM, unencrypted) of ``tls_cert``."""
+    allowed_origins: list[str] = Field(default_factory=list)
+    """Web origins (``https://console.example.com``) besides the server's own that may call
+    the API from a browser (CORS) and open its WebSockets; empty: the server's own only."""
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Addresses or CIDR networks of reverse proxies whose ``X-Forwarded-For`` and
+    ``X-Forwarded-Proto`` are believed; empty: those headers are ignored."""
     register_rate_limit: int = Field(10, ge=1)
     """Failed agent registrations allowed per minute for one client address."""
 
@@ -97,6 +121,24 @@ class ServerSettings(BaseSettings):
         except ConfigError as err:
             raise ValueError(err.details) from err
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: list[str]) -> list[str]:
+        try:
+            return check_trusted_proxies(value)
+        except ConfigError as err:
+            raise ValueError(err.details) from err
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
+                raise ValueError(
+                    f"allowed origin {origin!r} is not an origin such as https://host:port"
+                )
+        return [origin.rstrip("/") for origin in value]
 
     @field_validator("public_url")
     @classmethod
@@ -119,11 +161,31 @@ class ServerSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Self:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both, or neither")
         if self.database_url is None:
             self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'remotehands.db'}"
         if self.public_url is None:
-            self.public_url = f"http://{self.listen}"
+            scheme = "https" if self.uses_tls else "http"
+            self.public_url = f"{scheme}://{self.listen}"
         return self
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether the server serves HTTPS."""
+        return self.tls or self.tls_cert is not None
+
+    def tls_files(self) -> TlsFiles | None:
+        """The certificate and key to serve HTTPS with (the self-signed one made now if
+        needed), or None without TLS. Raises :class:`ConfigError` for unusable files."""
+        if self.tls_cert is not None and self.tls_key is not None:
+            return load(self.tls_cert, self.tls_key)
+        if not self.tls:
+            return None
+        host = parse_listen(self.listen)[0]
+        public = (self.public_url or "").split("://", 1)[-1].split("/", 1)[0]
+        public_host = public.rsplit(":", 1)[0].strip("[]") if public else ""
+        return self_signed(self.data_dir / "tls", [host, public_host])
 
     @property
     def db_url(self) -> str:

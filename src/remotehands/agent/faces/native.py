@@ -42,6 +42,7 @@ __all__ = ["BODY_STALL_S", "body_chunks", "body_size", "create_native_app", "nat
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024 * 1024
+LOGIN_MAX_BODY = 16 * 1024
 
 
 class _ORJSON(JSONResponse):
@@ -65,15 +66,15 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    too_large = ValidationError(f"the request body is over {MAX_BODY} bytes; send less")
+async def _json_body(request: Request, limit: int = MAX_BODY) -> dict[str, Any]:
+    too_large = ValidationError(f"the request body is over {limit} bytes; send less")
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY:
+    if declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks, size = [], 0
     async for chunk in request.stream():  # capped as it arrives, never read whole first
         size += len(chunk)
-        if size > MAX_BODY:
+        if size > limit:
             raise too_large
         chunks.append(chunk)
     body = b"".join(chunks)
@@ -193,7 +194,8 @@ def _native(dispatcher: Dispatcher, tokens: TokenStore) -> Face:
         return authed(endpoint)
 
     async def login(request: Request) -> Response:
-        body = await _json_body(request)
+        # open to anyone: a password fits in a few KiB, a stranger gets to send no more
+        body = await _json_body(request, LOGIN_MAX_BODY)
         password = body.get("password")
         if not isinstance(password, str) or not password:
             raise ValidationError('give {"password": "..."} as the JSON body')

@@ -80,12 +80,19 @@ class Authenticator:
     read from the database through a :class:`PrincipalCache` of recent answers."""
 
     def __init__(
-        self, db: Database, principals: PrincipalCache, *, clock: Clock, session_ttl_s: float
+        self,
+        db: Database,
+        principals: PrincipalCache,
+        *,
+        clock: Clock,
+        session_ttl_s: float,
+        totp_roles: frozenset[str] = frozenset(),
     ) -> None:
         self._db = db
         self._principals = principals
         self._clock = clock
         self._session_ttl_s = session_ttl_s
+        self._totp_roles = totp_roles
 
     async def principal(self, credential: str) -> Principal:
         """The principal of a session (``rhs_``) or API token (``rht_``); raises
@@ -114,7 +121,9 @@ class Authenticator:
             raise AuthError("session expired or unknown: log in again")
         user = row.User
         _check_enabled(user)
-        principal = Principal("user", user.id, user.username, user.role)
+        missing = user.role in self._totp_roles and not user.totp_enabled
+        principal = Principal("user", user.id, user.username, user.role,
+                              second_factor_missing=missing)  # fmt: skip
         self._principals.put(digest, principal, row.Session.expires_at)
         return principal
 

@@ -2,13 +2,17 @@
 and the FastAPI dependencies that refuse callers without the role a route needs.
 
 HTTP routes authenticate with ``Authorization: Bearer ...``; WebSocket routes may pass
-``?token=...`` instead (browsers cannot set headers on a WebSocket). A refused WebSocket gets the
-same 401/403 JSON answer as HTTP when the ASGI server can send one instead of the handshake
-(uvicorn can), or else is closed with code 4401 (unauthorized) or 4403 (forbidden).
+``?token=...`` instead (browsers cannot set headers on a WebSocket). A browser opens a WebSocket
+to any site a page asks for, so a WebSocket whose ``Origin`` is neither the server's own nor an
+allowed origin is refused (403) before its credential is looked at (:func:`check_origin`).
+A refused WebSocket gets the same 401/403 JSON answer as HTTP when the ASGI server can send one
+instead of the handshake (uvicorn can), or else is closed with code 4401 (unauthorized) or 4403
+(forbidden).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, WebSocketException
@@ -24,6 +28,7 @@ __all__ = [
     "WS_CLOSE_FORBIDDEN",
     "WS_CLOSE_UNAUTHORIZED",
     "WebSocketRefused",
+    "check_origin",
     "client_ip",
     "request_credential",
     "require_role",
@@ -38,6 +43,26 @@ WS_CLOSE_FORBIDDEN = 4403
 def client_ip(conn: HTTPConnection) -> str:
     """The caller's address (as the ASGI server reports it, after trusted proxy headers)."""
     return conn.client.host if conn.client is not None else "unknown"
+
+
+def check_origin(conn: HTTPConnection, allowed: Sequence[str], public_url: str) -> None:
+    """Raise :class:`ForbiddenError` when the connection comes from a web page of another
+    origin: one not the same as the host it asked for, not ``public_url``'s, not in
+    ``allowed``. Clients that are not browsers send no ``Origin`` and pass."""
+    origin = conn.headers.get("origin")
+    if origin is None:
+        return
+    origin = origin.rstrip("/")
+    scheme, _, host = origin.partition("://")
+    own = public_url.rstrip("/").split("/", 3)
+    if origin in allowed or origin == "/".join(own[:3]):
+        return
+    if scheme in ("http", "https") and host and host == conn.headers.get("host"):
+        return
+    raise ForbiddenError(
+        f"origin {origin} may not open this WebSocket; the server's operator can allow it "
+        "with allowed_origins"
+    )
 
 
 def _services(conn: HTTPConnection) -> Services:
@@ -83,7 +108,15 @@ def require_role(role: str, *, writes: bool = False) -> Any:
 
     async def dependency(conn: HTTPConnection) -> Principal:
         try:
+            if conn.scope["type"] == "websocket":
+                settings = _services(conn).settings
+                check_origin(conn, settings.allowed_origins, settings.base_url)
             principal = await _services(conn).authenticator.principal(request_credential(conn))
+            if principal.second_factor_missing and not conn.url.path.startswith("/v1/auth/"):
+                raise ForbiddenError(
+                    f"the {principal.role} role needs two-factor sign-in: enable it first with "
+                    "`remotehands users totp enable` (POST /v1/auth/totp/enroll, then confirm)"
+                )
             if principal.rank < role_rank(role):
                 raise ForbiddenError(
                     f"this needs the {role} role or higher; "

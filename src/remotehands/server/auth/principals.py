@@ -54,6 +54,9 @@ class Principal:
     tags: list[str] | None = None
     """Devices this principal may reach must have one of these tags; None: every device."""
     token_id: str | None = None
+    second_factor_missing: bool = False
+    """A user whose role needs two-factor sign-in and who has not enabled it: such a session
+    reaches only ``/v1/auth/`` (to enable it)."""
 
     @property
     def actor(self) -> str:

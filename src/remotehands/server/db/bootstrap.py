@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from remotehands.errors import ConfigError, RemoteHandsError
+from remotehands.private import private_dir
 from remotehands.server.auth import MIN_PASSWORD, Passwords, normalise_username
 from remotehands.server.db.engine import Database, safe_url
 from remotehands.server.db.models import User, new_id
@@ -46,7 +47,7 @@ async def initialise(
     if password is not None and len(password) < MIN_PASSWORD:
         raise ConfigError(f"the owner's password must have at least {MIN_PASSWORD} characters")
     try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
     except OSError as err:
         raise ConfigError(
             f"cannot create the data directory {settings.data_dir}: {err.strerror}; choose "

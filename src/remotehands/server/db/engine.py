@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from remotehands.errors import ConfigError
+from remotehands.private import private_file
 
 __all__ = ["MIGRATIONS_DIR", "Database"]
 
@@ -75,6 +76,9 @@ class Database:
             database = parsed.database or ""
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
+                # the database is private whatever the umask; SQLite gives its -wal and -shm
+                # files the database file's mode
+                private_file(Path(database))
             kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.dialect == "sqlite":

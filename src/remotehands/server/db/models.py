@@ -86,6 +86,12 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime]
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    totp_secret: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
+    """The base32 TOTP secret, set when enrolling a second factor."""
+    totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Whether logging in needs a TOTP code (set once a code confirmed the secret)."""
+    totp_recovery: Mapped[list[str] | None] = mapped_column(JSON, nullable=True, default=None)
+    """SHA-256 hashes of the unused recovery codes."""
 
 
 class Session(Base):
@@ -173,3 +179,7 @@ class AuditEntry(Base):
     result: Mapped[str] = mapped_column(String(32))
     duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
     details: Mapped[str | None] = mapped_column(Text)
+    prev_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
+    """The :attr:`hash` of the entry before this one in the chain."""
+    hash: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
+    """SHA-256 over this entry's fields and :attr:`prev_hash` (see remotehands.server.audit)."""

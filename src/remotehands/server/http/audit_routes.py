@@ -1,11 +1,16 @@
-"""``GET /v1/audit``: the audit log, newest first (admins and the owner)."""
+"""``GET /v1/audit``: the audit log, newest first (admins and the owner); ``GET
+/v1/audit/verify``: whether its hash chain is whole; ``GET /v1/audit/export``: all of it as JSON
+lines, oldest first."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from remotehands.server.auth import Principal, require_role, require_unrestricted
@@ -86,3 +91,39 @@ async def list_audit(
             for e in entries
         ]
     )
+
+
+class VerifyOut(BaseModel):
+    """Whether every entry of the chain matches its hash and follows the one before."""
+
+    ok: bool
+    entries: int
+    first_bad: int | None
+
+
+@router.get("/verify")
+async def verify_audit(
+    request: Request, principal: Annotated[Principal, require_role("admin")]
+) -> VerifyOut:
+    """Check the audit log's hash chain; ``first_bad`` is the id of the first entry that was
+    edited (or follows a deleted one)."""
+    require_unrestricted(principal, "the audit log")
+    check = await get_services(request).audit.verify()
+    return VerifyOut(ok=check.ok, entries=check.entries, first_bad=check.first_bad)
+
+
+@router.get("/export", response_class=StreamingResponse)
+async def export_audit(
+    request: Request, principal: Annotated[Principal, require_role("admin")]
+) -> StreamingResponse:
+    """Every entry, oldest first, one JSON object a line (``application/x-ndjson``), with
+    ``prev_hash`` and ``hash`` so that the export can be checked on its own."""
+    require_unrestricted(principal, "the audit log")
+    audit = get_services(request).audit
+    await audit.flush()
+
+    async def lines() -> AsyncIterator[bytes]:
+        async for entry in audit.export():
+            yield orjson.dumps(entry) + b"\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")

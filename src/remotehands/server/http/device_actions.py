@@ -50,10 +50,11 @@ from remotehands.protocol.actions import (
     wait_seconds,
 )
 from remotehands.protocol.encoding import jsonable
+from remotehands.protocol.masking import mask_params
 from remotehands.protocol.query import params_from_query
 from remotehands.protocol.results import failed_step
 from remotehands.protocol.streams import DEFAULT_CHUNK
-from remotehands.protocol.validation import describe_validation
+from remotehands.protocol.validation import check_int_range, describe_validation
 from remotehands.server.auth import Principal, can_act, can_see_device, require_role
 from remotehands.server.db.models import Device
 from remotehands.server.http.metrics import ServerMetrics, metrics_for
@@ -147,7 +148,9 @@ def validate_params(spec: ActionSpec, raw: Mapping[str, Any]) -> tuple[Params, d
         params = spec.params.model_validate(raw)
     except pydantic.ValidationError as err:
         raise ValidationError(describe_validation(err, spec.name)) from err
-    return params, params.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    wire = params.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    check_int_range(wire, spec.name)  # the link could not carry it: a 422, not a 500
+    return params, wire
 
 
 def action_timeout_s(wire_params: Mapping[str, Any], base_s: float) -> float:
@@ -156,15 +159,21 @@ def action_timeout_s(wire_params: Mapping[str, Any], base_s: float) -> float:
     return min(_MAX_TIMEOUT_S, base_s + wait_seconds(dict(wire_params)))
 
 
-def audit_params(value: Any) -> Any:
-    """Parameters as the audit log keeps them: strings over :data:`AUDIT_MAX_STRING`
-    characters become ``<N chars>`` (secret keys are dropped by the audit log itself)."""
+def audit_params(value: Any, key: bytes | None = None) -> Any:
+    """Parameters as the audit log keeps them: typed text and clipboard contents as their
+    length and a hash keyed by ``key`` at any depth (:func:`mask_params`), other strings over
+    :data:`AUDIT_MAX_STRING` characters as ``<N chars>`` (secret keys are dropped by the audit
+    log itself)."""
+    return _shorten(mask_params(value, key))
+
+
+def _shorten(value: Any) -> Any:
     if isinstance(value, str):
         return value if len(value) <= AUDIT_MAX_STRING else f"<{len(value)} chars>"
     if isinstance(value, Mapping):
-        return {str(k): audit_params(v) for k, v in value.items()}
+        return {str(k): _shorten(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [audit_params(v) for v in value]
+        return [_shorten(v) for v in value]
     return value
 
 
@@ -271,7 +280,7 @@ async def record(
         actor_kind=principal.kind,
         action=action,
         device_id=device_id,
-        params=audit_params(dict(params)) if params is not None else None,
+        params=audit_params(dict(params), services.audit.key) if params is not None else None,
         result=result,
         duration_ms=duration_ms,
         details=details,

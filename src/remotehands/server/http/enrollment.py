@@ -88,9 +88,18 @@ class RegisterOut(BaseModel):
 
 
 def install_command(services: Services, token: str) -> str:
-    """The shell command that installs the agent from this server and enrolls it."""
+    """The shell command that installs the agent from this server and enrolls it; with TLS,
+    curl pins the server's public key and the agent its certificate (``--server-fingerprint``),
+    so a self-signed certificate is safe to use."""
     base = services.settings.base_url
-    return f"curl -sSL {shlex.quote(base + '/install')} | sh -s -- --token {shlex.quote(token)}"
+    url, quoted = shlex.quote(base + "/install"), shlex.quote(token)
+    tls = services.tls
+    if tls is None:
+        return f"curl -sSL {url} | sh -s -- --token {quoted}"
+    return (
+        f"curl -sSLk --pinnedpubkey {shlex.quote(tls.public_key_pin)} {url} | sh -s -- "
+        f"--token {quoted} -- --server-fingerprint {tls.fingerprint}"
+    )
 
 
 @router.post("/v1/devices/enrollment", status_code=201)

@@ -7,6 +7,8 @@
 - request validation -> 422 ``invalid``, naming each bad field (``body.username: Field
   required``);
 - unknown routes -> 404 ``not_found``, wrong methods -> 405 ``invalid``;
+- the database failing (full, read-only, unreachable) -> 503 ``unavailable`` saying which and
+  what to do, with ``Retry-After``;
 - anything else -> 500 ``internal``, logged with its traceback, never sent to the client.
 """
 
@@ -23,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from remotehands.errors import RemoteHandsError, ValidationError, error_class_for_status
 from remotehands.protocol.validation import describe_errors
 from remotehands.server.auth import WebSocketRefused
+from remotehands.server.db.storage import is_storage_error, storage_problem
 from remotehands.server.ratelimit import RateLimitExceeded
 
 __all__ = ["error_response", "install_error_handlers"]
@@ -83,7 +86,20 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, details, dict(exc.headers or {}))
 
 
+STORAGE_RETRY_AFTER_S = 30
+"""What a client that met a failing database is told to wait."""
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    if "invalid byte sequence" in str(exc):
+        # PostgreSQL refuses text with NUL characters, which JSON allows: the request's fault
+        details = "text may not contain NUL (\\u0000) characters; remove them"
+        return error_response(422, "invalid", details)
+    if is_storage_error(exc):
+        problem = storage_problem(exc)
+        logger.error("%s %s: %s (%s)", request.method, request.url.path, problem, exc)
+        return error_response(503, "unavailable", problem,
+                              {"Retry-After": str(STORAGE_RETRY_AFTER_S)})  # fmt: skip
     logger.error("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(
         500, "internal", "the server failed unexpectedly; the error is in its log"

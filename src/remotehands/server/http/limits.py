@@ -4,11 +4,14 @@ Every body the API takes is small JSON (the largest, a clipboard text, is 16 MiB
 anything bigger is refused with 413 as soon as its ``Content-Length`` says so, or as soon as a
 streamed body passes the cap. The payload of a streamed device action (``PUT
 /v1/devices/{id}/media/images/{name}``) is the exception: it goes to the device as it arrives,
-never held, so it may be as large as the device takes.
+never held, so it may be as large as the device takes. Routes anyone may call without
+credentials (logging in, registering an agent) take far smaller bodies
+(:data:`UNAUTHENTICATED_PATHS`): nobody unknown gets to make the server hold megabytes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -16,9 +19,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from remotehands.protocol.actions import match_route
 
-__all__ = ["MAX_BODY_BYTES", "BodyLimit"]
+__all__ = ["MAX_BODY_BYTES", "SMALL_BODY_BYTES", "UNAUTHENTICATED_PATHS", "BodyLimit"]
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
+SMALL_BODY_BYTES = 16 * 1024
+"""The cap of a body sent without credentials: a username, a password, a code, a token."""
+UNAUTHENTICATED_PATHS: Mapping[str, int] = {
+    "/v1/auth/login": SMALL_BODY_BYTES,
+    "/v1/agent/register": SMALL_BODY_BYTES,
+}
+"""Routes open to anyone, and their body caps."""
 
 
 class _TooLarge(BaseException):
@@ -43,17 +53,24 @@ def _streamed(scope: Scope) -> bool:
 class BodyLimit:
     """ASGI middleware answering 413 ``{"error": "invalid", ...}`` for oversized bodies."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int = MAX_BODY_BYTES,
+        small: Mapping[str, int] = UNAUTHENTICATED_PATHS,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.small = dict(small)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or _streamed(scope):
             await self.app(scope, receive, send)
             return
+        cap = min(self.max_bytes, self.small.get(scope["path"].rstrip("/"), self.max_bytes))
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._refuse(send)
+            if name == b"content-length" and value.isdigit() and int(value) > cap:
+                await self._refuse(send, cap)
                 return
         received = 0
         started = False
@@ -63,7 +80,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > cap:
                     raise _TooLarge
             return message
 
@@ -77,12 +94,12 @@ class BodyLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, cap)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, send: Send, cap: int) -> None:
         body = orjson.dumps({
             "error": "invalid",
-            "details": f"the request body is over {self.max_bytes} bytes; send less",
+            "details": f"the request body is over {cap} bytes; send less",
         })  # fmt: skip
         headers: list[Any] = [(b"content-type", b"application/json"),
                               (b"content-length", str(len(body)).encode())]  # fmt: skip

@@ -27,6 +27,7 @@ from prometheus_client import (
 from sqlalchemy import func, select
 from starlette.applications import Starlette
 
+from remotehands.errors import ForbiddenError
 from remotehands.server.auth import Principal, require_role
 from remotehands.server.db.models import Device
 from remotehands.server.services import get_services
@@ -90,7 +91,15 @@ def metrics_for(app: Starlette) -> ServerMetrics:
 async def metrics_text(
     request: Request, principal: Annotated[Principal, require_role("viewer")]
 ) -> Response:
-    """Prometheus text exposition of this app's metrics."""
+    """Prometheus text exposition of this app's metrics.
+
+    They count the whole fleet, so a token limited to tags (which sees only some devices)
+    may not read them."""
+    if principal.tags is not None:
+        raise ForbiddenError(
+            "the metrics count the whole fleet; a token limited to tags cannot read them: "
+            "use a token without tags"
+        )
     services = get_services(request)
     metrics = metrics_for(request.app)
     async with asyncio.timeout(_COUNT_TIMEOUT_S), services.db.session() as session:

@@ -249,10 +249,10 @@ async def _check_current_password(
 ) -> None:
     if not current:
         raise ValidationError("body.current_password: required to change your own password")
-    limit_key = f"{client_ip(request)}|{user.username}"
-    services.login_limiter.check(limit_key, "password checks")
+    ip = client_ip(request)
+    services.login_limiter.check(ip, user.username, "password checks")
     if not await services.passwords.verify(user.password_hash, current):
-        services.login_limiter.failed(limit_key)
+        services.login_limiter.failed(ip, user.username)
         raise ForbiddenError("the current password is wrong")
 
 

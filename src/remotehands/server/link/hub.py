@@ -39,6 +39,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import random
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -46,7 +47,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self, cast
 
 import pydantic
-from sqlalchemy import CursorResult, Table, bindparam, select, update
+from sqlalchemy import CursorResult, Table, bindparam, or_, select, update
 
 from remotehands.errors import (
     AuthError,
@@ -67,6 +68,7 @@ from remotehands.protocol.link import (
     Reply,
     decode,
     encode,
+    restart_reason,
 )
 from remotehands.server.db.engine import Database
 from remotehands.server.db.models import Device
@@ -79,6 +81,14 @@ __all__ = ["CLOSE_GOING_AWAY", "AgentLink", "LinkHub", "LinkIdentity", "LinkTran
 logger = logging.getLogger(__name__)
 
 CLOSE_GOING_AWAY = 1001
+RESTART_DELAY_S = 0.5
+"""The least an agent is told to wait before coming back to a server that stopped: about the
+time a supervisor takes to start it again."""
+RESTART_SPREAD_MIN_S = 1.0
+RESTART_SPREAD_MAX_S = 5.0
+RESTART_LINKS_PER_S = 400.0
+"""Agents are told to come back over ``links / RESTART_LINKS_PER_S`` seconds (within the
+bounds above): a thousand agents over 2.5 s, not all in the same millisecond."""
 """Close code for a link the server drops without blame: shutdown, or an agent gone silent."""
 
 SEND_TIMEOUT_S = 10.0
@@ -354,6 +364,10 @@ class LinkHub:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        try:
+            await self.sweep_stale(at_start=True)
+        except Exception:
+            logger.exception("could not mark the devices of a previous run offline")
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
         self._loops = [
@@ -375,9 +389,13 @@ class LinkHub:
         self._links.clear()
         for link in links:
             link.superseded = True
+        # each agent is told when to come back, spread so that they do not all come at once
+        spread = min(RESTART_SPREAD_MAX_S, max(RESTART_SPREAD_MIN_S,
+                                               len(links) / RESTART_LINKS_PER_S))  # fmt: skip
         async with asyncio.TaskGroup() as group:
             for link in links:
-                group.create_task(link.close(CLOSE_GOING_AWAY, "server shutting down"))
+                reason = restart_reason(random.uniform(RESTART_DELAY_S, RESTART_DELAY_S + spread))
+                group.create_task(link.close(CLOSE_GOING_AWAY, reason))
         await self._mark_offline([link for link in links if link.online_written], "shutdown")
         for task in self._loops:
             task.cancel()
@@ -624,11 +642,22 @@ class LinkHub:
                 logger.exception("stale device sweep failed")
             await asyncio.sleep(self.heartbeat_interval_s)
 
-    async def sweep_stale(self) -> list[str]:
-        """One sweep; returns the ids it marked offline."""
+    async def sweep_stale(self, *, at_start: bool = False) -> list[str]:
+        """One sweep; returns the ids it marked offline.
+
+        ``at_start`` is the sweep of a server that just started: no link survives a restart,
+        so on SQLite (one server process) every device left online is offline at once, not
+        after the silence bound; on PostgreSQL, where other replicas may hold live links that
+        refresh their devices every heartbeat, those not refreshed for two heartbeats."""
         # The margin covers the batching of heartbeat writes.
-        cutoff = self.now() - timedelta(seconds=self.offline_after_s + self.heartbeat_interval_s)
-        stale_filter = (Device.status == "online", Device.last_seen < cutoff)
+        silence = self.offline_after_s + self.heartbeat_interval_s
+        if at_start:
+            silence = 0.0 if self._db.dialect == "sqlite" else 2 * self.heartbeat_interval_s
+        cutoff = self.now() - timedelta(seconds=silence)
+        stale_filter = (
+            Device.status == "online",
+            or_(Device.last_seen.is_(None), Device.last_seen <= cutoff),
+        )
         async with asyncio.timeout(DB_TIMEOUT_S), self._db.session() as session:
             found = (
                 await session.execute(select(Device.id, Device.tags).where(*stale_filter))

@@ -29,12 +29,14 @@ from remotehands.protocol.link import (
 from remotehands.server.link.hub import LinkIdentity
 from remotehands.server.services import Services, get_services
 
-__all__ = ["HELLO_TIMEOUT_S", "StarletteTransport", "router"]
+__all__ = ["HELLO_TIMEOUT_S", "MAX_HELLO_BYTES", "StarletteTransport", "router"]
 
 logger = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 10.0
 """How long a fresh link may take to authenticate and say hello."""
+MAX_HELLO_BYTES = 256 * 1024
+"""The largest hello taken: ids, capabilities and a few screens fit in a few KiB."""
 _CLOSE_INTERNAL = 1011
 
 router = APIRouter()
@@ -95,6 +97,10 @@ async def _handshake(
             frame = await transport.receive()
             if frame is None:
                 return None
+            if len(frame) > MAX_HELLO_BYTES:
+                raise ValidationError(
+                    f"the hello is {len(frame)} bytes, over {MAX_HELLO_BYTES}: send less"
+                )
             message = decode(frame)
             if message["type"] != "hello":
                 raise ValidationError(
