@@ -138,7 +138,7 @@ def test_the_wheel_metadata_has_an_spdx_licence_and_a_light_core(
     core = [line.split(":", 1)[1].strip() for line in text.splitlines()
             if line.startswith("Requires-Dist:") and "extra ==" not in line]  # fmt: skip
     assert {canonicalize_name(Requirement(r).name) for r in core} == {
-        "pydantic", "click", "httpx", "orjson", "rich"}  # fmt: skip
+        "pydantic", "click", "httpx", "orjson", "rich", "websockets"}  # fmt: skip
     assert "remotehands/server/installer.sh" in names
     assert "remotehands/server/db/alembic.ini" in names
 
