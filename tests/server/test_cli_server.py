@@ -152,6 +152,15 @@ def test_serve_refuses_an_unreachable_database(tmp_path: Path) -> None:
     assert "secretpw" not in err
 
 
+def test_init_against_an_unreachable_database_creates_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "new-data"
+    code, _, err = _run("server", "init", "--data", str(data), "--database-url",
+                        "postgresql://u:secretpw@127.0.0.1:1/none")  # fmt: skip
+    assert code == 2
+    assert "cannot open database" in err and "secretpw" not in err
+    assert not data.exists()  # nothing half-created
+
+
 @pytest.mark.anyio
 @pytest.mark.slow  # init and serve as processes, with real password hashing
 async def test_serve_for_real(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -46,6 +47,7 @@ async def initialise(
         raise ConfigError(err.details) from err
     if password is not None and len(password) < MIN_PASSWORD:
         raise ConfigError(f"the owner's password must have at least {MIN_PASSWORD} characters")
+    created = not settings.data_dir.exists()
     try:
         private_dir(settings.data_dir)
     except OSError as err:
@@ -53,6 +55,17 @@ async def initialise(
             f"cannot create the data directory {settings.data_dir}: {err.strerror}; choose "
             "another --data, or let the user running the server write there"
         ) from err
+    try:
+        return await _initialise(settings, username, password, passwords)
+    except BaseException:
+        if created:  # nothing half-created: a database that cannot be reached leaves no trace
+            shutil.rmtree(settings.data_dir, ignore_errors=True)
+        raise
+
+
+async def _initialise(
+    settings: ServerSettings, username: str, password: str | None, passwords: Passwords | None
+) -> InitResult:
     database = safe_url(settings.db_url)
     async with await Database.open(settings.db_url) as db:
         async with db.session() as session:
