@@ -21,6 +21,7 @@ import httpx
 import numpy as np
 import pytest
 import simplejpeg
+from PIL import Image, ImageDraw, ImageFont
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
@@ -304,13 +305,48 @@ async def test_snapshot_headers_preview_and_ocr(http: httpx.AsyncClient, device:
     }  # fmt: skip
     loaded = await http.get("/api/streamer/snapshot?load=1", headers=ADMIN)
     assert loaded.status_code == 200 and loaded.headers["content-type"] == "image/jpeg"
-    ocr = await http.get("/api/streamer/snapshot?ocr=1", headers=ADMIN)
-    assert ocr.status_code == 400
-    assert ocr.json()["result"] == {"error": "OcrError", "error_msg": "Tesseract is not available"}
-    wrapped = (await http.get("/api/streamer/ocr", headers=ADMIN)).json()["result"]
-    assert wrapped == {"ocr": {"enabled": False, "langs": {"default": [], "available": []}}}
     unsupported = await http.post("/api/streamer/set_params?h264_bitrate=100", headers=ADMIN)
     assert unsupported.json()["result"]["error"] == "StreamerH264NotSupported"
+
+
+def _write(driver: FakeDriver, text: str, at: tuple[int, int]) -> None:
+    """Black text on the fake screen (white first), as a window would show it."""
+    image = Image.fromarray(np.ascontiguousarray(driver.framebuffer[..., 2::-1]))
+    font = ImageFont.truetype("DejaVuSans.ttf", 20)
+    ImageDraw.Draw(image).text(at, text, fill=(0, 0, 0), font=font)
+    driver.framebuffer[..., :3] = np.asarray(image)[..., ::-1]
+
+
+async def test_ocr_reads_the_screen_in_kvmds_box(
+    http: httpx.AsyncClient, device: DeviceRun
+) -> None:
+    driver = fake(device)
+    driver.fill((255, 255, 255))
+    _write(driver, "Alpha", (10, 80))
+    _write(driver, "Omega", (200, 80))
+    whole = await http.get("/api/streamer/snapshot?ocr=1", headers=ADMIN)
+    assert whole.status_code == 200
+    assert whole.headers["content-type"] == "text/plain; charset=utf-8"
+    assert "Alpha" in whole.text and "Omega" in whole.text
+    # right and bottom are coordinates, not sizes: the right half only
+    right = await http.get("/api/streamer/snapshot?ocr=1&ocr_langs=eng&ocr_left=160&ocr_top=0"
+                           "&ocr_right=-1&ocr_bottom=200", headers=ADMIN)  # fmt: skip
+    assert "Omega" in right.text and "Alpha" not in right.text
+    left = await http.get("/api/streamer/snapshot?ocr=1&ocr_right=150&ocr_bottom=199",
+                          headers=ADMIN)  # fmt: skip
+    assert "Alpha" in left.text and "Omega" not in left.text
+    bad = await http.get("/api/streamer/snapshot?ocr=1&ocr_langs=eng,xyz", headers=ADMIN)
+    assert bad.status_code == 400
+    assert bad.content == envelope(False, {
+        "error": "ValidatorError",
+        "error_msg": "Failed sub-validator on one of the item of ['eng', 'xyz']",
+    })  # fmt: skip
+    wrapped = (await http.get("/api/streamer/ocr", headers=ADMIN)).json()["result"]
+    assert wrapped == {"ocr": {"enabled": True, "langs": {"default": ["eng"],
+                                                          "available": ["eng"]}}}  # fmt: skip
+    async with await _socket(device) as ws:
+        assert await _wait_event(ws, "ocr") == wrapped["ocr"]  # the event is not wrapped
+    assert "ocr" in device.plan.dispatcher.capabilities
 
 
 async def test_info_legacy_and_modern_and_metrics(http: httpx.AsyncClient) -> None:

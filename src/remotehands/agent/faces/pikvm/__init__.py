@@ -9,7 +9,8 @@ Served: ``/api/auth/{login,check,logout}`` (headers, cookie and Basic, with kvmd
 400/401/403 split; user ``admin`` unless ``user`` is set in the face's settings, the agent's
 password), ``/api/info``, ``/api/export/prometheus/metrics``, ``/api/hid`` and its events,
 print, keymaps, set_params, set_connected, reset and inactivity, ``/api/streamer`` with
-snapshots (save, load, preview; OCR answers kvmd's ``OcrError`` until the device has OCR),
+snapshots (save, load, preview, and ``ocr=1`` through the ``ocr`` action where the device has
+OCR, kvmd's ``OcrError`` where not),
 set_params and ocr, ``/api/ws``, ``/api/gpio`` (no channels), and ATX, MSD and the switch
 through the vocabulary's power, media and switch actions (:mod:`.kvm`; kvmd's
 ``...DisabledError`` or an empty switch where the device lacks them).
@@ -20,8 +21,8 @@ Allowed``, answered before authentication as kvmd's are.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -76,6 +77,10 @@ KEYMAPS = ("de", "en-gb", "en-us", "fr", "ja")
 """The keymap names ``/api/hid/print`` accepts. The face types text as Unicode, so every
 keymap types the same characters; the name is checked as kvmd checks it."""
 DEFAULT_KEYMAP = "en-us"
+OCR_LANGS: Final = ("eng",)
+"""The languages the agent's OCR engine reads (its tesseract is started with English)."""
+OCR_UPSCALE: Final = 2.0
+"""kvmd reads a grey copy scaled up twice; the ``ocr`` action greys and scales the same way."""
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -333,6 +338,9 @@ class PikvmFace:
         save = valid_bool(query.get("save", "0"))
         load = valid_bool(query.get("load", "0"))
         valid_bool(query.get("allow_offline", "0"))
+        if valid_bool(query.get("ocr", "0")) and not save and not load:
+            # the ocr action grabs the screen itself: no JPEG to take first
+            return await self._ocr(query)
         if load:
             shot = self.streamer.saved
             if shot is None:
@@ -347,7 +355,7 @@ class PikvmFace:
             if save:
                 self.streamer.saved = shot
         if valid_bool(query.get("ocr", "0")):
-            return self._ocr(query.get("ocr_langs", ""))
+            return await self._ocr(query)
         if valid_bool(query.get("preview", "0")):
             max_w = valid_int(query.get("preview_max_width", "0"), lo=0)
             max_h = valid_int(query.get("preview_max_height", "0"), lo=0)
@@ -359,12 +367,35 @@ class PikvmFace:
             return shot.response(preview.data)
         return shot.response()
 
-    def _ocr(self, langs: str) -> Response:
-        # no OCR capability on any driver yet: kvmd's answer on a device without Tesseract
-        wanted = valid_string_list(langs.strip(), name="OCR langs list")
-        if wanted:
-            raise KvmdError.validator(f"Failed sub-validator on one of the item of {wanted!r}")
-        raise KvmdError("OcrError", "Tesseract is not available")
+    async def _ocr(self, query: Mapping[str, str]) -> Response:
+        """The text of the screen through the ``ocr`` action (kvmd's ``OcrError`` where the
+        device has no OCR). The box is kvmd's: ``ocr_right``/``ocr_bottom`` are coordinates,
+        not sizes, -1 is the image's edge, and a box with nothing inside is the whole image."""
+        state = self.ocr_state()
+        available = state["langs"]["available"]
+        langs = valid_string_list(
+            query.get("ocr_langs", ",".join(state["langs"]["default"])), name="OCR langs list"
+        )
+        for lang in langs:
+            if lang not in available:
+                raise KvmdError.validator(f"Failed sub-validator on one of the item of {langs!r}")
+        left, top, right, bottom = (
+            valid_int(query.get(f"ocr_{side}", "-1")) for side in ("left", "top", "right", "bottom")
+        )
+        if not state["enabled"]:
+            raise KvmdError("OcrError", "Tesseract is not available")
+        params: dict[str, Any] = {"upscale": OCR_UPSCALE}
+        if (left, top, right, bottom) != (-1, -1, -1, -1):
+            width, height = await self.streamer.resolution()
+            box = _ocr_box(left, top, right, bottom, width, height)
+            if box is not None:
+                params.update(zip(("x", "y", "width", "height"), box, strict=True))
+        try:
+            read = await self.dispatcher.run("ocr", params)
+        except (DeviceError, DeviceOfflineError, DeviceTimeoutError) as err:
+            log.info("pikvm face: no snapshot to read: %s", err.details)
+            raise KvmdError("UnavailableError", "Service Unavailable", 503) from err
+        return Response(str(read["text"]), media_type="text/plain; charset=utf-8")
 
     async def remove_snapshot(self, request: Request) -> Response:
         """``DELETE /api/streamer/snapshot``."""
@@ -380,10 +411,16 @@ class PikvmFace:
         """``POST /api/streamer/reset``: nothing to restart."""
         return json_response()
 
-    @staticmethod
-    def ocr_state() -> dict[str, Any]:
-        """The ``ocr`` state (the WS event; ``/api/streamer/ocr`` wraps it in ``ocr``)."""
-        return {"enabled": False, "langs": {"default": [], "available": []}}
+    def ocr_state(self) -> dict[str, Any]:
+        """The ``ocr`` state (the WS event; ``/api/streamer/ocr`` wraps it in ``ocr``):
+        enabled where the device has the agent's ``ocr`` capability, with the languages its
+        engine reads."""
+        if "ocr" not in self.dispatcher.capabilities:
+            return {"enabled": False, "langs": {"default": [], "available": []}}
+        return {
+            "enabled": True,
+            "langs": {"default": list(OCR_LANGS), "available": list(OCR_LANGS)},
+        }
 
     async def streamer_ocr(self, request: Request) -> Response:
         """``GET /api/streamer/ocr``."""
@@ -448,7 +485,7 @@ class PikvmFace:
             "atx": self.atx_state,
             "msd": self.msd_state,
             "streamer": self.streamer.state,
-            "ocr": _const(self.ocr_state()),
+            "ocr": _const_fn(self.ocr_state),
             "switch": self.switch_state,
         }
         initial: list[tuple[str, Any]] = []
@@ -558,6 +595,20 @@ def _const_fn(fn: Callable[[], dict[str, Any]]) -> _ws.States:
         return fn()
 
     return read
+
+
+def _ocr_box(
+    left: int, top: int, right: int, bottom: int, width: int, height: int
+) -> tuple[int, int, int, int] | None:
+    """kvmd's crop box as x, y, width, height: -1 (any negative) is the edge, the box is
+    clipped to the image, and ``None`` (the whole image) when nothing is left inside."""
+    left = min(left, width) if left >= 0 else 0
+    top = min(top, height) if top >= 0 else 0
+    right = min(right, width) if right >= 0 else width
+    bottom = min(bottom, height) if bottom >= 0 else height
+    if right <= left or bottom <= top:
+        return None
+    return left, top, right - left, bottom - top
 
 
 def _charset(request: Request) -> str:
