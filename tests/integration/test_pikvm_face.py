@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -564,3 +565,71 @@ async def test_hid_set_params_checks_and_keeps_the_mouse_output(http: httpx.Asyn
     assert connected.json()["result"]["error_msg"] == (
         "None argument is not a valid bool (['1', 'true', 'yes'] or ['0', 'false', 'no'])"
     )
+
+
+async def test_gpio_has_no_channels_and_says_so_as_kvmd(http: httpx.AsyncClient) -> None:
+    state = await http.get("/api/gpio", headers=ADMIN)
+    assert state.json()["result"] == {
+        "model": {"scheme": {"inputs": {}, "outputs": {}},
+                  "view": {"header": {"title": []}, "table": []}},
+        "state": {"inputs": {}, "outputs": {}},
+    }  # fmt: skip
+    for path in ("/api/gpio/switch?channel=relay1&state=1", "/api/gpio/pulse?channel=relay1",
+                 "/api/gpio/pulse?channel=relay1&delay=0.5&wait=1"):  # fmt: skip
+        answer = await http.post(path, headers=ADMIN)
+        assert answer.status_code == 400
+        assert answer.content == envelope(False, {
+            "error": "GpioChannelNotFoundError", "error_msg": "GPIO channel is not found",
+        })  # fmt: skip
+    bad = await http.post("/api/gpio/switch?channel=1bad&state=1", headers=ADMIN)
+    assert bad.json()["result"] == {
+        "error": "ValidatorError", "error_msg": "The argument '1bad' is not a valid GPIO channel",
+    }  # fmt: skip
+    no_state = await http.post("/api/gpio/switch?channel=relay1", headers=ADMIN)
+    assert no_state.json()["result"]["error"] == "ValidatorError"
+    assert (await http.post("/api/gpio/switch?channel=x&state=1")).status_code == 401
+
+
+async def test_the_log_streams_the_action_log_as_journal_lines(http: httpx.AsyncClient) -> None:
+    await http.post("/api/hid/events/send_key?key=KeyA", headers=ADMIN)
+    answer = await http.get("/api/log", headers=ADMIN)
+    assert answer.status_code == 200 and answer.headers["content-type"] == "text/plain"
+    lines = answer.text.split("\r\n")
+    assert lines[-1] == "" and len(lines) > 1
+    pattern = r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d remotehands-agent\.service\] --- .+$"
+    assert all(re.match(pattern, line) for line in lines[:-1]), lines
+    assert any('keyboard.down {"key": "KeyA"} --- ok' in line for line in lines), lines
+    assert (await http.get("/api/log?seek=-1", headers=ADMIN)).json()["result"] == {
+        "error": "ValidatorError",
+        "error_msg": "The argument '-1' must be log seek and greater or equial than 0",
+    }  # fmt: skip
+    # follow: what happens after the request comes as it happens
+    async with http.stream("GET", "/api/log?seek=3600&follow=1", headers=ADMIN) as followed:
+        chunks = followed.aiter_text()
+        seen = ""
+        while "--- ok" not in seen:
+            seen += await asyncio.wait_for(anext(chunks), 10)
+        await http.post("/api/hid/events/send_mouse_move?to_x=0&to_y=0", headers=ADMIN)
+        while "move" not in seen:
+            seen += await asyncio.wait_for(anext(chunks), 10)
+
+
+async def test_a_new_socket_sends_everyone_the_full_states(device: DeviceRun) -> None:
+    driver = fake(device)
+    async with await _socket(device) as first:
+        await _wait_event(first, "clients")
+        driver.width, driver.height = 640, 480
+        driver.framebuffer = np.zeros((480, 640, 4), dtype=np.uint8)
+        assert "features" not in await _wait_event(first, "streamer")  # a partial change
+        async with await _socket(device) as second:
+            await _wait_event(second, "clients")
+            again: dict[str, Any] = {}  # the first one gets it all again, then the count
+            while "clients" not in again:
+                event_type, event = await _event(first)
+                again[event_type] = event
+            full = again["streamer"]
+            assert {"features", "limits", "params", "streamer"} <= set(full)
+            assert full["streamer"]["source"]["resolution"] == {"width": 640, "height": 480}
+            assert {"enabled", "online"} <= set(again["hid"])
+            assert "model" in again["gpio"] and again["clients"] == {"count": 0}
+            assert {"atx", "msd", "ocr", "switch", "info", "hid_keymaps"} <= set(again)

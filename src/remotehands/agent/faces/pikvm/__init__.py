@@ -21,6 +21,7 @@ Allowed``, answered before authentication as kvmd's are.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 from urllib.parse import parse_qsl
@@ -28,7 +29,7 @@ from urllib.parse import parse_qsl
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
@@ -45,12 +46,14 @@ from remotehands.agent.faces.pikvm.hid import HELD_KEYS, MOUSE_BUTTONS, WEB_KEYS
 from remotehands.agent.faces.pikvm.hid import clamp_move as _clamp_move
 from remotehands.agent.faces.pikvm.info import Info, prometheus_text
 from remotehands.agent.faces.pikvm.kvm import Atx, Msd, Switch
+from remotehands.agent.faces.pikvm.logs import log_lines
 from remotehands.agent.faces.pikvm.streamer import Streamer
 from remotehands.agent.faces.pikvm.wire import (
     KvmdError,
     check_in,
     error_response,
     json_response,
+    not_none_string,
     plain_error,
     raise_error,
     valid_bool,
@@ -443,6 +446,33 @@ class PikvmFace:
         """``GET /api/gpio``."""
         return json_response(self.gpio_state())
 
+    async def gpio_switch(self, request: Request) -> Response:
+        """``POST /api/gpio/switch?channel=&state=&wait=``: there is no channel to switch."""
+        query = request.query_params
+        valid_gpio_channel(query.get("channel"))
+        valid_bool(query.get("state"))
+        valid_bool(query.get("wait", "0"))
+        raise KvmdError("GpioChannelNotFoundError", "GPIO channel is not found")
+
+    async def gpio_pulse(self, request: Request) -> Response:
+        """``POST /api/gpio/pulse?channel=&delay=&wait=``: there is no channel to pulse."""
+        query = request.query_params
+        valid_gpio_channel(query.get("channel"))
+        valid_number(query.get("delay", "0"), lo=0, kind=float, name="float")
+        valid_bool(query.get("wait", "0"))
+        raise KvmdError("GpioChannelNotFoundError", "GPIO channel is not found")
+
+    # -- log ------------------------------------------------------------------------------
+
+    async def log(self, request: Request) -> Response:
+        """``GET /api/log?seek=&follow=``: the device's action log as kvmd's journal lines."""
+        query = request.query_params
+        seek = valid_int(query.get("seek", "0"), lo=0, name="log seek")
+        follow = valid_bool(query.get("follow", "0"))
+        lines = log_lines(self.dispatcher.log, seek, follow)
+        # kvmd's streamed text/plain carries no charset (Starlette would add one)
+        return StreamingResponse(lines, headers={"content-type": "text/plain"})
+
     async def atx_state(self) -> dict[str, Any]:
         """The ``atx`` state."""
         return await self.atx.state()
@@ -498,6 +528,12 @@ class PikvmFace:
         initial.append(("hid_keymaps", self.keymaps()))
 
         async def joined() -> None:
+            # kvmd triggers every subsystem on a connect: everyone gets the full states again
+            for other in list(self.sockets):
+                try:
+                    await other.send_full(initial, states)
+                except Exception as err:  # noqa: BLE001 -- a socket going away misses them
+                    log.debug("pikvm face: full states not sent: %s", err)
             self.sockets.add(socket)
             await self._broadcast_clients()
 
@@ -549,6 +585,9 @@ class PikvmFace:
             ("/api/streamer/reset", self.streamer_reset, post, {}),
             ("/api/streamer/ocr", self.streamer_ocr, get, {}),
             ("/api/gpio", self.gpio, get, {}),
+            ("/api/gpio/switch", self.gpio_switch, post, {"area": "GpioChannel"}),
+            ("/api/gpio/pulse", self.gpio_pulse, post, {"area": "GpioChannel"}),
+            ("/api/log", self.log, get, {}),
             ("/api/atx", self.atx_get, get, {}),
             ("/api/atx/power", self.atx.power, post, {"area": "Atx"}),
             ("/api/atx/click", self.atx.click, post, {"area": "Atx"}),
@@ -595,6 +634,16 @@ def _const_fn(fn: Callable[[], dict[str, Any]]) -> _ws.States:
         return fn()
 
     return read
+
+
+def valid_gpio_channel(arg: str | None) -> str:
+    """kvmd's GPIO channel name: a letter or ``_``, then letters, digits, ``_.-``; 255 at most."""
+    text = not_none_string(arg, "GPIO channel")
+    if re.match(r"^[a-zA-Z_][a-zA-Z0-9_.-]*$", text) is None:
+        raise raise_error(text, "GPIO channel")
+    if len(text) > 255:
+        raise KvmdError.validator(f"The argument {text!r} is not a valid GPIO channel")
+    return text
 
 
 def _ocr_box(

@@ -98,6 +98,14 @@ class Socket:
         if part:
             await self.send(event_type, state if event_type in WHOLE else part)
 
+    async def send_full(self, events: list[tuple[str, Any]], states: Mapping[str, States]) -> None:
+        """``events`` whole, as the states every later change is diffed against (kvmd sends
+        every client the full states again when another one connects)."""
+        for event_type, event in events:
+            if event_type in states:
+                self.sent[event_type] = event
+            await self.send(event_type, event)
+
     async def _pong(self) -> None:
         async with self._send_lock:
             await self.websocket.send_bytes(b"\xff")
