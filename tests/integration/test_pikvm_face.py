@@ -166,6 +166,32 @@ async def test_cookie_login_check_and_logout_of_every_session(http: httpx.AsyncC
     assert "HttpOnly" not in redirected.headers["set-cookie"]
 
 
+async def test_the_login_form_also_comes_as_multipart(http: httpx.AsyncClient) -> None:
+    fields = {"user": (None, "admin"), "passwd": (None, PASSWORD), "expire": (None, "60")}
+    login = await http.post("/api/auth/login", files=fields)
+    assert login.headers["content-type"].startswith("application/json")
+    assert login.status_code == 200 and login.json() == {"ok": True, "result": {}}
+    token = login.headers["set-cookie"].split(";")[0].removeprefix("auth_token=")
+    http.cookies.clear()
+    check = await http.get("/api/auth/check", headers={"Cookie": f"auth_token={token}"})
+    assert check.status_code == 200
+    wrong = await http.post("/api/auth/login", files={"user": (None, "admin"),
+                                                      "passwd": (None, "nope")})  # fmt: skip
+    assert wrong.status_code == 403 and "set-cookie" not in wrong.headers
+    upper = await http.post("/api/auth/login", files={"user": (None, "Admin"),
+                                                      "passwd": (None, PASSWORD)})  # fmt: skip
+    assert upper.json()["result"] == {
+        "error": "ValidatorError",
+        "error_msg": "The argument 'Admin' is not a valid username characters",
+    }  # fmt: skip
+    broken = await http.post("/api/auth/login", content=b"--x\r\nnot a part",
+                             headers={"Content-Type": "multipart/form-data; boundary=x"})  # fmt: skip
+    assert broken.status_code == 400
+    assert broken.json()["result"]["error_msg"] == (
+        "The argument '' is not a valid username characters"
+    )
+
+
 async def test_unknown_routes_and_methods_are_plain_before_auth(http: httpx.AsyncClient) -> None:
     missing = await http.get("/api/nothing")
     assert (missing.status_code, missing.text) == (404, "404: Not Found")

@@ -24,7 +24,6 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
-from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
@@ -670,12 +669,16 @@ def _charset(request: Request) -> str:
 
 
 async def _form(request: Request) -> dict[str, str]:
-    """Form fields of a urlencoded body (kvmd reads no JSON: a JSON body has no fields)."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = await request.body()
-    if content_type != "application/x-www-form-urlencoded":
-        return {}
-    return dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
+    """The fields of a urlencoded or multipart form (kvmd reads forms only: a JSON body, or
+    any other, has no fields). Files sent as fields are not the strings kvmd wants: left out."""
+    try:
+        form = await request.form(max_files=4, max_fields=64)
+    except HTTPException:
+        return {}  # a malformed body has no fields either: kvmd's 400 for the empty user
+    try:
+        return {name: value for name, value in form.items() if isinstance(value, str)}
+    finally:
+        await form.close()
 
 
 async def _unrouted(request: Request, exc: Exception) -> Response:
