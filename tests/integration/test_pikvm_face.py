@@ -184,8 +184,8 @@ async def test_the_login_form_also_comes_as_multipart(http: httpx.AsyncClient) -
         "error": "ValidatorError",
         "error_msg": "The argument 'Admin' is not a valid username characters",
     }  # fmt: skip
-    broken = await http.post("/api/auth/login", content=b"--x\r\nnot a part",
-                             headers={"Content-Type": "multipart/form-data; boundary=x"})  # fmt: skip
+    multipart = {"Content-Type": "multipart/form-data; boundary=x"}
+    broken = await http.post("/api/auth/login", content=b"--x\r\nnot a part", headers=multipart)
     assert broken.status_code == 400
     assert broken.json()["result"]["error_msg"] == (
         "The argument '' is not a valid username characters"
