@@ -307,3 +307,7 @@ async def test_the_driver_switches_ports_through_the_face(pikvm: PikvmDriver) ->
         return (await pikvm.switch_ports()).ports[1].power is False
 
     await eventually(off)
+
+
+async def test_the_driver_checks_the_kvm_cheaply(pikvm: PikvmDriver) -> None:
+    await pikvm.check()  # the face's device shows a picture: nothing to report
