@@ -182,9 +182,18 @@ async def test_msd_write_select_connect_and_remove(http: httpx.AsyncClient) -> N
     assert state["drive"]["image"]["name"] == "boot.iso" and state["drive"]["rw"] is False
     assert state["drive"]["connected"] is False
     assert state["storage"]["images"]["boot.iso"]["size"] == len(data)
+    # reading an image back: checked as kvmd checks it, then a disabled MSD's answer
+    disabled = {"error": "MsdDisabledError", "error_msg": "MSD is disabled"}
+    assert await result(await http.get("/api/msd/read?image=boot.iso"), 400) == disabled
+    bad = await result(await http.get("/api/msd/read?image=boot.iso&compress=gzip"), 400)
+    assert bad["error_msg"] == "The argument 'gzip' is not a valid Compression mode"
+    missing = await result(await http.get("/api/msd/read?image=nope.iso"), 400)
+    assert missing["error"] == "MsdUnknownImageError"
     await result(await http.post("/api/msd/set_connected?connected=1"))
     state = await result(await http.get("/api/msd"))
     assert state["drive"]["connected"] is True and state["drive"]["cdrom"] is True
+    read = await result(await http.get("/api/msd/read?image=boot.iso&compress=zstd"), 400)
+    assert read["error"] == "MsdConnectedError"
     busy = await result(await http.post("/api/msd/set_params?image="), 400)
     assert busy["error"] == "MsdConnectedError"
     assert (await result(await http.post("/api/msd/remove?image=boot.iso"), 400))["error"] == (

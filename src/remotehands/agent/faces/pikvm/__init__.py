@@ -591,6 +591,7 @@ class PikvmFace:
             ("/api/atx/power", self.atx.power, post, {"area": "Atx"}),
             ("/api/atx/click", self.atx.click, post, {"area": "Atx"}),
             ("/api/msd", self.msd_get, get, {}),
+            ("/api/msd/read", self.msd.read, get, {"area": "Msd"}),
             ("/api/switch", self.switch_get, get, {}),
         ]
         msd = self.msd

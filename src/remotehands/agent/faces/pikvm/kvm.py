@@ -11,8 +11,8 @@ requires it) and shows its progress in ``storage.uploading``; ``write_remote`` r
 ``media.fetch`` and answers kvmd's NDJSON stream. The switch is the device's ``switch``
 capability, four ports a unit as PiKVM Switch units have.
 
-Not served: ``/api/msd/read``, ``set_port_params``, ``set_colors``, the switch's EDIDs and
-``reset`` (the vocabulary has no such actions).
+``/api/msd/read`` checks its request and then answers a disabled MSD's ``MsdDisabledError``:
+the vocabulary's media cannot read an image back.
 """
 
 from __future__ import annotations
@@ -352,6 +352,22 @@ class Msd:
                     fetch.cancel()
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    async def read(self, request: Request) -> Response:
+        """``GET /api/msd/read?image=&compress=``: checked as kvmd checks it, then refused as
+        a disabled MSD refuses it (400 ``MsdDisabledError``): the vocabulary's media has no
+        action that reads an image back."""
+        self._check()
+        query = request.query_params
+        name = valid_image_name(query.get("image"))
+        check_in(query.get("compress", ""), "Compression mode", ("", "none", "lzma", "zstd"))
+        self._busy()
+        media = await self._media()
+        if media["drive"]["connected"]:
+            raise msd_connected()
+        if name not in {i["name"] for i in media["images"]}:
+            raise _msd_error("MsdUnknownImageError", "The image is not found in the storage")
+        raise KvmdError("MsdDisabledError", "MSD is disabled")
 
     async def remove(self, request: Request) -> Response:
         """``POST /api/msd/remove?image=``."""
