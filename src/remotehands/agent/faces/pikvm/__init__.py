@@ -610,6 +610,12 @@ class PikvmFace:
             ("set_active_prev", switch.set_active_prev),
             ("set_active_next", switch.set_active_next),
             ("set_beacon", switch.set_beacon),
+            ("set_port_params", switch.set_port_params),
+            ("set_colors", switch.set_colors),
+            ("reset", switch.reset),
+            ("edids/create", switch.edid_create),
+            ("edids/change", switch.edid_change),
+            ("edids/remove", switch.edid_remove),
             ("atx/power", switch.atx_power),
             ("atx/click", switch.atx_click),
         ):
