@@ -6,14 +6,16 @@ sorted keys, status codes, error names, headers and quirks as
 :class:`~remotehands.agent.dispatch.Dispatcher`, so locks, the action log and audit apply.
 
 Served: ``/api/auth/{login,check,logout}`` (headers, cookie and Basic, with kvmd's
-400/401/403 split; user ``admin`` unless ``user`` is set in the face's settings, the agent's
-password), ``/api/info``, ``/api/export/prometheus/metrics``, ``/api/hid`` and its events,
-print, keymaps, set_params, set_connected, reset and inactivity, ``/api/streamer`` with
-snapshots (save, load, preview, and ``ocr=1`` through the ``ocr`` action where the device has
-OCR, kvmd's ``OcrError`` where not),
-set_params and ocr, ``/api/ws``, ``/api/gpio`` (no channels), and ATX, MSD and the switch
-through the vocabulary's power, media and switch actions (:mod:`.kvm`; kvmd's
-``...DisabledError`` or an empty switch where the device lacks them).
+400/401/403 split; the login form urlencoded or multipart; user ``admin`` unless ``user`` is
+set in the face's settings, the agent's password), ``/api/info``,
+``/api/export/prometheus/metrics``, ``/api/log`` (the device's action log as kvmd's journal
+lines, :mod:`.logs`), ``/api/hid`` and its events, print, keymaps, set_params, set_connected,
+reset and inactivity, ``/api/streamer`` with snapshots (save, load, preview, and ``ocr=1``
+through the ``ocr`` action where the device has OCR, kvmd's ``OcrError`` where not),
+set_params and ocr, ``/api/ws`` (a new socket sends every socket the full states again, as
+kvmd does), ``/api/gpio`` (no channels: switch and pulse are ``GpioChannelNotFoundError``),
+and ATX, MSD and the switch through the vocabulary's power, media and switch actions
+(:mod:`.kvm`; kvmd's ``...DisabledError`` or an empty switch where the device lacks them).
 Unknown routes and methods are aiohttp's plain ``404: Not Found`` / ``405: Method Not
 Allowed``, answered before authentication as kvmd's are.
 """
