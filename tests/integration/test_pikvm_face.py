@@ -38,7 +38,11 @@ PASSWORD = "face-pw"
 ADMIN = {"X-KVMD-User": "admin", "X-KVMD-Passwd": PASSWORD}
 
 
-def _config(tmp_path: Path, face_settings: dict[str, Any] | None = None) -> AgentConfig:
+def _config(
+    tmp_path: Path,
+    face_settings: dict[str, Any] | None = None,
+    capabilities: tuple[str, ...] = ("screen", "keyboard", "mouse"),
+) -> AgentConfig:
     password = tmp_path / "agent.pw"
     password.write_text(PASSWORD + "\n")
     password.chmod(0o600)
@@ -46,7 +50,7 @@ def _config(tmp_path: Path, face_settings: dict[str, Any] | None = None) -> Agen
         "state_dir": str(tmp_path / "state"), "password_file": str(password),
         "devices": [{"name": "fake", "driver": "fake", "listen": "127.0.0.1:0",
                      "faces": ["native", "pikvm"], "settings": {"width": 320, "height": 200,
-                                  "capabilities": ["screen", "keyboard", "mouse"]},
+                                  "capabilities": list(capabilities)},
                      "face_settings": {"pikvm": face_settings or {}}}],
     })  # fmt: skip
 
@@ -659,3 +663,21 @@ async def test_a_new_socket_sends_everyone_the_full_states(device: DeviceRun) ->
             assert {"enabled", "online"} <= set(again["hid"])
             assert "model" in again["gpio"] and again["clients"] == {"count": 0}
             assert {"atx", "msd", "ocr", "switch", "info", "hid_keymaps"} <= set(again)
+
+
+async def test_a_device_without_ocr_answers_kvmds_ocr_error(tmp_path: Path) -> None:
+    agent = Agent.from_config(_config(tmp_path, capabilities=("keyboard", "mouse")))
+    run = agent.devices["fake"]
+    task = asyncio.create_task(agent.run())
+    try:
+        await asyncio.wait_for(run.settled.wait(), 20)
+        async with httpx.AsyncClient(base_url=f"http://{run.address}", timeout=10) as http:
+            ocr = await http.get("/api/streamer/snapshot?ocr=1", headers=ADMIN)
+            assert ocr.status_code == 400
+            unavailable = {"error": "OcrError", "error_msg": "Tesseract is not available"}
+            assert ocr.content == envelope(False, unavailable)
+            state = (await http.get("/api/streamer/ocr", headers=ADMIN)).json()["result"]
+            assert state == {"ocr": {"enabled": False, "langs": {"default": [], "available": []}}}
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
