@@ -20,7 +20,13 @@ from remotehands.agent.config import AgentConfig
 from remotehands.agent.runtime import Agent
 from remotehands.drivers.pikvm import PikvmDriver
 from remotehands.drivers.pikvm.client import KvmdClient
-from remotehands.errors import BusyError, DeviceError, NotFoundError
+from remotehands.errors import (
+    BusyError,
+    DeviceError,
+    DeviceOfflineError,
+    DeviceTimeoutError,
+    NotFoundError,
+)
 from remotehands.serving import bound_address, serve_http
 from remotehands.testing.xapps import eventually
 from tests.doubles.pikvm import PikvmDouble
@@ -72,6 +78,20 @@ async def test_no_video_signal_is_said(pikvm: PikvmDriver) -> None:
         await pikvm.snapshot()
     with pytest.raises(DeviceError, match="no video signal"):
         await pikvm.screens()
+    with pytest.raises(DeviceError, match="no video signal"):
+        await pikvm.check()  # what the agent's health reports
+
+
+async def test_a_kvm_gone_away_fails_the_check(tmp_path: Path) -> None:
+    device = PikvmDouble(password="s3cret", totp_secret=SECRET)
+    async with serve_http(device.app, "127.0.0.1:0", websockets=True) as server:
+        driver = _driver(f"http://{bound_address(server)}", tmp_path)
+        await driver.start()
+    try:
+        with pytest.raises((DeviceError, DeviceOfflineError, DeviceTimeoutError)):
+            await driver.check()
+    finally:
+        await driver.close()
 
 
 async def test_atx_leds_follow_and_busy_is_busy(

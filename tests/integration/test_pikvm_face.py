@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import httpx
 import numpy as np
 import pytest
 import simplejpeg
+from PIL import Image, ImageDraw, ImageFont
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
@@ -36,7 +38,11 @@ PASSWORD = "face-pw"
 ADMIN = {"X-KVMD-User": "admin", "X-KVMD-Passwd": PASSWORD}
 
 
-def _config(tmp_path: Path, face_settings: dict[str, Any] | None = None) -> AgentConfig:
+def _config(
+    tmp_path: Path,
+    face_settings: dict[str, Any] | None = None,
+    capabilities: tuple[str, ...] = ("screen", "keyboard", "mouse"),
+) -> AgentConfig:
     password = tmp_path / "agent.pw"
     password.write_text(PASSWORD + "\n")
     password.chmod(0o600)
@@ -44,7 +50,7 @@ def _config(tmp_path: Path, face_settings: dict[str, Any] | None = None) -> Agen
         "state_dir": str(tmp_path / "state"), "password_file": str(password),
         "devices": [{"name": "fake", "driver": "fake", "listen": "127.0.0.1:0",
                      "faces": ["native", "pikvm"], "settings": {"width": 320, "height": 200,
-                                  "capabilities": ["screen", "keyboard", "mouse"]},
+                                  "capabilities": list(capabilities)},
                      "face_settings": {"pikvm": face_settings or {}}}],
     })  # fmt: skip
 
@@ -162,6 +168,32 @@ async def test_cookie_login_check_and_logout_of_every_session(http: httpx.AsyncC
                                                           "redirect": "/kvm/"})  # fmt: skip
     assert redirected.status_code == 302 and redirected.headers["location"] == "/kvm/"
     assert "HttpOnly" not in redirected.headers["set-cookie"]
+
+
+async def test_the_login_form_also_comes_as_multipart(http: httpx.AsyncClient) -> None:
+    fields = {"user": (None, "admin"), "passwd": (None, PASSWORD), "expire": (None, "60")}
+    login = await http.post("/api/auth/login", files=fields)
+    assert login.headers["content-type"].startswith("application/json")
+    assert login.status_code == 200 and login.json() == {"ok": True, "result": {}}
+    token = login.headers["set-cookie"].split(";")[0].removeprefix("auth_token=")
+    http.cookies.clear()
+    check = await http.get("/api/auth/check", headers={"Cookie": f"auth_token={token}"})
+    assert check.status_code == 200
+    wrong = await http.post("/api/auth/login", files={"user": (None, "admin"),
+                                                      "passwd": (None, "nope")})  # fmt: skip
+    assert wrong.status_code == 403 and "set-cookie" not in wrong.headers
+    upper = await http.post("/api/auth/login", files={"user": (None, "Admin"),
+                                                      "passwd": (None, PASSWORD)})  # fmt: skip
+    assert upper.json()["result"] == {
+        "error": "ValidatorError",
+        "error_msg": "The argument 'Admin' is not a valid username characters",
+    }  # fmt: skip
+    multipart = {"Content-Type": "multipart/form-data; boundary=x"}
+    broken = await http.post("/api/auth/login", content=b"--x\r\nnot a part", headers=multipart)
+    assert broken.status_code == 400
+    assert broken.json()["result"]["error_msg"] == (
+        "The argument '' is not a valid username characters"
+    )
 
 
 async def test_unknown_routes_and_methods_are_plain_before_auth(http: httpx.AsyncClient) -> None:
@@ -304,13 +336,48 @@ async def test_snapshot_headers_preview_and_ocr(http: httpx.AsyncClient, device:
     }  # fmt: skip
     loaded = await http.get("/api/streamer/snapshot?load=1", headers=ADMIN)
     assert loaded.status_code == 200 and loaded.headers["content-type"] == "image/jpeg"
-    ocr = await http.get("/api/streamer/snapshot?ocr=1", headers=ADMIN)
-    assert ocr.status_code == 400
-    assert ocr.json()["result"] == {"error": "OcrError", "error_msg": "Tesseract is not available"}
-    wrapped = (await http.get("/api/streamer/ocr", headers=ADMIN)).json()["result"]
-    assert wrapped == {"ocr": {"enabled": False, "langs": {"default": [], "available": []}}}
     unsupported = await http.post("/api/streamer/set_params?h264_bitrate=100", headers=ADMIN)
     assert unsupported.json()["result"]["error"] == "StreamerH264NotSupported"
+
+
+def _write(driver: FakeDriver, text: str, at: tuple[int, int]) -> None:
+    """Black text on the fake screen (white first), as a window would show it."""
+    image = Image.fromarray(np.ascontiguousarray(driver.framebuffer[..., 2::-1]))
+    font = ImageFont.truetype("DejaVuSans.ttf", 20)
+    ImageDraw.Draw(image).text(at, text, fill=(0, 0, 0), font=font)
+    driver.framebuffer[..., :3] = np.asarray(image)[..., ::-1]
+
+
+async def test_ocr_reads_the_screen_in_kvmds_box(
+    http: httpx.AsyncClient, device: DeviceRun
+) -> None:
+    driver = fake(device)
+    driver.fill((255, 255, 255))
+    _write(driver, "Alpha", (10, 80))
+    _write(driver, "Omega", (200, 80))
+    whole = await http.get("/api/streamer/snapshot?ocr=1", headers=ADMIN)
+    assert whole.status_code == 200
+    assert whole.headers["content-type"] == "text/plain; charset=utf-8"
+    assert "Alpha" in whole.text and "Omega" in whole.text
+    # right and bottom are coordinates, not sizes: the right half only
+    right = await http.get("/api/streamer/snapshot?ocr=1&ocr_langs=eng&ocr_left=160&ocr_top=0"
+                           "&ocr_right=-1&ocr_bottom=200", headers=ADMIN)  # fmt: skip
+    assert "Omega" in right.text and "Alpha" not in right.text
+    left = await http.get("/api/streamer/snapshot?ocr=1&ocr_right=150&ocr_bottom=199",
+                          headers=ADMIN)  # fmt: skip
+    assert "Alpha" in left.text and "Omega" not in left.text
+    bad = await http.get("/api/streamer/snapshot?ocr=1&ocr_langs=eng,xyz", headers=ADMIN)
+    assert bad.status_code == 400
+    assert bad.content == envelope(False, {
+        "error": "ValidatorError",
+        "error_msg": "Failed sub-validator on one of the item of ['eng', 'xyz']",
+    })  # fmt: skip
+    wrapped = (await http.get("/api/streamer/ocr", headers=ADMIN)).json()["result"]
+    assert wrapped == {"ocr": {"enabled": True, "langs": {"default": ["eng"],
+                                                          "available": ["eng"]}}}  # fmt: skip
+    async with await _socket(device) as ws:
+        assert await _wait_event(ws, "ocr") == wrapped["ocr"]  # the event is not wrapped
+    assert "ocr" in device.plan.dispatcher.capabilities
 
 
 async def test_info_legacy_and_modern_and_metrics(http: httpx.AsyncClient) -> None:
@@ -528,3 +595,89 @@ async def test_hid_set_params_checks_and_keeps_the_mouse_output(http: httpx.Asyn
     assert connected.json()["result"]["error_msg"] == (
         "None argument is not a valid bool (['1', 'true', 'yes'] or ['0', 'false', 'no'])"
     )
+
+
+async def test_gpio_has_no_channels_and_says_so_as_kvmd(http: httpx.AsyncClient) -> None:
+    state = await http.get("/api/gpio", headers=ADMIN)
+    assert state.json()["result"] == {
+        "model": {"scheme": {"inputs": {}, "outputs": {}},
+                  "view": {"header": {"title": []}, "table": []}},
+        "state": {"inputs": {}, "outputs": {}},
+    }  # fmt: skip
+    for path in ("/api/gpio/switch?channel=relay1&state=1", "/api/gpio/pulse?channel=relay1",
+                 "/api/gpio/pulse?channel=relay1&delay=0.5&wait=1"):  # fmt: skip
+        answer = await http.post(path, headers=ADMIN)
+        assert answer.status_code == 400
+        assert answer.content == envelope(False, {
+            "error": "GpioChannelNotFoundError", "error_msg": "GPIO channel is not found",
+        })  # fmt: skip
+    bad = await http.post("/api/gpio/switch?channel=1bad&state=1", headers=ADMIN)
+    assert bad.json()["result"] == {
+        "error": "ValidatorError", "error_msg": "The argument '1bad' is not a valid GPIO channel",
+    }  # fmt: skip
+    no_state = await http.post("/api/gpio/switch?channel=relay1", headers=ADMIN)
+    assert no_state.json()["result"]["error"] == "ValidatorError"
+    assert (await http.post("/api/gpio/switch?channel=x&state=1")).status_code == 401
+
+
+async def test_the_log_streams_the_action_log_as_journal_lines(http: httpx.AsyncClient) -> None:
+    await http.post("/api/hid/events/send_key?key=KeyA", headers=ADMIN)
+    answer = await http.get("/api/log", headers=ADMIN)
+    assert answer.status_code == 200 and answer.headers["content-type"] == "text/plain"
+    lines = answer.text.split("\r\n")
+    assert lines[-1] == "" and len(lines) > 1
+    pattern = r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d remotehands-agent\.service\] --- .+$"
+    assert all(re.match(pattern, line) for line in lines[:-1]), lines
+    assert any('keyboard.down {"key": "KeyA"} --- ok' in line for line in lines), lines
+    assert (await http.get("/api/log?seek=-1", headers=ADMIN)).json()["result"] == {
+        "error": "ValidatorError",
+        "error_msg": "The argument '-1' must be log seek and greater or equial than 0",
+    }  # fmt: skip
+    # follow: what happens after the request comes as it happens
+    async with http.stream("GET", "/api/log?seek=3600&follow=1", headers=ADMIN) as followed:
+        chunks = followed.aiter_text()
+        seen = ""
+        while "--- ok" not in seen:
+            seen += await asyncio.wait_for(anext(chunks), 10)
+        await http.post("/api/hid/events/send_mouse_move?to_x=0&to_y=0", headers=ADMIN)
+        while "move" not in seen:
+            seen += await asyncio.wait_for(anext(chunks), 10)
+
+
+async def test_a_new_socket_sends_everyone_the_full_states(device: DeviceRun) -> None:
+    driver = fake(device)
+    async with await _socket(device) as first:
+        await _wait_event(first, "clients")
+        driver.width, driver.height = 640, 480
+        driver.framebuffer = np.zeros((480, 640, 4), dtype=np.uint8)
+        assert "features" not in await _wait_event(first, "streamer")  # a partial change
+        async with await _socket(device) as second:
+            await _wait_event(second, "clients")
+            again: dict[str, Any] = {}  # the first one gets it all again, then the count
+            while "clients" not in again:
+                event_type, event = await _event(first)
+                again[event_type] = event
+            full = again["streamer"]
+            assert {"features", "limits", "params", "streamer"} <= set(full)
+            assert full["streamer"]["source"]["resolution"] == {"width": 640, "height": 480}
+            assert {"enabled", "online"} <= set(again["hid"])
+            assert "model" in again["gpio"] and again["clients"] == {"count": 0}
+            assert {"atx", "msd", "ocr", "switch", "info", "hid_keymaps"} <= set(again)
+
+
+async def test_a_device_without_ocr_answers_kvmds_ocr_error(tmp_path: Path) -> None:
+    agent = Agent.from_config(_config(tmp_path, capabilities=("keyboard", "mouse")))
+    run = agent.devices["fake"]
+    task = asyncio.create_task(agent.run())
+    try:
+        await asyncio.wait_for(run.settled.wait(), 20)
+        async with httpx.AsyncClient(base_url=f"http://{run.address}", timeout=10) as http:
+            ocr = await http.get("/api/streamer/snapshot?ocr=1", headers=ADMIN)
+            assert ocr.status_code == 400
+            unavailable = {"error": "OcrError", "error_msg": "Tesseract is not available"}
+            assert ocr.content == envelope(False, unavailable)
+            state = (await http.get("/api/streamer/ocr", headers=ADMIN)).json()["result"]
+            assert state == {"ocr": {"enabled": False, "langs": {"default": [], "available": []}}}
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

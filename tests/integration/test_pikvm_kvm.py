@@ -182,9 +182,18 @@ async def test_msd_write_select_connect_and_remove(http: httpx.AsyncClient) -> N
     assert state["drive"]["image"]["name"] == "boot.iso" and state["drive"]["rw"] is False
     assert state["drive"]["connected"] is False
     assert state["storage"]["images"]["boot.iso"]["size"] == len(data)
+    # reading an image back: checked as kvmd checks it, then a disabled MSD's answer
+    disabled = {"error": "MsdDisabledError", "error_msg": "MSD is disabled"}
+    assert await result(await http.get("/api/msd/read?image=boot.iso"), 400) == disabled
+    bad = await result(await http.get("/api/msd/read?image=boot.iso&compress=gzip"), 400)
+    assert bad["error_msg"] == "The argument 'gzip' is not a valid Compression mode"
+    missing = await result(await http.get("/api/msd/read?image=nope.iso"), 400)
+    assert missing["error"] == "MsdUnknownImageError"
     await result(await http.post("/api/msd/set_connected?connected=1"))
     state = await result(await http.get("/api/msd"))
     assert state["drive"]["connected"] is True and state["drive"]["cdrom"] is True
+    read = await result(await http.get("/api/msd/read?image=boot.iso&compress=zstd"), 400)
+    assert read["error"] == "MsdConnectedError"
     busy = await result(await http.post("/api/msd/set_params?image="), 400)
     assert busy["error"] == "MsdConnectedError"
     assert (await result(await http.post("/api/msd/remove?image=boot.iso"), 400))["error"] == (
@@ -294,6 +303,62 @@ async def test_the_switch_numbers_ports_as_kvmd(http: httpx.AsyncClient) -> None
     assert bad["error"] == "ValidatorError"
 
 
+EDID = "00FFFFFFFFFFFF00" + "00" * 120  # 128 bytes
+
+
+async def test_switch_port_params_colors_and_edids_are_kept(http: httpx.AsyncClient) -> None:
+    params = "port=1.2&name=Build%09box&atx_click_power_delay=1.5&atx_click_reset_delay=0&dummy=1"
+    await result(await http.post(f"/api/switch/set_port_params?{params}"))
+    port = (await result(await http.get("/api/switch")))["model"]["ports"][1]
+    assert port["name"] == "Build box" and port["video"] == {"dummy": True}
+    assert port["atx"]["click_delays"] == {"power": 1.5, "power_long": 5.5, "reset": 0.5}
+    too_long = await result(
+        await http.post("/api/switch/set_port_params?port=0&atx_click_power_long_delay=11"), 400
+    )
+    assert (
+        too_long["error_msg"] == "The argument '11.0' must be ATX delay and lesser or equal then 10"
+    )
+    await result(
+        await http.post("/api/switch/set_port_params?port=1&name=&atx_click_power_delay=0")
+    )
+    port = (await result(await http.get("/api/switch")))["model"]["ports"][1]
+    assert port["name"] != "Build box" and port["atx"]["click_delays"]["power"] == 0.5
+
+    await result(await http.post("/api/switch/set_colors?active=FF8000:10:01F4&beacon=default"))
+    colors = (await result(await http.get("/api/switch")))["colors"]
+    assert colors["active"] == {"red": 255, "green": 128, "blue": 0, "brightness": 16,
+                                "blink_ms": 500}  # fmt: skip
+    assert sorted(colors) == ["active", "beacon", "bootloader", "flashing", "inactive"]
+    bad_color = await result(await http.post("/api/switch/set_colors?active=red"), 400)
+    assert bad_color["error_msg"] == "The argument 'red' is not a valid switch color"
+
+    created = await result(await http.post(f"/api/switch/edids/create?name=Wide&data={EDID}"))
+    edid_id = created["id"]
+    assert list(created) == ["id"] and len(edid_id) == 36
+    await result(await http.post(f"/api/switch/set_port_params?port=2&edid_id={edid_id.upper()}"))
+    edids = (await result(await http.get("/api/switch")))["edids"]
+    assert edids["all"][edid_id] == {"name": "Wide", "data": EDID, "parsed": None}
+    assert edids["used"] == ["default", "default", edid_id, "default", "default", "default"]
+    await result(await http.post(f"/api/switch/edids/change?id={edid_id}&name=Narrow"))
+    edids = (await result(await http.get("/api/switch")))["edids"]
+    assert edids["all"][edid_id]["name"] == "Narrow" and edids["all"][edid_id]["data"] == EDID
+    short = await result(await http.post("/api/switch/edids/create?name=x&data=00FF"), 400)
+    assert short["error_msg"] == "The argument '00FF' is not a valid switch EDID data"
+    await result(await http.post(f"/api/switch/edids/remove?id={edid_id}"))
+    edids = (await result(await http.get("/api/switch")))["edids"]
+    assert edid_id not in edids["all"] and edids["used"][2] == "default"
+    unknown = {"error": "SwitchUnknownEdidError", "error_msg": "No specified EDID ID found"}
+    assert await result(await http.post(f"/api/switch/edids/remove?id={edid_id}"), 400) == unknown
+    assert (
+        await result(await http.post(f"/api/switch/set_port_params?port=0&edid_id={edid_id}"), 400)
+        == unknown
+    )
+    no_default = await result(await http.post("/api/switch/edids/remove?id=default"), 400)
+    assert no_default["error_msg"] == "The argument 'default' is not a valid switch EDID ID"
+    await result(await http.post("/api/switch/reset?unit=0&bootloader=1"))
+    assert (await result(await http.post("/api/switch/reset"), 400))["error"] == "ValidatorError"
+
+
 async def test_the_driver_switches_ports_through_the_face(pikvm: PikvmDriver) -> None:
     state = await pikvm.switch_ports()
     assert len(state.ports) == 6
@@ -307,3 +372,7 @@ async def test_the_driver_switches_ports_through_the_face(pikvm: PikvmDriver) ->
         return (await pikvm.switch_ports()).ports[1].power is False
 
     await eventually(off)
+
+
+async def test_the_driver_checks_the_kvm_cheaply(pikvm: PikvmDriver) -> None:
+    await pikvm.check()  # the face's device shows a picture: nothing to report

@@ -174,6 +174,18 @@ class PikvmDriver(Driver):
         await self._client.aclose()
         self._client = None
 
+    async def check(self) -> None:
+        """``/api/streamer``, one cheap request: it fails when the PiKVM is unreachable or
+        refuses the credential, and while its streamer runs and sees no picture. A stopped
+        streamer (``streamer: null``: kvmd runs it only while someone watches) is no fault."""
+        state = await self._do("read its streamer state", self.client.streamer_state())
+        source = (state.get("streamer") or {}).get("source")
+        if source is not None and not source.get("online"):
+            raise DeviceError(
+                f"no video signal: the PiKVM at {self.settings.url} sees no picture (is the "
+                "machine on and its HDMI cable in?)"
+            )
+
     async def hardware_id(self) -> str:
         """The device's own serial number, else its host name (from ``/api/info``)."""
         platform = (self.info.get("hw") or {}).get("platform") or {}

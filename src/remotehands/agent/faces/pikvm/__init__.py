@@ -6,13 +6,16 @@ sorted keys, status codes, error names, headers and quirks as
 :class:`~remotehands.agent.dispatch.Dispatcher`, so locks, the action log and audit apply.
 
 Served: ``/api/auth/{login,check,logout}`` (headers, cookie and Basic, with kvmd's
-400/401/403 split; user ``admin`` unless ``user`` is set in the face's settings, the agent's
-password), ``/api/info``, ``/api/export/prometheus/metrics``, ``/api/hid`` and its events,
-print, keymaps, set_params, set_connected, reset and inactivity, ``/api/streamer`` with
-snapshots (save, load, preview; OCR answers kvmd's ``OcrError`` until the device has OCR),
-set_params and ocr, ``/api/ws``, ``/api/gpio`` (no channels), and ATX, MSD and the switch
-through the vocabulary's power, media and switch actions (:mod:`.kvm`; kvmd's
-``...DisabledError`` or an empty switch where the device lacks them).
+400/401/403 split; the login form urlencoded or multipart; user ``admin`` unless ``user`` is
+set in the face's settings, the agent's password), ``/api/info``,
+``/api/export/prometheus/metrics``, ``/api/log`` (the device's action log as kvmd's journal
+lines, :mod:`.logs`), ``/api/hid`` and its events, print, keymaps, set_params, set_connected,
+reset and inactivity, ``/api/streamer`` with snapshots (save, load, preview, and ``ocr=1``
+through the ``ocr`` action where the device has OCR, kvmd's ``OcrError`` where not),
+set_params and ocr, ``/api/ws`` (a new socket sends every socket the full states again, as
+kvmd does), ``/api/gpio`` (no channels: switch and pulse are ``GpioChannelNotFoundError``),
+and ATX, MSD and the switch through the vocabulary's power, media and switch actions
+(:mod:`.kvm`; kvmd's ``...DisabledError`` or an empty switch where the device lacks them).
 Unknown routes and methods are aiohttp's plain ``404: Not Found`` / ``405: Method Not
 Allowed``, answered before authentication as kvmd's are.
 """
@@ -20,14 +23,14 @@ Allowed``, answered before authentication as kvmd's are.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
-from urllib.parse import parse_qsl
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
@@ -44,12 +47,14 @@ from remotehands.agent.faces.pikvm.hid import HELD_KEYS, MOUSE_BUTTONS, WEB_KEYS
 from remotehands.agent.faces.pikvm.hid import clamp_move as _clamp_move
 from remotehands.agent.faces.pikvm.info import Info, prometheus_text
 from remotehands.agent.faces.pikvm.kvm import Atx, Msd, Switch
+from remotehands.agent.faces.pikvm.logs import log_lines
 from remotehands.agent.faces.pikvm.streamer import Streamer
 from remotehands.agent.faces.pikvm.wire import (
     KvmdError,
     check_in,
     error_response,
     json_response,
+    not_none_string,
     plain_error,
     raise_error,
     valid_bool,
@@ -76,6 +81,10 @@ KEYMAPS = ("de", "en-gb", "en-us", "fr", "ja")
 """The keymap names ``/api/hid/print`` accepts. The face types text as Unicode, so every
 keymap types the same characters; the name is checked as kvmd checks it."""
 DEFAULT_KEYMAP = "en-us"
+OCR_LANGS: Final = ("eng",)
+"""The languages the agent's OCR engine reads (its tesseract is started with English)."""
+OCR_UPSCALE: Final = 2.0
+"""kvmd reads a grey copy scaled up twice; the ``ocr`` action greys and scales the same way."""
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -333,6 +342,9 @@ class PikvmFace:
         save = valid_bool(query.get("save", "0"))
         load = valid_bool(query.get("load", "0"))
         valid_bool(query.get("allow_offline", "0"))
+        if valid_bool(query.get("ocr", "0")) and not save and not load:
+            # the ocr action grabs the screen itself: no JPEG to take first
+            return await self._ocr(query)
         if load:
             shot = self.streamer.saved
             if shot is None:
@@ -347,7 +359,7 @@ class PikvmFace:
             if save:
                 self.streamer.saved = shot
         if valid_bool(query.get("ocr", "0")):
-            return self._ocr(query.get("ocr_langs", ""))
+            return await self._ocr(query)
         if valid_bool(query.get("preview", "0")):
             max_w = valid_int(query.get("preview_max_width", "0"), lo=0)
             max_h = valid_int(query.get("preview_max_height", "0"), lo=0)
@@ -359,12 +371,35 @@ class PikvmFace:
             return shot.response(preview.data)
         return shot.response()
 
-    def _ocr(self, langs: str) -> Response:
-        # no OCR capability on any driver yet: kvmd's answer on a device without Tesseract
-        wanted = valid_string_list(langs.strip(), name="OCR langs list")
-        if wanted:
-            raise KvmdError.validator(f"Failed sub-validator on one of the item of {wanted!r}")
-        raise KvmdError("OcrError", "Tesseract is not available")
+    async def _ocr(self, query: Mapping[str, str]) -> Response:
+        """The text of the screen through the ``ocr`` action (kvmd's ``OcrError`` where the
+        device has no OCR). The box is kvmd's: ``ocr_right``/``ocr_bottom`` are coordinates,
+        not sizes, -1 is the image's edge, and a box with nothing inside is the whole image."""
+        state = self.ocr_state()
+        available = state["langs"]["available"]
+        langs = valid_string_list(
+            query.get("ocr_langs", ",".join(state["langs"]["default"])), name="OCR langs list"
+        )
+        for lang in langs:
+            if lang not in available:
+                raise KvmdError.validator(f"Failed sub-validator on one of the item of {langs!r}")
+        left, top, right, bottom = (
+            valid_int(query.get(f"ocr_{side}", "-1")) for side in ("left", "top", "right", "bottom")
+        )
+        if not state["enabled"]:
+            raise KvmdError("OcrError", "Tesseract is not available")
+        params: dict[str, Any] = {"upscale": OCR_UPSCALE}
+        if (left, top, right, bottom) != (-1, -1, -1, -1):
+            width, height = await self.streamer.resolution()
+            box = _ocr_box(left, top, right, bottom, width, height)
+            if box is not None:
+                params.update(zip(("x", "y", "width", "height"), box, strict=True))
+        try:
+            read = await self.dispatcher.run("ocr", params)
+        except (DeviceError, DeviceOfflineError, DeviceTimeoutError) as err:
+            log.info("pikvm face: no snapshot to read: %s", err.details)
+            raise KvmdError("UnavailableError", "Service Unavailable", 503) from err
+        return Response(str(read["text"]), media_type="text/plain; charset=utf-8")
 
     async def remove_snapshot(self, request: Request) -> Response:
         """``DELETE /api/streamer/snapshot``."""
@@ -380,10 +415,16 @@ class PikvmFace:
         """``POST /api/streamer/reset``: nothing to restart."""
         return json_response()
 
-    @staticmethod
-    def ocr_state() -> dict[str, Any]:
-        """The ``ocr`` state (the WS event; ``/api/streamer/ocr`` wraps it in ``ocr``)."""
-        return {"enabled": False, "langs": {"default": [], "available": []}}
+    def ocr_state(self) -> dict[str, Any]:
+        """The ``ocr`` state (the WS event; ``/api/streamer/ocr`` wraps it in ``ocr``):
+        enabled where the device has the agent's ``ocr`` capability, with the languages its
+        engine reads."""
+        if "ocr" not in self.dispatcher.capabilities:
+            return {"enabled": False, "langs": {"default": [], "available": []}}
+        return {
+            "enabled": True,
+            "langs": {"default": list(OCR_LANGS), "available": list(OCR_LANGS)},
+        }
 
     async def streamer_ocr(self, request: Request) -> Response:
         """``GET /api/streamer/ocr``."""
@@ -405,6 +446,33 @@ class PikvmFace:
     async def gpio(self, request: Request) -> Response:
         """``GET /api/gpio``."""
         return json_response(self.gpio_state())
+
+    async def gpio_switch(self, request: Request) -> Response:
+        """``POST /api/gpio/switch?channel=&state=&wait=``: there is no channel to switch."""
+        query = request.query_params
+        valid_gpio_channel(query.get("channel"))
+        valid_bool(query.get("state"))
+        valid_bool(query.get("wait", "0"))
+        raise KvmdError("GpioChannelNotFoundError", "GPIO channel is not found")
+
+    async def gpio_pulse(self, request: Request) -> Response:
+        """``POST /api/gpio/pulse?channel=&delay=&wait=``: there is no channel to pulse."""
+        query = request.query_params
+        valid_gpio_channel(query.get("channel"))
+        valid_number(query.get("delay", "0"), lo=0, kind=float, name="float")
+        valid_bool(query.get("wait", "0"))
+        raise KvmdError("GpioChannelNotFoundError", "GPIO channel is not found")
+
+    # -- log ------------------------------------------------------------------------------
+
+    async def log(self, request: Request) -> Response:
+        """``GET /api/log?seek=&follow=``: the device's action log as kvmd's journal lines."""
+        query = request.query_params
+        seek = valid_int(query.get("seek", "0"), lo=0, name="log seek")
+        follow = valid_bool(query.get("follow", "0"))
+        lines = log_lines(self.dispatcher.log, seek, follow)
+        # kvmd's streamed text/plain carries no charset (Starlette would add one)
+        return StreamingResponse(lines, headers={"content-type": "text/plain"})
 
     async def atx_state(self) -> dict[str, Any]:
         """The ``atx`` state."""
@@ -448,7 +516,7 @@ class PikvmFace:
             "atx": self.atx_state,
             "msd": self.msd_state,
             "streamer": self.streamer.state,
-            "ocr": _const(self.ocr_state()),
+            "ocr": _const_fn(self.ocr_state),
             "switch": self.switch_state,
         }
         initial: list[tuple[str, Any]] = []
@@ -461,6 +529,12 @@ class PikvmFace:
         initial.append(("hid_keymaps", self.keymaps()))
 
         async def joined() -> None:
+            # kvmd triggers every subsystem on a connect: everyone gets the full states again
+            for other in list(self.sockets):
+                try:
+                    await other.send_full(initial, states)
+                except Exception as err:  # noqa: BLE001 -- a socket going away misses them
+                    log.debug("pikvm face: full states not sent: %s", err)
             self.sockets.add(socket)
             await self._broadcast_clients()
 
@@ -512,10 +586,14 @@ class PikvmFace:
             ("/api/streamer/reset", self.streamer_reset, post, {}),
             ("/api/streamer/ocr", self.streamer_ocr, get, {}),
             ("/api/gpio", self.gpio, get, {}),
+            ("/api/gpio/switch", self.gpio_switch, post, {"area": "GpioChannel"}),
+            ("/api/gpio/pulse", self.gpio_pulse, post, {"area": "GpioChannel"}),
+            ("/api/log", self.log, get, {}),
             ("/api/atx", self.atx_get, get, {}),
             ("/api/atx/power", self.atx.power, post, {"area": "Atx"}),
             ("/api/atx/click", self.atx.click, post, {"area": "Atx"}),
             ("/api/msd", self.msd_get, get, {}),
+            ("/api/msd/read", self.msd.read, get, {"area": "Msd"}),
             ("/api/switch", self.switch_get, get, {}),
         ]
         msd = self.msd
@@ -534,6 +612,12 @@ class PikvmFace:
             ("set_active_prev", switch.set_active_prev),
             ("set_active_next", switch.set_active_next),
             ("set_beacon", switch.set_beacon),
+            ("set_port_params", switch.set_port_params),
+            ("set_colors", switch.set_colors),
+            ("reset", switch.reset),
+            ("edids/create", switch.edid_create),
+            ("edids/change", switch.edid_change),
+            ("edids/remove", switch.edid_remove),
             ("atx/power", switch.atx_power),
             ("atx/click", switch.atx_click),
         ):
@@ -560,6 +644,30 @@ def _const_fn(fn: Callable[[], dict[str, Any]]) -> _ws.States:
     return read
 
 
+def valid_gpio_channel(arg: str | None) -> str:
+    """kvmd's GPIO channel name: a letter or ``_``, then letters, digits, ``_.-``; 255 at most."""
+    text = not_none_string(arg, "GPIO channel")
+    if re.match(r"^[a-zA-Z_][a-zA-Z0-9_.-]*$", text) is None:
+        raise raise_error(text, "GPIO channel")
+    if len(text) > 255:
+        raise KvmdError.validator(f"The argument {text!r} is not a valid GPIO channel")
+    return text
+
+
+def _ocr_box(
+    left: int, top: int, right: int, bottom: int, width: int, height: int
+) -> tuple[int, int, int, int] | None:
+    """kvmd's crop box as x, y, width, height: -1 (any negative) is the edge, the box is
+    clipped to the image, and ``None`` (the whole image) when nothing is left inside."""
+    left = min(left, width) if left >= 0 else 0
+    top = min(top, height) if top >= 0 else 0
+    right = min(right, width) if right >= 0 else width
+    bottom = min(bottom, height) if bottom >= 0 else height
+    if right <= left or bottom <= top:
+        return None
+    return left, top, right - left, bottom - top
+
+
 def _charset(request: Request) -> str:
     content_type = request.headers.get("content-type", "")
     for part in content_type.split(";")[1:]:
@@ -570,12 +678,16 @@ def _charset(request: Request) -> str:
 
 
 async def _form(request: Request) -> dict[str, str]:
-    """Form fields of a urlencoded body (kvmd reads no JSON: a JSON body has no fields)."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = await request.body()
-    if content_type != "application/x-www-form-urlencoded":
-        return {}
-    return dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
+    """The fields of a urlencoded or multipart form (kvmd reads forms only: a JSON body, or
+    any other, has no fields). Files sent as fields are not the strings kvmd wants: left out."""
+    try:
+        form = await request.form(max_files=4, max_fields=64)
+    except HTTPException:
+        return {}  # a malformed body has no fields either: kvmd's 400 for the empty user
+    try:
+        return {name: value for name, value in form.items() if isinstance(value, str)}
+    finally:
+        await form.close()
 
 
 async def _unrouted(request: Request, exc: Exception) -> Response:

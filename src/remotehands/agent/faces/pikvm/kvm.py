@@ -11,8 +11,9 @@ requires it) and shows its progress in ``storage.uploading``; ``write_remote`` r
 ``media.fetch`` and answers kvmd's NDJSON stream. The switch is the device's ``switch``
 capability, four ports a unit as PiKVM Switch units have.
 
-Not served: ``/api/msd/read``, ``set_port_params``, ``set_colors``, the switch's EDIDs and
-``reset`` (the vocabulary has no such actions).
+The switch's port names, ATX delays, EDIDs and colours are the face's own (:class:`Switch`).
+``/api/msd/read`` checks its request and then answers a disabled MSD's ``MsdDisabledError``:
+the vocabulary's media cannot read an image back.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
@@ -353,6 +355,22 @@ class Msd:
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
+    async def read(self, request: Request) -> Response:
+        """``GET /api/msd/read?image=&compress=``: checked as kvmd checks it, then refused as
+        a disabled MSD refuses it (400 ``MsdDisabledError``): the vocabulary's media has no
+        action that reads an image back."""
+        self._check()
+        query = request.query_params
+        name = valid_image_name(query.get("image"))
+        check_in(query.get("compress", ""), "Compression mode", ("", "none", "lzma", "zstd"))
+        self._busy()
+        media = await self._media()
+        if media["drive"]["connected"]:
+            raise msd_connected()
+        if name not in {i["name"] for i in media["images"]}:
+            raise _msd_error("MsdUnknownImageError", "The image is not found in the storage")
+        raise KvmdError("MsdDisabledError", "MSD is disabled")
+
     async def remove(self, request: Request) -> Response:
         """``POST /api/msd/remove?image=``."""
         self._check()
@@ -404,11 +422,89 @@ def valid_image_name(arg: str | None) -> str:
     return "/".join(parts)
 
 
+COLOR_ROLES: Final = ("inactive", "active", "flashing", "beacon", "bootloader")
+_DEFAULT_COLORS: Final = {
+    "inactive": "000000:00:0000",
+    "active": "00FF00:40:0000",
+    "flashing": "00FF00:40:0100",
+    "beacon": "0000FF:40:0100",
+    "bootloader": "FF0000:40:0100",
+}
+"""The face's own LED colours (no LEDs behind them): ``RRGGBB:brightness:blink ms``, in hex."""
+DEFAULT_EDID: Final = "default"
+
+
+def _color(text: str) -> dict[str, int]:
+    rgb, brightness, blink = text.split(":")
+    return {
+        "red": int(rgb[0:2], 16),
+        "green": int(rgb[2:4], 16),
+        "blue": int(rgb[4:6], 16),
+        "brightness": int(brightness, 16),
+        "blink_ms": int(blink, 16),
+    }
+
+
+def _check_re(arg: str | None, name: str, pattern: str) -> str:
+    text = not_none_string(arg, name)
+    if re.match(pattern, text) is None:
+        raise raise_error(text, name)
+    return text
+
+
+def valid_edid_id(arg: str | None, allow_default: bool) -> str:
+    """kvmd's EDID id: a UUID (any case), or ``default`` where that is allowed."""
+    pattern = "(?i)^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    if allow_default:
+        pattern += "|^default$"
+    return _check_re(arg, "switch EDID ID", pattern).lower()
+
+
+def valid_edid_data(arg: str | None) -> str:
+    """kvmd's EDID data: 128 or 256 bytes in hex, white space ignored; upper case."""
+    name = "switch EDID data"
+    text = re.sub(r"\s", "", not_none_string(arg, name))
+    return _check_re(text, name, "(?i)^([0-9a-f]{256}|[0-9a-f]{512})$").upper()
+
+
+def valid_color(arg: str | None) -> str:
+    """kvmd's LED colour ``RRGGBB:BB:MMMM`` (hex), or ``default``."""
+    text = _check_re(
+        arg, "switch color", "(?i)^[0-9a-f]{6}:[0-9a-f]{2}:[0-9a-f]{4}$|^default$"
+    ).upper()
+    return "default" if text == "DEFAULT" else text
+
+
+def valid_port_name(arg: str | None, name: str = "switch port name") -> str:
+    """kvmd's port name: what is not printable becomes a space, 255 characters at most, runs
+    of white space one space."""
+    text = not_none_string(arg, name)
+    text = "".join(c if c.isprintable() else " " for c in text)[:255]
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _unknown_edid() -> KvmdError:
+    return KvmdError("SwitchUnknownEdidError", "No specified EDID ID found")
+
+
 class Switch:
-    """A KVM switch through ``switch.*``, four ports a unit."""
+    """A KVM switch through ``switch.*``, four ports a unit.
+
+    The port names, ATX click delays, dummy plugs, EDIDs and LED colours kvmd keeps for its
+    switch are the face's own (the vocabulary has no such actions): kept in memory, shown in
+    the state, checked with kvmd's validators; they change nothing on the device.
+    """
 
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
+        self.names: dict[int, str] = {}
+        self.delays: dict[str, dict[int, float]] = {key: {} for key in _CLICK_DELAYS}
+        self.dummy: dict[int, bool] = {}
+        self.edids: dict[str, dict[str, Any]] = {
+            DEFAULT_EDID: {"name": "Default", "data": "", "parsed": None}
+        }
+        self.used: dict[int, str] = {}
+        self.colors: dict[str, str] = dict(_DEFAULT_COLORS)
 
     @property
     def enabled(self) -> bool:
@@ -440,10 +536,15 @@ class Switch:
                     {
                         "unit": i // PORTS_PER_UNIT + 1,
                         "channel": i % PORTS_PER_UNIT + 1,
-                        "name": p["name"],
+                        "name": self.names.get(i, p["name"]),
                         "id": port_id(i),
-                        "atx": {"click_delays": dict(_CLICK_DELAYS)},
-                        "video": {"dummy": False},
+                        "atx": {
+                            "click_delays": {
+                                key: self.delays[key].get(i, default)
+                                for key, default in _CLICK_DELAYS.items()
+                            }
+                        },
+                        "video": {"dummy": self.dummy.get(i, False)},
                     }
                     for i, p in enumerate(items)
                 ],
@@ -460,8 +561,11 @@ class Switch:
                 "active_id": port_id(active) if active >= 0 else "",
                 "synced": True,
             },
-            "edids": {"all": {}, "used": []},
-            "colors": {},
+            "edids": {
+                "all": {key: dict(edid) for key, edid in self.edids.items()},
+                "used": [self.used.get(i, DEFAULT_EDID) for i in range(count)],
+            },
+            "colors": {role: _color(self.colors[role]) for role in COLOR_ROLES},
             "video": {"links": [bool(p["video"]) for p in items]},
             "usb": {"links": [i == active for i in range(count)]},
             "beacons": {
@@ -534,6 +638,99 @@ class Switch:
             )
         else:
             valid_int(query.get("uplink", query.get("downlink")), lo=0, name="unit")
+        return json_response()
+
+    async def set_port_params(self, request: Request) -> Response:
+        """``POST /api/switch/set_port_params?port=&edid_id=&dummy=&name=&atx_click_..._delay=``:
+        an empty name or a zero delay is the default again."""
+        self._check()
+        query = request.query_params
+        port = self.port(query.get("port"))
+        edid = valid_edid_id(query["edid_id"], True) if "edid_id" in query else None
+        dummy = valid_bool(query["dummy"]) if "dummy" in query else None
+        name = valid_port_name(query["name"]) if "name" in query else None
+        delays = {
+            key: float(
+                valid_number(
+                    query[f"atx_click_{key}_delay"], lo=0, hi=10, kind=float, name="ATX delay"
+                )
+            )
+            for key in _CLICK_DELAYS
+            if f"atx_click_{key}_delay" in query
+        }
+        if edid is not None:
+            if edid not in self.edids:
+                raise _unknown_edid()
+            self.used[port] = edid
+        if dummy is not None:
+            self.dummy[port] = dummy
+        if name is not None:
+            if name:
+                self.names[port] = name
+            else:
+                self.names.pop(port, None)
+        for key, delay in delays.items():
+            if delay:
+                self.delays[key][port] = delay
+            else:
+                self.delays[key].pop(port, None)
+        return json_response()
+
+    async def set_colors(self, request: Request) -> Response:
+        """``POST /api/switch/set_colors?inactive=&active=&...``: query only (``default``
+        resets a role)."""
+        self._check()
+        query = request.query_params
+        given = {role: valid_color(query[role]) for role in COLOR_ROLES if role in query}
+        for role, color in given.items():
+            self.colors[role] = _DEFAULT_COLORS[role] if color == "default" else color
+        return json_response()
+
+    async def reset(self, request: Request) -> Response:
+        """``POST /api/switch/reset?unit=&bootloader=``: checked; there is no unit to reboot."""
+        self._check()
+        query = request.query_params
+        valid_int(query.get("unit"), lo=0, name="int")
+        valid_bool(query.get("bootloader", "0"))
+        return json_response()
+
+    async def edid_create(self, request: Request) -> Response:
+        """``POST /api/switch/edids/create?name=&data=`` -> ``{"id": <uuid>}``."""
+        self._check()
+        query = request.query_params
+        name = valid_port_name(query.get("name"), "switch EDID name")
+        data = valid_edid_data(query.get("data"))
+        if not name:
+            raise raise_error(name, "switch EDID name")
+        edid_id = str(uuid.uuid4())
+        self.edids[edid_id] = {"name": name, "data": data, "parsed": None}
+        return json_response({"id": edid_id})
+
+    async def edid_change(self, request: Request) -> Response:
+        """``POST /api/switch/edids/change?id=&name=&data=``."""
+        self._check()
+        query = request.query_params
+        edid_id = valid_edid_id(query.get("id"), False)
+        name = valid_port_name(query["name"], "switch EDID name") if "name" in query else ""
+        data = valid_edid_data(query["data"]) if query.get("data") else ""
+        if edid_id not in self.edids:
+            raise _unknown_edid()
+        old = self.edids[edid_id]
+        self.edids[edid_id] = {
+            "name": name or old["name"],
+            "data": data or old["data"],
+            "parsed": None,
+        }
+        return json_response()
+
+    async def edid_remove(self, request: Request) -> Response:
+        """``POST /api/switch/edids/remove?id=``: ports that used it are back on the default."""
+        self._check()
+        edid_id = valid_edid_id(request.query_params.get("id"), False)
+        if edid_id not in self.edids:
+            raise _unknown_edid()
+        del self.edids[edid_id]
+        self.used = {port: used for port, used in self.used.items() if used != edid_id}
         return json_response()
 
     async def atx_power(self, request: Request) -> Response:

@@ -5,8 +5,9 @@ untouched where the driver has one), answered raw with ustreamer's ``X-UStreamer
 A desktop always has a picture, so ``source.online`` is true and snapshots never wait for a
 streamer to start (a deliberate, compatible difference: kvmd answers 503 while ustreamer is
 down). ``preview`` scales the frame down inside ``preview_max_width`` x ``preview_max_height``
-(both 0: a fifth of the source), keeping its aspect ratio. ``ocr=1`` answers kvmd's own
-``OcrError`` ("Tesseract is not available") until the device has an OCR capability.
+(both 0: a fifth of the source), keeping its aspect ratio. ``ocr=1`` is the face's (the
+device's ``ocr`` action, which reads the screen as it is now: with ``load=1`` too, not the
+saved frame).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 On connect the client gets ``loop`` (the kvmd version) first, then the full state of every
 subsystem (``gpio``, ``hid``, ``atx``, ``msd``, ``streamer``, ``ocr``, ``switch``, one ``info``
 event per submanager), ``hid_keymaps``, and ``clients`` (broadcast to every socket, as kvmd
-does). While it is open, the states are polled once a second and only what changed is sent:
+does; the sockets already open get the full states again too, kvmd's trigger on a connect).
+While it is open, the states are polled once a second and only what changed is sent:
 ``hid`` and ``atx`` whole, the others as partial events that the client deep-merges into the
 last full state (dicts merged recursively, everything else replaced); ``info`` ``uptime`` and
 ``health`` every five seconds.
@@ -97,6 +98,14 @@ class Socket:
         part = diff(last, state)
         if part:
             await self.send(event_type, state if event_type in WHOLE else part)
+
+    async def send_full(self, events: list[tuple[str, Any]], states: Mapping[str, States]) -> None:
+        """``events`` whole, as the states every later change is diffed against (kvmd sends
+        every client the full states again when another one connects)."""
+        for event_type, event in events:
+            if event_type in states:
+                self.sent[event_type] = event
+            await self.send(event_type, event)
 
     async def _pong(self) -> None:
         async with self._send_lock:
