@@ -6,6 +6,7 @@ import asyncio
 
 from remotehands.agent.capabilities.registry import handles
 from remotehands.agent.context import ActionContext
+from remotehands.drivers.base import PointedMouse
 from remotehands.errors import ValidationError
 from remotehands.protocol import params as P
 from remotehands.protocol.results import Ok
@@ -27,19 +28,27 @@ async def move(ctx: ActionContext, p: P.MoveParams) -> Ok:
     return Ok()
 
 
+async def _click(ctx: ActionContext, p: P.ClickParams, count: int) -> None:
+    # A driver that moves and clicks in one call is asked once: one trip to the device.
+    if p.x is not None and p.y is not None and isinstance(ctx.driver, PointedMouse):
+        x, y = ctx.frames.native(p.frame_id, p.x, p.y)
+        await ctx.driver.click_at(x, y, p.button, count)
+        return
+    await _move_if(ctx, p)
+    await ctx.mouse.click(p.button, count)
+
+
 @handles("mouse.click")
 async def click(ctx: ActionContext, p: P.ClickParams) -> Ok:
     """Click, at x,y when given."""
-    await _move_if(ctx, p)
-    await ctx.mouse.click(p.button, 1)
+    await _click(ctx, p, 1)
     return Ok()
 
 
 @handles("mouse.double_click")
 async def double_click(ctx: ActionContext, p: P.ClickParams) -> Ok:
     """Click twice, at x,y when given."""
-    await _move_if(ctx, p)
-    await ctx.mouse.click(p.button, 2)
+    await _click(ctx, p, 2)
     return Ok()
 
 

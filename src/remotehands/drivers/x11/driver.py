@@ -327,6 +327,10 @@ class X11Driver(Driver):
         """Click ``count`` times where the pointer is."""
         await self._x("click", self._inp().click, button, count)
 
+    async def click_at(self, x: int, y: int, button: Button = "left", count: int = 1) -> None:
+        """Move to ``(x, y)`` and click ``count`` times there, in one call on the X thread."""
+        await self._x("click", self._inp().click, button, count, (x, y))
+
     async def scroll(self, delta_x: int, delta_y: int) -> None:
         """Scroll where the pointer is; positive ``delta_y`` scrolls down."""
         await self._x("scroll", self._inp().scroll, delta_x, delta_y)
