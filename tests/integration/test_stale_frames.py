@@ -1,7 +1,7 @@
 """A pointer action naming a frame taken before the screen's resolution changed is refused by
 the agent, on every layer: the native face (HTTP and WebSocket), the server (HTTP and its device
 WebSocket), the SDK and the MCP server. The FakeDriver changes its resolution (Xvfb's RandR
-cannot be resized here); the x11 driver's own click path has its tests in test_x11_driver."""
+and a real Xvfb resized through RandR (a new mode on its output, the screen shrunk to it)."""
 
 from __future__ import annotations
 
@@ -17,15 +17,19 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_types import TextContent
+from Xlib.display import Display
 
 from remotehands.agent.auth import TokenStore, password_check
+from remotehands.agent.desktop import VirtualDesktop
 from remotehands.agent.dispatch import Dispatcher
 from remotehands.agent.faces.native import create_native_app
 from remotehands.agent.link import AgentLink, load_or_enroll
 from remotehands.agent.runtime import bound_address, serve_http
 from remotehands.client import AsyncAgentClient, AsyncFleetClient
 from remotehands.drivers.fake import FakeDriver
+from remotehands.drivers.x11 import X11Driver
 from remotehands.errors import ValidationError
+from remotehands.protocol.results import ScreenshotResult
 from remotehands.testing.xapps import eventually
 from tests.integration.conftest import LiveServer
 
@@ -140,3 +144,63 @@ async def test_the_server_the_sdk_and_mcp_refuse_it_too(
                                                     "frame_id": meta["frame_id"]})  # fmt: skip
             assert not moved.is_error, moved.content
         assert driver.pointer == (100, 50)
+
+
+def _randr_resize(display: str, width: int, height: int) -> None:
+    """Shrink the X screen to ``width`` x ``height`` as a display-settings tool does: a mode of
+    that size on the output, the CRTC switched to it, then the screen's size."""
+    conn = Display(display)
+    try:
+        root = conn.screen().root
+        resources = root.xrandr_get_screen_resources()
+        output, crtc = resources.outputs[0], resources.crtcs[0]
+        name = f"{width}x{height}"
+        mode = root.xrandr_create_mode(
+            {"id": 0, "width": width, "height": height, "dot_clock": 0, "h_sync_start": 0,
+             "h_sync_end": 0, "h_total": width, "h_skew": 0, "v_sync_start": 0,
+             "v_sync_end": 0, "v_total": height, "name_length": len(name), "flags": 0},
+            name,
+        ).mode  # fmt: skip
+        conn.xrandr_add_output_mode(output, mode)
+        stamp = root.xrandr_get_screen_resources().config_timestamp
+        conn.xrandr_set_crtc_config(crtc, stamp, 0, 0, mode, 1, [output])  # 1: not rotated
+        root.xrandr_set_screen_size(width, height, width * 254 // 960, height * 254 // 960)
+        conn.sync()
+    finally:
+        conn.close()
+
+
+@pytest.mark.x11
+async def test_on_x11_a_frame_from_before_a_randr_resize_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with VirtualDesktop(size=(1280, 800)) as desktop:
+        for key, value in desktop.env.items():
+            monkeypatch.setenv(key, value)
+        driver = X11Driver()
+        await driver.start()
+        dispatcher = Dispatcher(driver)
+        try:
+            before = await dispatcher.call("screenshot", {"scale": 0.5})
+            assert isinstance(before, ScreenshotResult)
+            await dispatcher.call("mouse.click", {"x": 100, "y": 100, "frame_id": before.frame_id})
+            assert await driver.cursor_position() == (200, 200)
+
+            await asyncio.to_thread(_randr_resize, str(desktop.display), 1024, 768)
+
+            async def resized() -> bool:
+                return [(s.width, s.height) for s in await driver.screens()] == [(1024, 768)]
+
+            await eventually(resized, timeout=10)
+            for action in ("mouse.click", "mouse.move"):
+                with pytest.raises(ValidationError, match=f"1280x800.*1024x768.*{CHANGED}"):
+                    await dispatcher.call(action, {"x": 10, "y": 10, "frame_id": before.frame_id})
+            assert await driver.cursor_position() == (200, 200)
+            after = await dispatcher.call("screenshot", {"scale": 0.5})
+            assert isinstance(after, ScreenshotResult)
+            assert (after.native_width, after.native_height) == (1024, 768)
+            await dispatcher.call("mouse.click", {"x": 500, "y": 380, "frame_id": after.frame_id})
+            assert await driver.cursor_position() == (1000, 760)
+        finally:
+            await dispatcher.aclose()
+            await driver.close()

@@ -72,6 +72,11 @@ class Input:
         """X button numbers this driver holds down."""
         return sorted(self._held_buttons)
 
+    @property
+    def root_size(self) -> tuple[int, int]:
+        """The desktop's size as last announced (call :meth:`handle_events` first)."""
+        return self._root_size
+
     def down_on_server(self) -> tuple[list[str], list[Button]]:
         """Keys and buttons the X server has down now (from every client and device): key
         codes in W3C spelling (``keycode N`` for a key with none) and button names."""
