@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -484,36 +485,39 @@ def _cua_version(python: str) -> str:
 
 def bench_input(rounds: int, cua: str | None, cua_rounds: int) -> None:
     """Move, click and type 100 characters direct to an agent on its own desktop, over HTTP
-    and the WebSocket in turns, and cua's computer server on the same desktop when ``cua``
-    names a Python that has it."""
+    and the WebSocket, in turns with cua's computer server (pyautogui's pause off) on the same
+    desktop when ``cua`` names a Python that has it; then cua as installed, on its own (its
+    pause makes a call 0.1-0.2 s)."""
     from remotehands.agent.desktop import VirtualDesktop
     from remotehands.client import AgentClient
 
-    with VirtualDesktop(size=(1920, 1080)) as desktop:
+    with VirtualDesktop(size=(1920, 1080)) as desktop, contextlib.ExitStack() as stack:
         port = free_port()
         env = {**os.environ, **desktop.env, "REMOTEHANDS_AGENT_PASSWORD": "bench"}
         agent = subprocess.Popen([REMOTEHANDS, "agent", "--driver", "x11", "--display",
                                   str(desktop.display), "--listen", f"127.0.0.1:{port}"],
                                  env=env)  # fmt: skip
+        stack.callback(agent.wait, 10)
+        stack.callback(agent.terminate)
         base = f"http://127.0.0.1:{port}"
-        try:
-            wait_for(lambda: is_up(base), "the agent")
-            with (
-                AgentClient(base, password="bench") as over_http,
-                AgentClient(base, password="bench", websocket=True) as over_ws,
-            ):
-                _input_rows({"SDK direct, HTTP": over_http, "SDK direct, WebSocket": over_ws},
-                            rounds)  # fmt: skip
-                # The agent's own time for each typing (its action log): what is left of a
-                # call's time is the transport's.
-                typed = [e["duration_ms"] for e in over_http.actions(limit=1000)
-                         if e["action"] == "keyboard.type"]  # fmt: skip
-                print(row("type 100 chars - on the agent (its log)", typed))
-        finally:
-            agent.terminate()
-            agent.wait(10)
+        wait_for(lambda: is_up(base), "the agent")
+        over_http = stack.enter_context(AgentClient(base, password="bench"))
+        over_ws = stack.enter_context(AgentClient(base, password="bench", websocket=True))
+        clients: dict[str, Any] = {"SDK direct, HTTP": over_http, "SDK direct, WebSocket": over_ws}
         if cua:
-            _bench_cua(cua, env, cua_rounds)
+            version = _cua_version(cua)
+            clients[f"cua {version} WS, pyautogui pause 0"] = stack.enter_context(
+                _cua_server(cua, env, CUA_NO_PAUSE)
+            )
+        _input_rows(clients, rounds)
+        # The agent's own time for each typing (its action log): what is left of a call's
+        # time is the transport's.
+        typed = [e["duration_ms"] for e in over_http.actions(limit=1000)
+                 if e["action"] == "keyboard.type"]  # fmt: skip
+        print(row("type 100 chars - on the agent (its log)", typed))
+        if cua:
+            with _cua_server(cua, env, CUA_AS_INSTALLED) as installed:
+                _input_rows({f"cua {version} WS, as installed": installed}, cua_rounds)
 
 
 # cua's server as installed: pyautogui sleeps its PAUSE (0.1 s) after every call it makes.
@@ -522,26 +526,26 @@ CUA_AS_INSTALLED = "import runpy; runpy.run_module('computer_server', run_name='
 CUA_NO_PAUSE = "import pyautogui; pyautogui.PAUSE = 0; " + CUA_AS_INSTALLED
 
 
-def _bench_cua(python: str, env: dict[str, str], rounds: int) -> None:
+@contextlib.contextmanager
+def _cua_server(python: str, env: dict[str, str], code: str) -> Iterator[CuaClient]:
+    """cua's computer server on the desktop of ``env``, and a client of its WebSocket."""
     # cua's server takes CONTAINER_NAME for its cloud mode (an authentication handshake and a
     # watchdog that pings the cloud): run it as on a desktop of one's own.
     env = {key: value for key, value in env.items() if key != "CONTAINER_NAME"}
-    version = _cua_version(python)
-    for label, code in (("as installed", CUA_AS_INSTALLED), ("pyautogui pause 0", CUA_NO_PAUSE)):
-        port = free_port()
-        server = subprocess.Popen([python, "-c", code, "--host", "127.0.0.1", "--port",
-                                   str(port), "--log-level", "warning"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    port = free_port()
+    server = subprocess.Popen([python, "-c", code, "--host", "127.0.0.1", "--port", str(port),
+                               "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/status"), "cua's server")
+        client = CuaClient(port)
         try:
-            wait_for(lambda p=port: _answers(f"http://127.0.0.1:{p}/status"), "cua's server")
-            cua = CuaClient(port)
-            try:
-                _input_rows({f"cua {version} WS, {label}": cua}, rounds)
-            finally:
-                cua.close()
+            yield client
         finally:
-            server.terminate()
-            server.wait(10)
+            client.close()
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 def _answers(url: str) -> bool:
