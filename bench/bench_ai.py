@@ -1,6 +1,7 @@
 """For AI agents: act vs the reference computer-use loop, OCR, and the MCP overhead, in one run.
 
     .venv/bin/python bench/bench_ai.py [--rounds 5] [--reference-rounds 1] [--ocr-rounds 5]
+        [--cua /tmp/cua/bin/python]
 
 Runs ``remotehands demo`` (the fleet server, a 1920x1080 Xvfb desktop and an enrolled x11
 agent) and prints median / min / max in milliseconds for:
@@ -16,8 +17,11 @@ agent) and prints median / min / max in milliseconds for:
 - **MCP**: the ``screenshot`` tool of ``remotehands mcp`` (stdio, the SDK's client) against the
   same screenshot (scaled to 1280 px) through the SDK;
 - **input** (its own desktop and ``remotehands agent --listen``): move, click and typing 100
-  characters through the SDK direct to the agent, over HTTP and over the persistent WebSocket;
-- **hop**: the same through the server, a request per action against the device's WebSocket.
+  characters through the SDK direct to the agent, over HTTP and over the persistent WebSocket,
+  in turns; with ``--cua PYTHON`` (an interpreter with ``cua-computer-server``, kept out of the
+  project's environment) cua's computer server on the same desktop over its WebSocket, in
+  turns with ours with pyautogui's pause off, and as installed (a 0.1 s pause a call) after;
+- **hop**: the same through the server, over HTTP and against the device's WebSocket, in turns.
 
 Figures, not a test: nothing here passes or fails on time.
 """
