@@ -1,6 +1,7 @@
 """For AI agents: act vs the reference computer-use loop, OCR, and the MCP overhead, in one run.
 
     .venv/bin/python bench/bench_ai.py [--rounds 5] [--reference-rounds 1] [--ocr-rounds 5]
+        [--cua /tmp/cua/bin/python]
 
 Runs ``remotehands demo`` (the fleet server, a 1920x1080 Xvfb desktop and an enrolled x11
 agent) and prints median / min / max in milliseconds for:
@@ -16,8 +17,11 @@ agent) and prints median / min / max in milliseconds for:
 - **MCP**: the ``screenshot`` tool of ``remotehands mcp`` (stdio, the SDK's client) against the
   same screenshot (scaled to 1280 px) through the SDK;
 - **input** (its own desktop and ``remotehands agent --listen``): move, click and typing 100
-  characters through the SDK direct to the agent, over HTTP and over the persistent WebSocket;
-- **hop**: the same through the server, a request per action against the device's WebSocket.
+  characters through the SDK direct to the agent, over HTTP and over the persistent WebSocket,
+  in turns; with ``--cua PYTHON`` (an interpreter with ``cua-computer-server``, kept out of the
+  project's environment) cua's computer server on the same desktop over its WebSocket, in
+  turns with ours with pyautogui's pause off, and as installed (a 0.1 s pause a call) after;
+- **hop**: the same through the server, over HTTP and against the device's WebSocket, in turns.
 
 Figures, not a test: nothing here passes or fails on time.
 """
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -37,6 +42,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -357,20 +363,55 @@ def bench_ocr(device: Any, env: dict[str, str], rounds: int, rapid: str | None) 
                 proc.wait(10)
 
 
+def measure_together(calls: dict[str, Any], rounds: int, warmup: int = 5) -> dict[str, list[float]]:
+    """Milliseconds per call of each of ``calls``, taken in turns (the order rotating each round)
+    so that every transport meets the same load of a busy machine: measured one after the
+    other, a transport measured in a noisier second looks slower than it is."""
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    names = list(calls)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(rounds):
+        for name in names[index % len(names) :] + names[: index % len(names)]:
+            started = time.perf_counter()
+            calls[name]()
+            samples[name].append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+TEXT_100 = ("The quick brown fox jumps over the lazy dog 0123456789 " * 2)[:100]
+
+
+def _input_rows(clients: dict[str, Any], rounds: int) -> None:
+    """Move, click and type 100 characters through each of ``clients`` (label -> SDK device,
+    agent client or peer), in turns."""
+    spots = iter(range(10**9))
+    actions = {
+        "move": lambda h: h.move(100 + next(spots) % 500, 200),
+        "click": lambda h: h.click(1900, 1070),
+        "type 100 chars": lambda h: h.type(TEXT_100),
+    }
+    for action, call in actions.items():
+        count = rounds if action != "type 100 chars" else max(5, rounds // 5)
+        timed = measure_together(
+            {label: (lambda h=h, c=call: c(h)) for label, h in clients.items()}, count,
+            warmup=5 if action != "type 100 chars" else 1,
+        )  # fmt: skip
+        for label, samples in timed.items():
+            print(row(f"{action} - {label}", samples))
+
+
 def bench_hop(info: dict[str, Any], rounds: int) -> None:
-    """Input through the server: a request per action against one WebSocket per device."""
-    text = ("The quick brown fox jumps over the lazy dog 0123456789 " * 2)[:100]
-    for label, websocket in (("HTTP", False), ("WebSocket", True)):
-        with FleetClient(info["url"], token=info["token"], websocket=websocket) as fleet:
-            hands = fleet.device(info["device_name"])
-            spots = iter(range(10**9))
-            print(row(f"move - SDK via server, {label}",
-                      measure(lambda h=hands, s=spots: h.move(100 + next(s) % 500, 200),
-                              rounds)))  # fmt: skip
-            print(row(f"click - SDK via server, {label}",
-                      measure(lambda h=hands: h.click(1900, 1070), rounds)))  # fmt: skip
-            print(row(f"type 100 chars - SDK via server, {label}",
-                      measure(lambda h=hands: h.type(text), max(5, rounds // 5), 1)))  # fmt: skip
+    """Input through the server: a request per action, over HTTP and against one WebSocket per
+    device, in turns."""
+    with (
+        FleetClient(info["url"], token=info["token"]) as over_http,
+        FleetClient(info["url"], token=info["token"], websocket=True) as over_ws,
+    ):
+        _input_rows({"SDK via server, HTTP": over_http.device(info["device_name"]),
+                     "SDK via server, WebSocket": over_ws.device(info["device_name"])},
+                    rounds)  # fmt: skip
 
 
 async def _mcp_vs_sdk(info: dict[str, Any], device_name: str, rounds: int) -> None:
@@ -409,33 +450,115 @@ async def _mcp_vs_sdk(info: dict[str, Any], device_name: str, rounds: int) -> No
         print(row("screenshot 1280 px - SDK (async, HTTP)", await timed(sdk)))
 
 
-def bench_input(rounds: int) -> None:
+class CuaClient:
+    """cua's computer server over its WebSocket (``/ws``): one JSON command, one JSON answer."""
+
+    def __init__(self, port: int) -> None:
+        from websockets.sync.client import connect
+
+        self._stack = contextlib.ExitStack()
+        self._conn = self._stack.enter_context(
+            connect(f"ws://127.0.0.1:{port}/ws", compression=None, max_size=None)
+        )
+
+    def _call(self, command: str, **params: Any) -> None:
+        self._conn.send(json.dumps({"command": command, "params": params}))
+        answer = json.loads(self._conn.recv(timeout=30))
+        if not answer.get("success"):
+            raise RuntimeError(f"cua {command}: {answer}")
+
+    def move(self, x: int, y: int) -> None:
+        self._call("move_cursor", x=x, y=y)
+
+    def click(self, x: int, y: int) -> None:
+        self._call("left_click", x=x, y=y)
+
+    def type(self, text: str) -> None:
+        self._call("type_text", text=text)
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def _cua_version(python: str) -> str:
+    found = subprocess.run([python, "-c", "import importlib.metadata as m; "
+                            "print(m.version('cua-computer-server'))"],
+                           capture_output=True, text=True)  # fmt: skip
+    return found.stdout.strip() or "?"
+
+
+def bench_input(rounds: int, cua: str | None, cua_rounds: int) -> None:
+    """Move, click and type 100 characters direct to an agent on its own desktop, over HTTP
+    and the WebSocket, in turns with cua's computer server (pyautogui's pause off) on the same
+    desktop when ``cua`` names a Python that has it; then cua as installed, on its own (its
+    pause makes a call 0.1-0.2 s)."""
     from remotehands.agent.desktop import VirtualDesktop
     from remotehands.client import AgentClient
 
-    with VirtualDesktop(size=(1920, 1080)) as desktop:
+    with VirtualDesktop(size=(1920, 1080)) as desktop, contextlib.ExitStack() as stack:
         port = free_port()
         env = {**os.environ, **desktop.env, "REMOTEHANDS_AGENT_PASSWORD": "bench"}
         agent = subprocess.Popen([REMOTEHANDS, "agent", "--driver", "x11", "--display",
                                   str(desktop.display), "--listen", f"127.0.0.1:{port}"],
                                  env=env)  # fmt: skip
+        stack.callback(agent.wait, 10)
+        stack.callback(agent.terminate)
         base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: is_up(base), "the agent")
+        over_http = stack.enter_context(AgentClient(base, password="bench"))
+        over_ws = stack.enter_context(AgentClient(base, password="bench", websocket=True))
+        clients: dict[str, Any] = {"SDK direct, HTTP": over_http, "SDK direct, WebSocket": over_ws}
+        if cua:
+            version = _cua_version(cua)
+            clients[f"cua {version} WS, pyautogui pause 0"] = stack.enter_context(
+                _cua_server(cua, env, CUA_NO_PAUSE)
+            )
+        _input_rows(clients, rounds)
+        # The agent's own time for each typing (its action log): what is left of a call's
+        # time is the transport's.
+        typed = [e["duration_ms"] for e in over_http.actions(limit=1000)
+                 if e["action"] == "keyboard.type"]  # fmt: skip
+        print(row("type 100 chars - on the agent (its log)", typed))
+        if cua:
+            with _cua_server(cua, env, CUA_AS_INSTALLED) as installed:
+                _input_rows({f"cua {version} WS, as installed": installed}, cua_rounds)
+
+
+# cua's server as installed: pyautogui sleeps its PAUSE (0.1 s) after every call it makes.
+CUA_AS_INSTALLED = "import runpy; runpy.run_module('computer_server', run_name='__main__')"
+# The same with pyautogui's pause off, the floor of its transport and of its input library.
+CUA_NO_PAUSE = "import pyautogui; pyautogui.PAUSE = 0; " + CUA_AS_INSTALLED
+
+
+@contextlib.contextmanager
+def _cua_server(python: str, env: dict[str, str], code: str) -> Iterator[CuaClient]:
+    """cua's computer server on the desktop of ``env``, and a client of its WebSocket."""
+    # cua's server takes CONTAINER_NAME for its cloud mode (an authentication handshake and a
+    # watchdog that pings the cloud): run it as on a desktop of one's own.
+    env = {key: value for key, value in env.items() if key != "CONTAINER_NAME"}
+    port = free_port()
+    server = subprocess.Popen([python, "-c", code, "--host", "127.0.0.1", "--port", str(port),
+                               "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/status"), "cua's server")
+        client = CuaClient(port)
         try:
-            wait_for(lambda: is_up(base), "the agent")
-            text = ("The quick brown fox jumps over the lazy dog 0123456789 " * 2)[:100]
-            for label, websocket in (("HTTP", False), ("WebSocket", True)):
-                with AgentClient(base, password="bench", websocket=websocket) as hands:
-                    spots = iter(range(10**9))
-                    print(row(f"move - SDK direct, {label}",
-                              measure(lambda h=hands, s=spots: h.move(100 + next(s) % 500, 200),
-                                      rounds)))  # fmt: skip
-                    print(row(f"click - SDK direct, {label}",
-                              measure(lambda h=hands: h.click(1900, 1070), rounds)))  # fmt: skip
-                    print(row(f"type 100 chars - SDK direct, {label}",
-                              measure(lambda h=hands: h.type(text), max(5, rounds // 5), 1)))  # fmt: skip
+            yield client
         finally:
-            agent.terminate()
-            agent.wait(10)
+            client.close()
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def main() -> None:
@@ -445,11 +568,15 @@ def main() -> None:
     parser.add_argument("--ocr-rounds", type=int, default=5)
     parser.add_argument("--mcp-rounds", type=int, default=20)
     parser.add_argument("--rapidocr", metavar="PYTHON", help="A Python with rapidocr_onnxruntime.")
+    parser.add_argument(
+        "--cua", metavar="PYTHON", help="A Python with cua-computer-server, run beside the agent."
+    )
+    parser.add_argument("--cua-rounds", type=int, default=20)
     parser.add_argument("--only", choices=["act", "ocr", "mcp", "input", "hop"], action="append")
     args = parser.parse_args()
     parts = set(args.only or ["act", "ocr", "mcp", "input", "hop"])
     if "input" in parts:
-        bench_input(args.mcp_rounds * 10)
+        bench_input(args.mcp_rounds * 10, args.cua, args.cua_rounds)
         if parts == {"input"}:
             return
     parts.discard("input")

@@ -335,6 +335,25 @@ async def test_double_click(driver: X11Driver, probe: Probe) -> None:
     assert [e["button"] for e in probe.buttons(since=mark)] == [1, 1, 1, 1]
 
 
+async def test_click_at_moves_and_clicks_in_one_call(driver: X11Driver, probe: Probe) -> None:
+    x, y = probe.center()
+    await driver.move(10, 10)
+    mark = probe.mark()
+    await driver.click_at(x + 5, y + 3, "right", 2)
+    await eventually(lambda: len(probe.events("button_release", since=mark)) == 2)
+    presses = probe.events("button_press", since=mark)
+    assert [(e["button"], e["root_x"], e["root_y"]) for e in presses] == [(3, x + 5, y + 3)] * 2
+    assert await driver.cursor_position() == (x + 5, y + 3)
+    # Off the screen: refused before anything is pressed, and the pointer stays.
+    mark = probe.mark()
+    with pytest.raises(ValidationError, match="off the screen"):
+        await driver.click_at(1280, 5)
+    await driver.click("left")
+    press = await probe.wait_for_async("button_press", since=mark)
+    assert [e["button"] for e in probe.buttons(since=mark)][:1] == [1]
+    assert (press["root_x"], press["root_y"]) == (x + 5, y + 3)
+
+
 async def test_click_count_out_of_range_is_invalid(driver: X11Driver) -> None:
     with pytest.raises(ValidationError, match="count"):
         await driver.click("left", count=0)

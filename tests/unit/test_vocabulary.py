@@ -537,6 +537,7 @@ def test_a_driver_protocol_method_is_the_verb_of_its_action_or_a_primitive() -> 
     # verb is a method names it), every row's driver calls follow the rule.
     protocols = {p.__name__: (c, p) for c, p in base.CAPABILITY_PROTOCOLS.items()}
     protocols["EncodedScreen"] = ("screen", base.EncodedScreen)
+    protocols["PointedMouse"] = ("mouse", base.PointedMouse)
     verbs = {(a.capability, a.verb) for a in ACTIONS}
     for name, (capability, protocol) in protocols.items():
         for method in _methods(protocol):

@@ -72,6 +72,7 @@ __all__ = [
     "Keyboard",
     "Media",
     "Mouse",
+    "PointedMouse",
     "Power",
     "Screen",
     "Switch",
@@ -156,6 +157,21 @@ class Mouse(Protocol):
     async def scroll(self, delta_x: int, delta_y: int) -> None:
         """Scroll where the pointer is: positive ``delta_y`` scrolls down, positive ``delta_x``
         scrolls right, one unit a wheel notch."""
+        ...
+
+
+@runtime_checkable
+class PointedMouse(Protocol):
+    """A pointer that can also move and click in one call (optional, beside Mouse).
+
+    The agent clicks at a point with :meth:`click_at` when the driver has it, and with
+    :meth:`Mouse.move` then :meth:`Mouse.click` otherwise: the same effect, one trip to the
+    device instead of two (the x11 driver's X thread, a network driver's request).
+    """
+
+    async def click_at(self, x: int, y: int, button: Button = "left", count: int = 1) -> None:
+        """Move the pointer to ``(x, y)`` (refused before any press when it is off the screen),
+        then click ``count`` times there."""
         ...
 
 

@@ -165,6 +165,14 @@ class FakeDriver(FakeAudio, FakePower, FakeMedia, FakeSwitch, Driver):
     def _record(self, name: str, **args: Any) -> None:
         self.calls.append(_Call(name, args))
 
+    def resize(self, width: int, height: int) -> None:
+        """Change the screen's resolution, as a desktop's display settings or a KVM's target
+        booting into another mode do: the screen is black again, the pointer stays if it fits."""
+        self.width, self.height = width, height
+        self.framebuffer = np.zeros((height, width, 4), dtype=np.uint8)
+        self.framebuffer[..., 3] = 255
+        self.pointer = (min(self.pointer[0], width - 1), min(self.pointer[1], height - 1))
+
     def _check_point(self, x: int, y: int) -> None:
         if not (0 <= x < self.width and 0 <= y < self.height):
             raise ValidationError(

@@ -237,12 +237,13 @@ def _a(
 
 
 DRIVER_PRIMITIVES: frozenset[str] = frozenset({
-    "Screen.grab", "EncodedScreen.snapshot", "Mouse.button", "Keyboard.key",
-    "Keyboard.release_all", "Keyboard.held",
+    "Screen.grab", "EncodedScreen.snapshot", "Mouse.button", "PointedMouse.click_at",
+    "Keyboard.key", "Keyboard.release_all", "Keyboard.held",
 })  # fmt: skip
 """The driver Protocol methods that are not an action done in one call: the primitives the agent
 composes actions from (``Keyboard.key`` presses or releases one key; the action ``key`` is a
-whole combination), and the upkeep around them (``release_all`` after a sequence, ``held``).
+whole combination; ``PointedMouse.click_at`` is a move and a click in one trip, where the
+driver has it), and the upkeep around them (``release_all`` after a sequence, ``held``).
 Every other Protocol method is the verb of the action it does."""
 
 _GRAB = ("Screen.grab",)
@@ -276,9 +277,10 @@ ACTIONS: tuple[ActionSpec, ...] = (
     _a("mouse.move", "move", "POST /mouse/move", MoveParams, Ok, "mouse", "control",
        "Move the cursor", ("Mouse.move",)),
     _a("mouse.click", "click", "POST /mouse/click", ClickParams, Ok, "mouse", "control",
-       "Click at the current position or at x,y", ("Mouse.click", "Mouse.move")),
+       "Click at the current position or at x,y",
+       ("Mouse.click", "Mouse.move", "PointedMouse.click_at")),
     _a("mouse.double_click", "double_click", "POST /mouse/double-click", ClickParams, Ok,
-       "mouse", "control", "Double-click", ("Mouse.click", "Mouse.move")),
+       "mouse", "control", "Double-click", ("Mouse.click", "Mouse.move", "PointedMouse.click_at")),
     _a("mouse.scroll", "scroll", "POST /mouse/scroll", ScrollParams, Ok, "mouse", "control",
        "Scroll at a position", ("Mouse.scroll", "Mouse.move")),
     _a("mouse.drag", "drag", "POST /mouse/drag", DragParams, Ok, "mouse", "control",

@@ -260,7 +260,9 @@ async def _screenshot(
         width=width,
         height=height,
         **outcome.report().model_dump(),
-        frame_id=ctx.frames.remember(None, p.scale),
+        frame_id=ctx.frames.remember(
+            None, p.scale, (int(frame.shape[1]), int(frame.shape[0])), p.screen_id
+        ),
         native_width=int(frame.shape[1]),
         native_height=int(frame.shape[0]),
         scale=p.scale,

@@ -89,13 +89,19 @@ async def screenshot(ctx: ActionContext, p: P.ScreenshotParams) -> R.ScreenshotR
                 _render, frame, region, cursor, p.scale, p.format, quality
             )
             native_h, native_w = frame.shape[0], frame.shape[1]
+    # The size of the screen the frame shows, so that a click naming it after a resolution
+    # change is refused; a region shot asks the device (a whole-screen shot is that size).
+    screen_size = (native_w, native_h)
+    if region is not None:
+        shown = next((s for s in await ctx.screen.screens() if s.id == p.screen_id), None)
+        screen_size = (shown.width, shown.height) if shown else screen_size
     result = R.ScreenshotResult(
         image=image,
         format=p.format,
         width=width,
         height=height,
         **waited.model_dump(),
-        frame_id=ctx.frames.remember(region, p.scale),
+        frame_id=ctx.frames.remember(region, p.scale, screen_size, p.screen_id),
         native_width=native_w,
         native_height=native_h,
         scale=p.scale,

@@ -9,10 +9,12 @@ Xlib and mss errors become :mod:`remotehands.errors`.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import Xlib.error
@@ -90,11 +92,28 @@ def translate_error(err: BaseException, what: str) -> RemoteHandsError:
 
 
 class XThread:
-    """A single worker thread: every callable submitted runs there, one at a time."""
+    """A single worker thread: every callable submitted runs there, one at a time.
+
+    A plain thread reading a queue, rather than a :class:`ThreadPoolExecutor`: an action hops
+    here and back for every input event, and the executor's bookkeeping (its future chained to
+    the event loop's, its thread-count check) made a hop 100 us where this takes 60.
+    """
 
     def __init__(self, name: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self.timeout_s = timeout_s
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        if self._stopped:
+            raise DeviceError("the X connection's thread is stopped: the x11 driver was closed")
+        self._jobs.put(job)
 
     async def call(
         self, what: str, fn: Callable[..., T], *args: Any, timeout_s: float | None = None
@@ -104,10 +123,21 @@ class XThread:
         ``what`` names the action for error messages.
         """
         loop = asyncio.get_running_loop()
+        answer: asyncio.Future[T] = loop.create_future()
+
+        def job() -> None:
+            try:
+                result = fn(*args)
+            except BaseException as err:  # noqa: BLE001 -- handed to the caller, the thread lives on
+                _post(loop, answer, None, err)
+            else:
+                _post(loop, answer, result, None)
+
         limit = self.timeout_s if timeout_s is None else timeout_s
         try:
+            self._submit(job)
             async with asyncio.timeout(limit):
-                return await loop.run_in_executor(self._executor, _call, fn, args)
+                return await answer
         except TimeoutError as err:
             raise DeviceTimeoutError(
                 f"{what}: the X server did not answer within {limit:g} s"
@@ -121,15 +151,41 @@ class XThread:
 
     def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on the thread and wait, from a thread that is not the event loop."""
-        return self._executor.submit(_call, fn, args).result()
+        done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def job() -> None:
+            try:
+                done.set_result(fn(*args))
+            except BaseException as err:  # noqa: BLE001 -- handed to the caller, the thread lives on
+                done.set_exception(err)
+
+        self._submit(job)
+        return done.result()
 
     def shutdown(self) -> None:
         """Stop the thread once what is queued has run."""
-        self._executor.shutdown(wait=True, cancel_futures=False)
+        if not self._stopped:
+            self._stopped = True
+            self._jobs.put(None)
+        self._thread.join()
 
 
-def _call(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-    return fn(*args)
+def _post(
+    loop: asyncio.AbstractEventLoop, answer: asyncio.Future[T], result: T | None,
+    err: BaseException | None,
+) -> None:  # fmt: skip
+    # RuntimeError: the loop closed while the call ran, and nobody waits for the answer.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_settle, answer, result, err)
+
+
+def _settle(answer: asyncio.Future[T], result: T | None, err: BaseException | None) -> None:
+    if answer.done():  # the caller gave up (a timeout, a cancellation)
+        return
+    if err is not None:
+        answer.set_exception(err)
+    else:
+        answer.set_result(result)  # type: ignore[arg-type]  # None only with an error
 
 
 class XConnection:

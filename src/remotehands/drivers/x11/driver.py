@@ -302,12 +302,25 @@ class X11Driver(Driver):
     # -- screen --------------------------------------------------------------------------
 
     async def screens(self) -> list[ScreenInfo]:
-        """Every screen (RandR monitor), id 0 first."""
-        return await self._x("list screens", self._scr().screens)
+        """Every screen (RandR monitor), id 0 first, as they are now."""
+        return await self._x("list screens", lambda: self._current_screen().screens())
 
     async def grab(self, screen_id: int = 0, region: Bounds | None = None) -> FrameArray:
         """A BGRX frame of a screen or a region of it; a view reused by the next grab."""
-        return await self._x("capture the screen", self._scr().grab, screen_id, region)
+        return await self._x(
+            "capture the screen", lambda: self._current_screen().grab(screen_id, region)
+        )
+
+    def _current_screen(self) -> ScreenGrabber:
+        # The grabber reads the screens once; when the desktop's size changed since (a RandR
+        # resize, announced by a ConfigureNotify the input connection already listens to), it
+        # is made again, so that frames and screen sizes are the new ones.
+        grabber, inp = self._scr(), self._inp()
+        inp.handle_events()
+        if grabber.root_size != inp.root_size and self.display is not None:
+            grabber.close()
+            self._screen = grabber = ScreenGrabber(self.display)
+        return grabber
 
     async def cursor_position(self) -> tuple[int, int]:
         """Where the pointer is, in virtual-desktop pixels."""
@@ -326,6 +339,10 @@ class X11Driver(Driver):
     async def click(self, button: Button = "left", count: int = 1) -> None:
         """Click ``count`` times where the pointer is."""
         await self._x("click", self._inp().click, button, count)
+
+    async def click_at(self, x: int, y: int, button: Button = "left", count: int = 1) -> None:
+        """Move to ``(x, y)`` and click ``count`` times there, in one call on the X thread."""
+        await self._x("click", self._inp().click, button, count, (x, y))
 
     async def scroll(self, delta_x: int, delta_y: int) -> None:
         """Scroll where the pointer is; positive ``delta_y`` scrolls down."""

@@ -72,6 +72,11 @@ class Input:
         """X button numbers this driver holds down."""
         return sorted(self._held_buttons)
 
+    @property
+    def root_size(self) -> tuple[int, int]:
+        """The desktop's size as last announced (call :meth:`handle_events` first)."""
+        return self._root_size
+
     def down_on_server(self) -> tuple[list[str], list[Button]]:
         """Keys and buttons the X server has down now (from every client and device): key
         codes in W3C spelling (``keycode N`` for a key with none) and button names."""
@@ -122,6 +127,10 @@ class Input:
         motion is only flushed. XTEST motion to a point on the screen cannot fail; were it to,
         the next checked request (a click, a key) reports it.
         """
+        self._fake_motion(x, y)
+        self._display.flush()
+
+    def _fake_motion(self, x: int, y: int) -> None:
         self.handle_events()
         width, height = self._root_size
         if not (0 <= x < width and 0 <= y < height):
@@ -130,7 +139,6 @@ class Input:
                 f"0 <= x < {width} and 0 <= y < {height}"
             )
         xtest.fake_input(self._display, X.MotionNotify, x=x, y=y)
-        self._display.flush()
 
     def button(self, button: Button, down: bool) -> None:
         """Press or release ``button`` where the pointer is."""
@@ -138,12 +146,15 @@ class Input:
         self._fake_button(number, down)
         self._conn.check()
 
-    def click(self, button: Button, count: int) -> None:
+    def click(self, button: Button, count: int, at: tuple[int, int] | None = None) -> None:
         """Press and release ``button`` ``count`` times, back to back so that ``count=2`` is a
-        double click for any toolkit's double-click time."""
+        double click for any toolkit's double-click time; first move to ``at`` when given (in
+        the same batch of requests: one round trip for the whole click)."""
         number = _button_number(button)
         if not 1 <= count <= MAX_CLICKS:
             raise ValidationError(f"click count {count} is out of range: use 1 to {MAX_CLICKS}")
+        if at is not None:
+            self._fake_motion(*at)
         for _ in range(count):
             self._fake_button(number, True)
             self._fake_button(number, False)

@@ -106,6 +106,11 @@ class ScreenGrabber:
             self._direct = _DirectShm.probe(self._mss)
         return frame
 
+    @property
+    def root_size(self) -> tuple[int, int]:
+        """The desktop's size when the screens were read."""
+        return int(self._root["width"]), int(self._root["height"])
+
     def close(self) -> None:
         """Close mss's X connection."""
         self._direct = None

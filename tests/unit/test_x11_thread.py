@@ -1,0 +1,53 @@
+"""The x11 driver's X thread: calls run there one at a time, answers and errors come back to the
+event loop, a call that outlasts its timeout is a DeviceTimeoutError and the thread goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+import Xlib.error
+
+from remotehands.drivers.x11.display import XThread
+from remotehands.errors import DeviceError, DeviceTimeoutError
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_calls_run_on_the_thread_in_order_and_errors_come_back() -> None:
+    thread = XThread("x11-test", timeout_s=5)
+    try:
+        seen: list[str] = []
+
+        def record(value: int) -> tuple[str, int]:
+            seen.append(threading.current_thread().name)
+            return threading.current_thread().name, value * 2
+
+        answers = await asyncio.gather(*(thread.call("record", record, i) for i in range(20)))
+        assert [value for _, value in answers] == [i * 2 for i in range(20)]
+        assert set(seen) == {"x11-test"} != {threading.current_thread().name}
+
+        def gone() -> None:
+            raise Xlib.error.ConnectionClosedError("server")
+
+        with pytest.raises(DeviceError, match="close: the X server closed the connection"):
+            await thread.call("close", gone)
+        assert await asyncio.to_thread(thread.run, record, 4) == ("x11-test", 8)
+    finally:
+        await asyncio.to_thread(thread.shutdown)
+
+
+async def test_a_call_past_its_timeout_is_a_timeout_and_the_thread_goes_on() -> None:
+    thread = XThread("x11-test", timeout_s=5)
+    release = threading.Event()
+    try:
+        with pytest.raises(DeviceTimeoutError, match="stuck: the X server did not answer"):
+            await thread.call("stuck", release.wait, 10, timeout_s=0.05)
+        release.set()  # the late answer finds nobody waiting, and the next call is served
+        assert await thread.call("next", lambda: "served") == "served"
+    finally:
+        release.set()
+        await asyncio.to_thread(thread.shutdown)
+    with pytest.raises(DeviceError, match="stopped"):
+        await thread.call("after", lambda: None)
