@@ -46,7 +46,6 @@ from remotehands.agent.dispatch import Dispatcher
 from remotehands.agent.framesource import FrameSources, JpegEncoder
 from remotehands.agent.streamed import register_streamed_actions
 from remotehands.agent.transfers import LinkTransfers, TransferTargets
-from remotehands.drivers.base import Screen
 from remotehands.errors import (
     AuthError,
     ConfigError,
@@ -270,10 +269,7 @@ class AgentLink:
         self.backoff_cap_s = backoff_cap_s
         self.connected = asyncio.Event()
         self.connections = 0
-        driver = dispatcher.driver
-        if frames is None and driver.has("screen") and isinstance(driver, Screen):
-            frames = FrameSources(driver)
-        self.frames = frames
+        self.frames = frames if frames is not None else dispatcher.frame_sources
         if targets is None:
             targets = TransferTargets()
             register_streamed_actions(targets, dispatcher.call)
