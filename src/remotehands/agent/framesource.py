@@ -22,10 +22,10 @@ Input shows at once: :meth:`FrameSource.kick` (the device's dispatcher calls
 capture :data:`KICK_DELAYS_S` after the input (2 ms, time for the application to draw), and again
 at 10 and 25 ms while those captures found the screen unchanged, instead of waiting up to a
 period for its next tick. Kicks never make a capture while nobody watches, nor two captures
-closer than ``1 / MAX_RATE``, nor two frames closer than a consumer may take them (three
-quarters of the tick period), so that input as fast as it comes cannot raise the rate beyond
-those bounds nor fill a consumer's queue with frames it would read late. The next tick comes a
-period after a kicked capture.
+closer than ``1 / MAX_RATE``, nor one while a consumer has not taken the last frame yet (it
+comes once it has), so that input as fast as it comes cannot raise the rate beyond that bound
+nor fill a consumer's queue with frames it would read late. The next tick comes a period after
+a kicked capture.
 
 Encoding is pluggable (:class:`FrameEncoder`): JPEG now (:class:`JpegEncoder`); an encoder gets
 the changed rectangle too, for changed-rectangle frames and H.264 to come. Consumers whose
@@ -42,7 +42,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -158,6 +158,8 @@ class FrameStream:
     encoder: FrameEncoder
     rate: float
     queue: DropOldest[Frame]
+    taken: Callable[[], None] | None = None
+    """Called each time this consumer takes a frame."""
     _last_yield: float = field(default=0.0)
 
     def __aiter__(self) -> FrameStream:
@@ -172,6 +174,8 @@ class FrameStream:
             await asyncio.sleep(gap)
         frame = await self.queue.get()
         self._last_yield = time.monotonic()
+        if self.taken is not None:
+            self.taken()
         return frame
 
     @property
@@ -210,7 +214,6 @@ class FrameSource:
         """When the input that the pending kick answers happened (``None``: no kick pending)."""
         self._kick_step = 0
         self._last_capture = -math.inf
-        self._last_frame = -math.inf
         self.captures = 0
         """Screen grabs so far."""
         self.kicked_captures = 0
@@ -261,7 +264,7 @@ class FrameSource:
         want = min(self.rate, rate or self.rate)
         if want <= 0:
             raise ValidationError(f"a frame rate must be positive, got {rate}")
-        stream = FrameStream(encoder or JpegEncoder(), want, DropOldest(depth))
+        stream = FrameStream(encoder or JpegEncoder(), want, DropOldest(depth), self._taken)
         latest = self._latest.get(stream.encoder.key)
         if latest is not None and self.capturing:
             stream.queue.put(latest)
@@ -290,15 +293,17 @@ class FrameSource:
     def _tick_rate(self) -> float:
         return max((c.rate for c in self._consumers), default=self.rate)
 
-    def _kick_due(self, period: float) -> float:
-        """When the pending kick's next capture may come (infinity: no kick pending)."""
-        if self._kicked_at is None:
+    def _taken(self) -> None:
+        if self._kicked_at is not None:
+            self._wake.set()  # a kick may have waited for this consumer
+
+    def _kick_due(self) -> float:
+        """When the pending kick's next capture may come (infinity: no kick pending, or one
+        that waits until every consumer took the last frame)."""
+        if self._kicked_at is None or any(len(c.queue) for c in self._consumers):
             return math.inf
         return max(
-            self._kicked_at + KICK_DELAYS_S[self._kick_step],
-            self._last_capture + 1.0 / MAX_RATE,
-            # a consumer at the tick rate takes a frame every 0.75 period (FrameStream)
-            self._last_frame + 0.75 * period,
+            self._kicked_at + KICK_DELAYS_S[self._kick_step], self._last_capture + 1.0 / MAX_RATE
         )
 
     async def _run(self) -> None:
@@ -319,7 +324,7 @@ class FrameSource:
                     continue
                 idle_since = None
                 period = 1.0 / self._tick_rate()
-                kick_due = self._kick_due(period)
+                kick_due = self._kick_due()
                 due = min(next_tick, kick_due)
                 if due > now:
                     # woken early by a kick or a consumer: the due time is worked out again
@@ -329,8 +334,6 @@ class FrameSource:
                 started = loop.time()
                 changed = await self._capture()
                 self._last_capture = started
-                if changed:
-                    self._last_frame = started
                 if kicked:
                     self.kicked_captures += 1
                     self._kick_step += 1
@@ -358,7 +361,7 @@ class FrameSource:
             # Frames kept from this run are stale once it stops: the next run starts afresh.
             self._latest.clear()
             self._previous = self._spare = None
-            self._last_capture = self._last_frame = -math.inf
+            self._last_capture = -math.inf
 
     async def _sleep(self, seconds: float) -> None:
         """Wait ``seconds``, or less when a kick or a consumer comes or goes."""
