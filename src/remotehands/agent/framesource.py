@@ -23,9 +23,9 @@ capture :data:`KICK_DELAYS_S` after the input (2 ms, time for the application to
 at 10 and 25 ms while those captures found the screen unchanged, instead of waiting up to a
 period for its next tick. Kicks never make a capture while nobody watches, nor two captures
 closer than ``1 / MAX_RATE``, nor one while a consumer has not taken the last frame yet (it
-comes once it has), so that input as fast as it comes cannot raise the rate beyond that bound
-nor fill a consumer's queue with frames it would read late. The next tick comes a period after
-a kicked capture.
+comes once it has; a consumer whose queue is full, behind anyway, holds nobody back), so that
+input as fast as it comes cannot raise the rate beyond that bound nor fill a consumer's queue
+with frames it would read late. The next tick comes a period after a kicked capture.
 
 Encoding is pluggable (:class:`FrameEncoder`): JPEG now (:class:`JpegEncoder`); an encoder gets
 the changed rectangle too, for changed-rectangle frames and H.264 to come. Consumers whose
@@ -75,6 +75,8 @@ MAX_RATE = 120.0
 """The most captures a second a source makes, its ticks and kicks together."""
 KICK_DELAYS_S = (0.002, 0.010, 0.025)
 """When a source captures after a kick (seconds after it), until a capture finds a change."""
+CATCH_UP = 3
+"""Ticks a source makes up for after a stall (more would come as a burst)."""
 GRAB_TIMEOUT_S = 5.0
 """The longest one screen grab may take."""
 
@@ -158,6 +160,8 @@ class FrameStream:
     encoder: FrameEncoder
     rate: float
     queue: DropOldest[Frame]
+    depth: int = 2
+    """How many frames :attr:`queue` holds."""
     taken: Callable[[], None] | None = None
     """Called each time this consumer takes a frame."""
     _last_yield: float = field(default=0.0)
@@ -264,7 +268,7 @@ class FrameSource:
         want = min(self.rate, rate or self.rate)
         if want <= 0:
             raise ValidationError(f"a frame rate must be positive, got {rate}")
-        stream = FrameStream(encoder or JpegEncoder(), want, DropOldest(depth), self._taken)
+        stream = FrameStream(encoder or JpegEncoder(), want, DropOldest(depth), depth, self._taken)
         latest = self._latest.get(stream.encoder.key)
         if latest is not None and self.capturing:
             stream.queue.put(latest)
@@ -299,8 +303,9 @@ class FrameSource:
 
     def _kick_due(self) -> float:
         """When the pending kick's next capture may come (infinity: no kick pending, or one
-        that waits until every consumer took the last frame)."""
-        if self._kicked_at is None or any(len(c.queue) for c in self._consumers):
+        that waits until every consumer took the last frame; one whose queue is full is
+        behind and dropping frames anyway, so it holds nobody back)."""
+        if self._kicked_at is None or any(0 < len(c.queue) < c.depth for c in self._consumers):
             return math.inf
         return max(
             self._kicked_at + KICK_DELAYS_S[self._kick_step], self._last_capture + 1.0 / MAX_RATE
@@ -332,7 +337,7 @@ class FrameSource:
                     continue
                 kicked = kick_due <= next_tick
                 started = loop.time()
-                changed = await self._capture()
+                changed = await self._capture(fused=kicked)
                 self._last_capture = started
                 if kicked:
                     self.kicked_captures += 1
@@ -343,10 +348,10 @@ class FrameSource:
                 elif self._kicked_at is not None and started >= self._kicked_at and changed:
                     self._kicked_at = None  # the tick came first and showed the input
                 if not kicked:
-                    # On the grid: a late tick does not push the later ones back; one that is
-                    # more than a period late starts the grid again instead of a burst.
+                    # On the grid: a late tick does not push the later ones back; one more
+                    # than CATCH_UP periods late starts the grid again instead of a burst.
                     next_tick += period
-                    if next_tick < loop.time() - period:
+                    if next_tick < loop.time() - CATCH_UP * period:
                         next_tick = loop.time()
         except RemoteHandsError as err:
             log.warning("screen %s: capture stopped: %s", self.screen_id, err.details)
@@ -370,15 +375,15 @@ class FrameSource:
             async with asyncio.timeout(seconds):
                 await self._wake.wait()
 
-    async def _capture(self) -> bool:
+    async def _capture(self, *, fused: bool = False) -> bool:
         """One capture: grab, compare and keep; encode a changed frame. Answers whether the
         frame changed (or was forced).
 
-        When no encoding is running, the comparison and the encoding are one trip to a worker
-        thread (one thread hop less between an input and its frame). When one is (a screen
-        that changes faster than frames encode), this frame's encoding starts in the
-        background once it ends, so that the next grab overlaps it (two cores: about twice
-        the rate)."""
+        ``fused`` (a kick's capture, when no encoding is running): the comparison and the
+        encoding are one trip to a worker thread, one thread hop less between an input and its
+        frame. Otherwise (ticks) the encoding runs in the background once the one before it
+        ended, so that the next grab overlaps it (two cores: about twice the rate; a slow
+        encoding on a busy machine does not hold the next tick back)."""
         try:
             async with asyncio.timeout(GRAB_TIMEOUT_S):
                 raw = await self.screen.grab(self.screen_id, None)
@@ -390,7 +395,7 @@ class FrameSource:
         self.captures += 1
         force, self._force = self._force, False
         encoders = {c.encoder.key: c.encoder for c in self._consumers}
-        busy = self._encoding is not None and not self._encoding.done()
+        busy = not fused or (self._encoding is not None and not self._encoding.done())
         # The spare buffer is free: the encoding that read it finished before the last one began.
         try:
             box, kept, encoded = await asyncio.to_thread(
