@@ -25,7 +25,9 @@ period for its next tick. Kicks never make a capture while nobody watches, nor t
 closer than ``1 / MAX_RATE``, nor one while a consumer has not taken the last frame yet (it
 comes once it has; a consumer whose queue is full, behind anyway, holds nobody back), so that
 input as fast as it comes cannot raise the rate beyond that bound nor fill a consumer's queue
-with frames it would read late. The next tick comes a period after a kicked capture.
+with frames it would read late. The next tick comes a period after a kicked capture that
+showed a change; kicked captures that found none leave the ticks where they were (a slow
+application is then caught by the tick it would have been anyway).
 
 Encoding is pluggable (:class:`FrameEncoder`): JPEG now (:class:`JpegEncoder`); an encoder gets
 the changed rectangle too, for changed-rectangle frames and H.264 to come. Consumers whose
@@ -344,10 +346,11 @@ class FrameSource:
                     self._kick_step += 1
                     if changed or self._kick_step == len(KICK_DELAYS_S):
                         self._kicked_at = None
-                    next_tick = started + period  # a tick now would find nothing new
                 elif self._kicked_at is not None and started >= self._kicked_at and changed:
                     self._kicked_at = None  # the tick came first and showed the input
-                if not kicked:
+                if kicked and changed:
+                    next_tick = started + period  # a tick now would find nothing new
+                elif not kicked:
                     # On the grid: a late tick does not push the later ones back; one more
                     # than CATCH_UP periods late starts the grid again instead of a burst.
                     next_tick += period
