@@ -235,8 +235,9 @@ FRAME_SEND_TIMEOUT_S = 10.0
 class AgentLink:
     """One device's connection to the server, kept up until :meth:`run` is cancelled.
 
-    ``frames`` are the device's frame sources (made from the driver's screen when not given;
-    share them with the faces that stream the screen); ``targets`` its transfer targets (when
+    ``frames`` are the device's frame sources (the dispatcher's when not given, so that the
+    input it runs makes them capture at once; share them with the faces that stream the
+    screen); ``targets`` its transfer targets (when
     not given: the probe, and one for each streamed action such as ``media.upload``);
     ``condition`` says whether the device itself can serve (sent with the hello and every
     heartbeat as ``health.device``).
