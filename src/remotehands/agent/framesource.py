@@ -77,8 +77,9 @@ MAX_RATE = 120.0
 """The most captures a second a source makes, its ticks and kicks together."""
 KICK_DELAYS_S = (0.002, 0.010, 0.025)
 """When a source captures after a kick (seconds after it), until a capture finds a change."""
-CATCH_UP = 3
-"""Ticks a source makes up for after a stall (more would come as a burst)."""
+CATCH_UP = 1
+"""Ticks a source makes up for after a stall: one, so that two frames come back to back at most
+(a consumer's drop-oldest queue holds two by default; a burst would drop frames)."""
 GRAB_TIMEOUT_S = 5.0
 """The longest one screen grab may take."""
 
@@ -341,13 +342,15 @@ class FrameSource:
                 started = loop.time()
                 changed = await self._capture(fused=kicked)
                 self._last_capture = started
-                if kicked:
-                    self.kicked_captures += 1
-                    self._kick_step += 1
-                    if changed or self._kick_step == len(KICK_DELAYS_S):
-                        self._kicked_at = None
-                elif self._kicked_at is not None and started >= self._kicked_at and changed:
-                    self._kicked_at = None  # the tick came first and showed the input
+                self.kicked_captures += kicked
+                # A kick that came during this grab is for input after it: it stays as it is.
+                if self._kicked_at is not None and self._kicked_at <= started:
+                    if changed:
+                        self._kicked_at = None  # this grab (a tick's, perhaps) showed the input
+                    elif kicked:
+                        self._kick_step += 1
+                        if self._kick_step == len(KICK_DELAYS_S):
+                            self._kicked_at = None
                 if kicked and changed:
                     next_tick = started + period  # a tick now would find nothing new
                 elif not kicked:
