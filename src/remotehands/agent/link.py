@@ -46,7 +46,6 @@ from remotehands.agent.dispatch import Dispatcher
 from remotehands.agent.framesource import FrameSources, JpegEncoder
 from remotehands.agent.streamed import register_streamed_actions
 from remotehands.agent.transfers import LinkTransfers, TransferTargets
-from remotehands.drivers.base import Screen
 from remotehands.errors import (
     AuthError,
     ConfigError,
@@ -236,8 +235,9 @@ FRAME_SEND_TIMEOUT_S = 10.0
 class AgentLink:
     """One device's connection to the server, kept up until :meth:`run` is cancelled.
 
-    ``frames`` are the device's frame sources (made from the driver's screen when not given;
-    share them with the faces that stream the screen); ``targets`` its transfer targets (when
+    ``frames`` are the device's frame sources (the dispatcher's when not given, so that the
+    input it runs makes them capture at once; share them with the faces that stream the
+    screen); ``targets`` its transfer targets (when
     not given: the probe, and one for each streamed action such as ``media.upload``);
     ``condition`` says whether the device itself can serve (sent with the hello and every
     heartbeat as ``health.device``).
@@ -270,10 +270,7 @@ class AgentLink:
         self.backoff_cap_s = backoff_cap_s
         self.connected = asyncio.Event()
         self.connections = 0
-        driver = dispatcher.driver
-        if frames is None and driver.has("screen") and isinstance(driver, Screen):
-            frames = FrameSources(driver)
-        self.frames = frames
+        self.frames = frames if frames is not None else dispatcher.frame_sources
         if targets is None:
             targets = TransferTargets()
             register_streamed_actions(targets, dispatcher.call)
