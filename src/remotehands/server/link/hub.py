@@ -76,11 +76,20 @@ from remotehands.server.events import EventBus
 from remotehands.server.link.streams import LinkWatches
 from remotehands.server.link.transfers import LinkTransfers
 
-__all__ = ["CLOSE_GOING_AWAY", "AgentLink", "LinkHub", "LinkIdentity", "LinkTransport"]
+__all__ = [
+    "CLOSE_GOING_AWAY",
+    "AgentLink",
+    "LinkHub",
+    "LinkIdentity",
+    "LinkTransport",
+    "restart_delay",
+    "restart_spread",
+]
 
 logger = logging.getLogger(__name__)
 
 CLOSE_GOING_AWAY = 1001
+"""Close code for a link the server drops without blame: shutdown, or an agent gone silent."""
 RESTART_DELAY_S = 0.5
 """The least an agent is told to wait before coming back to a server that stopped: about the
 time a supervisor takes to start it again."""
@@ -89,7 +98,6 @@ RESTART_SPREAD_MAX_S = 5.0
 RESTART_LINKS_PER_S = 400.0
 """Agents are told to come back over ``links / RESTART_LINKS_PER_S`` seconds (within the
 bounds above): a thousand agents over 2.5 s, not all in the same millisecond."""
-"""Close code for a link the server drops without blame: shutdown, or an agent gone silent."""
 
 SEND_TIMEOUT_S = 10.0
 """The longest one frame may wait to be written to an agent's socket."""
@@ -108,6 +116,17 @@ _HEARTBEAT_UPDATE = (
     .values(health=bindparam("b_health"), last_seen=bindparam("b_seen"))
 )
 _IN_CHUNK = 500  # ids per ``IN (...)``: well under every database's parameter limit
+
+
+def restart_spread(links: int) -> float:
+    """Over how many seconds ``links`` agents are told to come back after a stop."""
+    return min(RESTART_SPREAD_MAX_S, max(RESTART_SPREAD_MIN_S, links / RESTART_LINKS_PER_S))
+
+
+def restart_delay(spread: float) -> float:
+    """One agent's delay before coming back: :data:`RESTART_DELAY_S` plus its share of
+    ``spread`` (uniform: the agents arrive at an even rate)."""
+    return RESTART_DELAY_S + random.uniform(0, spread)
 
 
 class LinkTransport(Protocol):
@@ -384,23 +403,33 @@ class LinkHub:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await self.close_for_restart()
+        for task in self._loops:
+            task.cancel()
+        if self._tasks is not None:
+            await self._tasks.__aexit__(exc_type, exc, tb)
+
+    async def close_for_restart(self) -> None:
+        """Close every link telling its agent when to come back, refuse new links (with the
+        same word), and mark the devices offline.
+
+        The server's HTTP layer calls it when a graceful stop begins, before it closes the
+        sockets itself (see :func:`remotehands.server.app.announce_shutdown`); leaving the hub
+        calls it again for whatever is left. Each agent gets its own delay
+        (:func:`restart_delay`), so that a fleet comes back spread over a few seconds rather
+        than in the same millisecond."""
         self._closing = True
         links = list(self._links.values())
         self._links.clear()
         for link in links:
             link.superseded = True
-        # each agent is told when to come back, spread so that they do not all come at once
-        spread = min(RESTART_SPREAD_MAX_S, max(RESTART_SPREAD_MIN_S,
-                                               len(links) / RESTART_LINKS_PER_S))  # fmt: skip
+        spread = restart_spread(len(links))
         async with asyncio.TaskGroup() as group:
             for link in links:
-                reason = restart_reason(random.uniform(RESTART_DELAY_S, RESTART_DELAY_S + spread))
-                group.create_task(link.close(CLOSE_GOING_AWAY, reason))
+                group.create_task(
+                    link.close(CLOSE_GOING_AWAY, restart_reason(restart_delay(spread)))
+                )
         await self._mark_offline([link for link in links if link.online_written], "shutdown")
-        for task in self._loops:
-            task.cancel()
-        if self._tasks is not None:
-            await self._tasks.__aexit__(exc_type, exc, tb)
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -429,7 +458,9 @@ class LinkHub:
         :data:`~remotehands.protocol.link.CLOSE_CREDENTIAL_REFUSED`.
         """
         if self._closing:
-            await transport.close(CLOSE_GOING_AWAY, "server shutting down")
+            await transport.close(
+                CLOSE_GOING_AWAY, restart_reason(restart_delay(restart_spread(1)))
+            )
             return
         link = AgentLink(self, identity, hello, transport)
         try:
@@ -439,6 +470,9 @@ class LinkHub:
                 await link.close(CLOSE_CREDENTIAL_REFUSED, "device credential refused")
                 return
             except DeviceOfflineError:  # the agent left before its welcome
+                return
+            if self._closing:  # the stop began while it was welcomed: it missed the word
+                await link.close(CLOSE_GOING_AWAY, restart_reason(restart_delay(restart_spread(1))))
                 return
             await link.run()
         finally:
