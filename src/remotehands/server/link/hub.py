@@ -47,7 +47,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self, cast
 
 import pydantic
-from sqlalchemy import CursorResult, Table, bindparam, or_, select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 
 from remotehands.errors import (
     AuthError,
@@ -70,6 +70,7 @@ from remotehands.protocol.link import (
     encode,
     restart_reason,
 )
+from remotehands.server.batch import Batcher
 from remotehands.server.db.engine import Database
 from remotehands.server.db.models import Device
 from remotehands.server.events import EventBus
@@ -115,6 +116,23 @@ _HEARTBEAT_UPDATE = (
     .where(_devices.c.id == bindparam("b_id"))
     .values(health=bindparam("b_health"), last_seen=bindparam("b_seen"))
 )
+# The online mark of a hello, many at once (a restarted server's whole fleet says hello within
+# seconds): health only when the hello carries it, so two statements.
+_ONLINE_UPDATE = (
+    update(_devices)
+    .where(_devices.c.id == bindparam("b_id"))
+    .values(
+        status="online",
+        agent_version=bindparam("b_agent_version"),
+        driver=bindparam("b_driver"),
+        device_type=bindparam("b_device_type"),
+        capabilities=bindparam("b_capabilities"),
+        screens=bindparam("b_screens"),
+        hardware_id=bindparam("b_hardware_id"),
+        last_seen=bindparam("b_seen"),
+    )
+)
+_ONLINE_UPDATE_HEALTH = _ONLINE_UPDATE.values(health=bindparam("b_health"))
 _IN_CHUNK = 500  # ids per ``IN (...)``: well under every database's parameter limit
 
 
@@ -376,6 +394,8 @@ class LinkHub:
         self._status_locks: dict[str, asyncio.Lock] = {}
         self._dirty: dict[str, AgentLink] = {}
         self._dirty_event = asyncio.Event()
+        self._online = Batcher(self._write_online, max_batch=_IN_CHUNK)
+        """Online marks of the hellos that arrive together, written in one transaction."""
         self._tasks: asyncio.TaskGroup | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._closing = False
@@ -553,25 +573,44 @@ class LinkHub:
         )
 
     async def _mark_online(self, link: AgentLink) -> bool:
-        hello = link.hello
-        values: dict[str, Any] = {
-            "status": "online",
-            "agent_version": hello.agent_version,
-            "driver": hello.driver,
-            "device_type": hello.device_type,
-            "capabilities": list(hello.capabilities),
-            "screens": [screen.model_dump() for screen in hello.screens],
-            "hardware_id": hello.hardware_id,
-            "last_seen": link.connected_at,
-        }
-        if link.health is not None:
-            values["health"] = link.health
+        """Write the device online with what its hello says; False when it no longer exists.
+        Hellos that arrive together are written together (:meth:`_write_online`)."""
+        async with asyncio.timeout(2 * DB_TIMEOUT_S):  # its batch's turn, then its write
+            return await self._online.submit(link)
+
+    async def _write_online(self, links: list[AgentLink]) -> list[bool]:
+        """Mark the devices of ``links`` online in one transaction; whether each still exists."""
+        with_health: list[dict[str, Any]] = []
+        without_health: list[dict[str, Any]] = []
+        for link in links:
+            hello = link.hello
+            row: dict[str, Any] = {
+                "b_id": link.device_id,
+                "b_agent_version": hello.agent_version,
+                "b_driver": hello.driver,
+                "b_device_type": hello.device_type,
+                "b_capabilities": list(hello.capabilities),
+                "b_screens": [screen.model_dump() for screen in hello.screens],
+                "b_hardware_id": hello.hardware_id,
+                "b_seen": link.connected_at,
+            }
+            if link.health is not None:
+                row["b_health"] = link.health
+                with_health.append(row)
+            else:
+                without_health.append(row)
+        ids = [link.device_id for link in links]
+        found: set[str] = set()
         async with asyncio.timeout(DB_TIMEOUT_S), self._db.session() as session:
-            result = await session.execute(
-                update(Device).where(Device.id == link.device_id).values(**values)
-            )
+            if with_health:
+                await session.execute(_ONLINE_UPDATE_HEALTH, with_health)
+            if without_health:
+                await session.execute(_ONLINE_UPDATE, without_health)
+            # in the same transaction, after the writes: a device deleted meanwhile is gone
+            for chunk in _chunks(ids, _IN_CHUNK):
+                found.update(await session.scalars(select(Device.id).where(Device.id.in_(chunk))))
             await session.commit()
-        return bool(cast("CursorResult[Any]", result).rowcount)
+        return [device_id in found for device_id in ids]
 
     async def _mark_offline(self, links: list[AgentLink], reason: str) -> None:
         """Mark the devices of ``links`` offline and publish it; logs instead of raising."""
