@@ -69,6 +69,6 @@ async def test_a_caller_that_stopped_waiting_is_left_out_of_its_batch() -> None:
         return -1
 
     results = await asyncio.wait_for(asyncio.gather(first, batcher.submit(3), leave_and_open()), 5)
-    assert results == [1, 3, -1]
+    assert list(results) == [1, 3, -1]
     assert gone.cancelled()
     assert seen == [1, 3]
