@@ -17,7 +17,11 @@ the links by device id and keeps the database and the event bus in step with the
 - garbage from an agent closes that link with
   :data:`~remotehands.protocol.link.CLOSE_PROTOCOL_ERROR`; nothing an agent sends can hurt the
   server or the other links;
-- on shutdown every device held here goes offline.
+- on a graceful stop (:meth:`LinkHub.close_for_restart`, run before the HTTP server closes its
+  sockets) each agent is told when to come back, each its own delay spread over a few seconds,
+  and every device held here goes offline;
+- the online marks of hellos that arrive together (a restarted server's whole fleet) are
+  written in one transaction.
 
 Events of a link carry its device's ``tags`` (kept current from ``device.updated``), so that the
 events stream can filter them for tag-limited tokens without a lookup.
