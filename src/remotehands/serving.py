@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import socket
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import uvicorn
@@ -21,9 +22,11 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from remotehands.errors import ConfigError
 
 __all__ = [
+    "BEFORE_SHUTDOWN_TIMEOUT_S",
     "HEADER_TIMEOUT_S",
     "SHUTDOWN_TIMEOUT_S",
     "STARTUP_TIMEOUT_S",
+    "GracefulServer",
     "HeaderTimeoutProtocol",
     "bound_address",
     "check_trusted_proxies",
@@ -31,6 +34,8 @@ __all__ = [
     "proxy_options",
     "serve_http",
 ]
+
+logger = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT_S = 30.0
 """How long :func:`serve_http` waits for uvicorn to accept connections."""
@@ -125,7 +130,44 @@ def proxy_options(trusted_proxies: Sequence[str]) -> dict[str, Any]:
     return {"proxy_headers": bool(networks), "forwarded_allow_ips": networks or ""}
 
 
-class _Server(uvicorn.Server):
+BEFORE_SHUTDOWN_TIMEOUT_S = 10.0
+"""The longest a :class:`GracefulServer`'s ``before_shutdown`` may take."""
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server, letting the app speak to its open connections before they close.
+
+    On shutdown uvicorn closes every WebSocket itself (code 1012, no reason) before it runs the
+    app's lifespan shutdown, so whatever an app would tell its peers from its shutdown hook (the
+    fleet server tells each agent when to come back) meets closed sockets. This server stops
+    accepting connections, then awaits ``before_shutdown`` (within
+    :data:`BEFORE_SHUTDOWN_TIMEOUT_S`; a failure is logged, the shutdown goes on), and only then
+    lets uvicorn close what is left and run the lifespan shutdown.
+    """
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        before_shutdown: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        super().__init__(config)
+        self.before_shutdown = before_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Stop accepting, run ``before_shutdown``, then uvicorn's own shutdown."""
+        if self.before_shutdown is not None and not self.force_exit:
+            for server in self.servers:
+                server.close()  # nobody new arrives while the app says goodbye
+            try:
+                async with asyncio.timeout(BEFORE_SHUTDOWN_TIMEOUT_S):
+                    await self.before_shutdown()
+            except Exception:
+                logger.exception("the app's last words before the shutdown failed")
+        await super().shutdown(sockets)
+
+
+class _Server(GracefulServer):
     """A uvicorn server that leaves signals to its owner (the CLI, a test, the demo) and
     reports a failed start as an error rather than exiting the process."""
 
@@ -157,6 +199,7 @@ async def serve_http(
     trusted_proxies: Sequence[str] = (),
     ssl: Mapping[str, Any] | None = None,
     header_timeout_s: float = HEADER_TIMEOUT_S,
+    before_shutdown: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncIterator[uvicorn.Server]:
     """Serve an ASGI app on ``listen`` (or on the bound socket ``sock``) until the block ends;
     yields once it accepts requests.
@@ -167,6 +210,8 @@ async def serve_http(
     Forwarding headers count only from ``trusted_proxies`` (see :func:`proxy_options`);
     ``ssl`` holds uvicorn's ``ssl_certfile``/``ssl_keyfile`` to serve HTTPS. A client gets
     ``header_timeout_s`` to send a request's headers (see :class:`HeaderTimeoutProtocol`).
+    ``before_shutdown`` runs when the block ends, before the open connections are closed (see
+    :class:`GracefulServer`).
     """
     if (listen is None) == (sock is None):
         raise ValueError("give serve_http one of listen or sock")
@@ -186,7 +231,7 @@ async def serve_http(
         **proxy_options(trusted_proxies),
         **(ssl or {}),
     )
-    server = _Server(config)
+    server = _Server(config, before_shutdown=before_shutdown)
     task = asyncio.create_task(server.serve(sockets=[sock] if sock is not None else None))
     try:
         async with asyncio.timeout(STARTUP_TIMEOUT_S):

@@ -75,8 +75,8 @@ async def serve_openctrol(
     """Serve ``driver`` with the native and Openctrol faces (password :data:`PASSWORD`)."""
     clock = clock or Clock()
     monotonic = Monotonic()
-    dispatcher = Dispatcher(driver)
     frames = FrameSources(driver, rate=rate) if isinstance(driver, Screen) else None
+    dispatcher = Dispatcher(driver, frames=frames)
     tokens = TokenStore(password_check(password=PASSWORD, password_file=None, pam=False))
     context = FaceContext(device="octl-test", dispatcher=dispatcher, tokens=tokens,
                           frames=frames, settings=dict(settings or {}))  # fmt: skip

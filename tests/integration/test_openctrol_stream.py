@@ -1,5 +1,6 @@
 """``/ws/desktop`` as a consumer of the agent's frame stream: no capture while nobody watches,
-and a viewer that does not read drops frames while another keeps the source's rate."""
+a viewer that does not read drops frames while another keeps the source's rate, and a viewer's
+input makes the source capture at once (on a real X desktop)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from remotehands.agent.desktop import VirtualDesktop
 from remotehands.drivers.fake import FakeDriver
+from remotehands.drivers.x11 import X11Driver
 from remotehands.testing import eventually
 from tests.integration.openctrol_harness import PASSWORD, Served, serve_openctrol
 
@@ -115,3 +118,33 @@ async def test_a_slow_viewer_drops_frames_and_a_fast_one_keeps_its_rate() -> Non
         finally:
             await fast.close()
             slow.transport.abort()
+
+
+@pytest.mark.x11
+async def test_input_from_a_viewer_is_captured_without_waiting_for_a_tick(
+    desktop: VirtualDesktop,
+) -> None:
+    async with serve_openctrol(X11Driver(), {"allow_ha_ids": ["ha"]}) as served:
+        assert served.frames is not None
+        source = served.frames.get(0)
+        # No viewer: input is carried out and nothing is captured for it.
+        async with httpx.AsyncClient(base_url=served.url, timeout=10) as http:
+            token = (await http.post("/auth/login", json={"password": PASSWORD})).json()["token"]
+            moved = await http.post("/mouse/move", json={"x": 5, "y": 5},
+                                    headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+            assert moved.status_code == 200, moved.text
+        assert source.captures == 0 and not source.capturing
+        async with connect(await _url(served), open_timeout=10, compression=None) as ws:
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "hello"
+            assert isinstance(await asyncio.wait_for(ws.recv(), 10), bytes)
+            # Pointer moves from the viewer: each one makes the source look at once. (A tick
+            # that happens to come first may show a move itself; a few moves make sure.)
+            for x in range(100, 1000, 100):
+                message = {"type": "pointer_move", "absolute": True, "x": x * 50, "y": 20_000}
+                await ws.send(json.dumps(message))
+                with contextlib.suppress(TimeoutError):
+                    await eventually(lambda: source.kicked_captures > 0, timeout=1)
+                if source.kicked_captures:
+                    break
+            assert source.kicked_captures > 0
+            assert source.captures > source.kicked_captures  # ticks go on beside

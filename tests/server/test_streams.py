@@ -75,10 +75,10 @@ async def linked(tmp_path: Path) -> AsyncIterator[Linked]:
         credential = Credential(fleet.base_url, device.device_id, device.credential, fleet.ws_url)
         driver = AnimatedDriver(320, 200)
         driver.animate = False
-        dispatcher = Dispatcher(driver)
+        dispatcher = Dispatcher(driver, frames=FrameSources(driver, linger_s=0.2))
         link = AgentLink(credential, dispatcher, driver_name="fake", device_type="desktop",
-                         hardware="hw-streams", frames=FrameSources(driver, linger_s=0.2),
-                         backoff_base_s=0.05, backoff_cap_s=0.2)  # fmt: skip
+                         hardware="hw-streams", backoff_base_s=0.05,
+                         backoff_cap_s=0.2)  # fmt: skip
         task = asyncio.create_task(link.run())
         try:
             await asyncio.wait_for(link.connected.wait(), 20)

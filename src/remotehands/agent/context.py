@@ -16,6 +16,7 @@ import httpx
 
 from remotehands.agent.actionlog import ActionLog
 from remotehands.agent.frames import FrameIds
+from remotehands.agent.framesource import FrameSources
 from remotehands.agent.slots import ClipboardSlots
 from remotehands.drivers.base import (
     Apps,
@@ -32,7 +33,12 @@ from remotehands.protocol.actions import ActionSpec
 from remotehands.protocol.keys import Key
 from remotehands.protocol.models import WindowInfo
 
-__all__ = ["ActionContext"]
+__all__ = ["REDRAWING_CAPABILITIES", "ActionContext"]
+
+REDRAWING_CAPABILITIES = frozenset({"mouse", "keyboard", "windows", "apps", "ocr", "act"})
+"""The capabilities whose control actions are input that may redraw the screen at once: after
+one, the device's watched screens capture without waiting for their next tick. (Clipboard,
+audio and the power, media and switch actions of a KVM draw nothing soon enough to catch.)"""
 
 
 class ActionContext:
@@ -44,8 +50,11 @@ class ActionContext:
         *,
         http: httpx.AsyncClient | None = None,
         provided: Mapping[str, str | None] | None = None,
+        frame_sources: FrameSources | None = None,
     ) -> None:
         self.driver = driver
+        self.frame_sources = frame_sources
+        """The device's live frames (one source per screen); None without a screen."""
         self.provided: Mapping[str, str | None] = provided or {}
         """The capabilities the agent provides above the driver (OCR, act) and the driver
         capability each needs (``None``: none)."""
@@ -107,6 +116,14 @@ class ActionContext:
                 + (f": {why}" if why else "")
                 + f"; it has: {', '.join(sorted(self.driver.capabilities))}"
             )
+
+    def input_done(self, spec: ActionSpec) -> None:
+        """``spec`` was just carried out (or failed part way): when it is input that may
+        redraw the screen, the watched screens capture now rather than at their next tick."""
+        if self.frame_sources is None or spec.access != "control":
+            return
+        if spec.capability in REDRAWING_CAPABILITIES or spec.name == "sequence":
+            self.frame_sources.kick()
 
     @contextlib.asynccontextmanager
     async def locked(self, timeout_ms: int) -> AsyncIterator[None]:

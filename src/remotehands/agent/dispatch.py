@@ -23,7 +23,8 @@ from pydantic import BaseModel
 from remotehands.agent.actionlog import ActionLog
 from remotehands.agent.capabilities import AGENT_CAPABILITIES, HANDLERS
 from remotehands.agent.context import ActionContext
-from remotehands.drivers.base import Driver, Held, Keyboard, Mouse
+from remotehands.agent.framesource import FrameSources
+from remotehands.drivers.base import Driver, Held, Keyboard, Mouse, Screen
 from remotehands.errors import NotFoundError, RemoteHandsError, ValidationError
 from remotehands.protocol import actions as A
 from remotehands.protocol.keys import CODES, Key
@@ -47,13 +48,29 @@ def validate_params(spec: A.ActionSpec, params: Mapping[str, Any]) -> A.Params:
 class Dispatcher:
     """Runs actions on one driver. Create one per device and keep it for the agent's life."""
 
-    def __init__(self, driver: Driver, *, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        driver: Driver,
+        *,
+        http: httpx.AsyncClient | None = None,
+        frames: FrameSources | None = None,
+    ) -> None:
+        """``frames``: the device's frame sources, which every consumer of its live frames
+        (its link, its faces) takes from :attr:`frame_sources`; made here for a driver with a
+        screen when not given. Input run here makes them capture at once."""
         self.driver = driver
+        if frames is None and isinstance(driver, Screen) and driver.has("screen"):
+            frames = FrameSources(driver)
         provided = {name: c.needs for name, c in AGENT_CAPABILITIES.items()}
-        self.context = ActionContext(driver, http=http, provided=provided)
+        self.context = ActionContext(driver, http=http, provided=provided, frame_sources=frames)
         missing = {a.name for a in A.ACTIONS} - set(HANDLERS)
         if missing:
             raise LookupError(f"actions without a handler: {sorted(missing)}")
+
+    @property
+    def frame_sources(self) -> FrameSources | None:
+        """The device's live frames (one source per screen); None without a screen."""
+        return self.context.frame_sources
 
     @property
     def log(self) -> ActionLog:
@@ -153,5 +170,6 @@ class Dispatcher:
             outcome = err.code
             raise
         finally:
+            self.context.input_done(spec)
             if spec.name != "actions":
                 self.log.add(spec.name, raw, outcome, (time.perf_counter() - started) * 1000)

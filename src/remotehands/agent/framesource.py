@@ -12,9 +12,22 @@ one drops frames and never makes the source or the others wait::
             ...
 
 The source ticks at the highest rate its consumers ask for, capped by its own ``rate`` (30/s by
-default); each consumer is paced to its own rate. A new consumer gets the current frame at once.
-Capture stops ``linger_s`` (0.5 s) after the last consumer left, so a viewer that reconnects at
-once does not restart it.
+default), on a fixed grid (a late tick does not push the next ones back, so the rate holds on a
+busy machine); each consumer is paced to its own rate. A new consumer gets the current frame at
+once. Capture stops ``linger_s`` (0.5 s) after the last consumer left, so a viewer that
+reconnects at once does not restart it.
+
+Input shows at once: :meth:`FrameSource.kick` (the device's dispatcher calls
+:meth:`FrameSources.kick` after every action that may redraw the screen) makes a watching source
+capture :data:`KICK_DELAYS_S` after the input (2 ms, time for the application to draw), and again
+at 10 and 25 ms while those captures found the screen unchanged, instead of waiting up to a
+period for its next tick. Kicks never make a capture while nobody watches, nor two captures
+closer than ``1 / MAX_RATE``, nor one while a consumer has not taken the last frame yet (it
+comes once it has; a consumer whose queue is full, behind anyway, holds nobody back), so that
+input as fast as it comes cannot raise the rate beyond that bound nor fill a consumer's queue
+with frames it would read late. The next tick comes a period after a kicked capture that
+showed a change; kicked captures that found none leave the ticks where they were (a slow
+application is then caught by the tick it would have been anyway).
 
 Encoding is pluggable (:class:`FrameEncoder`): JPEG now (:class:`JpegEncoder`); an encoder gets
 the changed rectangle too, for changed-rectangle frames and H.264 to come. Consumers whose
@@ -29,8 +42,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -45,6 +59,8 @@ from remotehands.protocol.streams import DropOldest, Frame
 
 __all__ = [
     "DEFAULT_RATE",
+    "KICK_DELAYS_S",
+    "MAX_RATE",
     "FrameEncoder",
     "FrameSource",
     "FrameSources",
@@ -58,6 +74,12 @@ log = logging.getLogger(__name__)
 DEFAULT_RATE = 30.0
 """Frames a second a source captures at most, unless configured otherwise."""
 MAX_RATE = 120.0
+"""The most captures a second a source makes, its ticks and kicks together."""
+KICK_DELAYS_S = (0.002, 0.010, 0.025)
+"""When a source captures after a kick (seconds after it), until a capture finds a change."""
+CATCH_UP = 1
+"""Ticks a source makes up for after a stall: one, so that two frames come back to back at most
+(a consumer's drop-oldest queue holds two by default; a burst would drop frames)."""
 GRAB_TIMEOUT_S = 5.0
 """The longest one screen grab may take."""
 
@@ -141,6 +163,10 @@ class FrameStream:
     encoder: FrameEncoder
     rate: float
     queue: DropOldest[Frame]
+    depth: int = 2
+    """How many frames :attr:`queue` holds."""
+    taken: Callable[[], None] | None = None
+    """Called each time this consumer takes a frame."""
     _last_yield: float = field(default=0.0)
 
     def __aiter__(self) -> FrameStream:
@@ -155,6 +181,8 @@ class FrameStream:
             await asyncio.sleep(gap)
         frame = await self.queue.get()
         self._last_yield = time.monotonic()
+        if self.taken is not None:
+            self.taken()
         return frame
 
     @property
@@ -189,8 +217,14 @@ class FrameSource:
         self._force = False
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._kicked_at: float | None = None
+        """When the input that the pending kick answers happened (``None``: no kick pending)."""
+        self._kick_step = 0
+        self._last_capture = -math.inf
         self.captures = 0
         """Screen grabs so far."""
+        self.kicked_captures = 0
+        """Screen grabs made for a kick rather than on a tick."""
         self.frames = 0
         """Changed frames so far (each encoded once per distinct encoder)."""
         self.error: RemoteHandsError | None = None
@@ -206,6 +240,23 @@ class FrameSource:
         """How many consumers are subscribed."""
         return len(self._consumers)
 
+    @property
+    def kick_pending(self) -> bool:
+        """Whether a kick still waits for a capture that shows a change."""
+        return self._kicked_at is not None
+
+    def kick(self) -> bool:
+        """Input just reached the screen: capture soon (see the module docstring) rather than
+        at the next tick. Answers whether a capture was asked for: never while nobody watches.
+        Cheap and synchronous: call it from the event loop after each input."""
+        if not self._consumers or not self.capturing:
+            return False
+        # A later kick starts the schedule again: its own input needs a capture after it.
+        self._kicked_at = asyncio.get_running_loop().time()
+        self._kick_step = 0
+        self._wake.set()
+        return True
+
     @contextlib.asynccontextmanager
     async def subscribe(
         self,
@@ -220,7 +271,7 @@ class FrameSource:
         want = min(self.rate, rate or self.rate)
         if want <= 0:
             raise ValidationError(f"a frame rate must be positive, got {rate}")
-        stream = FrameStream(encoder or JpegEncoder(), want, DropOldest(depth))
+        stream = FrameStream(encoder or JpegEncoder(), want, DropOldest(depth), depth, self._taken)
         latest = self._latest.get(stream.encoder.key)
         if latest is not None and self.capturing:
             stream.queue.put(latest)
@@ -249,43 +300,96 @@ class FrameSource:
     def _tick_rate(self) -> float:
         return max((c.rate for c in self._consumers), default=self.rate)
 
+    def _taken(self) -> None:
+        if self._kicked_at is not None:
+            self._wake.set()  # a kick may have waited for this consumer
+
+    def _kick_due(self) -> float:
+        """When the pending kick's next capture may come (infinity: no kick pending, or one
+        that waits until every consumer took the last frame; one whose queue is full is
+        behind and dropping frames anyway, so it holds nobody back)."""
+        if self._kicked_at is None or any(0 < len(c.queue) < c.depth for c in self._consumers):
+            return math.inf
+        return max(
+            self._kicked_at + KICK_DELAYS_S[self._kick_step], self._last_capture + 1.0 / MAX_RATE
+        )
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         idle_since: float | None = None
+        next_tick = loop.time()
         try:
             while True:
-                started = loop.time()
+                now = loop.time()
                 if not self._consumers:
-                    idle_since = idle_since if idle_since is not None else started
-                    left = idle_since + self.linger_s - started
+                    self._kicked_at = None
+                    idle_since = idle_since if idle_since is not None else now
+                    left = idle_since + self.linger_s - now
                     if left <= 0:
                         return
-                    self._wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(left):
-                            await self._wake.wait()
+                    await self._sleep(left)
+                    next_tick = loop.time()  # a consumer that comes back gets a frame at once
                     continue
                 idle_since = None
-                await self._capture()
-                gap = 1.0 / self._tick_rate() - (loop.time() - started)
-                if gap > 0:
-                    await asyncio.sleep(gap)
+                period = 1.0 / self._tick_rate()
+                kick_due = self._kick_due()
+                due = min(next_tick, kick_due)
+                if due > now:
+                    # woken early by a kick or a consumer: the due time is worked out again
+                    await self._sleep(due - now)
+                    continue
+                kicked = kick_due <= next_tick
+                started = loop.time()
+                changed = await self._capture(fused=kicked)
+                self._last_capture = started
+                self.kicked_captures += kicked
+                # A kick that came during this grab is for input after it: it stays as it is.
+                if self._kicked_at is not None and self._kicked_at <= started:
+                    if changed:
+                        self._kicked_at = None  # this grab (a tick's, perhaps) showed the input
+                    elif kicked:
+                        self._kick_step += 1
+                        if self._kick_step == len(KICK_DELAYS_S):
+                            self._kicked_at = None
+                if kicked and changed:
+                    next_tick = started + period  # a tick now would find nothing new
+                elif not kicked:
+                    # On the grid: a late tick does not push the later ones back; one more
+                    # than CATCH_UP periods late starts the grid again instead of a burst.
+                    next_tick += period
+                    if next_tick < loop.time() - CATCH_UP * period:
+                        next_tick = loop.time()
         except RemoteHandsError as err:
             log.warning("screen %s: capture stopped: %s", self.screen_id, err.details)
             self.error = err
             for stream in list(self._consumers):
                 stream.queue.close(err)
         finally:
+            self._kicked_at = None
             if self._encoding is not None:
                 self._encoding.cancel()
                 self._encoding = None
             # Frames kept from this run are stale once it stops: the next run starts afresh.
             self._latest.clear()
             self._previous = self._spare = None
+            self._last_capture = -math.inf
 
-    async def _capture(self) -> None:
-        """One tick: grab, compare and keep in this tick; encode in the background, so that
-        the next grab overlaps this frame's encoding (two cores: about twice the rate)."""
+    async def _sleep(self, seconds: float) -> None:
+        """Wait ``seconds``, or less when a kick or a consumer comes or goes."""
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+
+    async def _capture(self, *, fused: bool = False) -> bool:
+        """One capture: grab, compare and keep; encode a changed frame. Answers whether the
+        frame changed (or was forced).
+
+        ``fused`` (a kick's capture, when no encoding is running): the comparison and the
+        encoding are one trip to a worker thread, one thread hop less between an input and its
+        frame. Otherwise (ticks) the encoding runs in the background once the one before it
+        ended, so that the next grab overlaps it (two cores: about twice the rate; a slow
+        encoding on a busy machine does not hold the next tick back)."""
         try:
             async with asyncio.timeout(GRAB_TIMEOUT_S):
                 raw = await self.screen.grab(self.screen_id, None)
@@ -296,22 +400,34 @@ class FrameSource:
         captured_at = time.time()
         self.captures += 1
         force, self._force = self._force, False
+        encoders = {c.encoder.key: c.encoder for c in self._consumers}
+        busy = not fused or (self._encoding is not None and not self._encoding.done())
         # The spare buffer is free: the encoding that read it finished before the last one began.
-        box, kept = await asyncio.to_thread(_compare_and_keep, self._previous, self._spare, raw)
-        if box is None and not force:
-            return
+        try:
+            box, kept, encoded = await asyncio.to_thread(
+                _compare_and_keep, self._previous, self._spare, raw, force,
+                None if busy else encoders,
+            )  # fmt: skip
+        except RemoteHandsError:
+            raise
+        except Exception as err:  # an encoder bug must end the streams, not the agent
+            log.exception("encoding screen %s failed", self.screen_id)
+            raise DeviceError(f"encoding screen {self.screen_id} failed: {err}") from err
         if box is None:
-            height, width = raw.shape[:2]
-            box = Bounds(x=0, y=0, width=width, height=height)
+            return False
         if kept is not self._previous:
             # Assigned here, not in the thread: a run cancelled meanwhile must not keep them.
             self._spare, self._previous = self._previous, kept
         if self._encoding is not None:
             await self._encoding  # one encoding at a time: frames leave in order
+            self._encoding = None
         self._seq += 1
-        encoders = {c.encoder.key: c.encoder for c in self._consumers}
-        self._encoding = asyncio.create_task(self._encode(kept, box, self._seq, captured_at,
-                                                          encoders))  # fmt: skip
+        if encoded is not None:
+            self._deliver(kept, self._seq, captured_at, encoders, encoded)
+        else:
+            self._encoding = asyncio.create_task(self._encode(kept, box, self._seq, captured_at,
+                                                              encoders))  # fmt: skip
+        return True
 
     async def _encode(
         self,
@@ -322,9 +438,7 @@ class FrameSource:
         encoders: dict[Hashable, FrameEncoder],
     ) -> None:
         try:
-            encoded = await asyncio.to_thread(
-                lambda: {key: enc.encode(kept, box) for key, enc in encoders.items()}
-            )
+            encoded = await asyncio.to_thread(_encode_all, kept, box, encoders)
         except RemoteHandsError as err:
             self._fail(err)
             return
@@ -332,6 +446,16 @@ class FrameSource:
             log.exception("encoding screen %s failed", self.screen_id)
             self._fail(DeviceError(f"encoding screen {self.screen_id} failed: {err}"))
             return
+        self._deliver(kept, seq, captured_at, encoders, encoded)
+
+    def _deliver(
+        self,
+        kept: FrameArray,
+        seq: int,
+        captured_at: float,
+        encoders: dict[Hashable, FrameEncoder],
+        encoded: dict[Hashable, bytes],
+    ) -> None:
         self.frames += 1
         height, width = kept.shape[:2]
         frames = {
@@ -353,19 +477,37 @@ class FrameSource:
             self._task.cancel()
 
 
+def _encode_all(
+    frame: FrameArray, box: Bounds, encoders: dict[Hashable, FrameEncoder]
+) -> dict[Hashable, bytes]:
+    """In a worker thread: ``frame`` encoded by each encoder."""
+    return {key: encoder.encode(frame, box) for key, encoder in encoders.items()}
+
+
 def _compare_and_keep(
-    previous: FrameArray | None, spare: FrameArray | None, raw: FrameArray
-) -> tuple[Bounds | None, FrameArray]:
-    """In a worker thread: where ``raw`` differs from ``previous``, and ``raw`` copied into
-    ``spare`` (or a new buffer) when it does (``raw`` may be the driver's buffer); ``previous``
-    itself when nothing changed."""
+    previous: FrameArray | None,
+    spare: FrameArray | None,
+    raw: FrameArray,
+    force: bool,
+    encoders: dict[Hashable, FrameEncoder] | None,
+) -> tuple[Bounds | None, FrameArray, dict[Hashable, bytes] | None]:
+    """In a worker thread: where ``raw`` differs from ``previous`` (the whole frame when
+    ``force``), ``raw`` copied into ``spare`` (or a new buffer) when it does (``raw`` may be
+    the driver's buffer; ``previous`` itself when nothing changed), and the kept frame encoded
+    by ``encoders`` when they are given and it changed."""
     box = changed_box(previous, raw)
-    if box is None and previous is not None:
-        return None, previous
-    if spare is None or spare.shape != raw.shape:
-        spare = np.empty_like(raw)
-    np.copyto(spare, raw)
-    return box, spare
+    height, width = raw.shape[:2]
+    whole = Bounds(x=0, y=0, width=width, height=height)
+    if box is not None or previous is None:
+        if spare is None or spare.shape != raw.shape:
+            spare = np.empty_like(raw)
+        np.copyto(spare, raw)
+        kept, box = spare, box or whole
+    elif force:
+        kept, box = previous, whole
+    else:
+        return None, previous, None
+    return box, kept, None if encoders is None else _encode_all(kept, box, encoders)
 
 
 class FrameSources:
@@ -386,6 +528,12 @@ class FrameSources:
             source = FrameSource(self.screen, screen_id, rate=self.rate, linger_s=self.linger_s)
             self._sources[screen_id] = source
         return source
+
+    def kick(self) -> int:
+        """Input just reached the device: each watched screen captures soon, not at its next
+        tick (:meth:`FrameSource.kick`). Answers how many sources will; none while nobody
+        watches."""
+        return sum(source.kick() for source in self._sources.values())
 
     async def aclose(self) -> None:
         """Stop every source."""

@@ -7,7 +7,8 @@ answers them (images as binary frames), and reconnects with capped exponential b
 jitter when the link drops. A credential the server refuses (the device was deleted) stops it.
 
 Coming back is fast and gentle: a server that stops gracefully tells each agent when to come
-back (``retry_after_ms`` in its close reason, spread by the server), and for a while after losing
+back (``retry_after_ms`` in its close reason, spread by the server; a bare "service restart"
+close, 1012, gets a delay drawn from :data:`RESTART_COME_BACK_S`), and for a while after losing
 a server that had welcomed it (:data:`QUICK_WINDOW_S`) an agent retries within
 :data:`QUICK_CAP_S` rather than backing off to half a minute: a restarted server has its agents
 back within seconds, and a server that stays down is tried less and less often.
@@ -46,7 +47,6 @@ from remotehands.agent.dispatch import Dispatcher
 from remotehands.agent.framesource import FrameSources, JpegEncoder
 from remotehands.agent.streamed import register_streamed_actions
 from remotehands.agent.transfers import LinkTransfers, TransferTargets
-from remotehands.drivers.base import Screen
 from remotehands.errors import (
     AuthError,
     ConfigError,
@@ -227,6 +227,10 @@ QUICK_WINDOW_S = 60.0
 """How long after losing a server that had welcomed it an agent keeps retrying quickly."""
 QUICK_CAP_S = 2.0
 """The longest wait between two attempts during :data:`QUICK_WINDOW_S` (full jitter below)."""
+RESTART_COME_BACK_S = (0.5, 3.0)
+"""The range of the delay drawn after a "service restart" close without a ``retry_after_ms``:
+the server stopped without saying when, and a fleet that drew from it comes back spread over
+a few seconds."""
 RELEASE_TIMEOUT_S = 5.0
 """How long releasing held input may take when a link ends."""
 FRAME_SEND_TIMEOUT_S = 10.0
@@ -236,8 +240,9 @@ FRAME_SEND_TIMEOUT_S = 10.0
 class AgentLink:
     """One device's connection to the server, kept up until :meth:`run` is cancelled.
 
-    ``frames`` are the device's frame sources (made from the driver's screen when not given;
-    share them with the faces that stream the screen); ``targets`` its transfer targets (when
+    ``frames`` are the device's frame sources (the dispatcher's when not given, so that the
+    input it runs makes them capture at once; share them with the faces that stream the
+    screen); ``targets`` its transfer targets (when
     not given: the probe, and one for each streamed action such as ``media.upload``);
     ``condition`` says whether the device itself can serve (sent with the hello and every
     heartbeat as ``health.device``).
@@ -270,10 +275,7 @@ class AgentLink:
         self.backoff_cap_s = backoff_cap_s
         self.connected = asyncio.Event()
         self.connections = 0
-        driver = dispatcher.driver
-        if frames is None and driver.has("screen") and isinstance(driver, Screen):
-            frames = FrameSources(driver)
-        self.frames = frames
+        self.frames = frames if frames is not None else dispatcher.frame_sources
         if targets is None:
             targets = TransferTargets()
             register_streamed_actions(targets, dispatcher.call)
@@ -282,6 +284,9 @@ class AgentLink:
         """The transfers of the current session (None between sessions)."""
         self.watches: dict[int, asyncio.Task[None]] = {}
         """The watched streams of the current session, by stream id."""
+        self.last_close: tuple[int | None, str | None] | None = None
+        """The close code and reason that ended the last session (1006 and no reason when the
+        connection broke without a close frame); None before the first."""
         self._come_back_s: float | None = None
         """When the server that closed the last session asked to be tried again."""
         self._ws: ClientConnection | None = None
@@ -371,6 +376,7 @@ class AgentLink:
                     welcome = wire.Welcome.model_validate(wire.decode(await ws.recv()))
             except websockets.exceptions.ConnectionClosed:
                 _check_refused(ws.close_code)
+                self._note_come_back(ws)
                 raise
             self.connections += 1
             self.connected.set()
@@ -390,9 +396,17 @@ class AgentLink:
                 await self._let_go()
             code = ws.close_code
             _check_refused(code)
-            self._come_back_s = wire.retry_after(ws.close_reason)
+            self._note_come_back(ws)
             if code == wire.CLOSE_FENCED:
                 log.warning("another connection of this device replaced this one")
+
+    def _note_come_back(self, ws: ClientConnection) -> None:
+        """Remember when the server that closed ``ws`` asked to be tried again: the delay in
+        its close reason, or one of our own drawing for a bare "service restart"."""
+        self.last_close = (ws.close_code, ws.close_reason)
+        self._come_back_s = wire.retry_after(ws.close_reason)
+        if self._come_back_s is None and ws.close_code == wire.CLOSE_SERVICE_RESTART:
+            self._come_back_s = random.uniform(*RESTART_COME_BACK_S)
 
     async def _let_go(self) -> None:
         """Release the keys and buttons held for the server: nobody is left to release them

@@ -39,7 +39,7 @@ from remotehands.agent.faces.listener import create_listener_app
 from remotehands.agent.framesource import FrameSources
 from remotehands.agent.link import AgentLink, load_or_enroll
 from remotehands.agent.plugins import load_object
-from remotehands.drivers.base import Driver, Screen, missing_methods
+from remotehands.drivers.base import Driver, missing_methods
 from remotehands.errors import ConfigError, DeviceTimeoutError, RemoteHandsError
 from remotehands.protocol.models import DeviceCondition
 from remotehands.serving import bound_address, check_trusted_proxies, parse_listen, serve_http
@@ -181,7 +181,7 @@ def plan_device(
     listener's routes checked for collisions). Nothing is opened until :class:`Agent` runs
     the plan."""
     dispatcher = Dispatcher(driver)
-    frames = FrameSources(driver) if isinstance(driver, Screen) and driver.has("screen") else None
+    frames = dispatcher.frame_sources
     plan = DevicePlan(name=name, driver=driver, dispatcher=dispatcher, server=server,
                       enrollment_token=enrollment_token,
                       state_dir=state_dir or default_state_dir(), listen=listen,

@@ -213,8 +213,13 @@ async def _prepare(settings: Any) -> bool:
 def _serve(settings: Any, log_level: str, as_json: bool = False) -> None:
     import uvicorn
 
-    from remotehands.server.app import create_app
-    from remotehands.serving import HeaderTimeoutProtocol, parse_listen, proxy_options
+    from remotehands.server.app import announce_shutdown, create_app
+    from remotehands.serving import (
+        GracefulServer,
+        HeaderTimeoutProtocol,
+        parse_listen,
+        proxy_options,
+    )
 
     host, port = parse_listen(settings.listen)
     sock = _bind(host, port)
@@ -239,8 +244,9 @@ def _serve(settings: Any, log_level: str, as_json: bool = False) -> None:
             f"`remotehands server init --data {settings.data_dir}`",
             err=True,
         )
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         loop="uvloop",
         http=HeaderTimeoutProtocol,
         ws="websockets-sansio",  # uvicorn's legacy websockets implementation is deprecated
@@ -258,7 +264,8 @@ def _serve(settings: Any, log_level: str, as_json: bool = False) -> None:
         from remotehands.cli.logs import configure_logging
 
         configure_logging(getattr(logging, log_level.upper()), as_json=True)
-    instance = uvicorn.Server(config)
+    # each agent hears when to come back before uvicorn closes the links (SIGTERM, Ctrl-C)
+    instance = GracefulServer(config, before_shutdown=functools.partial(announce_shutdown, app))
     if as_json:
         from remotehands.server.db.engine import safe_url
 

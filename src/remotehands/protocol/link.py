@@ -53,6 +53,7 @@ __all__ = [
     "CLOSE_CREDENTIAL_REFUSED",
     "CLOSE_FENCED",
     "CLOSE_PROTOCOL_ERROR",
+    "CLOSE_SERVICE_RESTART",
     "LINK_PATH",
     "STREAM_MESSAGES",
     "TRANSFER_MESSAGES",
@@ -85,6 +86,11 @@ CLOSE_FENCED = 4002
 """A newer connection of the same device replaced this one."""
 CLOSE_PROTOCOL_ERROR = 4003
 """The peer sent something that is not a valid link message."""
+
+CLOSE_SERVICE_RESTART = 1012
+"""WebSocket's "service restart" (RFC 6455 registry): what uvicorn sends on every socket it
+closes as it stops, with no reason. An agent that gets it without a :func:`retry_after` comes
+back after a jittered delay of its own."""
 
 _RETRY_AFTER = re.compile(r"\bretry_after_ms=(\d{1,7})\b")
 

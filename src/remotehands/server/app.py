@@ -4,6 +4,10 @@
 newest schema), starts the event bus and the agent-link hub, and stores them all in
 ``app.state.services``; leaving the lifespan closes them in reverse order (the hub first, so that
 it can still mark its devices offline).
+
+uvicorn closes every WebSocket before it runs the lifespan's end, so what the server says to its
+agents as it stops is said earlier: :func:`announce_shutdown`, run by the HTTP server
+(:class:`~remotehands.serving.GracefulServer`) before it closes the connections.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from remotehands.server.router import InProcessRouter
 from remotehands.server.services import Services
 from remotehands.server.settings import ServerSettings
 
-__all__ = ["AUDIT_KEY", "AUDIT_SPOOL", "create_app"]
+__all__ = ["AUDIT_KEY", "AUDIT_SPOOL", "announce_shutdown", "create_app"]
 
 AUDIT_KEY = "audit.key"
 """The file in the data directory holding the key of the audit log's hashes of typed text."""
@@ -172,3 +176,13 @@ def create_app(
     ):
         app.include_router(module.router)
     return app
+
+
+async def announce_shutdown(app: FastAPI) -> None:
+    """Tell every agent linked to ``app`` when to come back, before a graceful stop closes the
+    sockets: each link is closed with its own delay
+    (:meth:`~remotehands.server.link.hub.LinkHub.close_for_restart`). Nothing to do when the app
+    never started."""
+    services: Services | None = getattr(app.state, "services", None)
+    if services is not None:
+        await services.hub.close_for_restart()

@@ -71,7 +71,10 @@ async def run_step(ctx: ActionContext, step: P.SequenceStep) -> R.StepResult:
         raw = dict(step.model_extra or {})
         model = validated(spec.params, raw, spec.name)
         ctx.check(spec)
-        outcome = await HANDLERS[spec.name](ctx, model)
+        try:
+            outcome = await HANDLERS[spec.name](ctx, model)
+        finally:
+            ctx.input_done(spec)  # a viewer sees each step, not only the sequence's end
         ctx.log.add(spec.name, raw, "ok", (time.perf_counter() - started) * 1000)
         entry = R.StepResult(name=step.name, type=step.type, ok=True, outcome=outcome)
     except RemoteHandsError as err:

@@ -21,6 +21,7 @@ from remotehands.server.auth.credentials import (
     hash_secret,
 )
 from remotehands.server.auth.principals import Principal, role_rank
+from remotehands.server.batch import Batcher
 from remotehands.server.db.models import ApiToken, Device, Session, User
 
 if TYPE_CHECKING:
@@ -75,6 +76,9 @@ class PrincipalCache:
         self._entries.clear()
 
 
+_AGENT_BATCH = 500  # credentials per lookup: well under every database's parameter limit
+
+
 class Authenticator:
     """Credentials to principals (sessions, API tokens) and to devices (agent credentials),
     read from the database through a :class:`PrincipalCache` of recent answers."""
@@ -93,6 +97,9 @@ class Authenticator:
         self._clock = clock
         self._session_ttl_s = session_ttl_s
         self._totp_roles = totp_roles
+        self._agents = Batcher(self._agents_by_digest, max_batch=_AGENT_BATCH)
+        """Agent credential lookups that arrive together (a restarted server's fleet saying
+        hello), made as one query."""
 
     async def principal(self, credential: str) -> Principal:
         """The principal of a session (``rhs_``) or API token (``rht_``); raises
@@ -161,14 +168,21 @@ class Authenticator:
         return principal
 
     async def agent(self, credential: str) -> Device | None:
-        """The device whose agent credential (``agt_...``) this is, or None."""
+        """The device whose agent credential (``agt_...``) this is, or None. Lookups made
+        while another runs are made together, in one query."""
         if not credential.startswith(AGENT_PREFIX):
             return None
+        return await self._agents.submit(hash_secret(credential))
+
+    async def _agents_by_digest(self, digests: list[str]) -> list[Device | None]:
         async with self._db.session() as db:
-            device: Device | None = await db.scalar(
-                select(Device).where(Device.credential_hash == hash_secret(credential))
-            )
-            return device
+            found = {
+                device.credential_hash: device
+                for device in await db.scalars(
+                    select(Device).where(Device.credential_hash.in_(set(digests)))
+                )
+            }
+        return [found.get(digest) for digest in digests]
 
     def session_expiry(self) -> datetime:
         """When a session created now expires."""

@@ -17,7 +17,11 @@ the links by device id and keeps the database and the event bus in step with the
 - garbage from an agent closes that link with
   :data:`~remotehands.protocol.link.CLOSE_PROTOCOL_ERROR`; nothing an agent sends can hurt the
   server or the other links;
-- on shutdown every device held here goes offline.
+- on a graceful stop (:meth:`LinkHub.close_for_restart`, run before the HTTP server closes its
+  sockets) each agent is told when to come back, each its own delay spread over a few seconds,
+  and every device held here goes offline;
+- the online marks of hellos that arrive together (a restarted server's whole fleet) are
+  written in one transaction.
 
 Events of a link carry its device's ``tags`` (kept current from ``device.updated``), so that the
 events stream can filter them for tag-limited tokens without a lookup.
@@ -47,7 +51,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self, cast
 
 import pydantic
-from sqlalchemy import CursorResult, Table, bindparam, or_, select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 
 from remotehands.errors import (
     AuthError,
@@ -70,17 +74,27 @@ from remotehands.protocol.link import (
     encode,
     restart_reason,
 )
+from remotehands.server.batch import Batcher
 from remotehands.server.db.engine import Database
 from remotehands.server.db.models import Device
 from remotehands.server.events import EventBus
 from remotehands.server.link.streams import LinkWatches
 from remotehands.server.link.transfers import LinkTransfers
 
-__all__ = ["CLOSE_GOING_AWAY", "AgentLink", "LinkHub", "LinkIdentity", "LinkTransport"]
+__all__ = [
+    "CLOSE_GOING_AWAY",
+    "AgentLink",
+    "LinkHub",
+    "LinkIdentity",
+    "LinkTransport",
+    "restart_delay",
+    "restart_spread",
+]
 
 logger = logging.getLogger(__name__)
 
 CLOSE_GOING_AWAY = 1001
+"""Close code for a link the server drops without blame: shutdown, or an agent gone silent."""
 RESTART_DELAY_S = 0.5
 """The least an agent is told to wait before coming back to a server that stopped: about the
 time a supervisor takes to start it again."""
@@ -89,7 +103,6 @@ RESTART_SPREAD_MAX_S = 5.0
 RESTART_LINKS_PER_S = 400.0
 """Agents are told to come back over ``links / RESTART_LINKS_PER_S`` seconds (within the
 bounds above): a thousand agents over 2.5 s, not all in the same millisecond."""
-"""Close code for a link the server drops without blame: shutdown, or an agent gone silent."""
 
 SEND_TIMEOUT_S = 10.0
 """The longest one frame may wait to be written to an agent's socket."""
@@ -107,7 +120,35 @@ _HEARTBEAT_UPDATE = (
     .where(_devices.c.id == bindparam("b_id"))
     .values(health=bindparam("b_health"), last_seen=bindparam("b_seen"))
 )
+# The online mark of a hello, many at once (a restarted server's whole fleet says hello within
+# seconds): health only when the hello carries it, so two statements.
+_ONLINE_UPDATE = (
+    update(_devices)
+    .where(_devices.c.id == bindparam("b_id"))
+    .values(
+        status="online",
+        agent_version=bindparam("b_agent_version"),
+        driver=bindparam("b_driver"),
+        device_type=bindparam("b_device_type"),
+        capabilities=bindparam("b_capabilities"),
+        screens=bindparam("b_screens"),
+        hardware_id=bindparam("b_hardware_id"),
+        last_seen=bindparam("b_seen"),
+    )
+)
+_ONLINE_UPDATE_HEALTH = _ONLINE_UPDATE.values(health=bindparam("b_health"))
 _IN_CHUNK = 500  # ids per ``IN (...)``: well under every database's parameter limit
+
+
+def restart_spread(links: int) -> float:
+    """Over how many seconds ``links`` agents are told to come back after a stop."""
+    return min(RESTART_SPREAD_MAX_S, max(RESTART_SPREAD_MIN_S, links / RESTART_LINKS_PER_S))
+
+
+def restart_delay(spread: float) -> float:
+    """One agent's delay before coming back: :data:`RESTART_DELAY_S` plus its share of
+    ``spread`` (uniform: the agents arrive at an even rate)."""
+    return RESTART_DELAY_S + random.uniform(0, spread)
 
 
 class LinkTransport(Protocol):
@@ -357,6 +398,8 @@ class LinkHub:
         self._status_locks: dict[str, asyncio.Lock] = {}
         self._dirty: dict[str, AgentLink] = {}
         self._dirty_event = asyncio.Event()
+        self._online = Batcher(self._write_online, max_batch=_IN_CHUNK)
+        """Online marks of the hellos that arrive together, written in one transaction."""
         self._tasks: asyncio.TaskGroup | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._closing = False
@@ -384,23 +427,33 @@ class LinkHub:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await self.close_for_restart()
+        for task in self._loops:
+            task.cancel()
+        if self._tasks is not None:
+            await self._tasks.__aexit__(exc_type, exc, tb)
+
+    async def close_for_restart(self) -> None:
+        """Close every link telling its agent when to come back, refuse new links (with the
+        same word), and mark the devices offline.
+
+        The server's HTTP layer calls it when a graceful stop begins, before it closes the
+        sockets itself (see :func:`remotehands.server.app.announce_shutdown`); leaving the hub
+        calls it again for whatever is left. Each agent gets its own delay
+        (:func:`restart_delay`), so that a fleet comes back spread over a few seconds rather
+        than in the same millisecond."""
         self._closing = True
         links = list(self._links.values())
         self._links.clear()
         for link in links:
             link.superseded = True
-        # each agent is told when to come back, spread so that they do not all come at once
-        spread = min(RESTART_SPREAD_MAX_S, max(RESTART_SPREAD_MIN_S,
-                                               len(links) / RESTART_LINKS_PER_S))  # fmt: skip
+        spread = restart_spread(len(links))
         async with asyncio.TaskGroup() as group:
             for link in links:
-                reason = restart_reason(random.uniform(RESTART_DELAY_S, RESTART_DELAY_S + spread))
-                group.create_task(link.close(CLOSE_GOING_AWAY, reason))
+                group.create_task(
+                    link.close(CLOSE_GOING_AWAY, restart_reason(restart_delay(spread)))
+                )
         await self._mark_offline([link for link in links if link.online_written], "shutdown")
-        for task in self._loops:
-            task.cancel()
-        if self._tasks is not None:
-            await self._tasks.__aexit__(exc_type, exc, tb)
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -429,7 +482,9 @@ class LinkHub:
         :data:`~remotehands.protocol.link.CLOSE_CREDENTIAL_REFUSED`.
         """
         if self._closing:
-            await transport.close(CLOSE_GOING_AWAY, "server shutting down")
+            await transport.close(
+                CLOSE_GOING_AWAY, restart_reason(restart_delay(restart_spread(1)))
+            )
             return
         link = AgentLink(self, identity, hello, transport)
         try:
@@ -439,6 +494,9 @@ class LinkHub:
                 await link.close(CLOSE_CREDENTIAL_REFUSED, "device credential refused")
                 return
             except DeviceOfflineError:  # the agent left before its welcome
+                return
+            if self._closing:  # the stop began while it was welcomed: it missed the word
+                await link.close(CLOSE_GOING_AWAY, restart_reason(restart_delay(restart_spread(1))))
                 return
             await link.run()
         finally:
@@ -519,25 +577,44 @@ class LinkHub:
         )
 
     async def _mark_online(self, link: AgentLink) -> bool:
-        hello = link.hello
-        values: dict[str, Any] = {
-            "status": "online",
-            "agent_version": hello.agent_version,
-            "driver": hello.driver,
-            "device_type": hello.device_type,
-            "capabilities": list(hello.capabilities),
-            "screens": [screen.model_dump() for screen in hello.screens],
-            "hardware_id": hello.hardware_id,
-            "last_seen": link.connected_at,
-        }
-        if link.health is not None:
-            values["health"] = link.health
+        """Write the device online with what its hello says; False when it no longer exists.
+        Hellos that arrive together are written together (:meth:`_write_online`)."""
+        async with asyncio.timeout(2 * DB_TIMEOUT_S):  # its batch's turn, then its write
+            return await self._online.submit(link)
+
+    async def _write_online(self, links: list[AgentLink]) -> list[bool]:
+        """Mark the devices of ``links`` online in one transaction; whether each still exists."""
+        with_health: list[dict[str, Any]] = []
+        without_health: list[dict[str, Any]] = []
+        for link in links:
+            hello = link.hello
+            row: dict[str, Any] = {
+                "b_id": link.device_id,
+                "b_agent_version": hello.agent_version,
+                "b_driver": hello.driver,
+                "b_device_type": hello.device_type,
+                "b_capabilities": list(hello.capabilities),
+                "b_screens": [screen.model_dump() for screen in hello.screens],
+                "b_hardware_id": hello.hardware_id,
+                "b_seen": link.connected_at,
+            }
+            if link.health is not None:
+                row["b_health"] = link.health
+                with_health.append(row)
+            else:
+                without_health.append(row)
+        ids = [link.device_id for link in links]
+        found: set[str] = set()
         async with asyncio.timeout(DB_TIMEOUT_S), self._db.session() as session:
-            result = await session.execute(
-                update(Device).where(Device.id == link.device_id).values(**values)
-            )
+            if with_health:
+                await session.execute(_ONLINE_UPDATE_HEALTH, with_health)
+            if without_health:
+                await session.execute(_ONLINE_UPDATE, without_health)
+            # in the same transaction, after the writes: a device deleted meanwhile is gone
+            for chunk in _chunks(ids, _IN_CHUNK):
+                found.update(await session.scalars(select(Device.id).where(Device.id.in_(chunk))))
             await session.commit()
-        return bool(cast("CursorResult[Any]", result).rowcount)
+        return [device_id in found for device_id in ids]
 
     async def _mark_offline(self, links: list[AgentLink], reason: str) -> None:
         """Mark the devices of ``links`` offline and publish it; logs instead of raising."""
