@@ -27,6 +27,7 @@ from remotehands.agent.faces.listener import create_listener_app, route_collisio
 from remotehands.agent.runtime import Agent, DeviceRun
 from remotehands.errors import ConfigError
 from remotehands.protocol.encoding import jsonable
+from remotehands.testing.agents import running_device
 
 pytestmark = pytest.mark.anyio
 
@@ -104,16 +105,10 @@ def _config(tmp_path: Path, faces: list[str]) -> AgentConfig:
 
 @pytest.fixture
 async def device(tmp_path: Path) -> AsyncIterator[DeviceRun]:
-    agent = Agent.from_config(_config(tmp_path, ["native", ECHO]))
-    run = agent.devices["two-faced"]
-    task = asyncio.create_task(agent.run())
-    try:
-        await asyncio.wait_for(run.settled.wait(), 20)
-        assert run.state == "running", run.error
+    async with running_device(
+        Agent.from_config(_config(tmp_path, ["native", ECHO])), "two-faced"
+    ) as run:
         yield run
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_two_faces_answer_each_in_its_own_shapes(device: DeviceRun) -> None:

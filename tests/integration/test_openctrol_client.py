@@ -4,7 +4,6 @@ that lacks the routes the document lists but the running agent dropped."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from remotehands.agent.config import AgentConfig
 from remotehands.agent.runtime import Agent
 from remotehands.drivers.openctrol.client import OpenctrolClient, OpenctrolHTTPError, ofra_header
 from remotehands.serving import bound_address, serve_http
+from remotehands.testing.agents import running_device
 
 pytestmark = pytest.mark.anyio
 
@@ -171,22 +171,17 @@ async def test_the_face_settings_come_from_the_config_file(tmp_path: Path) -> No
         }
     )
     agent = Agent.from_config(config)
-    run = agent.devices["octl"]
-    task = asyncio.create_task(agent.run())
-    try:
-        await asyncio.wait_for(run.settled.wait(), 20)
-        assert run.state == "running", run.error
-        async with httpx.AsyncClient(base_url=f"http://{run.address}", timeout=10) as http:
-            for ha_id, status in (("from-file", 200), ("other", 401)):
-                response = await http.post(
-                    "/api/v1/sessions/desktop",
-                    json={"HaId": ha_id},
-                    headers={"X-Openctrol-Key": "pw"},
-                )
-                assert response.status_code == status, response.text
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    async with (
+        running_device(agent, "octl") as run,
+        httpx.AsyncClient(base_url=f"http://{run.address}", timeout=10) as http,
+    ):
+        for ha_id, status in (("from-file", 200), ("other", 401)):
+            response = await http.post(
+                "/api/v1/sessions/desktop",
+                json={"HaId": ha_id},
+                headers={"X-Openctrol-Key": "pw"},
+            )
+            assert response.status_code == status, response.text
     bad = config.model_copy(deep=True)
     bad.devices[0].face_settings["openctrol"] = {"allow_ha_id": ["typo"]}
     with pytest.raises(Exception, match="openctrol face"):

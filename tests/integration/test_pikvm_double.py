@@ -28,6 +28,7 @@ from remotehands.errors import (
     NotFoundError,
 )
 from remotehands.serving import bound_address, serve_http
+from remotehands.testing.agents import running_device
 from remotehands.testing.xapps import eventually
 from tests.doubles.pikvm import PikvmDouble
 
@@ -220,11 +221,7 @@ async def test_a_face_in_front_of_the_driver_passes_the_device_on(tmp_path: Path
             }
         )
         agent = Agent.from_config(config)
-        run = agent.devices["rack-1"]
-        task = asyncio.create_task(agent.run())
-        try:
-            await asyncio.wait_for(run.settled.wait(), 20)
-            assert run.state == "running", run.error
+        async with running_device(agent, "rack-1") as run:
             assert run.hardware_id == "pikvm-000000009a7e1234"
             headers = {"X-KVMD-User": "admin", "X-KVMD-Passwd": "agent-pw"}
             async with httpx.AsyncClient(base_url=f"http://{run.address}", headers=headers) as http:
@@ -243,9 +240,6 @@ async def test_a_face_in_front_of_the_driver_passes_the_device_on(tmp_path: Path
                 assert msd["storage"]["images"]["a.iso"]["size"] == 100
                 ports = (await http.get("/api/switch")).json()["result"]
                 assert len(ports["model"]["ports"]) == 6
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_https_with_a_self_signed_certificate(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from remotehands.agent.runtime import Agent, DeviceRun
 from remotehands.drivers.fake import FakeDriver
 from remotehands.drivers.pikvm.client import KvmdClient, deep_merge
 from remotehands.protocol.keys import Key
+from remotehands.testing.agents import running_device
 
 pytestmark = pytest.mark.anyio
 
@@ -57,16 +58,8 @@ def _config(
 
 @pytest.fixture
 async def device(tmp_path: Path) -> AsyncIterator[DeviceRun]:
-    agent = Agent.from_config(_config(tmp_path))
-    run = agent.devices["fake"]
-    task = asyncio.create_task(agent.run())
-    try:
-        await asyncio.wait_for(run.settled.wait(), 20)
-        assert run.state == "running", run.error
+    async with running_device(Agent.from_config(_config(tmp_path)), "fake") as run:
         yield run
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 @pytest.fixture
@@ -667,17 +660,13 @@ async def test_a_new_socket_sends_everyone_the_full_states(device: DeviceRun) ->
 
 async def test_a_device_without_ocr_answers_kvmds_ocr_error(tmp_path: Path) -> None:
     agent = Agent.from_config(_config(tmp_path, capabilities=("keyboard", "mouse")))
-    run = agent.devices["fake"]
-    task = asyncio.create_task(agent.run())
-    try:
-        await asyncio.wait_for(run.settled.wait(), 20)
-        async with httpx.AsyncClient(base_url=f"http://{run.address}", timeout=10) as http:
-            ocr = await http.get("/api/streamer/snapshot?ocr=1", headers=ADMIN)
-            assert ocr.status_code == 400
-            unavailable = {"error": "OcrError", "error_msg": "Tesseract is not available"}
-            assert ocr.content == envelope(False, unavailable)
-            state = (await http.get("/api/streamer/ocr", headers=ADMIN)).json()["result"]
-            assert state == {"ocr": {"enabled": False, "langs": {"default": [], "available": []}}}
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    async with (
+        running_device(agent, "fake") as run,
+        httpx.AsyncClient(base_url=f"http://{run.address}", timeout=10) as http,
+    ):
+        ocr = await http.get("/api/streamer/snapshot?ocr=1", headers=ADMIN)
+        assert ocr.status_code == 400
+        unavailable = {"error": "OcrError", "error_msg": "Tesseract is not available"}
+        assert ocr.content == envelope(False, unavailable)
+        state = (await http.get("/api/streamer/ocr", headers=ADMIN)).json()["result"]
+        assert state == {"ocr": {"enabled": False, "langs": {"default": [], "available": []}}}

@@ -4,7 +4,6 @@ switch code driving that device through the face (driver -> face -> FakeDriver).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -24,6 +23,7 @@ from remotehands.drivers.fake import FakeDriver
 from remotehands.drivers.pikvm import PikvmDriver
 from remotehands.errors import NotFoundError, ValidationError
 from remotehands.serving import bound_address, serve_http
+from remotehands.testing.agents import running_device
 from remotehands.testing.xapps import eventually
 
 pytestmark = pytest.mark.anyio
@@ -60,16 +60,8 @@ async def device(tmp_path: Path) -> AsyncIterator[DeviceRun]:
         }
     )
     (tmp_path / "media").mkdir()
-    agent = Agent.from_config(config)
-    run = agent.devices["kvm"]
-    task = asyncio.create_task(agent.run())
-    try:
-        await asyncio.wait_for(run.settled.wait(), 20)
-        assert run.state == "running", run.error
+    async with running_device(Agent.from_config(config), "kvm") as run:
         yield run
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 @pytest.fixture

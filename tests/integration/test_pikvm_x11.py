@@ -5,7 +5,6 @@ device."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from remotehands.agent.desktop import VirtualDesktop
 from remotehands.agent.runtime import Agent, DeviceRun
 from remotehands.drivers.pikvm import PikvmDriver, PikvmSettings
 from remotehands.protocol.keys import Key
+from remotehands.testing.agents import running_device
 from remotehands.testing.xapps import eventually, launch_color_window, launch_probe
 
 pytestmark = [pytest.mark.anyio, pytest.mark.x11]
@@ -39,16 +39,8 @@ def _config(tmp_path: Path, driver: str, settings: dict[str, object]) -> AgentCo
 
 @pytest.fixture
 async def device(desktop: VirtualDesktop, tmp_path: Path) -> AsyncIterator[DeviceRun]:
-    agent = Agent.from_config(_config(tmp_path, "x11", {}))
-    run = agent.devices["desk"]
-    task = asyncio.create_task(agent.run())
-    try:
-        await asyncio.wait_for(run.settled.wait(), 20)
-        assert run.state == "running", run.error
+    async with running_device(Agent.from_config(_config(tmp_path, "x11", {})), "desk") as run:
         yield run
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 @pytest.fixture

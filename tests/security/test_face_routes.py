@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from remotehands.agent.config import AgentConfig
 from remotehands.agent.runtime import Agent, DeviceRun
+from remotehands.testing.agents import running_device
 
 pytestmark = pytest.mark.anyio
 
@@ -67,16 +68,8 @@ async def device(tmp_path: Path) -> AsyncIterator[DeviceRun]:
             "face_settings": {"openctrol": {"allow_ha_ids": ["ha"]}},
         }],
     })  # fmt: skip
-    agent = Agent.from_config(config)
-    run = agent.devices["every-face"]
-    task = asyncio.create_task(agent.run())
-    try:
-        await asyncio.wait_for(run.settled.wait(), 20)
-        assert run.state == "running", run.error
+    async with running_device(Agent.from_config(config), "every-face") as run:
         yield run
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 def _http_routes(run: DeviceRun) -> list[tuple[str, str, str]]:
