@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from remotehands.cli import actions_cmd, devices_cmd, login_cmd
+from remotehands.cli import actions_cmd, devices_cmd, login_cmd, verbs
 from remotehands.cli.main import _COMMANDS, cli, register
 from tests.unit.test_client_fakeapi import (
     AGENT_PASSWORD,
@@ -37,7 +37,7 @@ ENV_NAMES = (
 
 @pytest.fixture(scope="module", autouse=True)
 def registered() -> None:
-    for table in (actions_cmd.COMMANDS, devices_cmd.COMMANDS, login_cmd.COMMANDS):
+    for table in (verbs.COMMANDS, actions_cmd.COMMANDS, devices_cmd.COMMANDS, login_cmd.COMMANDS):
         for name, (target, help_text) in table.items():
             register(name, target, help_text)
 
@@ -92,19 +92,27 @@ def test_the_command_tables_point_at_commands() -> None:
 
     import click
 
-    for table in (actions_cmd.COMMANDS, devices_cmd.COMMANDS, login_cmd.COMMANDS):
+    for table in (verbs.COMMANDS, actions_cmd.COMMANDS, devices_cmd.COMMANDS, login_cmd.COMMANDS):
         for name, (target, help_text) in table.items():
             module, attr = target.split(":")
             command = getattr(importlib.import_module(module), attr)
             assert isinstance(command, click.Command)
             assert command.name == name
             assert help_text.endswith(".")
-    assert set(actions_cmd.COMMANDS) <= set(_COMMANDS)
+    assert set(verbs.COMMANDS) | set(actions_cmd.COMMANDS) <= set(_COMMANDS)
 
 
 @pytest.mark.parametrize(
     "args",
-    [[name] for name in (*actions_cmd.COMMANDS, *devices_cmd.COMMANDS, *login_cmd.COMMANDS)]
+    [
+        [name]
+        for name in (
+            *verbs.COMMANDS,
+            *actions_cmd.COMMANDS,
+            *devices_cmd.COMMANDS,
+            *login_cmd.COMMANDS,
+        )
+    ]
     + [["clipboard", "set"], ["windows", "move"], ["apps", "open"], ["device", "tag"]]
     + [["tokens", "create"], ["users", "create"]],
 )

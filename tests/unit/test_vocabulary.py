@@ -27,7 +27,7 @@ from remotehands.agent.auth import TokenStore, password_check
 from remotehands.agent.capabilities import AGENT_CAPABILITIES, HANDLERS, handles
 from remotehands.agent.dispatch import Dispatcher
 from remotehands.agent.faces.native import create_native_app
-from remotehands.cli import actions_cmd, audio_cmd
+from remotehands.cli import actions_cmd, audio_cmd, verbs
 from remotehands.cli.main import cli, register
 from remotehands.client import (
     ACTION_METHODS,
@@ -384,7 +384,7 @@ def test_the_sdk_has_a_method_for_every_verb_and_alias() -> None:
 # -- the CLI ----------------------------------------------------------------------------------
 
 
-_COMMAND_TABLE = {**actions_cmd.COMMANDS, **audio_cmd.COMMANDS}
+_COMMAND_TABLE = {**verbs.COMMANDS, **actions_cmd.COMMANDS, **audio_cmd.COMMANDS}
 """The device command tables ``remotehands.cli.main`` loads."""
 
 
@@ -482,10 +482,10 @@ CLI_ARGS: dict[str, list[str]] = {
 
 def test_the_cli_has_a_command_for_every_verb_and_alias() -> None:
     expected = {name.replace("_", "-") for a in PUBLIC for name in a.names}
-    assert set(actions_cmd.VERB_COMMANDS) == expected == set(CLI_ARGS)
+    assert set(verbs.VERB_COMMANDS) == expected == set(CLI_ARGS)
     assert expected <= set(_COMMAND_TABLE)
     for name in expected:
-        assert actions_cmd.VERB_COMMANDS[name].name == name
+        assert verbs.VERB_COMMANDS[name].name == name
 
 
 @pytest.mark.parametrize("command", sorted(CLI_ARGS))

@@ -34,7 +34,7 @@ from remotehands.cli.target import (
 )
 from remotehands.client import ActionMethods
 from remotehands.errors import ConfigError, ValidationError, error_from_wire
-from remotehands.protocol.actions import ACTIONS, by_verb, parse_window_id
+from remotehands.protocol.actions import by_verb, parse_window_id
 from remotehands.protocol.models import Button
 
 __all__ = ["COMMANDS", "VERB_COMMANDS", "DeviceGroup", "device_command"]
@@ -953,30 +953,12 @@ def call(hands: ActionMethods[Any], rest: list[str], params: str) -> None:
     emit(hands.call(rest[0], **values))
 
 
-# The command table ``remotehands.cli.main`` loads lazily: every CLI name of the vocabulary's
-# rule (the verb commands, each a module attribute ``verb_<name>``), and the older spellings
-# that group the verbs (``clipboard get``, ``windows focus``, ``apps open``) or shorten them.
-# The commands of other modules built on device_command join VERB_COMMANDS as they load.
-from remotehands.cli import act_cmd, ocr_cmd  # noqa: E402, F401
-
 _as_verb(windows, "windows")  # ``remotehands windows`` lists them: the verb's own command
-# The command groups of power, virtual media, the KVM switch and audio live in modules of their
-# own; importing them adds their verbs (``power-on``, ``media-upload``...) to VERB_COMMANDS.
-from remotehands.cli import audio_cmd, media_cmd, power_cmd, switch_cmd  # noqa: E402, F401
 
-for _name, _command in VERB_COMMANDS.items():
-    globals()["verb_" + _name.replace("-", "_")] = _command
-_SUMMARIES = {
-    name.replace("_", "-"): spec.summary
-    for spec in ACTIONS
-    if not spec.step_only
-    for name in spec.names
-}
-
+# The command table ``remotehands.cli.main`` loads lazily: the older spellings that group the
+# verbs (``clipboard get``, ``windows focus``, ``apps open``) or shorten them. The verb commands
+# themselves (every CLI name of the vocabulary's rule) are gathered by remotehands.cli.verbs.
 COMMANDS: dict[str, tuple[str, str]] = {
-    name: (f"remotehands.cli.actions_cmd:verb_{name.replace('-', '_')}", _SUMMARIES[name] + ".")
-    for name in VERB_COMMANDS
-} | {
     name: (f"remotehands.cli.actions_cmd:{attr}", help_text)
     for name, attr, help_text in (
         ("cursor", "cursor", "Print where the pointer is (the same as cursor-position)."),

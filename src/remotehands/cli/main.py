@@ -34,6 +34,7 @@ _HELP: dict[str, str] = {
 # Modules that export ``COMMANDS: dict[name, ("module:attr", help)]``: the device and fleet
 # commands. Read on first use of the command table.
 _TABLES = (
+    "remotehands.cli.verbs",
     "remotehands.cli.actions_cmd",
     "remotehands.cli.audio_cmd",
     "remotehands.cli.devices_cmd",
