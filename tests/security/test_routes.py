@@ -145,7 +145,7 @@ def _fuzz(base_url: str, token: str, examples: int) -> tuple[int, list[str]]:
             continue
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=examples, deadline=None, database=None,
+        @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
                   suppress_health_check=list(HealthCheck))  # fmt: skip
         def check(case: Any) -> None:
             response = case.call(base_url=base_url, headers=headers, timeout=10)
