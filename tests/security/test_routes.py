@@ -159,6 +159,7 @@ def _fuzz(base_url: str, token: str, examples: int) -> tuple[int, list[str]]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(180)  # some 1,000 requests; on PostgreSQL a loaded machine needs over 30 s
 async def test_schemathesis_finds_no_server_error(fleet: LiveFleet) -> None:
     token = await fleet.api_token("admin")
     sent, errors = await asyncio.to_thread(_fuzz, fleet.base_url, token, 15)
