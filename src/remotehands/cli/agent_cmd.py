@@ -264,13 +264,12 @@ def agent(ctx: click.Context, config_file: Path | None, driver: str, display: st
         sys.exit(err.exit_code)
 
 
-DEVICE_PASSWORD_ENV = "REMOTEHANDS_DEVICE_PASSWORD"  # noqa: S105 -- a variable's name
-
-
 def _device_settings(url: str | None, user: str | None, totp_file: Path | None) -> dict[str, Any]:
     """The settings of a network driver (:class:`~remotehands.drivers.remote.RemoteSettings`)
     that the ``--device-*`` options give; the password is named by its variable, never
     copied."""
+    from remotehands.drivers.remote import DEVICE_PASSWORD_ENV
+
     found: dict[str, Any] = {}
     if url is not None:
         found["url"] = url
