@@ -38,12 +38,13 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO
 
+from remotehands.agent.children import STOP_TIMEOUT_S, log_tail, stop_process
 from remotehands.errors import ConfigError, DeviceError, DeviceTimeoutError
 
 __all__ = ["VirtualDesktop"]
 
 _START_TIMEOUT_S = 20.0
-_STOP_TIMEOUT_S = 5.0
+_STOP_TIMEOUT_S = STOP_TIMEOUT_S
 _POLL_S = 0.02
 
 _PACKAGES = {"Xvfb": "xvfb", "xauth": "xauth", "openbox": "openbox", "xterm": "xterm"}
@@ -245,25 +246,12 @@ class VirtualDesktop:
         )
 
     def _log_tail(self, name: str) -> str:
-        if self._tmp is None:
-            return ""
-        try:
-            text = (self._tmp / f"{name}.log").read_bytes()[-2000:].decode(errors="replace")
-        except OSError:
-            return ""
-        return f"; its log ends with:\n{text.strip()}" if text.strip() else ""
+        return "" if self._tmp is None else log_tail(self._tmp / f"{name}.log")
 
     def stop(self) -> None:
         """Terminate the terminal, the window manager and Xvfb, reap them, remove the files."""
         for name in reversed(list(self._procs)):
-            proc = self._procs[name]
-            if proc.poll() is None:
-                proc.terminate()
-            try:
-                proc.wait(timeout=_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=_STOP_TIMEOUT_S)
+            stop_process(self._procs[name])
         self._procs.clear()
         for log in self._logs.values():
             log.close()

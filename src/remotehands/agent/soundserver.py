@@ -26,12 +26,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from remotehands.agent.children import log_tail, stop_process
 from remotehands.errors import ConfigError, DeviceError, DeviceTimeoutError
 
 __all__ = ["SoundServer"]
 
 _START_TIMEOUT_S = 20.0
-_STOP_TIMEOUT_S = 5.0
 _POLL_S = 0.02
 
 
@@ -146,25 +146,13 @@ class SoundServer:
             time.sleep(_POLL_S)  # polling a condition (the socket), bounded by the deadline
 
     def _log_tail(self) -> str:
-        if self._tmp is None:
-            return ""
-        try:
-            text = (self._tmp / "pulseaudio.log").read_bytes()[-2000:].decode(errors="replace")
-        except OSError:
-            return ""
-        return f"; its log ends with:\n{text.strip()}" if text.strip() else ""
+        return "" if self._tmp is None else log_tail(self._tmp / "pulseaudio.log")
 
     def stop(self) -> None:
         """Stop the server, reap it, remove its directory (unless it was given)."""
         proc, self._proc = self._proc, None
         if proc is not None:
-            if proc.poll() is None:
-                proc.terminate()
-            try:
-                proc.wait(timeout=_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=_STOP_TIMEOUT_S)
+            stop_process(proc)
         if self._tmp is not None and self.directory is None:
             shutil.rmtree(self._tmp, ignore_errors=True)
         self._tmp = None
