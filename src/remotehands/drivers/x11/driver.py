@@ -27,6 +27,7 @@ from remotehands.drivers.base import Button, Driver, DriverSettings, FrameArray,
 from remotehands.drivers.pulse import PulseAudio
 from remotehands.drivers.x11 import apps
 from remotehands.drivers.x11.clipboard import ClipboardService
+from remotehands.drivers.x11.desktopstate import read_desktop_state
 from remotehands.drivers.x11.display import (
     DEFAULT_TIMEOUT_S,
     XConnection,
@@ -298,6 +299,17 @@ class X11Driver(Driver):
 
     def _not_ready(self) -> str:
         return f"the x11 driver is {'closed' if self._closed else 'not started'}"
+
+    # -- desktop state -------------------------------------------------------------------
+
+    async def desktop_state(self) -> str:
+        """``login_screen``, ``locked`` or ``desktop``: what the display shows, from a greeter's
+        or a locker's window and the input grabs (:mod:`remotehands.drivers.x11.desktopstate`).
+        The Openctrol face's health reports it."""
+        conn = self._conn
+        if conn is None:
+            raise DeviceError(self._not_ready())
+        return await self._x("read the desktop state", read_desktop_state, conn)
 
     # -- screen --------------------------------------------------------------------------
 
