@@ -2,21 +2,25 @@
 health reports it), on a desktop of its own (a locker there would lock the shared one): a real
 grab of the keyboard and the pointer taken by another X client standing in as a locker, a real
 i3lock, and a window of a greeter's class standing in for LightDM's (it cannot run without its
-display manager)."""
+display manager), and logind's LockedHint from a stand-in logind on a real dbus-daemon (this
+machine has no systemd)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from Xlib import X, display
 
 from remotehands.agent.desktop import VirtualDesktop
-from remotehands.drivers.x11.driver import X11Driver
+from remotehands.drivers.logind import session_locked
+from remotehands.drivers.x11.driver import X11Driver, X11Settings
 from remotehands.testing.xapps import eventually
 from tests.integration.openctrol_harness import serve_openctrol
 
@@ -174,3 +178,60 @@ async def test_the_openctrol_health_reports_the_x11_desktop_state(
             return await state() == "desktop"
 
         await eventually(back, timeout=5)
+
+
+@pytest.fixture
+def private_bus(tmp_path: Path) -> Iterator[str]:
+    """A real dbus-daemon of its own, its address."""
+    if shutil.which("dbus-daemon") is None:
+        pytest.skip("dbus-daemon is not installed")
+    daemon = subprocess.Popen(
+        ["dbus-daemon", "--session", "--nofork", "--print-address",
+         f"--address=unix:path={tmp_path / 'bus'}"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert daemon.stdout is not None
+    try:
+        yield daemon.stdout.readline().strip()
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+
+
+async def test_loginds_locked_hint_makes_the_desktop_locked(
+    own_desktop: VirtualDesktop, private_bus: str
+) -> None:
+    logind = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parents[1] / "doubles" / "logind.py"), private_bus,
+         str(own_desktop.display)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert logind.stdin is not None and logind.stdout is not None
+    driver = X11Driver(settings=X11Settings(display=own_desktop.display, logind_bus=private_bus))
+    await driver.start()
+    try:
+        assert logind.stdout.readline().strip() == "ready"
+        assert await session_locked(own_desktop.display, private_bus) is False
+        assert await driver.desktop_state() == "desktop"
+        logind.stdin.write("lock\n")
+        logind.stdin.flush()
+        assert logind.stdout.readline().strip() == "locked"
+        assert await session_locked(own_desktop.display, private_bus) is True
+        assert await driver.desktop_state() == "locked"
+        # Another display's session says nothing about this one.
+        assert await session_locked(":99", private_bus) is None
+        logind.stdin.write("unlock\n")
+        logind.stdin.flush()
+        assert logind.stdout.readline().strip() == "unlocked"
+        assert await driver.desktop_state() == "desktop"
+    finally:
+        await driver.close()
+        logind.terminate()
+        logind.wait(10)
+
+
+async def test_no_bus_or_no_logind_leaves_the_display_to_tell(
+    tmp_path: Path, private_bus: str
+) -> None:
+    assert await session_locked(":0", f"unix:path={tmp_path / 'nothing-here'}") is None
+    assert await session_locked(":0", private_bus) is None  # a bus without logind

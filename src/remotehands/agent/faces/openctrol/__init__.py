@@ -9,7 +9,8 @@ native face:
   number of live sessions. ``desktop_state`` is the driver's answer where it can tell
   (:class:`DesktopStateSource`: the openctrol driver passes on its agent's; the x11 driver
   reads it from the display, :mod:`remotehands.drivers.x11.desktopstate`: a greeter's window,
-  a screen locker's window or its input grabs), else ``desktop`` for a device with a screen and
+  a screen locker's window or its input grabs, and from logind's ``LockedHint`` where a system
+  bus has logind), else ``desktop`` for a device with a screen and
   ``unknown`` without one; ``state`` gets ``_degraded`` after 5 capture failures in a row.
 - ``POST /api/v1/sessions/desktop`` ``{ha_id, ttl_seconds}`` (TTL clamped to 60-3600 s,
   900 by default) and ``POST /api/v1/sessions/desktop/{id}/end``; ``WS /ws/desktop`` with
