@@ -339,9 +339,11 @@ class FrameSource:
         encoder: FrameEncoder | None = None,
         depth: int = 2,
     ) -> AsyncIterator[FrameStream]:
-        """Frames of this screen for the block, at most ``rate`` a second (the source's rate
-        by default), encoded by ``encoder`` (JPEG q75 by default), through a drop-oldest queue
-        of ``depth`` frames. The stream ends with the source's error if capture fails."""
+        """Frames of this screen for the block, about ``rate`` a second while it changes (the
+        source's rate by default; the source ticks :data:`TICK_HEADROOM` above it, so a few
+        more may come, never more than 4/3 of it), encoded by ``encoder`` (JPEG q75 by
+        default), through a drop-oldest queue of ``depth`` frames. The stream ends with the
+        source's error if capture fails."""
         want = min(self.rate, rate or self.rate)
         if want <= 0:
             raise ValidationError(f"a frame rate must be positive, got {rate}")
