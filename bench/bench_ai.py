@@ -402,16 +402,23 @@ def _input_rows(clients: dict[str, Any], rounds: int) -> None:
             print(row(f"{action} - {label}", samples))
 
 
-def bench_hop(info: dict[str, Any], rounds: int) -> None:
+def bench_hop(info: dict[str, Any], rounds: int, cua: str | None = None) -> None:
     """Input through the server: a request per action, over HTTP and against one WebSocket per
-    device, in turns."""
+    device, in turns; with ``cua``, in turns with cua's computer server (pyautogui's pause off)
+    on the same desktop, so that the hop meets the peer under the same load."""
     with (
         FleetClient(info["url"], token=info["token"]) as over_http,
         FleetClient(info["url"], token=info["token"], websocket=True) as over_ws,
+        contextlib.ExitStack() as stack,
     ):
-        _input_rows({"SDK via server, HTTP": over_http.device(info["device_name"]),
-                     "SDK via server, WebSocket": over_ws.device(info["device_name"])},
-                    rounds)  # fmt: skip
+        clients: dict[str, Any] = {"SDK via server, HTTP": over_http.device(info["device_name"]),
+                                   "SDK via server, WebSocket": over_ws.device(info["device_name"])}  # fmt: skip
+        if cua:
+            clients[f"cua {_cua_version(cua)} WS, pyautogui pause 0"] = stack.enter_context(
+                _cua_server(cua, _x_env(info), CUA_NO_PAUSE)
+            )
+        print(f"load average {os.getloadavg()[0]:.2f}")
+        _input_rows(clients, rounds)
 
 
 async def _mcp_vs_sdk(info: dict[str, Any], device_name: str, rounds: int) -> None:
@@ -513,6 +520,7 @@ def bench_input(rounds: int, cua: str | None, cua_rounds: int) -> None:
             clients[f"cua {version} WS, pyautogui pause 0"] = stack.enter_context(
                 _cua_server(cua, env, CUA_NO_PAUSE)
             )
+        print(f"load average {os.getloadavg()[0]:.2f}")
         _input_rows(clients, rounds)
         # The agent's own time for each typing (its action log): what is left of a call's
         # time is the transport's.
@@ -593,7 +601,7 @@ def main() -> None:
                 if "ocr" in parts:
                     bench_ocr(device, env, args.ocr_rounds, args.rapidocr)
             if "hop" in parts:
-                bench_hop(info, args.mcp_rounds * 10)
+                bench_hop(info, args.mcp_rounds * 10, args.cua)
             if "mcp" in parts:
                 asyncio.run(_mcp_vs_sdk(info, info["device_name"], args.mcp_rounds))
         finally:

@@ -1,13 +1,15 @@
 """The Openctrol face's ``/ws/desktop``: frames a second, bytes a frame, the agent's CPU with one
 and with five viewers, and input-to-new-frame latency, on loopback.
 
-    .venv/bin/python bench/bench_openctrol.py [--seconds 6] [--samples 40]
+    .venv/bin/python bench/bench_openctrol.py [--seconds 6] [--samples 40] [--changer counter]
 
 ``remotehands agent --driver x11 --face openctrol`` runs as a process on an Xvfb 1920x1080
 desktop.
 
 1. **Stream.** A full-screen terminal lists directories without pause (the screen changes all
-   the time); one viewer, then five at once, read ``/ws/desktop`` for ``--seconds`` each: frames
+   the time, but only when the terminal repaints: not on every grab of a 30/s stream), or with
+   ``--changer counter`` a window that redraws a counter and a moving bar 120 times a second
+   (``counter_window.py``: every grab finds a change); one viewer, then five at once, read ``/ws/desktop`` for ``--seconds`` each: frames
    a second per viewer, KiB a frame (OFRA header included), and the agent process's CPU (% of
    one core). Beside it, in the same run, the peer a client would otherwise use: a loop of
    ``GET /screenshot`` (JPEG q75) on the agent's native face, one keep-alive connection.
@@ -124,16 +126,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--samples", type=int, default=40)
+    parser.add_argument("--changer", choices=["terminal", "counter"], default="terminal",
+                        help="What changes the screen for the stream figures.")  # fmt: skip
+    parser.add_argument("--stream-only", action="store_true",
+                        help="Only the stream figures (no peer, no latency).")  # fmt: skip
     args = parser.parse_args()
     procs: list[subprocess.Popen[bytes]] = []
     with VirtualDesktop(size=(1920, 1080)) as desktop:
         env = {**os.environ, **desktop.env, "REMOTEHANDS_AGENT_PASSWORD": PASSWORD,
                "MALLOC_MMAP_THRESHOLD_": "67108864", "MALLOC_TRIM_THRESHOLD_": "268435456"}  # fmt: skip
         try:
-            scroller = subprocess.Popen(
-                ["xterm", "-geometry", "240x70+0+0", "-fa", "DejaVu Sans Mono", "-fs", "10",
-                 "-e", "sh", "-c", "while :; do ls -la /usr/lib /usr/share/doc; done"], env=env,
-            )  # fmt: skip
+            if args.changer == "counter":
+                scroller = subprocess.Popen(
+                    [sys.executable, str(ROOT / "bench/counter_window.py"), "--rate", "120"],
+                    env=env,
+                )
+                changer = "a window redrawing a counter 120 times a second"
+            else:
+                scroller = subprocess.Popen(
+                    ["xterm", "-geometry", "240x70+0+0", "-fa", "DejaVu Sans Mono", "-fs", "10",
+                     "-e", "sh", "-c", "while :; do ls -la /usr/lib /usr/share/doc; done"],
+                    env=env,
+                )  # fmt: skip
+                changer = "a full-screen terminal listing directories"
             procs.append(scroller)
             port = free_port()
             url = f"http://127.0.0.1:{port}"
@@ -144,9 +159,11 @@ def main() -> None:
             )  # fmt: skip
             procs.append(agent)
             wait_for(lambda: is_up(url), "the agent start")
-            print(f"Xvfb 1920x1080, a full-screen terminal listing directories; {args.seconds:g} s "
-                  "a round")  # fmt: skip
+            print(f"Xvfb 1920x1080, {changer}; {args.seconds:g} s a round; load average "
+                  f"{os.getloadavg()[0]:.2f}")  # fmt: skip
             bench_stream(url, psutil.Process(agent.pid), args.seconds)
+            if args.stream_only:
+                return
 
             token = httpx.post(url + "/auth/login", json={"password": PASSWORD}).json()["token"]
             native = Client(port, token)

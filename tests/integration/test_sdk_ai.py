@@ -76,3 +76,6 @@ async def test_the_sdk_over_the_servers_device_websocket(fleet: Fleet, app: Text
         assert (await device.cursor_position())["x"] >= 0
         with pytest.raises(ForbiddenError):
             await device.click(1, 1)
+    # Each action is audited once its reply is on its way: the refused one too.
+    clicks = (await fleet.server.http.get("/v1/audit", params={"action": "mouse.click"})).json()
+    assert {"ok", "forbidden"} <= {e["result"] for e in clicks["entries"]}

@@ -40,6 +40,12 @@ dry run (``dry_run: true``: a desktop's power action without a configured comman
 _UNLOCKED = frozenset({"sequence", "actions"})  # a sequence locks by itself; the log reads only
 
 
+def _field(model: BaseModel, name: str, default: Any) -> Any:
+    """The model's field ``name``, or ``default`` when it has none (its fields live in its
+    ``__dict__``)."""
+    return model.__dict__.get(name, default)
+
+
 def validate_params(spec: A.ActionSpec, params: Mapping[str, Any]) -> A.Params:
     """Validate raw parameters against an action's model; errors name every bad field."""
     return validated(spec.params, params, spec.name)
@@ -156,14 +162,16 @@ class Dispatcher:
         try:
             # A streamed upload may last minutes: it does not keep the device's input waiting.
             if spec.access == "control" and spec.name not in _UNLOCKED and not spec.streamed:
-                timeout = getattr(model, "lock_timeout_ms", 10_000)
+                # Looked up in the model's fields, not with getattr: a pydantic model answers
+                # a missing attribute through __getattr__, slowly (tens of microseconds).
+                timeout = _field(model, "lock_timeout_ms", 10_000)
                 async with self.context.locked(timeout):
                     result = await handler(self.context, model)
             else:
                 result = await handler(self.context, model)
             if isinstance(result, SequenceResult) and result.failed_step is not None:
                 outcome = result.failed_step.error or "error"  # a 200 all the same
-            elif getattr(result, "dry_run", False) is True:
+            elif _field(result, "dry_run", False) is True:
                 outcome = DRY_RUN  # the log says nothing was done, not that it was
             return result
         except RemoteHandsError as err:

@@ -12,8 +12,11 @@ one drops frames and never makes the source or the others wait::
             ...
 
 The source ticks at the highest rate its consumers ask for, capped by its own ``rate`` (30/s by
-default), on a fixed grid (a late tick does not push the next ones back, so the rate holds on a
-busy machine); each consumer is paced to its own rate. A new consumer gets the current frame at
+default), plus :data:`TICK_HEADROOM` (5 %), on a fixed grid of deadlines (:class:`TickSchedule`:
+a late tick does not push the next ones back, a few lost ticks are made up, and a tick that
+finds a moving screen unchanged looks again half a period later), so that the rate a consumer
+asks holds on a busy machine and on a screen that repaints on its own clock; each consumer is
+paced to its own rate. A new consumer gets the current frame at
 once. Capture stops ``linger_s`` (0.5 s) after the last consumer left, so a viewer that
 reconnects at once does not restart it.
 
@@ -61,11 +64,13 @@ __all__ = [
     "DEFAULT_RATE",
     "KICK_DELAYS_S",
     "MAX_RATE",
+    "TICK_HEADROOM",
     "FrameEncoder",
     "FrameSource",
     "FrameSources",
     "FrameStream",
     "JpegEncoder",
+    "TickSchedule",
     "changed_box",
 ]
 
@@ -77,9 +82,20 @@ MAX_RATE = 120.0
 """The most captures a second a source makes, its ticks and kicks together."""
 KICK_DELAYS_S = (0.002, 0.010, 0.025)
 """When a source captures after a kick (seconds after it), until a capture finds a change."""
-CATCH_UP = 1
-"""Ticks a source makes up for after a stall: one, so that two frames come back to back at most
-(a consumer's drop-oldest queue holds two by default; a burst would drop frames)."""
+TICK_HEADROOM = 1.05
+"""A source ticks this much faster than its fastest consumer asks: a tick now and then lost to a
+busy machine (or a grab that found the screen between two repaints) must not bring a consumer
+that asks 30 frames a second below 30. A consumer still takes frames at its own pace."""
+CATCH_UP = 3
+"""Ticks a source makes up for after a stall, at :data:`CATCH_UP_GAP` periods apart (never back
+to back: a consumer's drop-oldest queue holds two by default, a burst would drop frames); a
+longer stall starts the grid again."""
+CATCH_UP_GAP = 0.8
+"""The shortest gap, in periods, between two ticks that make up for lost ones: longer than the
+0.75 period a consumer waits between two frames, so that it takes each."""
+RECHECK_AT = 0.5
+"""A tick that found a moving screen unchanged (it was grabbed between two repaints) looks again
+this far into the period, off the grid, instead of leaving the period without a frame."""
 GRAB_TIMEOUT_S = 5.0
 """The longest one screen grab may take."""
 
@@ -154,6 +170,64 @@ def changed_box(previous: FrameArray | None, current: FrameArray) -> Bounds | No
     left = int(columns[0]) * px
     right = min(width, (int(columns[-1]) + 1) * px)
     return Bounds(x=left, y=top, width=right - left, height=bottom - top)
+
+
+@dataclass(slots=True)
+class TickSchedule:
+    """When a source's ticks are due: deadlines on a fixed grid (``origin + n * period``, so
+    neither late ticks nor float sums make the rate drift), lost ticks made up at
+    :data:`CATCH_UP_GAP` periods apart up to :data:`CATCH_UP` of them, and one look again
+    (:data:`RECHECK_AT`) in a period whose tick found a moving screen unchanged. Pure: the
+    source passes the times in, so the schedule is tested without a clock."""
+
+    period: float
+    origin: float
+    index: int = 1
+    """The grid index of the next tick (``origin`` was tick 0)."""
+    last: float = -math.inf
+    """When the last tick ran (a look again does not count)."""
+    moving: bool = False
+    """Whether the last tick found a change."""
+    recheck: float | None = None
+    """When a look again is due, if one is."""
+
+    @classmethod
+    def start(cls, rate: float, now: float) -> TickSchedule:
+        """A grid of ``rate`` ticks a second (with :data:`TICK_HEADROOM`) whose first tick is
+        due ``now``."""
+        return cls(1.0 / (rate * TICK_HEADROOM), now, index=0)
+
+    @property
+    def due(self) -> float:
+        """When the next tick (or look again) may run."""
+        grid = self.origin + self.index * self.period
+        if self.recheck is not None:
+            return min(self.recheck, grid)
+        # Behind the grid (a stall): make up lost ticks, but not back to back.
+        return max(grid, self.last + CATCH_UP_GAP * self.period)
+
+    def ran(self, started: float, changed: bool, now: float) -> None:
+        """The tick (or look again) due at :attr:`due`, started at ``started``, found the
+        screen ``changed`` or not; ``now`` is when it ended."""
+        grid = self.origin + self.index * self.period
+        was_recheck = self.recheck is not None and self.recheck <= grid
+        self.recheck = None
+        if was_recheck:
+            self.moving = changed
+            return
+        self.last = started
+        self.index += 1
+        if not changed and self.moving:
+            self.recheck = started + RECHECK_AT * self.period
+        self.moving = changed
+        # More ticks lost than are made up for: the grid starts again from this one.
+        if self.origin + (self.index + CATCH_UP) * self.period < now:
+            self.restart(started + self.period)
+
+    def restart(self, first: float) -> None:
+        """A new grid whose first tick is due at ``first`` (a kicked capture showed a change:
+        a tick sooner would find nothing new; or the rate changed)."""
+        self.origin, self.index, self.recheck, self.last = first, 0, None, -math.inf
 
 
 @dataclass(eq=False)
@@ -265,9 +339,11 @@ class FrameSource:
         encoder: FrameEncoder | None = None,
         depth: int = 2,
     ) -> AsyncIterator[FrameStream]:
-        """Frames of this screen for the block, at most ``rate`` a second (the source's rate
-        by default), encoded by ``encoder`` (JPEG q75 by default), through a drop-oldest queue
-        of ``depth`` frames. The stream ends with the source's error if capture fails."""
+        """Frames of this screen for the block, about ``rate`` a second while it changes (the
+        source's rate by default; the source ticks :data:`TICK_HEADROOM` above it, so a few
+        more may come, never more than 4/3 of it), encoded by ``encoder`` (JPEG q75 by
+        default), through a drop-oldest queue of ``depth`` frames. The stream ends with the
+        source's error if capture fails."""
         want = min(self.rate, rate or self.rate)
         if want <= 0:
             raise ValidationError(f"a frame rate must be positive, got {rate}")
@@ -317,7 +393,7 @@ class FrameSource:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         idle_since: float | None = None
-        next_tick = loop.time()
+        ticks = TickSchedule.start(self._tick_rate(), loop.time())
         try:
             while True:
                 now = loop.time()
@@ -328,17 +404,20 @@ class FrameSource:
                     if left <= 0:
                         return
                     await self._sleep(left)
-                    next_tick = loop.time()  # a consumer that comes back gets a frame at once
+                    # a consumer that comes back gets a frame at once
+                    ticks = TickSchedule.start(self._tick_rate(), loop.time())
                     continue
                 idle_since = None
-                period = 1.0 / self._tick_rate()
+                rate = self._tick_rate()
+                if not math.isclose(ticks.period, 1.0 / (rate * TICK_HEADROOM)):
+                    ticks = TickSchedule.start(rate, now)  # a consumer came or went
                 kick_due = self._kick_due()
-                due = min(next_tick, kick_due)
+                due = min(ticks.due, kick_due)
                 if due > now:
                     # woken early by a kick or a consumer: the due time is worked out again
                     await self._sleep(due - now)
                     continue
-                kicked = kick_due <= next_tick
+                kicked = kick_due <= ticks.due
                 started = loop.time()
                 changed = await self._capture(fused=kicked)
                 self._last_capture = started
@@ -352,13 +431,9 @@ class FrameSource:
                         if self._kick_step == len(KICK_DELAYS_S):
                             self._kicked_at = None
                 if kicked and changed:
-                    next_tick = started + period  # a tick now would find nothing new
+                    ticks.restart(started + ticks.period)  # a tick now would find nothing new
                 elif not kicked:
-                    # On the grid: a late tick does not push the later ones back; one more
-                    # than CATCH_UP periods late starts the grid again instead of a burst.
-                    next_tick += period
-                    if next_tick < loop.time() - CATCH_UP * period:
-                        next_tick = loop.time()
+                    ticks.ran(started, changed, loop.time())
         except RemoteHandsError as err:
             log.warning("screen %s: capture stopped: %s", self.screen_id, err.details)
             self.error = err

@@ -492,20 +492,22 @@ class AgentLink:
             await ws.send(wire.encode(wire.StreamEnd(stream=watch.stream, error=error)))
 
     async def _answer(self, ws: ClientConnection, request: wire.Request) -> None:
+        # The reply as the dict wire.Reply dumps to: building the model to dump it again costs
+        # more than the rest of the reply.
+        reply: dict[str, Any]
         try:
             async with asyncio.timeout(request.timeout_ms / 1000):
                 result = await self.dispatcher.run(request.action, request.params)
-            reply = wire.Reply(id=request.id, result=result)
+            reply = {"type": "reply", "id": request.id, "result": result, "error": None}
         except TimeoutError:
             err = DeviceTimeoutError(f"{request.action} took longer than {request.timeout_ms} ms")
-            reply = wire.Reply(id=request.id, error=err.to_wire())
+            reply = {"type": "reply", "id": request.id, "result": None, "error": err.to_wire()}
         except RemoteHandsError as err:
-            reply = wire.Reply(id=request.id, error=err.to_wire())
+            reply = {"type": "reply", "id": request.id, "result": None, "error": err.to_wire()}
         except Exception as err:  # the link must survive any driver bug
             log.exception("action %s failed unexpectedly", request.action)
-            reply = wire.Reply(
-                id=request.id, error={"error": "device_error", "details": f"agent failure: {err}"}
-            )
+            failure = {"error": "device_error", "details": f"agent failure: {err}"}
+            reply = {"type": "reply", "id": request.id, "result": None, "error": failure}
         with contextlib.suppress(websockets.exceptions.ConnectionClosed):
             await ws.send(wire.encode(reply))
 

@@ -447,7 +447,9 @@ def by_verb(name: str) -> ActionSpec | None:
 def required_access(spec: ActionSpec, params: Params) -> Access:
     """The access a call needs: the action's own, or ``control`` when a screenshot is to be
     uploaded somewhere (that makes the device send data to a URL of the caller's choosing)."""
-    if getattr(params, "upload_url", None):
+    # The field from the model's __dict__: getattr on a pydantic model without the field goes
+    # through its __getattr__, slowly (about 10 us, on every call through the server).
+    if params.__dict__.get("upload_url"):
         return "control"
     return spec.access
 

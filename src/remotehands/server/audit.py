@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import or_, select, text
+from sqlalchemy import insert, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from remotehands.server.auth.principals import Principal
@@ -51,6 +51,11 @@ QUEUE_SIZE = 10_000
 """Entries waiting for the writer before ``AuditLog.record(wait=False)`` makes its callers wait."""
 WRITE_BATCH = 500
 """The most entries written in one transaction."""
+WRITE_LINGER_S = 0.05
+"""How long the writer lets queued entries gather before it writes them: one transaction for the
+actions of that moment (an agent acting every couple of milliseconds queues dozens), instead of
+one per action competing with the actions for the event loop. :meth:`AuditLog.flush` (every
+audit read, shutdown) ends the wait at once."""
 
 _CHAIN_LOCK_ID = 0x61756469745F  # "audit_": any constant shared by every replica
 VERIFY_BATCH = 1000
@@ -126,10 +131,30 @@ def _at(value: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
 
 
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """An entry on its way to the database (the queue, the spool): its fields, no ORM object
+    (making one costs more than the rest of recording an action)."""
+
+    at: datetime
+    actor: str
+    actor_kind: str
+    device_id: str | None
+    action: str
+    params: dict[str, Any] | None
+    result: str
+    duration_ms: float
+    details: str | None
+
+
 def entry_hash(entry: AuditEntry) -> str:
     """SHA-256 (hex) of an entry's fields and the hash before it, in a canonical JSON form."""
+    return _chain_hash(entry.prev_hash, entry)
+
+
+def _chain_hash(prev: str | None, entry: AuditEntry | _Pending) -> str:
     data = {
-        "prev": entry.prev_hash,
+        "prev": prev,
         "at": _at(entry.at),
         "actor": entry.actor,
         "actor_kind": entry.actor_kind,
@@ -143,10 +168,6 @@ def entry_hash(entry: AuditEntry) -> str:
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                            default=str)  # fmt: skip
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _copy(entry: AuditEntry) -> AuditEntry:
-    return AuditEntry(at=entry.at, **{name: getattr(entry, name) for name in _SPOOLED_FIELDS})
 
 
 class AuditLog:
@@ -166,13 +187,15 @@ class AuditLog:
         self._spool = spool
         self._spool_lock = asyncio.Lock()
         self._chain_lock = asyncio.Lock()
-        self._held: list[AuditEntry] = []
+        self._held: list[_Pending] = []
         """Entries neither the database nor the spool took (its disk full too): kept here."""
         self.spooled = _count_lines(spool) if spool is not None else 0
         """Entries in the spool (or held in memory), waiting for the database."""
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._queue: asyncio.Queue[AuditEntry] | None = None
+        self._queue: asyncio.Queue[_Pending] | None = None
         self._writer_task: asyncio.Task[None] | None = None
+        self._flush_asked = asyncio.Event()
+        """Set by :meth:`flush`: the writer writes what is queued without lingering."""
 
     async def record(
         self,
@@ -196,7 +219,7 @@ class AuditLog:
         never dropped. Without a running writer the entry is written at once.
         """
         try:
-            entry = AuditEntry(
+            entry = _Pending(
                 at=self._clock(),
                 actor=actor[:128],
                 actor_kind=actor_kind,
@@ -240,8 +263,8 @@ class AuditLog:
             wait=wait,
         )
 
-    async def _write(self, entries: list[AuditEntry]) -> None:
-        """Append ``entries`` to the chain in one transaction."""
+    async def _write(self, entries: list[_Pending]) -> None:
+        """Append ``entries`` to the chain in one transaction (one multi-row insert)."""
         async with (
             self._chain_lock,
             asyncio.timeout(RECORD_TIMEOUT_S),
@@ -256,13 +279,13 @@ class AuditLog:
                 .order_by(AuditEntry.id.desc())
                 .limit(1)
             )
-            chained = []
+            rows = []
             for entry in entries:
-                fresh = _copy(entry)  # a spooled or retried entry may have been added before
-                fresh.prev_hash = prev
-                fresh.hash = prev = entry_hash(fresh)
-                chained.append(fresh)
-            session.add_all(chained)
+                row = {name: getattr(entry, name) for name in _SPOOLED_FIELDS}
+                row["at"], row["prev_hash"] = entry.at, prev
+                row["hash"] = prev = _chain_hash(prev, entry)
+                rows.append(row)
+            await session.execute(insert(AuditEntry), rows)
             await session.commit()
 
     async def export(self) -> AsyncIterator[dict[str, Any]]:
@@ -301,7 +324,7 @@ class AuditLog:
                 checked += 1
                 prev, last_id = entry.hash, entry.id
 
-    async def _write_or_spool(self, entries: list[AuditEntry]) -> None:
+    async def _write_or_spool(self, entries: list[_Pending]) -> None:
         """Write ``entries``, or spool them when the database fails; after a write that
         worked, write what the spool holds."""
         try:
@@ -344,7 +367,7 @@ class AuditLog:
             count, self.spooled = self.spooled, 0
             return count
 
-    async def _writer(self, queue: asyncio.Queue[AuditEntry]) -> None:
+    async def _writer(self, queue: asyncio.Queue[_Pending]) -> None:
         while True:
             try:
                 async with asyncio.timeout(SPOOL_RETRY_S if self.spooled else None):
@@ -353,6 +376,10 @@ class AuditLog:
                 with contextlib.suppress(Exception):  # still failing: the next round retries
                     await self.drain_spool()
                 continue
+            if queue.qsize() < WRITE_BATCH - 1 and not self._flush_asked.is_set():
+                with contextlib.suppress(TimeoutError):  # the entries of this moment, together
+                    async with asyncio.timeout(WRITE_LINGER_S):
+                        await self._flush_asked.wait()
             batch = [first]
             while not queue.empty() and len(batch) < WRITE_BATCH:
                 batch.append(queue.get_nowait())
@@ -361,6 +388,8 @@ class AuditLog:
             except Exception:
                 logger.exception("could not write %d audit entries", len(batch))
             finally:
+                if queue.empty():
+                    self._flush_asked.clear()
                 for _ in batch:
                     queue.task_done()
 
@@ -380,6 +409,7 @@ class AuditLog:
         self._queue, self._writer_task = None, None
         if queue is None or task is None:
             return
+        self._flush_asked.set()
         try:
             async with asyncio.timeout(RECORD_TIMEOUT_S):
                 await queue.join()
@@ -392,6 +422,7 @@ class AuditLog:
     async def flush(self) -> None:
         """Wait until every queued entry is written (tests, shutdown)."""
         if self._queue is not None:
+            self._flush_asked.set()
             await self._queue.join()
 
     async def query(
@@ -431,19 +462,19 @@ class AuditLog:
             return list((await session.scalars(statement)).all())
 
 
-def _to_line(entry: AuditEntry) -> str:
+def _to_line(entry: _Pending) -> str:
     data = {name: getattr(entry, name) for name in _SPOOLED_FIELDS}
     data["at"] = entry.at.isoformat()
     return json.dumps(data, default=str, ensure_ascii=False)
 
 
-def _from_line(line: str) -> AuditEntry:
+def _from_line(line: str) -> _Pending:
     data = json.loads(line)
     data["at"] = datetime.fromisoformat(data["at"])
-    return AuditEntry(**data)
+    return _Pending(**data)
 
 
-def _append_spool(path: Path, entries: list[AuditEntry]) -> None:
+def _append_spool(path: Path, entries: list[_Pending]) -> None:
     """Append ``entries`` durably (fsync) to the spool, created 0600."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "a", encoding="utf-8") as f:
@@ -452,7 +483,7 @@ def _append_spool(path: Path, entries: list[AuditEntry]) -> None:
         os.fsync(f.fileno())
 
 
-def _read_spool(path: Path) -> list[AuditEntry]:
+def _read_spool(path: Path) -> list[_Pending]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -460,7 +491,7 @@ def _read_spool(path: Path) -> list[AuditEntry]:
     return [_from_line(line) for line in text.splitlines() if line.strip()]
 
 
-def _rewrite_spool(path: Path, rest: list[AuditEntry]) -> None:
+def _rewrite_spool(path: Path, rest: list[_Pending]) -> None:
     if not rest:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()

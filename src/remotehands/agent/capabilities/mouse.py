@@ -7,7 +7,6 @@ import asyncio
 from remotehands.agent.capabilities.registry import handles
 from remotehands.agent.context import ActionContext
 from remotehands.agent.frames import to_native
-from remotehands.drivers.base import PointedMouse
 from remotehands.errors import ValidationError
 from remotehands.protocol import params as P
 from remotehands.protocol.results import Ok
@@ -35,9 +34,10 @@ async def move(ctx: ActionContext, p: P.MoveParams) -> Ok:
 
 async def _click(ctx: ActionContext, p: P.ClickParams, count: int) -> None:
     # A driver that moves and clicks in one call is asked once: one trip to the device.
-    if p.x is not None and p.y is not None and isinstance(ctx.driver, PointedMouse):
+    pointed = ctx.pointed_mouse
+    if p.x is not None and p.y is not None and pointed is not None:
         x, y = await _native(ctx, p.frame_id, p.x, p.y)
-        await ctx.driver.click_at(x, y, p.button, count)
+        await pointed.click_at(x, y, p.button, count)
         return
     await _move_if(ctx, p)
     await ctx.mouse.click(p.button, count)

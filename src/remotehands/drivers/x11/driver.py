@@ -24,9 +24,11 @@ from typing import Any, Literal, TypeVar
 from pydantic import Field, field_validator
 
 from remotehands.drivers.base import Button, Driver, DriverSettings, FrameArray, Held
+from remotehands.drivers.logind import session_locked
 from remotehands.drivers.pulse import PulseAudio
 from remotehands.drivers.x11 import apps
 from remotehands.drivers.x11.clipboard import ClipboardService
+from remotehands.drivers.x11.desktopstate import read_desktop_state
 from remotehands.drivers.x11.display import (
     DEFAULT_TIMEOUT_S,
     XConnection,
@@ -86,6 +88,9 @@ class X11Settings(DriverSettings):
     pulse_server: str | None = Field(None, min_length=1)
     """The sound server's address (``unix:/run/user/1000/pulse/native``); unset: found as every
     PulseAudio client finds it (``$PULSE_SERVER``, else ``$XDG_RUNTIME_DIR/pulse/native``)."""
+    logind_bus: str = Field("SYSTEM", min_length=1)
+    """The D-Bus whose logind tells whether the display's session is locked (its
+    ``LockedHint``): ``SYSTEM``, or a bus address; with no such bus, only the display tells."""
     power_commands: dict[Literal["restart", "shutdown"], str] = Field(default_factory=dict)
     """The commands that restart and shut down this machine (``{"restart": "systemctl
     reboot"}``; ``remotehands agent --power-command restart=CMD``), split as a shell would and
@@ -298,6 +303,21 @@ class X11Driver(Driver):
 
     def _not_ready(self) -> str:
         return f"the x11 driver is {'closed' if self._closed else 'not started'}"
+
+    # -- desktop state -------------------------------------------------------------------
+
+    async def desktop_state(self) -> str:
+        """``login_screen``, ``locked`` or ``desktop``: what the display shows, from a greeter's
+        or a locker's window and the input grabs (:mod:`remotehands.drivers.x11.desktopstate`),
+        and the session's ``LockedHint`` where logind keeps one
+        (:mod:`remotehands.drivers.logind`). The Openctrol face's health reports it."""
+        conn = self._conn
+        if conn is None:
+            raise DeviceError(self._not_ready())
+        shown = await self._x("read the desktop state", read_desktop_state, conn)
+        if shown == "desktop" and await session_locked(self.display, self.settings.logind_bus):
+            return "locked"
+        return shown
 
     # -- screen --------------------------------------------------------------------------
 

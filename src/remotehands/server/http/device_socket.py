@@ -3,10 +3,10 @@
 The same messages as an agent's native ``/ws`` (``{"id", "action", "params"}`` in, ``{"id",
 "result"}`` or ``{"id", "error", "details"}`` out) and the same checks as the HTTP device
 routes (:mod:`remotehands.server.http.device_actions`), but the caller is authenticated and the
-device looked up once, when the socket opens, not on every action: the hop through the server
-costs the relay and the audit entry only. The credential is checked again every
-:data:`RECHECK_S` seconds, so a revoked token does not keep a socket for long. Actions run in
-the order sent, one at a time.
+device looked up once, when the socket opens, not on every action, and each action's audit
+entry recorded once its reply is on its way: the hop through the server costs the relay. The
+credential is checked again every :data:`RECHECK_S` seconds, so a revoked token does not keep a
+socket for long. Actions run in the order sent, one at a time.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ async def device_socket(
         reply: dict[str, Any]
         spec: ActionSpec | None = None
         raw: dict[str, Any] | None = None
+        audit: tuple[Any, ...] | None = None
         started = time.perf_counter()
         try:
             if time.monotonic() - checked > RECHECK_S:
@@ -92,8 +93,8 @@ async def device_socket(
             reply = {"id": None, **ValidationError(f"not JSON: {err}").to_wire()}
         except RemoteHandsError as err:
             if spec is not None:
-                await record(services, principal, spec.name, device.id, raw, err.code,
-                             (time.perf_counter() - started) * 1000, err.details)  # fmt: skip
+                audit = (spec.name, raw, err.code, (time.perf_counter() - started) * 1000,
+                         err.details)  # fmt: skip
             reply = {"id": ident, **err.to_wire()}
         else:
             outcome = await perform(services, metrics, spec, params, wire_params, device)
@@ -101,10 +102,14 @@ async def device_socket(
                 reply = {"id": ident, **outcome.error.to_wire()}
             else:
                 reply = {"id": ident, "result": jsonable(outcome.result)}
-            await record(services, principal, spec.name, device.id, wire_params, outcome.code,
-                         outcome.duration_ms,
-                         outcome.error.details if outcome.error else None)  # fmt: skip
+            audit = (spec.name, wire_params, outcome.code, outcome.duration_ms,
+                     outcome.error.details if outcome.error else None)  # fmt: skip
         try:
             await websocket.send_text(orjson.dumps(reply).decode())
         except (WebSocketDisconnect, RuntimeError):
             return
+        finally:
+            # After the reply, not before: the caller does not wait for its audit entry. The
+            # entry is still recorded (queued for the writer) before the next message is read.
+            if audit is not None:
+                await record(services, principal, audit[0], device.id, *audit[1:])

@@ -7,10 +7,11 @@ native face:
 
 - ``GET /api/v1/health`` (public): agent id, uptime, the remote desktop's state and the
   number of live sessions. ``desktop_state`` is the driver's answer where it can tell
-  (:class:`DesktopStateSource`: the openctrol driver passes on its agent's), else ``desktop``
-  for a device with a screen and ``unknown`` without one (the x11 driver cannot tell a login
-  or lock screen from the desktop); ``state`` gets ``_degraded`` after 5 capture failures in
-  a row.
+  (:class:`DesktopStateSource`: the openctrol driver passes on its agent's; the x11 driver
+  reads it from the display, :mod:`remotehands.drivers.x11.desktopstate`: a greeter's window,
+  a screen locker's window or its input grabs, and from logind's ``LockedHint`` where a system
+  bus has logind), else ``desktop`` for a device with a screen and
+  ``unknown`` without one; ``state`` gets ``_degraded`` after 5 capture failures in a row.
 - ``POST /api/v1/sessions/desktop`` ``{ha_id, ttl_seconds}`` (TTL clamped to 60-3600 s,
   900 by default) and ``POST /api/v1/sessions/desktop/{id}/end``; ``WS /ws/desktop`` with
   the session's token (:mod:`.desktop`), and the legacy input socket ``WS /api/v1/rd/session``.
