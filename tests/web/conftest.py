@@ -44,6 +44,7 @@ from playwright.sync_api import (
     Page,
     Playwright,
     Route,
+    expect,
     sync_playwright,
 )
 from playwright.sync_api import Error as PlaywrightError
@@ -66,6 +67,7 @@ __all__ = [
     "CHROMIUM_ARGS",
     "FAKE_DEVICE",
     "PASSWORDS",
+    "THUMBNAIL_OF_A_DEVICE_GOING_AWAY",
     "X11_DEVICE",
     "AgentProcess",
     "PageWatch",
@@ -91,6 +93,9 @@ FAKE_DEVICE = "kvm-fake"
 ARTIFACTS = Path(os.environ.get("REMOTEHANDS_ARTIFACTS", "artifacts")) / "web"
 """Where the pages' screenshots are saved."""
 VIEWPORT = {"width": 1280, "height": 720}
+THUMBNAIL_OF_A_DEVICE_GOING_AWAY = r"status of 50[234] .*/screenshot\?"
+"""The console error of a thumbnail asked for just as its device went offline (the browser
+logs every failed fetch): tests that take a device away allow it."""
 _START_S = 25.0
 
 
@@ -282,6 +287,8 @@ def web(desktop: VirtualDesktop, tmp_path_factory: pytest.TempPathFactory) -> It
 @pytest.fixture(scope="session")
 def playwright() -> Iterator[Playwright]:
     """Playwright's sync API, for the session."""
+    # The machine may be busy (CI, parallel jobs): waits on the page get 10 s, not 5.
+    expect.set_options(timeout=10_000)
     with sync_playwright() as running:
         yield running
 
