@@ -39,7 +39,7 @@ def test_the_enrollment_dialogs_command_enrolls_an_agent_that_appears_live(
     agent = web.agent_process(token.group(1), "dialog-agent")
     try:
         row = dashboard.locator("#devices tbody tr", has_text="dialog-agent")
-        expect(row.locator(".status")).to_have_text("online", timeout=15_000)
+        expect(row.locator(".status")).to_have_text("online", timeout=20_000)
         expect(row.locator(".tags .tag")).to_have_text(["lab", "web"])
         agent.kill()
         expect(row.locator(".status")).to_have_text("offline", timeout=15_000)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+import time
 
-from playwright.sync_api import expect
+from playwright.sync_api import WebSocketRoute, expect
 
 from tests.web.conftest import (
     FAKE_DEVICE,
@@ -59,7 +60,7 @@ def test_a_new_agent_appears_without_a_reload_and_goes_offline_when_killed(
     agent = web.agent_process(created.json()["token"], "late-agent")
     try:
         row = page.locator("#devices tbody tr", has_text="late-agent")
-        expect(row.locator(".status")).to_have_text("online", timeout=15_000)
+        expect(row.locator(".status")).to_have_text("online", timeout=20_000)
         expect(row.locator(".tags")).to_have_text("late")
         agent.kill()
         expect(row.locator(".status")).to_have_text("offline", timeout=15_000)
@@ -69,3 +70,34 @@ def test_a_new_agent_appears_without_a_reload_and_goes_offline_when_killed(
         device = web.device("late-agent")
         if device is not None:
             web.http("owner").delete(f"/v1/devices/{device['id']}")
+
+
+def test_a_lost_event_stream_reconnects_and_updates_keep_coming(
+    page_as: PageFactory, web: WebFleet
+) -> None:
+    streams: list[WebSocketRoute] = []
+
+    def relay(route: WebSocketRoute) -> None:
+        streams.append(route)
+        route.connect_to_server()
+
+    page = page_as("viewer")
+    page.context.route_web_socket(re.compile(r"/v1/events$"), relay)
+    page.goto("/")
+    live = page.locator("#live")
+    expect(live).to_have_text("live")
+    assert len(streams) == 1
+    streams[0].close(code=1011, reason="cut by the test")
+    deadline = time.monotonic() + 10
+    while len(streams) < 2 and time.monotonic() < deadline:
+        page.wait_for_timeout(50)  # lets Playwright deliver the reconnection
+    assert len(streams) == 2, "the dashboard did not reconnect its event stream"
+    expect(live).to_have_text("live")
+    device = web.devices[FAKE_DEVICE]
+    owner = web.http("owner")
+    try:
+        assert owner.patch(f"/v1/devices/{device}", json={"tags": ["after-cut"]}).is_success
+        row = page.locator("#devices tbody tr", has_text=FAKE_DEVICE)
+        expect(row.locator(".tags")).to_have_text("after-cut")
+    finally:
+        owner.patch(f"/v1/devices/{device}", json={"tags": []})
