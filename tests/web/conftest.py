@@ -371,7 +371,7 @@ class PageWatch:
                 continue
             path = ARTIFACTS / f"{self.test}-{index}-{label}.png"
             try:
-                page.screenshot(path=str(path), timeout=5000)
+                page.screenshot(path=str(path), timeout=5000, full_page=True)
             except PlaywrightError:
                 continue  # a page mid-navigation: the test's own result says more
             saved.append(path)
