@@ -427,6 +427,16 @@ def page_as(browser: Browser, web: WebFleet, web_watch: PageWatch) -> Iterator[P
             context.close()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every web test drives a real browser against agents on Xvfb: marked ``x11`` and
+    ``slow`` (the inner loop's ``-m 'not slow'`` leaves them out)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.x11)
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     """After a web test: screenshots of its pages, then fail it on console errors or requests
