@@ -1,0 +1,130 @@
+"""H.264 frames for live views: PyAV's libx264, tuned for a screen watched live.
+
+ultrafast + zerolatency (one packet out for each frame in, no lookahead, no B-frames), yuv420p,
+the constrained baseline profile (what WebCodecs' ``VideoDecoder`` and every hardware decoder
+take), Annex B byte stream with the SPS and PPS in front of every IDR frame, so a decoder can
+start at any key frame without a separate description. A frame is encoded only when the screen
+changed (the :class:`~remotehands.agent.framesource.FrameSource` decides); a terminal being typed
+in costs about a hundred bytes a frame after the first key frame (PERFORMANCE.md).
+
+An encoder is stateful: each consumer has its own (its :attr:`H264Encoder.key` is its own), so
+its first frame is an IDR frame, and :meth:`H264Encoder.request_key` makes the next one an IDR
+(a viewer joined or its decoder failed). Sizes must be even for 4:2:0: an odd last column or row
+is left out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable
+from fractions import Fraction
+
+import av
+import numpy as np
+from av.video.frame import PictureType
+
+from remotehands.agent.framesource import Encoded
+from remotehands.drivers.base import FrameArray
+from remotehands.errors import DeviceError
+from remotehands.protocol.models import Bounds
+
+__all__ = ["H264Encoder", "crf_for_quality"]
+
+_TIME_BASE = Fraction(1, 1000)
+_KEYINT = 100_000
+"""Frames between IDR frames unless asked for one: practically never. Frames come only when the
+screen changes, so a time-based interval would be meaningless; a viewer that needs a key frame
+asks."""
+
+
+def crf_for_quality(quality: int) -> int:
+    """libx264's constant rate factor for a JPEG-like ``quality`` (1..100): 75 gives 23,
+    x264's default; 100 gives 13, 1 gives 51 (the worst)."""
+    return max(0, min(51, round(53 - quality * 0.4)))
+
+
+class H264Encoder:
+    """One consumer's H.264 encoder; see the module docstring. :meth:`encode` runs in a worker
+    thread, one call at a time."""
+
+    def __init__(self, quality: int = 75, *, rate: float = 30.0) -> None:
+        self.quality = quality
+        self.rate = rate
+        self._context: av.VideoCodecContext | None = None
+        self._size: tuple[int, int] | None = None
+        self._want_key = True
+        self._started = 0.0
+        self._last_pts = -1
+        self.key_frames = 0
+        """IDR frames produced so far."""
+
+    @property
+    def format(self) -> str:
+        return "h264"
+
+    @property
+    def key(self) -> Hashable:
+        return ("h264", id(self))
+
+    def request_key(self) -> None:
+        """Make the next frame an IDR frame (with its SPS and PPS)."""
+        self._want_key = True
+
+    def _open(self, width: int, height: int) -> av.VideoCodecContext:
+        try:
+            context = av.CodecContext.create("libx264", "w")
+        except (av.FFmpegError, ValueError) as err:
+            raise DeviceError(f"H.264 is not available on this agent (libx264): {err}") from err
+        assert isinstance(context, av.VideoCodecContext)
+        context.width = width
+        context.height = height
+        context.pix_fmt = "yuv420p"
+        context.time_base = _TIME_BASE
+        context.framerate = Fraction(round(self.rate * 1000), 1000)
+        context.gop_size = _KEYINT
+        context.max_b_frames = 0
+        context.options = {
+            "preset": "ultrafast",
+            "tune": "zerolatency",
+            "profile": "baseline",
+            "crf": str(crf_for_quality(self.quality)),
+            # A frame forced to I is an IDR frame, where a decoder can start.
+            "forced-idr": "1",
+            # No scene-cut keyframes: a viewer asks when it needs one.
+            "x264-params": "scenecut=0:repeat-headers=1",
+        }
+        context.open()
+        self._size = (width, height)
+        self._started = time.monotonic()
+        self._last_pts = -1
+        return context
+
+    def encode(self, frame: FrameArray, changed: Bounds) -> Encoded:
+        """``frame`` (BGRX) as H.264 access units, Annex B; ``key`` for an IDR frame."""
+        height, width = frame.shape[:2]
+        even_w, even_h = width - width % 2, height - height % 2
+        if self._context is None or self._size != (even_w, even_h):
+            self._context = self._open(even_w, even_h)
+            self._want_key = True
+        pixels = frame[:even_h, :even_w]
+        if not pixels.flags.c_contiguous:
+            pixels = np.ascontiguousarray(pixels)
+        picture = av.VideoFrame.from_ndarray(pixels, format="bgra")
+        # Real time as the timestamp (ms), so that rate control sees the real frame rate;
+        # strictly increasing, as the encoder requires.
+        pts = max(self._last_pts + 1, round((time.monotonic() - self._started) * 1000))
+        self._last_pts = pts
+        picture.pts = pts
+        picture.time_base = _TIME_BASE
+        if self._want_key:
+            picture.pict_type = PictureType.I
+            self._want_key = False
+        try:
+            packets = self._context.encode(picture)
+        except av.FFmpegError as err:
+            self._context = None  # start afresh (and with a key frame) next time
+            raise DeviceError(f"H.264 encoding failed: {err}") from err
+        data = b"".join(bytes(packet) for packet in packets)
+        key = any(packet.is_keyframe for packet in packets)
+        self.key_frames += key
+        return Encoded(data, key=key)
