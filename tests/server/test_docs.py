@@ -1,6 +1,6 @@
 """The API documents itself offline: /openapi.json lists every route and every device action
 with its schemas and the bearer scheme, and validates; /docs and /redoc load only local files;
-GET / leads to the documentation."""
+GET / is the web console's (tests/server/test_browser_auth.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from openapi_spec_validator import validate
 from pydantic import RootModel
 
 from remotehands.protocol.actions import ACTIONS
-from remotehands.server.http.docs import HOME
 from tests.server.conftest import Fleet
 
 pytestmark = pytest.mark.anyio
@@ -97,8 +96,3 @@ async def test_the_documentation_pages_load_only_local_files(server: Fleet, page
         asset = await server.client.get(url)
         assert asset.status_code == 200, url
         assert len(asset.content) > 100, url
-
-
-async def test_the_root_leads_to_the_documentation(server: Fleet) -> None:
-    response = await server.client.get("/")
-    assert response.status_code == 307 and response.headers["location"] == HOME == "/docs"

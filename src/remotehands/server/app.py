@@ -41,6 +41,7 @@ from remotehands.server.http import (
     screen_stream,
     tokens,
     users,
+    web_routes,
 )
 from remotehands.server.http import metrics as metrics_routes
 from remotehands.server.http.docs import docs_app
@@ -173,8 +174,10 @@ def create_app(
         devices,
         audit_routes,
         install_routes,
+        web_routes,
     ):
         app.include_router(module.router)
+    app.mount(web_routes.STATIC_URL, web_routes.static_files(), name="static")
     return app
 
 

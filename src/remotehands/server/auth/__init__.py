@@ -1,12 +1,13 @@
-"""Who is calling and what they may do, in five modules:
+"""Who is calling and what they may do, in six modules:
 
 - :mod:`~remotehands.server.auth.credentials`: token formats, prefixes, hashing of tokens;
 - :mod:`~remotehands.server.auth.passwords`: the argon2 hasher;
 - :mod:`~remotehands.server.auth.principals`: who, role, token restrictions, what they may do
   (pure);
 - :mod:`~remotehands.server.auth.authentication`: database lookups and the principal cache;
+- :mod:`~remotehands.server.auth.browser`: the browser's session and CSRF cookies;
 - :mod:`~remotehands.server.auth.dependencies`: FastAPI dependencies reading the bearer
-  credential.
+  credential (or the browser's cookie).
 
 This package re-exports their public names, so ``from remotehands.server.auth import ...``
 reaches any of them.
@@ -33,6 +34,7 @@ from remotehands.server.auth.dependencies import (
     WebSocketRefused,
     check_origin,
     client_ip,
+    credential_from_cookie,
     request_credential,
     require_role,
 )
@@ -71,6 +73,7 @@ __all__ = [
     "can_see_device",
     "check_origin",
     "client_ip",
+    "credential_from_cookie",
     "hash_secret",
     "new_secret",
     "normalise_username",

@@ -2,7 +2,10 @@
 and the FastAPI dependencies that refuse callers without the role a route needs.
 
 HTTP routes authenticate with ``Authorization: Bearer ...``; WebSocket routes may pass
-``?token=...`` instead (browsers cannot set headers on a WebSocket). A browser opens a WebSocket
+``?token=...`` instead (browsers cannot set headers on a WebSocket). Without either, the browser's
+session cookie is taken (:mod:`~remotehands.server.auth.browser`), with its own rules: a
+state-changing request must carry the CSRF header, and a WebSocket must come from the server's
+own origin (a missing ``Origin`` is refused too). A browser opens a WebSocket
 to any site a page asks for, so a WebSocket whose ``Origin`` is neither the server's own nor an
 allowed origin is refused (403) before its credential is looked at (:func:`check_origin`).
 A refused WebSocket gets the same 401/403 JSON answer as HTTP when the ASGI server can send one
@@ -19,6 +22,7 @@ from fastapi import Depends, WebSocketException
 from starlette.requests import HTTPConnection
 
 from remotehands.errors import AuthError, ForbiddenError, RemoteHandsError
+from remotehands.server.auth.browser import check_csrf, session_cookie
 from remotehands.server.auth.principals import ROLES, Principal, require_writable, role_rank
 
 if TYPE_CHECKING:
@@ -30,6 +34,7 @@ __all__ = [
     "WebSocketRefused",
     "check_origin",
     "client_ip",
+    "credential_from_cookie",
     "request_credential",
     "require_role",
 ]
@@ -71,21 +76,38 @@ def _services(conn: HTTPConnection) -> Services:
 
 
 def request_credential(conn: HTTPConnection) -> str:
-    """The bearer token of a request (or, for a WebSocket, of its ``?token=``); raises
-    :class:`AuthError` when there is none."""
+    """The bearer token of a request (or, for a WebSocket, of its ``?token=``), else the
+    browser's session cookie; raises :class:`AuthError` when there is none."""
+    return _credential(conn)[0]
+
+
+def credential_from_cookie(conn: HTTPConnection) -> bool:
+    """Whether the request is authenticated by the browser's session cookie (it has no
+    ``Authorization`` header, no WebSocket ``?token=``, and the cookie)."""
+    try:
+        return _credential(conn)[1]
+    except AuthError:
+        return False
+
+
+def _credential(conn: HTTPConnection) -> tuple[str, bool]:
+    """The credential of a request and whether it came from the session cookie."""
     header = conn.headers.get("authorization")
     if header:
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             raise AuthError("the Authorization header must be 'Bearer <token>'")
-        return value.strip()
+        return value.strip(), False
     if conn.scope["type"] == "websocket":
         token = conn.query_params.get("token")
         if token:
-            return token
+            return token, False
+    cookie = session_cookie(conn)
+    if cookie is not None:
+        return cookie, True
     raise AuthError(
         "this needs a token: log in with POST /v1/auth/login or create an API token, then send "
-        "'Authorization: Bearer <token>'"
+        "'Authorization: Bearer <token>' (a browser signs in at /signin)"
     )
 
 
@@ -108,10 +130,21 @@ def require_role(role: str, *, writes: bool = False) -> Any:
 
     async def dependency(conn: HTTPConnection) -> Principal:
         try:
+            credential, cookie = _credential(conn)
             if conn.scope["type"] == "websocket":
                 settings = _services(conn).settings
-                check_origin(conn, settings.allowed_origins, settings.base_url)
-            principal = await _services(conn).authenticator.principal(request_credential(conn))
+                if cookie and conn.headers.get("origin") is None:
+                    raise ForbiddenError(
+                        "a WebSocket signed in by the browser cookie must send an Origin header "
+                        "(browsers do); other clients send a token instead"
+                    )
+                # The cookie is for the server's own pages only: allowed_origins admit other
+                # sites' pages that bring a token of their own.
+                allowed = () if cookie else settings.allowed_origins
+                check_origin(conn, allowed, settings.base_url)
+            principal = await _services(conn).authenticator.principal(credential)
+            if cookie:
+                check_csrf(conn, credential)
             if principal.second_factor_missing and not conn.url.path.startswith("/v1/auth/"):
                 raise ForbiddenError(
                     f"the {principal.role} role needs two-factor sign-in: enable it first with "

@@ -1,5 +1,10 @@
 """``/v1/auth``: log in (a session token, with a TOTP code for users who enabled one), log out,
-who am I, and two-factor sign-in: enroll, confirm, disable."""
+who am I, and two-factor sign-in: enroll, confirm, disable.
+
+Browsers sign in with ``POST /v1/auth/web/signin`` (the same body, the same rate limits and
+second factor as ``/v1/auth/login``), which answers the session in cookies instead of the body
+(:mod:`remotehands.server.auth.browser`); ``POST /v1/auth/logout`` ends the session of either
+kind and clears the cookies."""
 
 from __future__ import annotations
 
@@ -14,11 +19,17 @@ from remotehands.server.auth import (
     SESSION_PREFIX,
     Principal,
     client_ip,
+    credential_from_cookie,
     hash_secret,
     new_secret,
     request_credential,
     require_role,
     totp,
+)
+from remotehands.server.auth.browser import (
+    clear_session_cookies,
+    is_https,
+    set_session_cookies,
 )
 from remotehands.server.db.models import Session, User
 from remotehands.server.services import Services, get_services
@@ -58,6 +69,14 @@ class MeOut(BaseModel):
     token_id: str | None
 
 
+class SignInOut(BaseModel):
+    """A browser's session, set in its cookies: who signed in, and for how long."""
+
+    username: str
+    role: str
+    expires_in_s: int
+
+
 @router.post("/login")
 async def login(body: LoginIn, request: Request) -> LoginOut:
     """Exchange a username and password for a session token.
@@ -67,6 +86,24 @@ async def login(body: LoginIn, request: Request) -> LoginOut:
     (``login_username_rate_limit``); past a limit the answer is 429 ``rate_limited`` with
     ``Retry-After``.
     """
+    token, _ = await _sign_in(body, request)
+    return LoginOut(token=token, expires_in_s=get_services(request).settings.session_ttl_s)
+
+
+@router.post("/web/signin")
+async def web_signin(body: LoginIn, request: Request, response: Response) -> SignInOut:
+    """Sign a browser in: as ``POST /v1/auth/login`` (same rate limits, same second factor),
+    but the session goes into the ``rh_session`` cookie (HttpOnly, SameSite=Strict, Secure over
+    HTTPS) with its CSRF value in ``rh_csrf``, to send back as the ``X-CSRF-Token`` header on
+    every request that changes something."""
+    token, user = await _sign_in(body, request)
+    ttl = get_services(request).settings.session_ttl_s
+    set_session_cookies(response, token, max_age_s=ttl, secure=is_https(request))
+    return SignInOut(username=user.username, role=user.role, expires_in_s=ttl)
+
+
+async def _sign_in(body: LoginIn, request: Request) -> tuple[str, User]:
+    """Check the credentials (rate-limited, audited) and open a session: its token and user."""
     services = get_services(request)
     username = body.username.strip().lower()
     ip = client_ip(request)
@@ -108,14 +145,15 @@ async def login(body: LoginIn, request: Request) -> LoginOut:
     await services.audit.record(
         actor=username, actor_kind="user", action="auth.login", details=f"from {ip}"
     )
-    return LoginOut(token=token, expires_in_s=services.settings.session_ttl_s)
+    return token, user
 
 
 @router.post("/logout", status_code=204)
 async def logout(
     request: Request, principal: Annotated[Principal, require_role("viewer")]
 ) -> Response:
-    """End the session whose token authenticated this request."""
+    """End the session whose token (or browser cookie) authenticated this request; a
+    browser's cookies are cleared."""
     if principal.kind != "user":
         raise ValidationError(
             "an API token cannot log out; revoke it with DELETE /v1/tokens/{id} instead"
@@ -127,7 +165,10 @@ async def logout(
         await db.commit()
     services.principals.clear()
     await services.audit.record(actor=principal.actor, actor_kind="user", action="auth.logout")
-    return Response(status_code=204)
+    response = Response(status_code=204)
+    if credential_from_cookie(request):
+        clear_session_cookies(response, secure=is_https(request))
+    return response
 
 
 @router.get("/me")

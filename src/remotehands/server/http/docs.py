@@ -10,7 +10,8 @@ FastAPI describes the routes it knows; this module adds what it cannot see:
 - the WebSocket routes, as ``GET`` operations answering ``101``;
 - the bearer security scheme, required by every operation whose route authenticates.
 
-``GET /`` redirects to :data:`HOME`.
+``GET /`` is the web console's (:mod:`~remotehands.server.http.web_routes`), no longer a redirect
+to ``/docs``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from fastapi_offline import FastAPIOffline
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
@@ -29,10 +29,10 @@ from starlette.routing import BaseRoute
 
 from remotehands.protocol.actions import ACTIONS, ActionSpec
 
-__all__ = ["ASSETS_URL", "HOME", "SECURITY_SCHEME", "docs_app", "openapi_document"]
+__all__ = ["ASSETS_URL", "DOCS_URL", "SECURITY_SCHEME", "docs_app", "openapi_document"]
 
-HOME = "/docs"
-"""Where ``GET /`` sends people (the web console will take this over)."""
+DOCS_URL = "/docs"
+"""Where the Swagger UI is served (the web console links to it)."""
 ASSETS_URL = "/docs/assets"
 """Where the Swagger UI and ReDoc scripts and styles are served from."""
 SECURITY_SCHEME = "bearer"
@@ -55,13 +55,9 @@ _ERROR_RESPONSE = {
 
 
 def docs_app(**kwargs: Any) -> FastAPI:
-    """A FastAPI app with offline ``/docs`` and ``/redoc``, the full OpenAPI document and the
-    ``GET /`` redirect; ``kwargs`` go to FastAPI."""
-    app = FastAPIOffline(docs_url="/docs", redoc_url="/redoc", static_url=ASSETS_URL, **kwargs)
-
-    @app.get("/", include_in_schema=False)
-    async def home() -> RedirectResponse:
-        return RedirectResponse(HOME)
+    """A FastAPI app with offline ``/docs`` and ``/redoc`` and the full OpenAPI document;
+    ``kwargs`` go to FastAPI."""
+    app = FastAPIOffline(docs_url=DOCS_URL, redoc_url="/redoc", static_url=ASSETS_URL, **kwargs)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

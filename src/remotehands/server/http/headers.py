@@ -1,7 +1,8 @@
 """Security headers on every HTTP answer of the fleet server.
 
-A strict Content-Security-Policy (the API serves JSON, images and an install script: nothing
-may be framed, run inline or loaded from elsewhere), ``X-Content-Type-Options: nosniff``,
+A strict Content-Security-Policy (the API serves JSON, images, an install script and the web
+console's own files: nothing may be framed, run inline or loaded from elsewhere; the console's
+images may be ``blob:`` URLs of frames it received), ``X-Content-Type-Options: nosniff``,
 ``Referrer-Policy: no-referrer``, ``X-Frame-Options: DENY`` for browsers without CSP level 2, and
 ``Strict-Transport-Security`` when the server speaks HTTPS. A pure ASGI middleware, outermost,
 so that answers made by other middleware (a 413 for a body too large) carry them too. The agent's
@@ -15,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 __all__ = ["CONTENT_SECURITY_POLICY", "SecurityHeaders"]
 
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'"
 )

@@ -1,0 +1,4 @@
+// Administration (milestone placeholder: sections follow).
+import { shell } from "./shell.js";
+
+await shell("admin");
