@@ -29,7 +29,7 @@ WHOLE = Bounds(x=0, y=0, width=320, height=200)
 
 def _frame(value: int = 40) -> np.ndarray:
     frame = np.full((200, 320, 4), value, np.uint8)
-    frame[::8, :, 1] = 200  # some texture
+    frame[::8, :, :3] = 200  # some texture (grey: 4:2:0 keeps it)
     return frame
 
 
@@ -122,3 +122,20 @@ async def test_a_frame_source_makes_a_key_frame_on_request_though_nothing_change
         assert again.key and again.seq == rect.seq + 1
         assert simplejpeg.decode_jpeg(again.data).shape == (200, 320, 3)
     await source.aclose()
+
+
+def test_h264_converts_only_the_changed_rectangle_and_the_picture_stays_whole() -> None:
+    encoder = H264Encoder(90)
+    decoder = av.CodecContext.create("h264", "r")
+    decoder.thread_count = 1
+    frame = _frame()
+    pictures = list(decoder.decode(av.Packet(encoder.encode(frame, WHOLE).data)))
+    # An odd rectangle: rounded out to even pixels, its chroma blocks whole.
+    frame[51:68, 101:139, :3] = (20, 40, 230)  # BGR: red
+    delta = encoder.encode(frame, Bounds(x=101, y=51, width=38, height=17))
+    assert not delta.key
+    pictures += decoder.decode(av.Packet(delta.data))
+    shown = pictures[-1].to_ndarray(format="rgb24").astype(int)
+    expected = frame[:, :, 2::-1].astype(int)
+    assert np.abs(shown - expected).mean() < 3
+    assert tuple(shown[60, 120]) == pytest.approx((230, 40, 20), abs=16)
