@@ -296,3 +296,85 @@ def test_a_device_going_offline_shows_it_and_the_console_resumes(
     finally:
         agent.kill()
         web.devices.pop(name, None)
+
+
+# -- more of the console -------------------------------------------------------------------------
+
+
+def _streams(web: WebFleet, name: str) -> int:
+    link = web.services.hub.get(web.devices[name])
+    return 0 if link is None else len(link.watches.streams)
+
+
+def test_frames_flow_only_while_the_page_is_visible(page_as: PageFactory, web: WebFleet) -> None:
+    page = open_console(page_as, web, device=FAKE_DEVICE)
+    wait_until(lambda: _streams(web, FAKE_DEVICE) == 1, timeout=10)
+    set_hidden = """(hidden) => {
+        Object.defineProperty(document, "hidden", {configurable: true, get: () => hidden});
+        document.dispatchEvent(new Event("visibilitychange"));
+    }"""
+    page.evaluate(set_hidden, True)
+    wait_until(lambda: _streams(web, FAKE_DEVICE) == 0, timeout=10)
+    before = page.evaluate("() => window.__console.screen.stats.frames")
+    page.evaluate(set_hidden, False)
+    wait_until(lambda: _streams(web, FAKE_DEVICE) == 1, timeout=10)
+    page.wait_for_function(f"() => window.__console.screen.stats.frames > {before}")
+
+
+def test_the_window_list_focuses_a_window(
+    page_as: PageFactory, web: WebFleet, probe: Probe
+) -> None:
+    page = open_console(page_as, web)
+    page.locator("#windows-button").click()
+    page.locator("#windows-list").get_by_role("button", name="terminal").click()
+    focused = f"/v1/devices/{web.devices[X11_DEVICE]}/windows/focused"
+    wait_until(lambda: (web.http("operator").get(focused).json() or {}).get("title")
+               == "terminal", timeout=10)  # fmt: skip
+    expect(page.locator("#panel")).to_be_hidden()
+
+
+def test_the_clipboard_is_read_and_written(page_as: PageFactory, web: WebFleet) -> None:
+    device = f"/v1/devices/{web.devices[X11_DEVICE]}"
+    web.http("operator").post(f"{device}/clipboard", json={"text": "from the device"})
+    page = open_console(page_as, web)
+    page.locator("#clipboard-button").click()
+    expect(page.locator("#clipboard-text")).to_have_value("from the device")
+    page.locator("#clipboard-text").fill("from the browser")
+    page.locator("#clipboard-write").click()
+    wait_until(lambda: web.http("operator").get(f"{device}/clipboard").json()["text"]
+               == "from the browser", timeout=10)  # fmt: skip
+
+
+def test_the_audio_volume_slider_sets_the_volume(page_as: PageFactory, web: WebFleet) -> None:
+    page = open_console(page_as, web, device=FAKE_DEVICE)
+    page.locator("#audio-button").click()
+    page.locator("#audio-volume").fill("30")
+    expect(page.locator("#audio-value")).to_have_text("30 %")
+    status = web.http("operator").get(f"/v1/devices/{web.devices[FAKE_DEVICE]}/audio").json()
+    assert next(d for d in status["devices"] if d["default"])["volume"] == 30
+
+
+def test_a_screenshot_downloads_what_the_screen_shows(page_as: PageFactory, web: WebFleet) -> None:
+    page = open_console(page_as, web)
+    with page.expect_download() as download:
+        page.locator("#screenshot-button").click()
+    path = download.value.path()
+    assert download.value.suggested_filename.startswith(X11_DEVICE)
+    image = Image.open(path)
+    assert image.format == "PNG" and image.size == x_screen().shape[1::-1]
+
+
+def test_the_keyboard_capture_is_left_with_alt_shift_f12(
+    page_as: PageFactory, web: WebFleet, probe: Probe
+) -> None:
+    page = open_console(page_as, web)
+    _click_probe(page, probe)
+    expect(page.locator("#screen")).to_be_focused()
+    page.keyboard.down("Shift")  # held on the device...
+    page.keyboard.press("Alt+Shift+F12")
+    expect(page.locator("#screen")).not_to_be_focused()
+    # ...and released when the capture ends: no key stays down on the device.
+    probe.wait_for(lambda e: e.get("event") == "key_release" and e["keysym"] == "Shift_L")
+    page.keyboard.up("Shift")
+    page.keyboard.press("Tab")  # the page's own keyboard use is back
+    expect(page.locator("#screen")).not_to_be_focused()

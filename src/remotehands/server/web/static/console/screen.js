@@ -17,6 +17,8 @@ const KIND_RECT = 1;
 const KIND_H264 = 2;
 const HEADER = 14;
 const PROBE = { codec: "avc1.42E028", optimizeForLatency: true };
+const FIRST_FRAME_MS = 6000; // a watch's first frame comes at once; none by then: an older agent
+const SIMPLER = { h264: "jpeg-rect", "jpeg-rect": "jpeg" };
 
 /** Whether this browser decodes our H.264 (constrained baseline) through WebCodecs. */
 export async function h264Supported() {
@@ -98,9 +100,20 @@ export class ScreenView {
     this.ws = ws;
     this.waitingKey = true;
     let first = true;
+    // An agent that does not know the codec sends nothing: step down to a simpler one.
+    const silent = setTimeout(() => {
+      if (first && this.ws === ws && ws.readyState === WebSocket.OPEN && this.forced === null &&
+          SIMPLER[this.codec]) {
+        console.warn(`no ${this.codec} frame from the device: trying ${SIMPLER[this.codec]}`);
+        this.codec = this.stats.codec = SIMPLER[this.codec];
+        this.closeSocket();
+        this.connect();
+      }
+    }, FIRST_FRAME_MS);
     ws.onmessage = (event) => {
       if (typeof event.data === "string") return;
       if (first) {
+        clearTimeout(silent);
         first = false;
         this.attempt = 0;
         this.onState("live");
@@ -108,6 +121,7 @@ export class ScreenView {
       this.frame(event.data);
     };
     ws.onclose = (event) => {
+      clearTimeout(silent);
       if (this.ws === ws) this.ws = null;
       if (this.stopped || document.hidden) return;
       if (this.onClose) this.onClose(event);
