@@ -4,9 +4,11 @@ rule with a cookie, sign-out, and the web console's pages and files."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pyotp
 import pytest
 import websockets
 from websockets.typing import Origin
@@ -234,3 +236,29 @@ async def test_websocket_with_the_cookie_needs_the_servers_own_origin(tmp_path: 
             f"{ws_url}?token={token}", origin=Origin("http://other.test")
         ):
             pass
+
+
+async def test_the_browser_signs_in_with_the_second_factor_where_the_user_has_one(
+    server: Fleet,
+) -> None:
+    _, headers = await server.user("operator", "twofactor")
+    enrolled = await server.client.post("/v1/auth/totp/enroll", headers=headers)
+    secret = enrolled.json()["secret"]
+    code = pyotp.TOTP(secret).at(server.clock())
+    confirmed = await server.client.post(
+        "/v1/auth/totp/confirm", headers=headers, json={"code": code}
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    login = {"username": "twofactor", "password": PASSWORD}
+    without = await server.client.post("/v1/auth/web/signin", json=login)
+    assert without.status_code == 401 and "second factor" in without.json()["details"]
+    assert "set-cookie" not in without.headers
+    wrong = await server.client.post("/v1/auth/web/signin", json={**login, "totp": "000000"})
+    assert wrong.status_code == 401 and "set-cookie" not in wrong.headers
+    later = server.clock() + timedelta(seconds=60)  # a fresh code, not the one just used
+    server.clock.advance(60)
+    good = await server.client.post(
+        "/v1/auth/web/signin", json={**login, "totp": pyotp.TOTP(secret).at(later)}
+    )
+    assert good.status_code == 200 and good.json()["username"] == "twofactor"
+    assert _attributes(good, SESSION_COOKIE)[0].startswith("rhs_")

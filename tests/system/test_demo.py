@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -69,6 +70,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
 def test_demo_comes_up_and_its_advertised_commands_work(demo: Demo) -> None:
     info = demo.info
     assert info["url"].startswith("http://127.0.0.1:")
+    assert info["console_url"] == info["url"] + "/"
     assert info["owner"] == "owner" and len(info["password"]) >= 12
     assert info["token"].startswith("rht_")
     assert f"export REMOTEHANDS_URL={info['url']}" in info["commands"]
@@ -81,6 +83,21 @@ def test_demo_comes_up_and_its_advertised_commands_work(demo: Demo) -> None:
     devices = _cli(demo.cli_env, "devices")
     listed = devices["devices"] if isinstance(devices, dict) else devices
     assert [(d["name"], d["status"]) for d in listed] == [("demo-desktop", "online")]
+
+
+def test_the_demo_serves_the_web_console_to_the_owner(demo: Demo) -> None:
+    info = demo.info
+    with httpx.Client(base_url=info["url"], timeout=10) as client:
+        first = client.get(info["console_url"])
+        assert first.status_code == 303 and first.headers["location"] == "/signin?next=%2F"
+        signin = client.get("/signin")
+        assert signin.status_code == 200 and 'type="password"' in signin.text
+        signed = client.post(
+            "/v1/auth/web/signin", json={"username": info["owner"], "password": info["password"]}
+        )
+        assert signed.status_code == 200, signed.text
+        dashboard = client.get(info["console_url"])
+        assert dashboard.status_code == 200 and "/static/js/dashboard.js" in dashboard.text
 
 
 def test_the_cli_drives_the_demo_desktop(demo: Demo, tmp_path: Path) -> None:

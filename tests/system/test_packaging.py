@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,12 @@ def test_the_wheel_metadata_has_an_spdx_licence_and_a_light_core(
     # the licence as an SPDX expression: no deprecation warnings from the build
     assert not [line for line in log.splitlines() if "licen" in line.lower() and "warn" in
                 line.lower()], log  # fmt: skip
-    assert "web/*" not in (ROOT / "pyproject.toml").read_text()  # no files that do not exist
+    # no package-data pattern for files that do not exist
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["remotehands"]
+    for pattern in package_data:
+        assert list((ROOT / "src" / "remotehands").glob(pattern)), pattern
     with zipfile.ZipFile(wheel) as archive:
         (meta,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
         text = archive.read(meta).decode()
@@ -141,6 +147,9 @@ def test_the_wheel_metadata_has_an_spdx_licence_and_a_light_core(
         "pydantic", "click", "httpx", "orjson", "rich", "websockets"}  # fmt: skip
     assert "remotehands/server/installer.sh" in names
     assert "remotehands/server/db/alembic.ini" in names
+    for page in ("index.html", "signin.html", "admin.html", "console/index.html",
+                 "js/api.js", "css/app.css"):  # fmt: skip
+        assert f"remotehands/server/web/static/{page}" in names, page
 
 
 def test_without_extras_the_cli_and_sdk_work(bare: Path, tmp_path: Path) -> None:

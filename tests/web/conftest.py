@@ -9,7 +9,8 @@ Fixtures (all real parts, started once per session so the web tests stay fast):
   ``web.http(role)`` is a signed-in ``httpx.Client``; ``web.agent_process(...)`` starts a real
   ``remotehands agent`` process (killed at the end of the test).
 - ``browser``: Debian's Chromium (``/usr/bin/chromium``, never a downloaded browser), headless,
-  through Playwright's sync API.
+  through Playwright's sync API, started once per test module (Playwright's sync API holds an
+  event loop in the main thread while it runs, which the async tests of other modules need).
 - ``page_as(role)``: a fresh browser context signed in as ``role`` (through
   ``POST /v1/auth/web/signin``, so the cookies are the browser's own) and a page in it;
   ``page_as(None)`` is signed out.
@@ -44,6 +45,7 @@ from playwright.sync_api import (
     Page,
     Playwright,
     Route,
+    expect,
     sync_playwright,
 )
 from playwright.sync_api import Error as PlaywrightError
@@ -66,6 +68,7 @@ __all__ = [
     "CHROMIUM_ARGS",
     "FAKE_DEVICE",
     "PASSWORDS",
+    "THUMBNAIL_OF_A_DEVICE_GOING_AWAY",
     "X11_DEVICE",
     "AgentProcess",
     "PageWatch",
@@ -91,6 +94,9 @@ FAKE_DEVICE = "kvm-fake"
 ARTIFACTS = Path(os.environ.get("REMOTEHANDS_ARTIFACTS", "artifacts")) / "web"
 """Where the pages' screenshots are saved."""
 VIEWPORT = {"width": 1280, "height": 720}
+THUMBNAIL_OF_A_DEVICE_GOING_AWAY = r"status of 50[234] .*/screenshot\?"
+"""The console error of a thumbnail asked for just as its device went offline (the browser
+logs every failed fetch): tests that take a device away allow it."""
 _START_S = 25.0
 
 
@@ -279,16 +285,20 @@ def web(desktop: VirtualDesktop, tmp_path_factory: pytest.TempPathFactory) -> It
         thread.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
-    """Playwright's sync API, for the session."""
+    """Playwright's sync API, for a module of tests: not for the session, because while it runs
+    the main thread has an event loop, and the async tests of other directories (anyio) could
+    not start theirs."""
+    # The machine may be busy (CI, parallel jobs): waits on the page get 10 s, not 5.
+    expect.set_options(timeout=10_000)
     with sync_playwright() as running:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
-    """Debian's Chromium, headless, for the session."""
+    """Debian's Chromium, headless, for a module of tests (about a second to start)."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: scripts/system-deps installs it", pytrace=False)
     launched = playwright.chromium.launch(

@@ -1,8 +1,8 @@
 """``remotehands demo``: the whole system on one machine, on its embedded defaults.
 
 The fleet server on SQLite, a virtual desktop (Xvfb, openbox, xterm) and an x11 agent enrolled
-through a real enrollment token, all in this process; it prints the URL, the owner's credentials
-and a few commands to try, then runs until Ctrl-C.
+through a real enrollment token, all in this process; it prints the web console's URL and the
+owner's sign-in first, then the device and a few commands to try, and runs until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -43,6 +43,11 @@ class DemoInfo:
     device_name: str
     display: str
 
+    @property
+    def console_url(self) -> str:
+        """The web console (the fleet dashboard; sign in there as the owner)."""
+        return self.url + "/"
+
     def commands(self) -> list[str]:
         """CLI commands worth trying against the demo."""
         rh = _program()
@@ -56,6 +61,19 @@ class DemoInfo:
             f"{rh} windows {self.device_name}",
             f"{rh} audit",
         ]
+
+
+def announcement(info: DemoInfo) -> list[str]:
+    """The lines the demo prints once it is up: the web console and the owner's sign-in first."""
+    return [
+        f"remotehands demo is up: open {info.console_url} in a browser",
+        f"  sign in as:   {info.owner} / {info.password}",
+        f"  device:       {info.device_name} ({info.device_id}) on DISPLAY {info.display}",
+        f"  API docs:     {info.url}/docs",
+        "  try, in another shell:",
+        *(f"    {line}" for line in info.commands()),
+        "  stop with Ctrl-C",
+    ]
 
 
 def _program() -> str:
@@ -266,17 +284,11 @@ def demo(data: Path, listen: str, size: str, as_json: bool) -> None:
 
     def announce(info: DemoInfo) -> None:
         if as_json:
-            click.echo(json.dumps({**info.__dict__, "commands": info.commands()}))
+            click.echo(json.dumps({"console_url": info.console_url, **info.__dict__,
+                                   "commands": info.commands()}))  # fmt: skip
         else:
-            click.echo(f"remotehands demo is up: {info.url}")
-            click.echo(f"  owner login:  {info.owner} / {info.password}")
-            click.echo(f"  API docs:     {info.url}/docs")
-            click.echo(f"  device:       {info.device_name} ({info.device_id}) on DISPLAY "
-                       f"{info.display}")  # fmt: skip
-            click.echo("  try, in another shell:")
-            for line in info.commands():
-                click.echo(f"    {line}")
-            click.echo("  stop with Ctrl-C")
+            for line in announcement(info):
+                click.echo(line)
         sys.stdout.flush()
 
     try:

@@ -115,6 +115,7 @@ export function me() {
 
 /** Sign out (ends the session, clears the cookies) and go to the sign-in page. */
 export async function signOut() {
+  leaving = true; // requests still under way get 401 now: they must not send us to next=
   try {
     await api("POST", "/v1/auth/logout", undefined, { noRedirect: true });
   } finally {
