@@ -19,7 +19,7 @@ from playwright.sync_api import Page, expect
 
 from remotehands.agent.ocrengine import engine
 from remotehands.testing.xapps import Probe, launch_probe, wait_until
-from tests.web.conftest import FAKE_DEVICE, X11_DEVICE, PageFactory, PageWatch, WebFleet
+from tests.web.conftest import ARTIFACTS, FAKE_DEVICE, X11_DEVICE, PageFactory, PageWatch, WebFleet
 
 Pixels = npt.NDArray[np.uint8]
 
@@ -280,6 +280,7 @@ def test_a_device_going_offline_shows_it_and_the_console_resumes(
     web_watch.allow("status of 503")
     name = "fake-comeback"
     agent = web.agent_process(_enrollment(web, name), name)
+    page: Page | None = None
     try:
         wait_until(lambda: (web.device(name) or {}).get("status") == "online", timeout=20)
         device_id = web.device(name)["id"]  # type: ignore[index]
@@ -296,6 +297,13 @@ def test_a_device_going_offline_shows_it_and_the_console_resumes(
     finally:
         agent.kill()
         web.devices.pop(name, None)
+        if page is not None:
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "console-device-back.png"))
+            page.close()  # before the device goes: its console would ask for it
+        left = web.device(name)
+        if left is not None:  # the other tests' fleet is as it was
+            web.http("owner").delete(f"/v1/devices/{left['id']}")
 
 
 # -- more of the console -------------------------------------------------------------------------
