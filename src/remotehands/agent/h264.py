@@ -29,6 +29,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 from av.video.frame import PictureType
+from av.video.reformatter import VideoReformatter
 
 from remotehands.agent.framesource import Encoded
 from remotehands.drivers.base import FrameArray
@@ -65,6 +66,11 @@ class H264Encoder:
         self._picture: av.VideoFrame | None = None
         """The last picture encoded (yuv420p), updated where the screen changed."""
         self._planes: list[npt.NDArray[np.uint8]] = []
+        self._bgra: av.VideoFrame | None = None
+        """A whole frame's BGRX pixels go through this one buffer: a fresh 8 MiB buffer a frame
+        costs more in page faults than the copy (PERFORMANCE.md)."""
+        self._bgra_view: npt.NDArray[np.uint8] | None = None
+        self._reformatter = VideoReformatter()
         self.key_frames = 0
         """IDR frames produced so far."""
 
@@ -144,7 +150,7 @@ class H264Encoder:
         height, width = pixels.shape[:2]
         picture = self._picture
         if whole or picture is None or (picture.width, picture.height) != (width, height):
-            picture = _yuv(pixels)
+            picture = self._whole_yuv(pixels)
             self._picture = picture
             self._planes = [_plane_view(plane) for plane in picture.planes]
             return picture
@@ -163,6 +169,20 @@ class H264Encoder:
             )
         return picture
 
+    def _whole_yuv(self, pixels: FrameArray) -> av.VideoFrame:
+        """All of ``pixels`` as yuv420p, through the reused BGRA buffer."""
+        height, width = pixels.shape[:2]
+        if self._bgra is None or (self._bgra.width, self._bgra.height) != (width, height):
+            self._bgra = av.VideoFrame(width, height, "bgra")
+            plane = self._bgra.planes[0]
+            rows = _plane_view(plane, plane.width * 4)
+            self._bgra_view = rows.reshape(height, width, 4)
+        view = self._bgra_view
+        if view is None:  # set with _bgra, always
+            raise DeviceError("H.264: the frame buffer was lost")
+        np.copyto(view, pixels)
+        return self._reformatter.reformat(self._bgra, format="yuv420p")
+
 
 def _yuv(pixels: FrameArray) -> av.VideoFrame:
     """BGRX ``pixels`` as a yuv420p picture (swscale)."""
@@ -171,9 +191,12 @@ def _yuv(pixels: FrameArray) -> av.VideoFrame:
     return av.VideoFrame.from_ndarray(pixels, format="bgra").reformat(format="yuv420p")
 
 
-def _plane_view(plane: av.video.plane.VideoPlane) -> npt.NDArray[np.uint8]:
-    """A writable array over ``plane``'s pixels (its rows are ``line_size`` apart)."""
+def _plane_view(
+    plane: av.video.plane.VideoPlane, row_bytes: int | None = None
+) -> npt.NDArray[np.uint8]:
+    """A writable array over ``plane``'s rows of ``row_bytes`` (its width: one byte a pixel)
+    bytes; the rows are ``line_size`` apart."""
     # PyAV's planes are writable buffers; its type stubs do not say so.
     data: npt.NDArray[np.uint8] = np.frombuffer(plane, np.uint8)  # type: ignore[call-overload]
     rows = data[: plane.height * plane.line_size]
-    return rows.reshape(plane.height, plane.line_size)[:, : plane.width]
+    return rows.reshape(plane.height, plane.line_size)[:, : row_bytes or plane.width]
