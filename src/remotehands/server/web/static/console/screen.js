@@ -19,6 +19,7 @@ const HEADER = 14;
 const PROBE = { codec: "avc1.42E028", optimizeForLatency: true };
 const FIRST_FRAME_MS = 6000; // a watch's first frame comes at once; none by then: an older agent
 const SIMPLER = { h264: "jpeg-rect", "jpeg-rect": "jpeg" };
+const BACKLOG = 8; // frames waiting to be decoded past which the view skips to a key frame
 
 /** Whether this browser decodes our H.264 (constrained baseline) through WebCodecs. */
 export async function h264Supported() {
@@ -65,6 +66,7 @@ export class ScreenView {
     this.decoderErrors = 0;
     this.waitingKey = true;
     this.drawing = Promise.resolve();
+    this.pending = 0;
     this.width = 0;
     this.height = 0;
     // Figures for tests and the benchmark (window.__console.screen).
@@ -178,10 +180,18 @@ export class ScreenView {
     if (this.waitingKey && !key) return;
     if (key) this.waitingKey = false;
     if (kind === KIND_H264) this.decodeH264(data, key, seq, width, height);
-    else if (kind === KIND_JPEG || kind === KIND_RECT) this.drawJpeg(data, x, y, width, height);
+    else if (kind === KIND_JPEG || kind === KIND_RECT) this.drawJpeg(data, x, y, width, height, key);
   }
 
-  drawJpeg(data, x, y, width, height) {
+  drawJpeg(data, x, y, width, height, key) {
+    if (this.pending >= BACKLOG && !key) {
+      // This browser decodes slower than frames come: drop the backlog and start again from
+      // a whole frame, rather than show the screen later and later.
+      this.stats.skipped = (this.stats.skipped || 0) + 1;
+      this.requestKey();
+      return;
+    }
+    this.pending += 1;
     const blob = new Blob([data], { type: "image/jpeg" });
     const decoding = createImageBitmap(blob);
     // Rectangles are drawn in the order they came, whatever order they decode in.
@@ -193,6 +203,8 @@ export class ScreenView {
         this.stats.errors += 1;
         this.requestKey();
         return;
+      } finally {
+        this.pending -= 1;
       }
       this.resize(width, height);
       this.context.drawImage(bitmap, x, y);
@@ -214,6 +226,13 @@ export class ScreenView {
       }
     }
     if (!this.decoder || this.decoder.state !== "configured") return;
+    if (!key && this.decoder.decodeQueueSize >= BACKLOG) {
+      this.stats.skipped = (this.stats.skipped || 0) + 1;
+      this.decoder.reset(); // the frames queued are stale: start again from a key frame
+      this.decoder.configure({ codec: this.decoderCodec, optimizeForLatency: true });
+      this.requestKey();
+      return;
+    }
     this.resize(width, height);
     try {
       this.decoder.decode(new EncodedVideoChunk({
