@@ -386,3 +386,32 @@ def test_the_keyboard_capture_is_left_with_alt_shift_f12(
     page.keyboard.up("Shift")
     page.keyboard.press("Tab")  # the page's own keyboard use is back
     expect(page.locator("#screen")).not_to_be_focused()
+
+
+def test_wheel_and_drag_reach_the_device(page_as: PageFactory, web: WebFleet, probe: Probe) -> None:
+    page = open_console(page_as, web)
+    _click_probe(page, probe)
+    since = probe.mark()
+    page.mouse.wheel(0, 300)  # three notches down
+    wait_until(lambda: len(probe.events("wheel", since=since)) >= 3, timeout=10)
+    assert {e["direction"] for e in probe.events("wheel", since=since)} == {1}
+
+    left, top, width, height = probe.client_area()
+    box = page.locator("#screen").bounding_box()
+    assert box is not None
+    scale = box["width"] / page.evaluate("() => document.getElementById('screen').width")
+
+    def at(x: int, y: int) -> tuple[float, float]:
+        return box["x"] + x * scale, box["y"] + y * scale
+
+    since = probe.mark()
+    page.mouse.move(*at(left + 40, top + 40))
+    page.mouse.down()
+    page.mouse.move(*at(left + 200, top + 120), steps=8)
+    page.mouse.up()
+    release = probe.wait_for("button_release", since=since)
+    press = probe.events("button_press", since=since)[0]
+    assert abs(press["root_x"] - (left + 40)) <= 3 and abs(press["root_y"] - (top + 40)) <= 3
+    assert abs(release["root_x"] - (left + 200)) <= 3
+    assert abs(release["root_y"] - (top + 120)) <= 3
+    assert probe.events("motion", since=since)  # it moved with the button held
