@@ -6,6 +6,7 @@ a viewer, the controls of declared capabilities, media upload, a device going of
 from __future__ import annotations
 
 import base64
+import re
 import io
 from collections.abc import Iterator
 from typing import Any
@@ -415,3 +416,23 @@ def test_wheel_and_drag_reach_the_device(page_as: PageFactory, web: WebFleet, pr
     assert abs(release["root_x"] - (left + 200)) <= 3
     assert abs(release["root_y"] - (top + 120)) <= 3
     assert probe.events("motion", since=since)  # it moved with the button held
+
+
+def test_an_upload_that_fails_says_why_and_mounts_nothing(
+    page_as: PageFactory, web: WebFleet, web_watch: PageWatch
+) -> None:
+    web_watch.allow("status of 422")  # the browser logs the refused request itself
+    page = open_console(page_as, web, device=FAKE_DEVICE)
+    page.locator("#media-button").click()
+    drive = page.locator("#media-drive")
+    expect(drive).to_contain_text(re.compile("mounted", re.IGNORECASE))
+    before = drive.text_content()
+    image = {"name": ".hidden.iso", "mimeType": "application/octet-stream", "buffer": b"x" * 4096}
+    page.locator("#media-file").set_input_files(image)  # type: ignore[arg-type]
+    page.locator("#media-upload").click()
+    expect(page.get_by_role("alert")).to_contain_text("upload failed")
+    expect(page.get_by_role("alert")).to_contain_text("not an image name")
+    expect(drive).to_have_text(before or "")
+    state = web.http("operator").get(f"/v1/devices/{web.devices[FAKE_DEVICE]}/media").json()
+    assert state["drive"]["image"] != ".hidden.iso"
+    assert ".hidden.iso" not in [i["name"] for i in state["images"]]

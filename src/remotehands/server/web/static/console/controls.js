@@ -203,7 +203,8 @@ export class Controls {
     const file = el("input", { type: "file", id: "media-file", "aria-label": "Image to upload" });
     const upload = el("button", { type: "button", id: "media-upload", class: "primary",
                                   text: "Upload and mount" });
-    const progress = el("progress", { id: "media-progress", max: "100", value: "0" });
+    const progress = el("progress", { id: "media-progress", max: "100", value: "0",
+                                      "aria-label": "Upload progress" });
     progress.hidden = true;
     const status = el("span", { id: "media-status", role: "status", class: "muted" });
     upload.addEventListener("click", async () => {
