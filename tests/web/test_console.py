@@ -6,8 +6,8 @@ a viewer, the controls of declared capabilities, media upload, a device going of
 from __future__ import annotations
 
 import base64
-import re
 import io
+import re
 from collections.abc import Iterator
 from typing import Any
 
