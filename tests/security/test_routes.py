@@ -22,6 +22,7 @@ pytestmark = pytest.mark.anyio
 
 PUBLIC = {
     ("POST", "/v1/auth/login"),
+    ("POST", "/v1/auth/web/signin"),  # the browser's login: the same checks and limits
     ("POST", "/v1/agent/register"),
     ("GET", "/health"),
     ("GET", "/install"),

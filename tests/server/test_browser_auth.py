@@ -17,6 +17,7 @@ from remotehands.server.app import create_app
 from remotehands.server.auth import Passwords
 from remotehands.server.auth.browser import CSRF_COOKIE, SESSION_COOKIE, csrf_token
 from remotehands.server.http.users import create_user
+from remotehands.server.http.web_routes import safe_next
 from tests.server.conftest import (
     FAST_PASSWORDS,
     OWNER_PASSWORD,
@@ -262,3 +263,17 @@ async def test_the_browser_signs_in_with_the_second_factor_where_the_user_has_on
     )
     assert good.status_code == 200 and good.json()["username"] == "twofactor"
     assert _attributes(good, SESSION_COOKIE)[0].startswith("rhs_")
+
+
+async def test_signin_when_signed_in_goes_on_to_next_on_this_server_only(server: Fleet) -> None:
+    await _signin(server.client)
+    for asked, target in (
+        ("%2Fadmin%3Fx%3D1", "/admin?x=1"),
+        ("%2F%2Fevil.test%2F", "/"),
+        ("https%3A%2F%2Fevil.test%2F", "/"),
+        ("%2F%5Cevil.test", "/"),
+        ("%2Fsignin", "/"),
+    ):
+        response = await server.client.get(f"/signin?next={asked}")
+        assert response.status_code == 303 and response.headers["location"] == target, asked
+    assert safe_next(None) == "/" and safe_next("/console/dev_1") == "/console/dev_1"

@@ -371,7 +371,7 @@ class PageWatch:
                 continue
             path = ARTIFACTS / f"{self.test}-{index}-{label}.png"
             try:
-                page.screenshot(path=str(path), timeout=5000)
+                page.screenshot(path=str(path), timeout=5000, full_page=True)
             except PlaywrightError:
                 continue  # a page mid-navigation: the test's own result says more
             saved.append(path)
@@ -425,6 +425,16 @@ def page_as(browser: Browser, web: WebFleet, web_watch: PageWatch) -> Iterator[P
     finally:
         for context in contexts:
             context.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every web test drives a real browser against agents on Xvfb: marked ``x11`` and
+    ``slow`` (the inner loop's ``-m 'not slow'`` leaves them out)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.x11)
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -27,7 +27,7 @@ from remotehands.server.auth.browser import session_cookie
 from remotehands.server.services import get_services
 from remotehands.server.web import STATIC_DIR
 
-__all__ = ["STATIC_URL", "router", "static_files"]
+__all__ = ["STATIC_URL", "router", "safe_next", "static_files"]
 
 STATIC_URL = "/static"
 """Where the web console's files are served."""
@@ -94,8 +94,20 @@ async def console(request: Request, device_id: str) -> Response:
     return await _page(request, "console/index.html")
 
 
+def safe_next(value: str | None) -> str:
+    """Where to go after signing in: ``value`` when it is a path of this server, else ``/``
+    (never another site: ``//host``, ``/\\host`` and absolute URLs are refused)."""
+    if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
+        return "/"
+    if any(ord(c) < 0x20 for c in value) or value.split("?", 1)[0] == "/signin":
+        return "/"
+    return value
+
+
 @router.get("/signin")
-async def signin() -> Response:
-    """The sign-in page."""
+async def signin(request: Request) -> Response:
+    """The sign-in page; a browser signed in already goes on to ``next`` (or ``/``)."""
+    if await _signed_in(request):
+        return RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
     return FileResponse(STATIC_DIR / "signin.html", media_type="text/html",
                         headers=_PAGE_HEADERS)  # fmt: skip

@@ -39,8 +39,8 @@ function healthText(device) {
   const health = device.health;
   if (!health) return "";
   const parts = [];
-  if (health.device && health.device.ok === false) {
-    parts.push(health.device.reason || "device not ready");
+  if (health.device && health.device.state !== "ok") {
+    parts.push(`device ${health.device.state}` + (health.device.reason ? `: ${health.device.reason}` : ""));
   }
   parts.push(`CPU ${Math.round(health.cpu_percent)}%`, `mem ${Math.round(health.memory_percent)}%`);
   return parts.join(" · ");
