@@ -24,7 +24,7 @@ from tests.integration.x11fleet import Fleet, fleet_fixture
 
 __all__ = ["fleet_fixture"]
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.x11]
 
 Pixels = npt.NDArray[np.uint8]
 
