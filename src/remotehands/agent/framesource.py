@@ -32,9 +32,13 @@ with frames it would read late. The next tick comes a period after a kicked capt
 showed a change; kicked captures that found none leave the ticks where they were (a slow
 application is then caught by the tick it would have been anyway).
 
-Encoding is pluggable (:class:`FrameEncoder`): JPEG now (:class:`JpegEncoder`); an encoder gets
-the changed rectangle too, for changed-rectangle frames and H.264 to come. Consumers whose
-encoders have equal ``key`` share one encoding of each frame.
+Encoding is pluggable (:class:`FrameEncoder`): whole JPEG frames (:class:`JpegEncoder`), the
+changed rectangle as JPEG after a whole first frame (:class:`JpegRectEncoder`), H.264
+(:class:`remotehands.agent.h264.H264Encoder`). Consumers whose encoders have equal ``key`` share
+one encoding of each frame. A frame of a delta encoding (``key`` false on the
+:class:`~remotehands.protocol.streams.Frame`) needs the one before it: a consumer that missed
+one asks for a key frame with :meth:`FrameStream.request_key`, which makes the next capture
+whole (and an H.264 encoder start an IDR) even if nothing changed.
 
 :class:`FrameSources` keeps one source per screen of a device; every consumer (the fleet link,
 a face's live view) takes its source from there.
@@ -65,13 +69,16 @@ __all__ = [
     "KICK_DELAYS_S",
     "MAX_RATE",
     "TICK_HEADROOM",
+    "Encoded",
     "FrameEncoder",
     "FrameSource",
     "FrameSources",
     "FrameStream",
     "JpegEncoder",
+    "JpegRectEncoder",
     "TickSchedule",
     "changed_box",
+    "encoder_for",
 ]
 
 log = logging.getLogger(__name__)
@@ -100,13 +107,26 @@ GRAB_TIMEOUT_S = 5.0
 """The longest one screen grab may take."""
 
 
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """An encoded frame that is not simply the whole screen: a rectangle at ``x``, ``y``, or a
+    delta frame (``key`` false). Empty ``data``: nothing to send for this frame."""
+
+    data: bytes
+    x: int = 0
+    y: int = 0
+    key: bool = True
+
+
 class FrameEncoder(Protocol):
     """Turns a changed BGRX frame into bytes of one :attr:`format`.
 
     :meth:`encode` runs in a worker thread; ``changed`` is the rectangle that differs from the
-    previous frame (the whole frame for the first one). Encoders with equal :attr:`key` produce
-    the same bytes, so the source encodes once for all their consumers; a stateful encoder
-    (H.264) gives each consumer a key of its own.
+    previous frame (the whole frame for the first one, and for a capture forced by a key frame
+    request). It answers bytes (a whole key frame) or an :class:`Encoded`. Encoders with equal
+    :attr:`key` produce the same bytes, so the source encodes once for all their consumers; a
+    stateful encoder (H.264) gives each consumer a key of its own, and may have a
+    ``request_key()`` method, which :meth:`FrameStream.request_key` calls.
     """
 
     @property
@@ -119,7 +139,7 @@ class FrameEncoder(Protocol):
         """Equal for encoders whose output is the same."""
         ...
 
-    def encode(self, frame: FrameArray, changed: Bounds) -> bytes:
+    def encode(self, frame: FrameArray, changed: Bounds) -> bytes | Encoded:
         """The encoded frame."""
         ...
 
@@ -141,6 +161,49 @@ class JpegEncoder:
 
     def encode(self, frame: FrameArray, changed: Bounds) -> bytes:
         return imaging.encode(frame, "jpeg", self.quality, subsampling=self.subsampling)
+
+
+@dataclass(frozen=True, slots=True)
+class JpegRectEncoder:
+    """The changed rectangle as JPEG, at its ``x``, ``y``; the whole frame (a key frame) when
+    all of it changed: the first frame, and a capture forced by a key frame request. A
+    keystroke in a terminal is under a KiB this way instead of 200 (PERFORMANCE.md)."""
+
+    quality: int = 75
+    subsampling: imaging.Subsampling = "420"
+
+    @property
+    def format(self) -> str:
+        return "jpeg-rect"
+
+    @property
+    def key(self) -> Hashable:
+        return ("jpeg-rect", self.quality, self.subsampling)
+
+    def encode(self, frame: FrameArray, changed: Bounds) -> Encoded:
+        height, width = frame.shape[:2]
+        if changed.x == 0 and changed.y == 0 and (changed.width, changed.height) == (width, height):
+            return Encoded(imaging.encode(frame, "jpeg", self.quality,
+                                          subsampling=self.subsampling))  # fmt: skip
+        region = frame[
+            changed.y : changed.y + changed.height, changed.x : changed.x + changed.width
+        ]
+        data = imaging.encode(region, "jpeg", self.quality, subsampling=self.subsampling)
+        return Encoded(data, changed.x, changed.y, key=False)
+
+
+def encoder_for(fmt: str, quality: int = 75, *, rate: float = DEFAULT_RATE) -> FrameEncoder:
+    """A new encoder of ``fmt`` (``jpeg``, ``jpeg-rect`` or ``h264``) at ``quality``."""
+    if fmt == "jpeg":
+        return JpegEncoder(quality)
+    if fmt == "jpeg-rect":
+        return JpegRectEncoder(quality)
+    if fmt == "h264":
+        # Imported here: PyAV is loaded only by an agent that is asked for H.264.
+        from remotehands.agent.h264 import H264Encoder
+
+        return H264Encoder(quality, rate=rate)
+    raise ValidationError(f"unknown frame format {fmt!r}: use jpeg, jpeg-rect or h264")
 
 
 def changed_box(previous: FrameArray | None, current: FrameArray) -> Bounds | None:
@@ -241,7 +304,18 @@ class FrameStream:
     """How many frames :attr:`queue` holds."""
     taken: Callable[[], None] | None = None
     """Called each time this consumer takes a frame."""
+    refresh: Callable[[], object] | None = None
+    """Makes the source's next capture whole (:meth:`FrameSource.refresh`)."""
     _last_yield: float = field(default=0.0)
+
+    def request_key(self) -> None:
+        """A key frame for this consumer soon, even if the screen does not change: its
+        encoder starts afresh (H.264: an IDR frame) and the next capture is whole."""
+        request = getattr(self.encoder, "request_key", None)
+        if callable(request):
+            request()
+        if self.refresh is not None:
+            self.refresh()
 
     def __aiter__(self) -> FrameStream:
         return self
@@ -319,6 +393,16 @@ class FrameSource:
         """Whether a kick still waits for a capture that shows a change."""
         return self._kicked_at is not None
 
+    def refresh(self) -> bool:
+        """Capture soon and treat the whole frame as changed, even if it did not (a consumer
+        needs a key frame). Answers whether a capture was asked for: never while nobody
+        watches."""
+        if not self._consumers or not self.capturing:
+            return False
+        self._force = True
+        self._wake.set()
+        return True
+
     def kick(self) -> bool:
         """Input just reached the screen: capture soon (see the module docstring) rather than
         at the next tick. Answers whether a capture was asked for: never while nobody watches.
@@ -347,12 +431,15 @@ class FrameSource:
         want = min(self.rate, rate or self.rate)
         if want <= 0:
             raise ValidationError(f"a frame rate must be positive, got {rate}")
-        stream = FrameStream(encoder or JpegEncoder(), want, DropOldest(depth), depth, self._taken)
+        stream = FrameStream(encoder or JpegEncoder(), want, DropOldest(depth), depth, self._taken,
+                             self.refresh)  # fmt: skip
         latest = self._latest.get(stream.encoder.key)
-        if latest is not None and self.capturing:
+        if latest is not None and latest.key and self.capturing:
             stream.queue.put(latest)
         elif self.capturing:
-            self._force = True  # a new encoder: its first frame must come even if nothing moves
+            # A new encoder, or a delta stream's consumer: its first frame must be a key frame,
+            # and come even if nothing moves.
+            self._force = True
         self._consumers.append(stream)
         self._wake.set()
         if not self.capturing:
@@ -529,14 +616,19 @@ class FrameSource:
         seq: int,
         captured_at: float,
         encoders: dict[Hashable, FrameEncoder],
-        encoded: dict[Hashable, bytes],
+        encoded: dict[Hashable, bytes | Encoded],
     ) -> None:
         self.frames += 1
         height, width = kept.shape[:2]
-        frames = {
-            key: Frame(seq, captured_at, width, height, encoders[key].format, data)
-            for key, data in encoded.items()
-        }
+        frames: dict[Hashable, Frame] = {}
+        for key, out in encoded.items():
+            fmt = encoders[key].format
+            if isinstance(out, Encoded):
+                if out.data:
+                    frames[key] = Frame(seq, captured_at, width, height, fmt, out.data, out.x,
+                                        out.y, out.key)  # fmt: skip
+            else:
+                frames[key] = Frame(seq, captured_at, width, height, fmt, out)
         self._latest = frames
         for consumer in self._consumers:
             frame = frames.get(consumer.encoder.key)
@@ -554,7 +646,7 @@ class FrameSource:
 
 def _encode_all(
     frame: FrameArray, box: Bounds, encoders: dict[Hashable, FrameEncoder]
-) -> dict[Hashable, bytes]:
+) -> dict[Hashable, bytes | Encoded]:
     """In a worker thread: ``frame`` encoded by each encoder."""
     return {key: encoder.encode(frame, box) for key, encoder in encoders.items()}
 
@@ -565,7 +657,7 @@ def _compare_and_keep(
     raw: FrameArray,
     force: bool,
     encoders: dict[Hashable, FrameEncoder] | None,
-) -> tuple[Bounds | None, FrameArray, dict[Hashable, bytes] | None]:
+) -> tuple[Bounds | None, FrameArray, dict[Hashable, bytes | Encoded] | None]:
     """In a worker thread: where ``raw`` differs from ``previous`` (the whole frame when
     ``force``), ``raw`` copied into ``spare`` (or a new buffer) when it does (``raw`` may be
     the driver's buffer; ``previous`` itself when nothing changed), and the kept frame encoded
@@ -577,7 +669,8 @@ def _compare_and_keep(
         if spare is None or spare.shape != raw.shape:
             spare = np.empty_like(raw)
         np.copyto(spare, raw)
-        kept, box = spare, box or whole
+        # Forced: a consumer waits for a key frame, which is the whole frame.
+        kept, box = spare, whole if force else (box or whole)
     elif force:
         kept, box = previous, whole
     else:

@@ -44,7 +44,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from remotehands import __version__
 from remotehands.agent.dispatch import Dispatcher
-from remotehands.agent.framesource import FrameSources, JpegEncoder
+from remotehands.agent.framesource import FrameSources, FrameStream, encoder_for
 from remotehands.agent.streamed import register_streamed_actions
 from remotehands.agent.transfers import LinkTransfers, TransferTargets
 from remotehands.errors import (
@@ -60,6 +60,7 @@ from remotehands.errors import (
 from remotehands.private import write_private
 from remotehands.protocol import link as wire
 from remotehands.protocol.models import DeviceCondition, Health
+from remotehands.protocol.streams import KeyGate
 from remotehands.tls import pinned_context
 
 __all__ = ["AgentLink", "Credential", "enroll", "hardware_id", "health", "load_or_enroll"]
@@ -284,6 +285,8 @@ class AgentLink:
         """The transfers of the current session (None between sessions)."""
         self.watches: dict[int, asyncio.Task[None]] = {}
         """The watched streams of the current session, by stream id."""
+        self._watch_frames: dict[int, FrameStream] = {}
+        """Their subscriptions to the frame source, for key frame requests."""
         self.last_close: tuple[int | None, str | None] | None = None
         """The close code and reason that ended the last session (1006 and no reason when the
         connection broke without a close frame); None before the first."""
@@ -441,6 +444,12 @@ class AgentLink:
                             self.transfers.handle(message)
                         elif kind == "watch":
                             self._watch(ws, tasks, wire.Watch.model_validate(message))
+                        elif kind == "keyframe":
+                            stream = self._watch_frames.get(
+                                wire.Keyframe.model_validate(message).stream
+                            )
+                            if stream is not None:
+                                stream.request_key()
                         elif kind == "unwatch":
                             task = self.watches.pop(wire.Unwatch.model_validate(message).stream,
                                                     None)  # fmt: skip
@@ -452,6 +461,7 @@ class AgentLink:
             for task in self.watches.values():
                 task.cancel()
             self.watches.clear()
+            self._watch_frames.clear()
             self.transfers = None
 
     def _watch(self, ws: ClientConnection, tasks: asyncio.TaskGroup, watch: wire.Watch) -> None:
@@ -470,16 +480,31 @@ class AgentLink:
             if watch.screen not in screens:
                 raise NotFoundError(f"no screen {watch.screen}: this device has {sorted(screens)}")
             source = self.frames.get(watch.screen)
-            encoder = JpegEncoder(watch.quality)
-            async with source.subscribe(rate=watch.rate, encoder=encoder) as frames:
-                async for frame in frames:
-                    message = wire.encode({
-                        "type": "frame", "stream": watch.stream, "seq": frame.seq,
-                        "at": frame.captured_at, "width": frame.width, "height": frame.height,
-                        "format": frame.format, "data": frame.data,
-                    })  # fmt: skip
-                    async with asyncio.timeout(FRAME_SEND_TIMEOUT_S):
-                        await ws.send(message)
+            encoder = encoder_for(watch.format, watch.quality, rate=watch.rate)
+            # A delta format's frame is useless without the one before it: a deeper queue
+            # drops fewer, and the gate skips to the next key frame after a drop.
+            depth = 2 if watch.format == "jpeg" else 4
+            gate = KeyGate()
+            async with source.subscribe(rate=watch.rate, encoder=encoder, depth=depth) as frames:
+                self._watch_frames[watch.stream] = frames
+                try:
+                    async for frame in frames:
+                        admit, ask = gate.admit(frame, time.monotonic())
+                        if ask:
+                            frames.request_key()
+                        if not admit:
+                            continue
+                        message = wire.encode({
+                            "type": "frame", "stream": watch.stream, "seq": frame.seq,
+                            "at": frame.captured_at, "width": frame.width, "height": frame.height,
+                            "format": frame.format, "data": frame.data, "x": frame.x, "y": frame.y,
+                            "key": frame.key,
+                        })  # fmt: skip
+                        async with asyncio.timeout(FRAME_SEND_TIMEOUT_S):
+                            await ws.send(message)
+                finally:
+                    if self._watch_frames.get(watch.stream) is frames:
+                        del self._watch_frames[watch.stream]
         except RemoteHandsError as err:
             error = err.to_wire()
         except TimeoutError:

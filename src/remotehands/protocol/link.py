@@ -19,9 +19,12 @@ A request carries ``id``, ``action`` (a name of :data:`remotehands.protocol.acti
 Beside request/reply, the link carries streams:
 
 - **Watching a screen.** The server sends ``watch`` (a ``stream`` id it chose, the ``screen``,
-  the ``rate`` and ``quality`` it wants); the agent pushes ``frame`` messages tagged with that
-  stream id (binary: the image is a blob) while the screen changes, until ``unwatch``. An agent
-  that cannot go on (no such screen, the driver failed) sends ``stream_end`` with the error.
+  the ``rate``, ``quality`` and ``format`` it wants); the agent pushes ``frame`` messages tagged
+  with that stream id (binary: the image is a blob) while the screen changes, until ``unwatch``.
+  A frame of a delta format (``jpeg-rect`` after the first, H.264 between key frames) carries
+  ``key`` false, and a ``jpeg-rect`` frame the ``x``, ``y`` of its rectangle; the server asks
+  for a key frame with ``keyframe`` (a consumer joined, or missed a frame). An agent that
+  cannot go on (no such screen, the driver failed) sends ``stream_end`` with the error.
 - **Chunked transfers**, paced by the receiver. The server opens one with ``transfer_open``
   (``direction`` ``upload``: server to agent, with its ``size``; ``download``: agent to server,
   with the ``window`` of bytes the server grants up front). The agent answers
@@ -62,6 +65,7 @@ __all__ = [
     "FrameMessage",
     "Heartbeat",
     "Hello",
+    "Keyframe",
     "Reply",
     "Request",
     "StreamEnd",
@@ -176,7 +180,17 @@ class Watch(_Msg):
     screen: int = 0
     rate: float = Field(default=30.0, gt=0, le=120)
     quality: int = Field(default=75, ge=1, le=100)
-    format: Literal["jpeg"] = "jpeg"
+    format: Literal["jpeg", "jpeg-rect", "h264"] = "jpeg"
+    """``jpeg``: every frame whole; ``jpeg-rect``: the first frame whole, then only the
+    changed rectangle; ``h264``: H.264 (Annex B, constrained baseline), a key frame first."""
+
+
+class Keyframe(_Msg):
+    """Server -> agent: a consumer of ``stream`` needs a key frame (it joined late, missed a
+    frame or its decoder failed): the agent sends one soon, even if the screen is still."""
+
+    type: Literal["keyframe"] = "keyframe"
+    stream: int
 
 
 class Unwatch(_Msg):
@@ -197,6 +211,9 @@ class FrameMessage(_Msg):
     height: int
     format: str
     data: bytes
+    x: int = 0
+    y: int = 0
+    key: bool = True
 
 
 class StreamEnd(_Msg):
@@ -267,7 +284,7 @@ class TransferCancel(_Msg):
     )
 
 
-STREAM_MESSAGES = frozenset({"watch", "unwatch", "frame", "stream_end"})
+STREAM_MESSAGES = frozenset({"watch", "unwatch", "keyframe", "frame", "stream_end"})
 """The message types of screen streams."""
 TRANSFER_MESSAGES = frozenset(
     {"transfer_open", "transfer_accept", "credit", "chunk", "transfer_done", "transfer_cancel"}

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from remotehands.errors import RemoteHandsError, ValidationError
 
@@ -26,6 +27,8 @@ __all__ = [
     "DEFAULT_WINDOW",
     "DropOldest",
     "Frame",
+    "KeyGate",
+    "KeyframeRequests",
     "ReceiveWindow",
     "SendWindow",
 ]
@@ -53,6 +56,68 @@ class Frame:
     height: int
     format: str
     data: bytes
+    x: int = 0
+    """Where :attr:`data`'s image goes on the screen: a ``jpeg-rect`` frame after the first
+    carries only the changed rectangle (its own size is in the JPEG); ``width`` and ``height``
+    are always the whole screen's."""
+    y: int = 0
+    key: bool = True
+    """Whether the frame stands alone: every ``jpeg`` frame, a ``jpeg-rect`` frame of the whole
+    screen, an H.264 IDR frame. Other frames are deltas: a consumer that missed the frame
+    before one must wait for the next key frame (see :class:`KeyGate`)."""
+
+
+@runtime_checkable
+class KeyframeRequests(Protocol):
+    """A frame feed that can be asked for a key frame (a viewer whose decoder failed). A
+    watch's iterator may implement it beside ``async for``; one that does not gets a new
+    watch from its viewer instead."""
+
+    async def request_key(self) -> None:
+        """Skip to a key frame, and ask for one soon, even if the screen does not change."""
+        ...
+
+
+class KeyGate:
+    """Which frames of one stream a consumer can decode, frame by frame.
+
+    A delta frame (``key`` false) decodes only on top of the frame before it: a consumer that
+    missed one (a gap in :attr:`Frame.seq`) or joined without a key frame skips frames until
+    the next key frame, and asks for one (:meth:`admit` answers whether to ask; at most once
+    each ``ask_every_s``, in case a request or its answer is lost). Key frames always pass, so
+    a ``jpeg`` stream passes whole.
+    """
+
+    def __init__(self, ask_every_s: float = 1.0, *, asked_at: float | None = None) -> None:
+        """``asked_at``: when a key frame was asked for already (a consumer that asks as it
+        joins), so that the gate does not ask again before ``ask_every_s``."""
+        self.ask_every_s = ask_every_s
+        self._last_seq: int | None = None
+        self._waiting = True
+        self._asked_at = -math.inf if asked_at is None else asked_at
+        self.skipped = 0
+        """Frames skipped while waiting for a key frame."""
+
+    def admit(self, frame: Frame, now: float) -> tuple[bool, bool]:
+        """``(pass the frame, ask for a key frame)`` for ``frame`` arriving at ``now``
+        (monotonic seconds)."""
+        last, self._last_seq = self._last_seq, frame.seq
+        if frame.key:
+            self._waiting = False
+            return True, False
+        if not self._waiting and last is not None and frame.seq == last + 1:
+            return True, False
+        was_waiting, self._waiting = self._waiting, True
+        self.skipped += 1
+        # A fresh gap asks at once; a gate that keeps waiting asks again now and then.
+        if not was_waiting or now - self._asked_at >= self.ask_every_s:
+            self._asked_at = now
+            return False, True
+        return False, False
+
+    def reset(self) -> None:
+        """Wait for a key frame again (the consumer's decoder lost its state)."""
+        self._waiting = True
 
 
 T = TypeVar("T")

@@ -59,18 +59,28 @@ class DeviceRouter(Protocol):
         ...
 
     def watch(
-        self, device_id: str, screen_id: int = 0, *, rate: float = 30.0, quality: int = 75
+        self,
+        device_id: str,
+        screen_id: int = 0,
+        *,
+        rate: float = 30.0,
+        quality: int = 75,
+        codec: str = "jpeg",
     ) -> AbstractAsyncContextManager[AsyncIterator[Frame]]:
         """The frames of a screen for the ``async with`` block, as an async iterator.
 
-        A frame comes when the screen changed, at most ``rate`` a second, as JPEG of
-        ``quality``. Consumers of one device asking the same settings share one stream from
-        the agent; each reads through its own bounded drop-oldest queue, so one that reads
-        slowly drops frames (a gap in :attr:`~remotehands.protocol.streams.Frame.seq`) and never
-        slows the others. The iteration ends with :class:`~remotehands.errors.DeviceOfflineError`
-        when the link drops, or with the agent's error when it cannot stream the screen.
-        Entering raises :class:`~remotehands.errors.DeviceOfflineError` when the device is not
-        linked.
+        A frame comes when the screen changed, at most ``rate`` a second, as ``codec`` of
+        ``quality``: ``jpeg`` (whole frames), ``jpeg-rect`` (the changed rectangle after a
+        whole first frame) or ``h264``; the first frame a consumer gets is a key frame, and so
+        is the next one after a frame it dropped (delta frames it could not decode are
+        skipped). The iterator may also implement
+        :class:`~remotehands.protocol.streams.KeyframeRequests`. Consumers of one device asking
+        the same settings (codec included) share one stream from the agent; each reads through
+        its own bounded drop-oldest queue, so one that reads slowly drops frames (a gap in
+        :attr:`~remotehands.protocol.streams.Frame.seq`) and never slows the others. The
+        iteration ends with :class:`~remotehands.errors.DeviceOfflineError` when the link
+        drops, or with the agent's error when it cannot stream the screen. Entering raises
+        :class:`~remotehands.errors.DeviceOfflineError` when the device is not linked.
         """
         ...
 
@@ -125,10 +135,18 @@ class InProcessRouter:
         return self._hub.get(device_id) is not None
 
     def watch(
-        self, device_id: str, screen_id: int = 0, *, rate: float = 30.0, quality: int = 75
+        self,
+        device_id: str,
+        screen_id: int = 0,
+        *,
+        rate: float = 30.0,
+        quality: int = 75,
+        codec: str = "jpeg",
     ) -> AbstractAsyncContextManager[AsyncIterator[Frame]]:
         """See :meth:`DeviceRouter.watch`."""
-        return self._link(device_id).watches.watch(screen_id, rate=rate, quality=quality)
+        return self._link(device_id).watches.watch(
+            screen_id, rate=rate, quality=quality, codec=codec
+        )
 
     async def upload(
         self,

@@ -4,7 +4,26 @@ A WebSocket; authenticate with ``Authorization: Bearer ...`` or ``?token=...`` (
 set headers on a WebSocket). Any role may watch (it reads the screen); a token limited to tags
 sees only the devices it may see. ``?screen=0&rate=30&quality=75`` choose the screen, the most
 frames a second and the JPEG quality. Each frame is one binary message holding one JPEG; a frame
-comes only when the screen changed. The client sends nothing; closing ends the watch.
+comes only when the screen changed. Closing ends the watch.
+
+``?codec=jpeg|jpeg-rect|h264`` chooses the encoding (``jpeg-rect``: after a whole first frame,
+only the changed rectangle; ``h264``: Annex B constrained baseline, an IDR frame with its SPS and
+PPS first). With ``codec`` given, every binary message starts with a 14-byte header (big-endian)
+before the encoded bytes::
+
+    offset  size  field
+    0       1     kind: 0 jpeg (whole frame), 1 jpeg rectangle, 2 h264 access unit
+    1       1     flags: bit 0 set for a key frame (decodes alone)
+    2       2     x of the image on the screen (a jpeg rectangle; else 0)
+    4       2     y
+    6       2     screen width
+    8       2     screen height
+    10      4     seq: the agent's frame counter (a gap: frames were dropped upstream)
+
+Without ``codec`` the messages are bare JPEG, as they always were. The client may send the
+text message ``keyframe`` (its decoder failed): frames are skipped until the next key frame,
+which the agent sends soon even if the screen is still. The first frame of a watch is a key
+frame, and so is the first after a frame was dropped anywhere on the way.
 
 Refusals come before the handshake as the usual JSON error answer (401, 403, 404 for a device
 the caller may not see, 422, 501 for a device without a screen, 503 when it is offline), or as a
@@ -19,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 from typing import Annotated
 
@@ -31,13 +51,14 @@ from remotehands.errors import (
     UnsupportedError,
 )
 from remotehands.protocol.link import Watch
+from remotehands.protocol.streams import Frame, KeyframeRequests
 from remotehands.protocol.validation import validated
 from remotehands.server.auth import Principal, can_act, require_role
 from remotehands.server.http.device_actions import load_device, record
 from remotehands.server.http.errors import error_response
 from remotehands.server.services import get_services
 
-__all__ = ["SCREEN_WS_PATH", "router"]
+__all__ = ["FRAME_HEADER", "FRAME_KINDS", "SCREEN_WS_PATH", "frame_message", "router"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +67,21 @@ SEND_TIMEOUT_S = 10.0
 """A viewer that cannot take one frame in this long is disconnected."""
 _CLOSE_TOO_SLOW = 1008
 _AUDIT_ACTION = "screen.watch"
+FRAME_HEADER = struct.Struct("!BBHHHHI")
+"""The header before each frame when the viewer chose a ``codec`` (see the module docstring)."""
+FRAME_KINDS = {"jpeg": 0, "jpeg-rect": 1, "h264": 2}
+"""The header's kind byte per frame format; a ``jpeg-rect`` key frame (whole) is kind 0."""
+
+
+def frame_message(frame: Frame) -> bytes:
+    """``frame`` as one message of a socket whose viewer chose a codec: header, then data."""
+    kind = FRAME_KINDS.get(frame.format, 0)
+    if kind == 1 and frame.key:
+        kind = 0
+    header = FRAME_HEADER.pack(kind, 1 if frame.key else 0, frame.x, frame.y, frame.width,
+                               frame.height, frame.seq & 0xFFFFFFFF)  # fmt: skip
+    return header + frame.data
+
 
 router = APIRouter()
 
@@ -61,6 +97,8 @@ async def _refuse(websocket: WebSocket, error: RemoteHandsError) -> None:
 def _settings(websocket: WebSocket) -> Watch:
     query = websocket.query_params
     values = {"stream": 0, **{k: query[k] for k in ("screen", "rate", "quality") if k in query}}
+    if "codec" in query:
+        values["format"] = query["codec"]
     return validated(Watch, values, "the screen watch")
 
 
@@ -81,31 +119,36 @@ async def watch_screen(
         if device.capabilities and "screen" not in device.capabilities:
             raise UnsupportedError(f"device {device.id} has no screen to watch")
         router_ = services.router
-        watching = router_.watch(
-            device.id, settings.screen, rate=settings.rate, quality=settings.quality
-        )
+        framed = "codec" in websocket.query_params
+        watching = router_.watch(device.id, settings.screen, rate=settings.rate,
+                                 quality=settings.quality, codec=settings.format)  # fmt: skip
         frames = await watching.__aenter__()
     except RemoteHandsError as err:
         await record(services, principal, _AUDIT_ACTION, device_id, None, err.code,
                      (time.perf_counter() - started) * 1000, err.details)  # fmt: skip
         await _refuse(websocket, err)
         return
-    params = {"screen": settings.screen, "rate": settings.rate, "quality": settings.quality}
+    params = {"screen": settings.screen, "rate": settings.rate, "quality": settings.quality,
+              "codec": settings.format}  # fmt: skip
     result, details = "ok", None
     try:
         await websocket.accept()
 
         async def client_gone() -> None:
-            # The viewer sends nothing we need; its disconnect ends the watch.
+            # The viewer's disconnect ends the watch; it may ask for a key frame meanwhile.
             with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-                while (await websocket.receive())["type"] != "websocket.disconnect":
-                    pass
+                while True:
+                    message = await websocket.receive()
+                    if message["type"] == "websocket.disconnect":
+                        return
+                    if message.get("text") == "keyframe" and isinstance(frames, KeyframeRequests):
+                        await frames.request_key()
 
         async def pump() -> None:
             nonlocal frames_sent
             async for frame in frames:
                 async with asyncio.timeout(SEND_TIMEOUT_S):
-                    await websocket.send_bytes(frame.data)
+                    await websocket.send_bytes(frame_message(frame) if framed else frame.data)
                 frames_sent += 1
 
         gone = asyncio.create_task(client_gone(), name="screen-ws-client")

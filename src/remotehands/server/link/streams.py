@@ -6,30 +6,40 @@ frames through its own bounded :class:`~remotehands.protocol.streams.DropOldest`
 one drops frames and never holds up the others or the link's reader), and the last one to
 leave sends ``unwatch``. When the agent ends a stream or the link drops, every consumer's
 iteration ends with the error.
+
+The format (``jpeg``, ``jpeg-rect``, ``h264``) is part of the sharing key. A consumer that joins
+a stream of a delta format already under way asks the agent for a key frame (``keyframe``) and
+skips frames until it comes; so does one that dropped a frame (a
+:class:`~remotehands.protocol.streams.KeyGate` per consumer), and one whose own decoder failed
+(:meth:`WatchFeed.request_key`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from remotehands.errors import DeviceOfflineError, RemoteHandsError, error_from_wire
-from remotehands.protocol.link import FrameMessage, StreamEnd, Unwatch, Watch, encode
-from remotehands.protocol.streams import DropOldest, Frame
+from remotehands.protocol.link import FrameMessage, Keyframe, StreamEnd, Unwatch, Watch, encode
+from remotehands.protocol.streams import DropOldest, Frame, KeyGate
 
-__all__ = ["DEFAULT_DEPTH", "LinkWatches", "ScreenWatch", "WatchKey"]
+__all__ = ["DEFAULT_DEPTH", "LinkWatches", "ScreenWatch", "WatchFeed", "WatchKey"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_DEPTH = 2
 """Frames a consumer may fall behind before its oldest are dropped."""
 
-WatchKey = tuple[int, float, int]
-"""``(screen, rate, quality)``: consumers asking the same share one link stream."""
+WatchKey = tuple[int, float, int, str]
+"""``(screen, rate, quality, format)``: consumers asking the same share one link stream."""
+KEYFRAME_SEND_TIMEOUT_S = 5.0
+"""The longest a key frame request may wait for the link."""
 
 Send = Callable[[str | bytes], Awaitable[None]]
 
@@ -44,6 +54,49 @@ class ScreenWatch:
     received: int = 0
     """Frames the agent pushed on this stream."""
     ended: bool = False
+
+
+class WatchFeed:
+    """One consumer's frames of a link stream (``async for``): the frames it can decode, see
+    the module docstring."""
+
+    def __init__(self, stream: int, queue: DropOldest[Frame], send: Send, gate: KeyGate) -> None:
+        self.stream = stream
+        self.queue = queue
+        self._send = send
+        self.gate = gate
+
+    @property
+    def dropped(self) -> int:
+        """Frames this consumer lost because it read too slowly."""
+        return self.queue.dropped
+
+    def __len__(self) -> int:
+        """Frames waiting to be read."""
+        return len(self.queue)
+
+    def __aiter__(self) -> WatchFeed:
+        return self
+
+    async def __anext__(self) -> Frame:
+        while True:
+            frame = await self.queue.get()
+            admit, ask = self.gate.admit(frame, time.monotonic())
+            if ask:
+                await self._ask()
+            if admit:
+                return frame
+
+    async def request_key(self) -> None:
+        """Skip to the next key frame, and ask the agent for one now."""
+        self.gate.reset()
+        await self._ask()
+
+    async def _ask(self) -> None:
+        # A lost request is asked again by the gate; it must not end the consumer's stream.
+        with contextlib.suppress(RemoteHandsError, TimeoutError):
+            async with asyncio.timeout(KEYFRAME_SEND_TIMEOUT_S):
+                await self._send(encode(Keyframe(stream=self.stream)))
 
 
 class LinkWatches:
@@ -65,31 +118,37 @@ class LinkWatches:
     @contextlib.asynccontextmanager
     async def watch(
         self, screen_id: int = 0, *, rate: float = 30.0, quality: int = 75,
-        depth: int = DEFAULT_DEPTH,
-    ) -> AsyncIterator[DropOldest[Frame]]:  # fmt: skip
+        codec: str = "jpeg", depth: int | None = None,
+    ) -> AsyncIterator[WatchFeed]:  # fmt: skip
         """Frames of the screen for the block; see
         :meth:`remotehands.server.router.DeviceRouter.watch`."""
         if self._closed is not None:
             raise self._closed
-        Watch(stream=0, screen=screen_id, rate=rate, quality=quality)  # checks the settings
-        key: WatchKey = (screen_id, float(rate), quality)
-        queue: DropOldest[Frame] = DropOldest(depth)
+        settings = Watch.model_validate(
+            {"stream": 0, "screen": screen_id, "rate": rate, "quality": quality, "format": codec}
+        )  # checks the settings
+        key: WatchKey = (screen_id, float(rate), quality, settings.format)
+        # A delta format's consumer loses more than one frame to a drop: a little more room.
+        queue: DropOldest[Frame] = DropOldest(depth or (DEFAULT_DEPTH if codec == "jpeg" else 4))
         watch = self._by_key.get(key)
         if watch is None:
             watch = ScreenWatch(next(self._ids), key)
             self._by_key[key] = watch
             self._by_stream[watch.stream] = watch
             watch.consumers.append(queue)
+            feed = WatchFeed(watch.stream, queue, self._send, KeyGate())
             try:
-                await self._send(encode(Watch(stream=watch.stream, screen=screen_id, rate=rate,
-                                              quality=quality)))  # fmt: skip
+                await self._send(encode(settings.model_copy(update={"stream": watch.stream})))
             except BaseException:
                 self._forget(watch)
                 raise
         else:
             watch.consumers.append(queue)
+            feed = WatchFeed(watch.stream, queue, self._send, KeyGate(asked_at=time.monotonic()))
+            if settings.format != "jpeg":
+                await feed._ask()  # joined a delta stream midway: it needs a key frame
         try:
-            yield queue
+            yield feed
         finally:
             queue.close()
             if queue in watch.consumers:
@@ -114,7 +173,8 @@ class LinkWatches:
             if watch is None:
                 return  # crossed an unwatch on the wire
             watch.received += 1
-            item = Frame(frame.seq, frame.at, frame.width, frame.height, frame.format, frame.data)
+            item = Frame(frame.seq, frame.at, frame.width, frame.height, frame.format, frame.data,
+                         frame.x, frame.y, frame.key)  # fmt: skip
             for queue in watch.consumers:
                 queue.put(item)
         elif message["type"] == "stream_end":
