@@ -76,6 +76,8 @@ async def health(request: Request) -> JSONResponse:
         "db": db,
         "links": services.hub.links,
     }
+    if services.replica_id is not None:
+        body["replica"] = services.replica_id
     if problem is not None:
         body["problem"] = problem
     if services.audit.spooled:

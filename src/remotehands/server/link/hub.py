@@ -86,6 +86,7 @@ __all__ = [
     "AgentLink",
     "LinkHub",
     "LinkIdentity",
+    "LinkPresence",
     "LinkTransport",
     "restart_delay",
     "restart_spread",
@@ -149,6 +150,19 @@ def restart_delay(spread: float) -> float:
     """One agent's delay before coming back: :data:`RESTART_DELAY_S` plus its share of
     ``spread`` (uniform: the agents arrive at an even rate)."""
     return RESTART_DELAY_S + random.uniform(0, spread)
+
+
+class LinkPresence(Protocol):
+    """Told when a link starts and stops being held here: how replicas know which one holds a
+    device (:class:`~remotehands.server.cluster.router.NatsRouter`)."""
+
+    async def link_attached(self, link: AgentLink) -> None:
+        """``link`` is held here now (its device written online); never raises."""
+        ...
+
+    async def link_detached(self, link: AgentLink) -> None:
+        """``link`` ended (another may hold its device already); never raises."""
+        ...
 
 
 class LinkTransport(Protocol):
@@ -403,6 +417,8 @@ class LinkHub:
         self._tasks: asyncio.TaskGroup | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._closing = False
+        self.presence: LinkPresence | None = None
+        """Told when links start and stop being held here (replicas); None: one server."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -516,6 +532,7 @@ class LinkHub:
                 await self._attach_locked(link)
             finally:
                 self._attaching.discard(device_id)
+        await self._presence_attached(link)
         self._publish(
             link,
             "device.online",
@@ -554,6 +571,17 @@ class LinkHub:
             if link.online_written and not link.superseded:
                 link.superseded = True
                 await self._mark_offline([link], "link closed")
+        await self._presence_detached(link)
+
+    # -- presence hooks (replicas) -----------------------------------------------------------
+
+    async def _presence_attached(self, link: AgentLink) -> None:
+        if self.presence is not None:
+            await self.presence.link_attached(link)
+
+    async def _presence_detached(self, link: AgentLink) -> None:
+        if self.presence is not None and link.online_written:
+            await self.presence.link_detached(link)
 
     async def disconnect(
         self, device_id: str, code: int = CLOSE_GOING_AWAY, reason: str = "disconnected"
