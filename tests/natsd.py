@@ -65,8 +65,12 @@ class NatsServer:
         """Start it (again) on :attr:`port` and wait until it accepts connections."""
         if self.running:
             return
+        config = self.root / "nats.conf"
+        # screenshots cross replicas in one message: NATS's default 1 MiB is too small
+        config.write_text("max_payload: 8MB\n")
         self._process = subprocess.Popen(
-            [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-l", str(self.log_file)],
+            [self.binary, "-c", str(config), "-a", "127.0.0.1", "-p", str(self.port),
+             "-l", str(self.log_file)],  # fmt: skip
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -1,0 +1,104 @@
+"""What was per process is fleet-wide on replicas: events, revocations, rate limits, locks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from tests.cluster.conftest import Pair, Replica, until
+
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
+
+
+async def _next(ws: ClientConnection, kind: str) -> dict[str, Any]:
+    while True:
+        event: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        if event["type"] == kind:
+            return event
+
+
+def _events(replica: Replica) -> str:
+    return replica.url.replace("http://", "ws://") + "/v1/events?types=device.online,device.offline"
+
+
+async def test_b_streams_the_online_and_offline_of_a_device_linked_to_a(pair: Pair) -> None:
+    headers = {"Authorization": pair.b.http.headers["Authorization"]}
+    async with connect(_events(pair.b), additional_headers=headers) as ws:
+        agent = await pair.agent(pair.a, "desk-a")
+        online = await _next(ws, "device.online")
+        assert online["device_id"] == agent.device_id
+        agent.task.cancel()
+        await asyncio.gather(agent.task, return_exceptions=True)
+        offline = await _next(ws, "device.offline")
+        assert offline["device_id"] == agent.device_id
+        # each event once: no echo of B's own copy, no second copy from A
+        with pytest.raises(TimeoutError):
+            await _next(ws, "device.offline")
+    assert not pair.b.services.router.is_online(agent.device_id)
+    assert await pair.b.status(agent.device_id) == "offline"
+
+
+async def test_a_token_revoked_on_a_is_refused_on_b_at_once(pair: Pair) -> None:
+    created = await pair.a.http.post("/v1/tokens", json={"name": "automation"})
+    assert created.status_code == 201, created.text
+    token = created.json()
+    bearer = {"Authorization": f"Bearer {token['token']}"}
+    # B authenticates it and keeps it in its principal cache
+    for _ in range(3):
+        assert (await pair.b.http.get("/v1/devices", headers=bearer)).status_code == 200
+    revoked = await pair.a.http.delete(f"/v1/tokens/{token['id']}")
+    assert revoked.status_code == 204
+    # A sent the clear before it answered; it reaches B before the next request does
+    refused = await pair.b.http.get("/v1/devices", headers=bearer)
+    assert refused.status_code == 401, refused.text
+
+
+async def test_failed_logins_spread_over_both_replicas_hit_one_limit(pair: Pair) -> None:
+    limit = pair.a.services.settings.login_rate_limit  # per address and username: 10
+    bad = {"username": "owner", "password": "wrong-password"}
+    async with (
+        httpx.AsyncClient(base_url=pair.a.url) as a,
+        httpx.AsyncClient(base_url=pair.b.url) as b,
+    ):
+        for attempt in range(limit):
+            client = a if attempt % 2 == 0 else b
+            failed = await client.post("/v1/auth/login", json=bad)
+            assert failed.status_code == 401, failed.text
+        # both replicas counted all ten (the last one crosses NATS in milliseconds)
+        await until(lambda: _limited(pair.a) and _limited(pair.b), 5)
+        for client in (a, b):
+            limited = await client.post("/v1/auth/login", json=bad)
+            assert limited.status_code == 429, limited.text
+
+
+def _limited(replica: Replica) -> bool:
+    try:
+        replica.services.login_limiter.check("127.0.0.1", "owner")
+    except Exception:
+        return True
+    return False
+
+
+async def test_a_sequence_through_a_and_a_click_through_b_share_one_lock(pair: Pair) -> None:
+    agent = await pair.agent(pair.a, "desk-a")
+    base = f"/v1/devices/{agent.device_id}"
+    sequence = asyncio.create_task(pair.a.http.post(base + "/sequence", json={"steps": [
+        {"type": "sleep", "ms": 800}, {"type": "keyboard.type", "text": "seq"}]}))  # fmt: skip
+    lock = agent.link.dispatcher._lock
+    await until(lock.locked, 5)
+    # the lock is the agent's, whichever replica a request comes through: B's cannot have it
+    steps = {"steps": [{"type": "keyboard.type", "text": "b"}]}
+    busy = await pair.b.http.post(base + "/sequence", params={"lock_timeout_ms": 20}, json=steps)
+    assert busy.status_code == 409 and busy.json()["error"] == "busy", busy.text
+    # a click through B waits for the sequence through A, then runs
+    waited = await pair.b.http.post(base + "/mouse/click", json={})
+    assert waited.status_code == 200, waited.text
+    assert (await sequence).status_code == 200
+    names = agent.driver.call_names()
+    assert names.index("type") < names.index("click")
+    assert agent.driver.typed == ["seq"]
