@@ -68,9 +68,9 @@ class NatsServer:
         config = self.root / "nats.conf"
         # screenshots cross replicas in one message: NATS's default 1 MiB is too small
         config.write_text("max_payload: 8MB\n")
+        command = [self.binary, "-c", str(config), "-a", "127.0.0.1", "-p", str(self.port)]
         self._process = subprocess.Popen(
-            [self.binary, "-c", str(config), "-a", "127.0.0.1", "-p", str(self.port),
-             "-l", str(self.log_file)],  # fmt: skip
+            [*command, "-l", str(self.log_file)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -135,12 +135,16 @@ class Pair:
         )  # fmt: skip
         return await self.link(credential, driver or FakeDriver(320, 200), driver_name)
 
-    async def link(self, credential: Credential, driver: Any, driver_name: str = "fake") -> Agent:
+    async def link(
+        self, credential: Credential, driver: Any, driver_name: str = "fake",
+        backoff_s: float = 0.05,
+    ) -> Agent:  # fmt: skip
         """Link an agent with ``credential`` (to the replica its URLs name)."""
         dispatcher = Dispatcher(driver)
         self.stack.push_async_callback(dispatcher.aclose)
         link = AgentLink(credential, dispatcher, driver_name=driver_name, device_type="desktop",
-                         hardware="hw", backoff_base_s=0.05, backoff_cap_s=0.3)  # fmt: skip
+                         hardware="hw", backoff_base_s=backoff_s,
+                         backoff_cap_s=max(0.3, backoff_s))  # fmt: skip
         task = asyncio.create_task(link.run())
 
         async def stop() -> None:

@@ -546,16 +546,30 @@ class NatsRouter:
                     finally:
                         window.release()
 
-                async with asyncio.TaskGroup() as group:
+                sending: set[asyncio.Task[None]] = set()
+                try:
                     async for data in incoming:
                         for start in range(0, len(data), CHUNK_BYTES):
-                            await window.acquire()
-                            if cancelled.is_set():
-                                window.release()
+                            if not await _acquire_unless(window, cancelled):
                                 break
-                            group.create_task(send(data[start : start + CHUNK_BYTES]))
+                            task = asyncio.ensure_future(send(data[start : start + CHUNK_BYTES]))
+                            sending.add(task)
+                            task.add_done_callback(sending.discard)
                         if cancelled.is_set():
                             break
+                    # the last chunks' acknowledgements, unless the reader left meanwhile
+                    stopping = asyncio.ensure_future(cancelled.wait())
+                    try:
+                        while sending and not cancelled.is_set():
+                            await asyncio.wait(
+                                {*sending, stopping}, return_when=asyncio.FIRST_COMPLETED
+                            )
+                    finally:
+                        stopping.cancel()
+                finally:
+                    for task in sending:
+                        task.cancel()
+                    await asyncio.gather(*sending, return_exceptions=True)
         except RemoteHandsError as err:
             with contextlib.suppress(Exception):
                 if msg.reply and not cancelled.is_set():
@@ -787,8 +801,33 @@ class NatsRouter:
                 if incoming.received < incoming.size:
                     with contextlib.suppress(Exception):
                         await client.publish(str(answer.get("control")), pack({"op": "cancel"}))
+                    while not queue.empty():  # chunks in flight: tell their sender to stop
+                        item = queue.get_nowait()
+                        if not isinstance(item, RemoteHandsError):
+                            await self._respond(item[1], pack({"op": "cancel"}))
         finally:
             await self._unsubscribe(sub)
+
+
+async def _acquire_unless(window: asyncio.Semaphore, stop: asyncio.Event) -> bool:
+    """Take one place in ``window``, unless ``stop`` is set first; whether it was taken."""
+    if stop.is_set():
+        return False
+    acquiring = asyncio.ensure_future(window.acquire())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not acquiring.done():
+            acquiring.cancel()
+        await asyncio.gather(acquiring, stopping, return_exceptions=True)
+    if acquiring.done() and not acquiring.cancelled() and acquiring.exception() is None:
+        if stop.is_set():
+            window.release()
+            return False
+        return True
+    return False
 
 
 class _RemoteIncoming:
