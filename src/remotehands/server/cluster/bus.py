@@ -46,6 +46,8 @@ def guarded(name: str, handler: Handler) -> Callable[[Msg], Awaitable[None]]:
             return
         try:
             await handler(message, msg)
+        except RemoteHandsError as err:
+            logger.warning("cluster %s: dropped a message on %s: %s", name, msg.subject, err)
         except Exception:
             logger.exception("cluster %s: handling a message on %s failed", name, msg.subject)
 

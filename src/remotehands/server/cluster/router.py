@@ -199,6 +199,11 @@ class NatsRouter:
     # -- presence ----------------------------------------------------------------------------
 
     @property
+    def connected(self) -> bool:
+        """Whether this replica reaches NATS right now."""
+        return self._nats.up
+
+    @property
     def replicas(self) -> list[str]:
         """The other replicas heard from within the offline bound."""
         return sorted(self._replicas)
@@ -261,9 +266,15 @@ class NatsRouter:
         replica.devices = listed
 
     async def _on_presence(self, message: dict[str, Any], msg: Msg) -> None:
-        name = str(message.get("replica", ""))
-        device_id = str(message.get("device", ""))
-        if name == self.replica_id or not name or not device_id:
+        name, device_id = message.get("replica"), message.get("device")
+        op, since = message.get("op"), message.get("since")
+        if not isinstance(name, str) or not isinstance(device_id, str) or not name or not device_id:
+            raise ValidationError("a presence message without replica or device")
+        if op not in ("online", "offline") or (
+            op == "online" and not isinstance(since, int | float)
+        ):
+            raise ValidationError(f"a presence message with a bad op or time: {op!r}, {since!r}")
+        if name == self.replica_id:
             return
         replica = self._replica(name)
         if message.get("op") == "online":
