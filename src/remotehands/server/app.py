@@ -237,7 +237,7 @@ class _Cluster:
     ) -> NatsRouter:
         router = await stack.enter_async_context(
             NatsRouter(
-                self.nats, hub, self.outbox,
+                self.nats, hub, self.outbox, events=self.events,
                 heartbeat_interval_s=settings.heartbeat_interval_s,
                 offline_after_s=settings.offline_after_s,
                 clock=monotonic,

@@ -49,7 +49,7 @@ from remotehands.errors import (
     RemoteHandsError,
     ValidationError,
 )
-from remotehands.protocol.link import CLOSE_FENCED
+from remotehands.protocol.link import CLOSE_CREDENTIAL_REFUSED, CLOSE_FENCED
 from remotehands.protocol.streams import DropOldest, Frame
 from remotehands.server.cluster.bus import Outbox, guarded
 from remotehands.server.cluster.connection import NatsConnection
@@ -65,6 +65,7 @@ from remotehands.server.link.streams import DEFAULT_DEPTH
 from remotehands.server.router import Incoming, InProcessRouter
 
 if TYPE_CHECKING:
+    from remotehands.server.events import EventBus
     from remotehands.server.link.hub import AgentLink, LinkHub
 
 __all__ = [
@@ -136,6 +137,7 @@ class NatsRouter:
         hub: LinkHub,
         outbox: Outbox,
         *,
+        events: EventBus | None = None,
         heartbeat_interval_s: float,
         offline_after_s: float,
         clock: Callable[[], float] = time.monotonic,
@@ -144,6 +146,7 @@ class NatsRouter:
         self._hub = hub
         self._local = InProcessRouter(hub)
         self._outbox = outbox
+        self._events = events
         self.replica_id = nats.replica_id
         self.heartbeat_interval_s = heartbeat_interval_s
         self.offline_after_s = offline_after_s
@@ -167,6 +170,8 @@ class NatsRouter:
             await client.subscribe(SYNC, cb=guarded("sync", self._on_sync)),
         ]
         self._spawn(self._tick())
+        if self._events is not None:
+            self._spawn(self._cut_deleted(self._events))
         self._nats.on_reconnect(self._resync)
         self._resync()
         return self
@@ -226,6 +231,17 @@ class NatsRouter:
             await asyncio.sleep(self.heartbeat_interval_s)
             self._announce()
             self.expire()
+
+    async def _cut_deleted(self, events: EventBus) -> None:
+        """A device deleted through another replica loses its link here too (its credential
+        no longer works: it cannot come back)."""
+        with events.subscribe(types=("device.deleted",)) as deleted:
+            async for event in deleted:
+                device_id = str(event.get("device_id"))
+                if self._hub.get(device_id) is not None:
+                    await self._hub.disconnect(
+                        device_id, CLOSE_CREDENTIAL_REFUSED, "device deleted"
+                    )
 
     def expire(self) -> list[str]:
         """Forget the replicas silent for the offline bound, with their devices; returns them."""
