@@ -58,6 +58,7 @@ class NatsConnection:
         self.disconnects = 0
         """How often the connection was lost while running."""
         self._opened = False
+        self._closing = False
         self._on_reconnect: list[Callable[[], None]] = []
 
     def on_reconnect(self, callback: Callable[[], None]) -> None:
@@ -81,7 +82,7 @@ class NatsConnection:
                 logger.warning("NATS %s: %s", shown, err)
 
         async def on_disconnect() -> None:
-            if self._opened:
+            if self._opened and not self._closing:
                 self.disconnects += 1
                 logger.warning("NATS %s: connection lost, reconnecting", shown)
 
@@ -133,6 +134,7 @@ class NatsConnection:
         """Flush what is pending and close (within a few seconds)."""
         if self.client.is_closed:
             return
+        self._closing = True
         try:
             async with asyncio.timeout(3.0):
                 if self.client.is_connected:
