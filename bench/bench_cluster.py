@@ -164,21 +164,26 @@ async def bench(args: argparse.Namespace) -> None:
                                                   args.rounds, 20)  # fmt: skip
                 print(_row(f"pointer move to a device on A, through {label}", samples))
 
-            body = {"action": "mouse.move", "params": {"x": 1, "y": 1},
-                    "selector": {"tags": ["bench"]}, "concurrency": 256}  # fmt: skip
-
-            def bulk() -> list[float]:
+            def bulk(selector: dict[str, object], count: int) -> list[float]:
+                body = {"action": "mouse.move", "params": {"x": 1, "y": 1},
+                        "selector": selector, "concurrency": 256}  # fmt: skip
                 samples = []
                 for _ in range(args.bulk_rounds + 1):
                     started = time.perf_counter()
                     results = clients["a"].post("/v1/bulk", json=body).json()["results"]
                     samples.append((time.perf_counter() - started) * 1000)
                     failed = [r for r in results if not r["ok"]]
-                    assert len(results) == n and not failed, failed[:3]
+                    assert len(results) == count and not failed, failed[:3]
                 return samples[1:]
 
-            print(_row(f"bulk pointer move through A over {n} devices (half on B)",
-                       await asyncio.to_thread(bulk)))  # fmt: skip
+            ids = [d.device_id for d in devices]
+            for label, selector, count in (
+                (f"bulk pointer move through A over {half} devices on A", {"ids": ids[:half]}, half),
+                (f"bulk pointer move through A over {n - half} devices on B",
+                 {"ids": ids[half:]}, n - half),
+                (f"bulk pointer move through A over all {n} (half on B)", {"tags": ["bench"]}, n),
+            ):  # fmt: skip
+                print(_row(label, await asyncio.to_thread(bulk, selector, count)))
             for client in clients.values():
                 client.close()
     finally:
