@@ -51,18 +51,23 @@ async def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]
     return process.returncode, (out + err).decode()
 
 
-async def test_unreachable_nats_or_postgresql_at_start_is_a_clear_error(
-    tmp_path: Path, pg_url: str
-) -> None:
+@pytest.mark.slow
+async def test_unreachable_nats_at_start_is_a_clear_error(tmp_path: Path, pg_url: str) -> None:
     dead = f"nats://127.0.0.1:{_free_port()}"
     code, output = await _run("--data", str(tmp_path), "--listen", "127.0.0.1:0",
                               "--database-url", pg_url, "--nats-url", dead)  # fmt: skip
     assert code == 2, output
     assert f"cannot connect to NATS at {dead}" in output and "nats-server" in output
     assert "Traceback" not in output
+
+
+@pytest.mark.slow
+async def test_unreachable_postgresql_at_start_is_a_clear_error(
+    tmp_path: Path, nats_url: str
+) -> None:
     db = f"postgresql://u:secretpw@127.0.0.1:{_free_port()}/fleet"
     code, output = await _run("--data", str(tmp_path), "--listen", "127.0.0.1:0",
-                              "--database-url", db, "--nats-url", dead)  # fmt: skip
+                              "--database-url", db, "--nats-url", nats_url)  # fmt: skip
     assert code == 2, output
     assert "cannot open database" in output and "secretpw" not in output
     assert "Traceback" not in output

@@ -88,7 +88,7 @@ async def test_a_sequence_through_a_and_a_click_through_b_share_one_lock(pair: P
     agent = await pair.agent(pair.a, "desk-a")
     base = f"/v1/devices/{agent.device_id}"
     sequence = asyncio.create_task(pair.a.http.post(base + "/sequence", json={"steps": [
-        {"type": "sleep", "ms": 800}, {"type": "keyboard.type", "text": "seq"}]}))  # fmt: skip
+        {"type": "sleep", "ms": 3000}, {"type": "keyboard.type", "text": "seq"}]}))  # fmt: skip
     lock = agent.link.dispatcher._lock
     await until(lock.locked, 5)
     # the lock is the agent's, whichever replica a request comes through: B's cannot have it
