@@ -70,6 +70,7 @@ async def test_unreachable_postgresql_at_start_is_a_clear_error(
                               "--database-url", db, "--nats-url", nats_url)  # fmt: skip
     assert code == 2, output
     assert "cannot open database" in output and "secretpw" not in output
+    assert "start PostgreSQL there" in output
     assert "Traceback" not in output
 
 

@@ -220,8 +220,16 @@ async def _prepare(settings: Any) -> bool:
             f"cannot create the data directory {settings.data_dir}: {err.strerror}; choose "
             "another --data, or let the user running the server write there"
         ) from err
-    async with await Database.open(settings.db_url) as db, db.session() as session:
-        owner = await session.scalar(select(User.id).where(User.role == "owner").limit(1))
+    try:
+        async with await Database.open(settings.db_url) as db, db.session() as session:
+            owner = await session.scalar(select(User.id).where(User.role == "owner").limit(1))
+    except ConfigError as err:
+        if not settings.db_url.startswith("postgresql"):
+            raise
+        raise ConfigError(
+            f"{err.details}; start PostgreSQL there (or check its address, user and password), "
+            "or correct --database-url / REMOTEHANDS_DATABASE_URL"
+        ) from err
     if settings.nats_url is not None:
         from remotehands.server.cluster.connection import NatsConnection
 
