@@ -83,7 +83,7 @@ async def test_a_bulk_action_through_a_over_devices_on_both_replicas(pair: Pair)
     assert 'remotehands_agent_links{replica="a"} 1.0' in metrics.text
     assert 'action="mouse.move",replica="a",result="ok"' in metrics.text
     health = (await pair.b.http.get("/health")).json()
-    assert health["replica"] == "b"
+    assert health["replica"] == "b" and health["nats"] == "ok"
 
 
 async def test_a_device_deleted_through_a_loses_its_link_on_b(pair: Pair) -> None:
