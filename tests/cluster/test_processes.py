@@ -21,9 +21,12 @@ import pytest
 from remotehands.agent.dispatch import Dispatcher
 from remotehands.agent.link import AgentLink, Credential, load_or_enroll
 from remotehands.drivers.fake import FakeDriver
+from remotehands.server.auth import Passwords
+from remotehands.server.db.bootstrap import initialise
+from remotehands.server.settings import ServerSettings
 from remotehands.testing.xapps import eventually
 from tests.cluster.conftest import _ws
-from tests.server.conftest import loopback_socket
+from tests.server.conftest import FAST_PASSWORDS, loopback_socket
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
@@ -52,6 +55,7 @@ async def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(60)
 async def test_unreachable_nats_at_start_is_a_clear_error(tmp_path: Path, pg_url: str) -> None:
     dead = f"nats://127.0.0.1:{_free_port()}"
     code, output = await _run("--data", str(tmp_path), "--listen", "127.0.0.1:0",
@@ -125,9 +129,9 @@ async def _haproxy(tmp_path: Path, front: int, ports: list[int]) -> AsyncIterato
 async def test_haproxy_in_front_of_two_replicas_one_killed(
     tmp_path: Path, pg_url: str, nats_url: str
 ) -> None:
-    init = await _run("init", "--data", str(tmp_path / "init"), "--database-url", pg_url,
-                      env={"REMOTEHANDS_OWNER_PASSWORD": PASSWORD})  # fmt: skip
-    assert init[0] == 0, init[1]
+    # the owner, made here with cheap hashing (`server init` would spend seconds on argon2)
+    await initialise(ServerSettings(data_dir=tmp_path / "init", database_url=pg_url),
+                     password=PASSWORD, passwords=Passwords(FAST_PASSWORDS))  # fmt: skip
     front, ports = _free_port(), [_free_port(), _free_port()]
     public = f"http://127.0.0.1:{front}"
     async with (
