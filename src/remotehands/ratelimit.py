@@ -2,7 +2,8 @@
 
 Counts live in this process. Server replicas sharing NATS count every replica's failures
 (:mod:`remotehands.server.cluster.shared`); without it each process limits on its own. The
-fleet server and the agent's faces both limit with it; its tables are capped, so a flood of distinct keys costs bounded memory.
+fleet server and the agent's faces both limit with it; its tables are capped, so a flood of
+distinct keys costs bounded memory.
 """
 
 from __future__ import annotations
