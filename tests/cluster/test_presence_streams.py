@@ -6,13 +6,20 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 
+import nats
 import pytest
+from sqlalchemy import update
 
 from remotehands.agent.transfers import PROBE, probe_pattern
 from remotehands.drivers.fake import FakeDriver
 from remotehands.errors import DeviceOfflineError, ValidationError
 from remotehands.protocol.link import CLOSE_FENCED
+from remotehands.server.cluster.router import PRESENCE
+from remotehands.server.cluster.wire import pack
+from remotehands.server.db.models import Device
+from remotehands.testing.xapps import eventually
 from tests.cluster.conftest import Pair, cluster_router, until
+from tests.natsd import NatsServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
@@ -103,3 +110,28 @@ async def test_an_upload_and_a_download_through_b_of_a_device_on_a(pair: Pair) -
     link = pair.a.services.hub.get(agent.device_id)
     assert link is not None
     await until(lambda: not link.transfers.active, 15)
+
+
+async def test_an_old_link_ending_on_a_after_the_device_moved_to_b_leaves_it_online(
+    pair: Pair, nats_server: NatsServer
+) -> None:
+    agent = await pair.agent(pair.b, "mover")
+    device_id = agent.device_id
+    # what A does when an old link of the device ends there late (it noticed the drop after
+    # the agent was already back on B): it writes the device offline, then says so
+    async with pair.a.services.db.session() as session:
+        await session.execute(update(Device).where(Device.id == device_id).values(status="offline"))
+        await session.commit()
+    client = await nats.connect(nats_server.url)
+    try:
+        await client.publish(PRESENCE, pack({"op": "offline", "device": device_id,
+                                             "replica": "a", "marked_offline": True}))  # fmt: skip
+        await client.flush()
+    finally:
+        await client.close()
+    await eventually(lambda: _status(pair, device_id), 10)
+    assert pair.b.services.router.is_online(device_id)
+
+
+async def _status(pair: Pair, device_id: str) -> bool:
+    return await pair.a.status(device_id) == "online"

@@ -316,6 +316,11 @@ class NatsRouter:
             replica.devices.discard(device_id)
             if self._owners.get(device_id) == name:
                 del self._owners[device_id]
+            if message.get("marked_offline") is True and self._hub.get(device_id) is not None:
+                # an older link of a device held here ended on that replica, which wrote the
+                # device offline (possibly after our online mark): it is online, here
+                logger.info("agent link %s: its old link on %s ended; online here", device_id, name)
+                await self._hub.reassert_online(device_id)
 
     async def link_attached(self, link: AgentLink) -> None:
         """Hub hook: ``link`` is held here now; answer for its device and fence it elsewhere."""
@@ -340,8 +345,9 @@ class NatsRouter:
              "since": link.connected_at.timestamp()},
         )  # fmt: skip
 
-    async def link_detached(self, link: AgentLink) -> None:
-        """Hub hook: ``link`` ended; stop answering for its device unless a newer link holds it."""
+    async def link_detached(self, link: AgentLink, marked_offline: bool) -> None:
+        """Hub hook: ``link`` ended; stop answering for its device unless a newer link holds it
+        (``marked_offline``: its end wrote the device offline)."""
         device_id = link.device_id
         held = self._device_subs.get(device_id)
         if held is not None and held[0] is link:
@@ -349,8 +355,10 @@ class NatsRouter:
             await self._unsubscribe(held[1])
         if self._hub.get(device_id) is None:
             self._outbox.send(
-                PRESENCE, {"op": "offline", "device": device_id, "replica": self.replica_id}
-            )
+                PRESENCE,
+                {"op": "offline", "device": device_id, "replica": self.replica_id,
+                 "marked_offline": marked_offline},
+            )  # fmt: skip
 
     # -- the holder's side -------------------------------------------------------------------
 
