@@ -8,6 +8,7 @@ each replica (:class:`~remotehands.testing.simagent.SimulatedAgent`, from this p
 
 - a pointer move to a device linked to replica A, sent through A (in process) and through B
   (B -> NATS -> A -> link -> agent and back): median and p99;
+- beside them the floor: the same agent over a bare link, no server (``bench_fleet``'s);
 - a bulk pointer move through A over every device (half of them on B): until every result is
   in.
 
@@ -163,6 +164,11 @@ async def bench(args: argparse.Namespace) -> None:
                 samples = await asyncio.to_thread(measure, lambda n=name: move_through(n),
                                                   args.rounds, 20)  # fmt: skip
                 print(_row(f"pointer move to a device on A, through {label}", samples))
+
+            from bench_fleet import _direct_link_round_trips
+
+            print(_row("pointer move over a bare link to a simulated agent (floor)",
+                       await _direct_link_round_trips(args.rounds)))  # fmt: skip
 
             def bulk(selector: dict[str, object], count: int) -> list[float]:
                 body = {"action": "mouse.move", "params": {"x": 1, "y": 1},
