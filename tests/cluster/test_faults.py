@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import nats
@@ -21,7 +22,17 @@ async def test_nats_lost_fails_remote_devices_fast_keeps_local_ones_and_comes_ba
     here = await pair.agent(pair.a, "desk-a")
     there = await pair.agent(pair.b, "desk-b")
     move = {"x": 3, "y": 4}
+    # a request in flight through A to B's device when NATS goes fails then, not at its timeout
+    long = {"steps": [{"type": "sleep", "ms": 6_000}]}
+    in_flight = asyncio.create_task(
+        pair.a.http.post(f"/v1/devices/{there.device_id}/sequence", json=long)
+    )
+    await until(there.link.dispatcher._lock.locked, 10)
+    lost_at = time.monotonic()
     nats_server.stop()
+    failed = await asyncio.wait_for(in_flight, 15)
+    assert failed.status_code == 503 and failed.json()["error"] == "device_offline", failed.text
+    assert time.monotonic() - lost_at < 5  # the lost connection, not the request's timeout
     await until(lambda: not cluster_router(pair.a).connected)
     started = time.monotonic()
     remote = await pair.a.http.post(f"/v1/devices/{there.device_id}/mouse/move", json=move)

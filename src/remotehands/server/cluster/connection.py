@@ -59,12 +59,20 @@ class NatsConnection:
         """How often the connection was lost while running."""
         self._opened = False
         self._closing = False
+        self._lost: asyncio.Future[None] | None = None
         self._on_reconnect: list[Callable[[], None]] = []
 
     def on_reconnect(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` each time the connection comes back (subscriptions are restored by
         the client; what was said meanwhile is for ``callback`` to repeat)."""
         self._on_reconnect.append(callback)
+
+    def lost(self) -> asyncio.Future[None]:
+        """A future that is done when the connection is lost next (never cancel it: it is
+        shared by every waiter)."""
+        if self._lost is None or self._lost.done():
+            self._lost = asyncio.get_running_loop().create_future()
+        return self._lost
 
     @property
     def up(self) -> bool:
@@ -82,6 +90,8 @@ class NatsConnection:
                 logger.warning("NATS %s: %s", shown, err)
 
         async def on_disconnect() -> None:
+            if self._lost is not None and not self._lost.done():
+                self._lost.set_result(None)
             if self._opened and not self._closing:
                 self.disconnects += 1
                 logger.warning("NATS %s: connection lost, reconnecting", shown)

@@ -627,10 +627,23 @@ class NatsRouter:
         """One request to the replica holding ``device_id``; its reply, or its error raised."""
         if not self._nats.up:
             raise self._unreachable(device_id)
-        try:
-            reply = await self._nats.client.request(
+        asking = asyncio.ensure_future(
+            self._nats.client.request(
                 device_subject(device_id, operation), pack(message), timeout=timeout_s
             )
+        )
+        try:
+            # a request in flight when NATS goes fails then, not at its timeout
+            waiting: set[asyncio.Future[Any]] = {asking, self._nats.lost()}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not asking.done():
+                asking.cancel()
+                await asyncio.gather(asking, return_exceptions=True)
+        if asking.cancelled():
+            raise self._unreachable(device_id)
+        try:
+            reply = asking.result()
         except nats.errors.NoRespondersError as err:
             raise DeviceOfflineError(
                 f"device {device_id} is offline: no replica holds its agent's link"
