@@ -10,7 +10,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.cluster.conftest import Pair, Replica, until
+from tests.cluster.conftest import Pair, Replica, cluster_router, until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
@@ -109,3 +109,27 @@ async def test_a_sequence_through_a_and_a_click_through_b_share_one_lock(pair: P
     names = agent.driver.call_names()
     assert names.index("type") < names.index("click")
     assert agent.driver.typed == ["seq"]
+
+
+async def test_b_authorises_a_device_on_a_from_what_a_announced_kept_current(pair: Pair) -> None:
+    agent = await pair.agent(pair.a, "tagged")
+    base = f"/v1/devices/{agent.device_id}"
+    created = await pair.a.http.post("/v1/tokens", json={"name": "lab only", "tags": ["lab"]})
+    assert created.status_code == 201, created.text
+    lab = {"Authorization": f"Bearer {created.json()['token']}"}
+    router = cluster_router(pair.b)
+    known = router.known(agent.device_id)
+    assert known is not None and known.name == "tagged" and known.tags == []
+    refused = await pair.b.http.post(base + "/mouse/move", headers=lab, json={"x": 1, "y": 1})
+    assert refused.status_code == 404, refused.text
+    # tags changed through A reach B's knowledge of the device: B lets the token in...
+    assert (await pair.a.http.patch(base, json={"tags": ["lab"]})).status_code == 200
+    await until(lambda: (router.known(agent.device_id) or known).tags == ["lab"])
+    allowed = await pair.b.http.post(base + "/mouse/move", headers=lab, json={"x": 2, "y": 2})
+    assert allowed.status_code == 200, allowed.text
+    # ...and out again
+    assert (await pair.a.http.patch(base, json={"tags": ["other"]})).status_code == 200
+    await until(lambda: (router.known(agent.device_id) or known).tags == ["other"])
+    again = await pair.b.http.post(base + "/mouse/move", headers=lab, json={"x": 3, "y": 3})
+    assert again.status_code == 404, again.text
+    assert agent.driver.pointer == (2, 2)

@@ -73,6 +73,7 @@ __all__ = [
     "PRESENCE",
     "SYNC",
     "NatsRouter",
+    "RemoteDevice",
 ]
 
 logger = logging.getLogger(__name__)
@@ -119,6 +120,15 @@ def frame_of(message: dict[str, Any]) -> Frame:
 
 
 @dataclass
+class RemoteDevice:
+    """What an action needs to know of a device linked to another replica."""
+
+    name: str
+    tags: list[str]
+    capabilities: list[str]
+
+
+@dataclass
 class _Replica:
     last_seen: float
     devices: set[str] = field(default_factory=set)
@@ -152,6 +162,8 @@ class NatsRouter:
         self.offline_after_s = offline_after_s
         self._clock = clock
         self._owners: dict[str, str] = {}
+        self._known: dict[str, RemoteDevice] = {}
+        """What the holders of remote devices said about them (kept current by events)."""
         self._replicas: dict[str, _Replica] = {}
         self._device_subs: dict[str, tuple[AgentLink, Subscription]] = {}
         self._subs: list[Subscription] = []
@@ -219,6 +231,28 @@ class NatsRouter:
             return self.replica_id
         return self._owners.get(device_id)
 
+    def known(self, device_id: str) -> RemoteDevice | None:
+        """The name, tags and capabilities of a device linked to another replica, as its
+        holder announced them (tags and name kept current by ``device.updated`` events), so
+        that an action through this replica is authorised without a database read; None when
+        not known (ask the database)."""
+        if device_id not in self._owners:
+            return None
+        return self._known.get(device_id)
+
+    def _remember(self, device_id: str, message: dict[str, Any]) -> None:
+        name, tags, capabilities = (
+            message.get("name"),
+            message.get("tags"),
+            message.get("capabilities"),
+        )
+        if isinstance(name, str) and isinstance(tags, list) and isinstance(capabilities, list):
+            self._known[device_id] = RemoteDevice(
+                name, [str(t) for t in tags], [str(c) for c in capabilities]
+            )
+        else:
+            self._known.pop(device_id, None)
+
     def _resync(self) -> None:
         self._announce()
         self._outbox.send(SYNC, {"replica": self.replica_id})
@@ -235,13 +269,30 @@ class NatsRouter:
     async def _cut_deleted(self, events: EventBus) -> None:
         """A device deleted through another replica loses its link here too (its credential
         no longer works: it cannot come back)."""
-        with events.subscribe(types=("device.deleted",)) as deleted:
-            async for event in deleted:
+        with events.subscribe(types=("device.deleted", "device.updated")) as changes:
+            async for event in changes:
                 device_id = str(event.get("device_id"))
+                if event.get("type") == "device.updated":
+                    self._follow_update(device_id, event)
+                    continue
+                self._known.pop(device_id, None)
                 if self._hub.get(device_id) is not None:
                     await self._hub.disconnect(
                         device_id, CLOSE_CREDENTIAL_REFUSED, "device deleted"
                     )
+
+    def _follow_update(self, device_id: str, event: dict[str, Any]) -> None:
+        known = self._known.get(device_id)
+        if known is None:
+            return
+        tags, device = event.get("tags"), event.get("device")
+        if not isinstance(tags, list):
+            # no tags: what it may be seen by is not known any more; ask the database
+            del self._known[device_id]
+            return
+        known.tags = [str(t) for t in tags]
+        if isinstance(device, dict) and isinstance(device.get("name"), str):
+            known.name = device["name"]
 
     def expire(self) -> list[str]:
         """Forget the replicas silent for the offline bound, with their devices; returns them."""
@@ -296,6 +347,7 @@ class NatsRouter:
         if message.get("op") == "online":
             replica.devices.add(device_id)
             self._owners[device_id] = name
+            self._remember(device_id, message)
             link = self._hub.get(device_id)
             since = message.get("since")
             if (
@@ -342,7 +394,8 @@ class NatsRouter:
         self._outbox.send(
             PRESENCE,
             {"op": "online", "device": device_id, "replica": self.replica_id,
-             "since": link.connected_at.timestamp()},
+             "since": link.connected_at.timestamp(), "name": link.name, "tags": list(link.tags),
+             "capabilities": [str(c) for c in link.hello.capabilities]},
         )  # fmt: skip
 
     async def link_detached(self, link: AgentLink, marked_offline: bool) -> None:
