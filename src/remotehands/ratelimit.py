@@ -1,8 +1,9 @@
 """Limits on failed attempts (logins, agent registrations), per key, in a sliding window.
 
-Counts live in this process: with several replicas each one limits on its own, which still
-bounds guessing to ``limit * replicas`` per window. The fleet server and the agent's faces both
-limit with it; its tables are capped, so a flood of distinct keys costs bounded memory.
+Counts live in this process. Server replicas sharing NATS count every replica's failures
+(:mod:`remotehands.server.cluster.shared`); without it each process limits on its own. The
+fleet server and the agent's faces both limit with it; its tables are capped, so a flood of
+distinct keys costs bounded memory.
 """
 
 from __future__ import annotations

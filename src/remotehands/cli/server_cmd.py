@@ -86,6 +86,17 @@ def _load_settings(ctx: click.Context, **overrides: Any) -> Any:
     help="postgresql://user:password@host/db, or sqlite:///path [default: SQLite in --data].",
 )
 @click.option(
+    "--nats-url",
+    metavar="URL",
+    help="nats://host:4222: run as one replica of a fleet sharing a PostgreSQL database "
+    "[default: alone, no NATS].",
+)
+@click.option(
+    "--replica-id",
+    metavar="NAME",
+    help="This replica's name in NATS subjects and metrics [default: HOST-PID].",
+)
+@click.option(
     "--config",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     envvar="REMOTEHANDS_CONFIG",
@@ -138,6 +149,8 @@ def server(
     listen: str | None,
     public_url: str | None,
     database_url: str | None,
+    nats_url: str | None,
+    replica_id: str | None,
     config: Path | None,
     tls: bool | None,
     tls_cert: Path | None,
@@ -156,6 +169,8 @@ def server(
         "listen": listen,
         "public_url": public_url,
         "database_url": database_url,
+        "nats_url": nats_url,
+        "replica_id": replica_id,
         "config": config,
         "trusted_proxies": list(trusted_proxies) or None,
         "tls": tls,
@@ -205,8 +220,22 @@ async def _prepare(settings: Any) -> bool:
             f"cannot create the data directory {settings.data_dir}: {err.strerror}; choose "
             "another --data, or let the user running the server write there"
         ) from err
-    async with await Database.open(settings.db_url) as db, db.session() as session:
-        owner = await session.scalar(select(User.id).where(User.role == "owner").limit(1))
+    try:
+        async with await Database.open(settings.db_url) as db, db.session() as session:
+            owner = await session.scalar(select(User.id).where(User.role == "owner").limit(1))
+    except ConfigError as err:
+        if not settings.db_url.startswith("postgresql"):
+            raise
+        raise ConfigError(
+            f"{err.details}; start PostgreSQL there (or check its address, user and password), "
+            "or correct --database-url / REMOTEHANDS_DATABASE_URL"
+        ) from err
+    if settings.nats_url is not None:
+        from remotehands.server.cluster.connection import NatsConnection
+
+        # the same check the server makes at start, before the URL is announced
+        async with NatsConnection(settings.nats_url, "preflight"):
+            pass
     return owner is not None
 
 

@@ -16,6 +16,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -25,8 +26,18 @@ from remotehands.private import private_dir, read_or_create_secret
 from remotehands.server.audit import AuditLog
 from remotehands.server.auth import Authenticator, Passwords, PrincipalCache
 from remotehands.server.clock import Clock, utc_now
+from remotehands.server.cluster.bus import Outbox
+from remotehands.server.cluster.connection import NatsConnection, default_replica_id
+from remotehands.server.cluster.events import NatsEventBus
+from remotehands.server.cluster.router import NatsRouter
+from remotehands.server.cluster.shared import (
+    SharedLoginLimiter,
+    SharedPrincipalCache,
+    SharedRateLimiter,
+    SharedState,
+)
 from remotehands.server.db.engine import Database
-from remotehands.server.events import InProcessEventBus
+from remotehands.server.events import EventBus, InProcessEventBus
 from remotehands.server.http import (
     audit_routes,
     auth_routes,
@@ -53,7 +64,7 @@ from remotehands.server.link import ws as link_ws
 from remotehands.server.link.hub import LinkHub
 from remotehands.server.logredact import install_log_redaction
 from remotehands.server.ratelimit import LoginLimiter, RateLimiter
-from remotehands.server.router import InProcessRouter
+from remotehands.server.router import DeviceRouter, InProcessRouter
 from remotehands.server.services import Services
 from remotehands.server.settings import ServerSettings
 
@@ -97,7 +108,14 @@ def create_app(
             audit = await stack.enter_async_context(
                 AuditLog(db, now, key=key, spool=settings.data_dir / AUDIT_SPOOL)
             )
-            events = await stack.enter_async_context(InProcessEventBus())
+            cluster: _Cluster | None = None
+            events: EventBus
+            if settings.nats_url is not None:
+                cluster = await _Cluster.open(stack, settings.nats_url, settings.replica_id)
+                events = cluster.events
+                app.state.replica_id = cluster.nats.replica_id
+            else:
+                events = await stack.enter_async_context(InProcessEventBus())
             # Entered last, so left first: it marks its devices offline while the database and
             # the event bus are still open.
             hub = await stack.enter_async_context(
@@ -110,7 +128,24 @@ def create_app(
                     now=now,
                 )
             )
-            principals = PrincipalCache(clock=monotonic or time.monotonic)
+            login_limits: dict[str, Any] = {
+                "per_pair": settings.login_rate_limit,
+                "per_address": settings.login_address_rate_limit,
+                "per_username": settings.login_username_rate_limit,
+                "clock": limiter_clock,
+            }
+            router: DeviceRouter
+            if cluster is None:
+                router = InProcessRouter(hub)
+                principals = PrincipalCache(clock=monotonic or time.monotonic)
+                login_limiter = LoginLimiter(**login_limits)
+                register_limiter = RateLimiter(settings.register_rate_limit, clock=limiter_clock)
+            else:
+                router = await cluster.router(stack, hub, settings, monotonic or time.monotonic)
+                principals, login_limiter, register_limiter = await cluster.shared(
+                    stack, login_limits, settings.register_rate_limit, limiter_clock,
+                    monotonic or time.monotonic,
+                )  # fmt: skip
             authenticator = Authenticator(
                 db, principals, clock=now, session_ttl_s=settings.session_ttl_s,
                 totp_roles=frozenset(settings.totp_required_roles),
@@ -121,19 +156,15 @@ def create_app(
                 audit=audit,
                 events=events,
                 hub=hub,
-                router=InProcessRouter(hub),
+                router=router,
                 clock=now,
                 passwords=passwords or Passwords(),
-                login_limiter=LoginLimiter(
-                    per_pair=settings.login_rate_limit,
-                    per_address=settings.login_address_rate_limit,
-                    per_username=settings.login_username_rate_limit,
-                    clock=limiter_clock,
-                ),
-                register_limiter=RateLimiter(settings.register_rate_limit, clock=limiter_clock),
+                login_limiter=login_limiter,
+                register_limiter=register_limiter,
                 principals=principals,
                 authenticator=authenticator,
                 tls=tls,
+                replica_id=cluster.nats.replica_id if cluster is not None else None,
             )
             yield
 
@@ -179,6 +210,59 @@ def create_app(
         app.include_router(module.router)
     app.mount(web_routes.STATIC_URL, web_routes.static_files(), name="static")
     return app
+
+
+class _Cluster:
+    """What a replica opens when NATS is configured, entered on the lifespan's exit stack in
+    the order their ends must run (the router and shared state before the hub's end, the
+    outbox and the connection after it, so that the devices going offline are still said)."""
+
+    def __init__(self, nats: NatsConnection, outbox: Outbox, events: NatsEventBus) -> None:
+        self.nats = nats
+        self.outbox = outbox
+        self.events = events
+
+    @classmethod
+    async def open(cls, stack: AsyncExitStack, url: str, replica_id: str | None) -> _Cluster:
+        nats = await stack.enter_async_context(
+            NatsConnection(url, replica_id or default_replica_id())
+        )
+        outbox = await stack.enter_async_context(Outbox(nats))
+        events = await stack.enter_async_context(NatsEventBus(nats, outbox))
+        return cls(nats, outbox, events)
+
+    async def router(
+        self,
+        stack: AsyncExitStack,
+        hub: LinkHub,
+        settings: ServerSettings,
+        monotonic: Callable[[], float],
+    ) -> NatsRouter:
+        router = await stack.enter_async_context(
+            NatsRouter(
+                self.nats, hub, self.outbox, events=self.events,
+                heartbeat_interval_s=settings.heartbeat_interval_s,
+                offline_after_s=settings.offline_after_s,
+                clock=monotonic,
+            )
+        )  # fmt: skip
+        hub.presence = router
+        return router
+
+    async def shared(
+        self,
+        stack: AsyncExitStack,
+        login_limits: dict[str, Any],
+        register_limit: int,
+        limiter_clock: Callable[[], float],
+        monotonic: Callable[[], float],
+    ) -> tuple[SharedPrincipalCache, SharedLoginLimiter, SharedRateLimiter]:
+        rid = self.nats.replica_id
+        principals = SharedPrincipalCache(self.outbox, rid, clock=monotonic)
+        login = SharedLoginLimiter(self.outbox, rid, **login_limits)
+        register = SharedRateLimiter(self.outbox, rid, "register", register_limit, limiter_clock)
+        await stack.enter_async_context(SharedState(self.nats, principals, login, [register]))
+        return principals, login, register
 
 
 async def announce_shutdown(app: FastAPI) -> None:

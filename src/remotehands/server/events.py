@@ -13,8 +13,8 @@ served without a database lookup per event. The shape of each type is a model of
 :mod:`remotehands.protocol.events`.
 
 :class:`EventBus` is the interface publishers and subscribers use; :class:`InProcessEventBus`
-serves the subscribers of this process (the default, one replica). A bus spanning several
-replicas (NATS subjects) implements the same Protocol.
+serves the subscribers of this process (the default, one replica);
+:class:`~remotehands.server.cluster.events.NatsEventBus` spans several replicas.
 """
 
 from __future__ import annotations

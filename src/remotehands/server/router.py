@@ -2,9 +2,10 @@
 
 HTTP routes, bulk actions and anything else that needs a device call a :class:`DeviceRouter`;
 they never reach for an agent link themselves. :class:`InProcessRouter` serves the links this
-process holds (the default, one replica). A router for several replicas (NATS request/reply to
+process holds (the default, one replica).
+:class:`~remotehands.server.cluster.router.NatsRouter` (several replicas: NATS request/reply to
 the replica that holds the link, NATS subjects for the frames and chunks of streams) implements
-the same Protocol and runs the same tests.
+the same Protocol.
 
 Three operations, as the link has them: :meth:`~DeviceRouter.request` (one action, one
 answer), :meth:`~DeviceRouter.watch` (the frames of a screen while it changes) and the chunked

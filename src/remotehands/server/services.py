@@ -51,6 +51,8 @@ class Services:
     """Recent authentications; cleared by every change to users, sessions and tokens."""
     authenticator: Authenticator
     """Credentials to principals and devices, through :attr:`principals`."""
+    replica_id: str | None = None
+    """This replica's id when it runs as one of several (NATS configured), else None."""
     tls: TlsFiles | None = None
     """The certificate the server serves HTTPS with (its fingerprint goes into install
     commands, for agents to pin), or None without TLS."""

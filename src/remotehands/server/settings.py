@@ -14,6 +14,7 @@ Nothing here runs at import time: settings are read when :meth:`ServerSettings.l
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Self
@@ -30,6 +31,8 @@ from remotehands.serving import (  # parse_listen: the one parser; re-exported f
 from remotehands.tls import TlsFiles, load, self_signed
 
 __all__ = ["ServerSettings", "normalise_database_url", "parse_listen"]
+
+_REPLICA_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def normalise_database_url(url: str) -> str:
@@ -112,6 +115,13 @@ class ServerSettings(BaseSettings):
     ``X-Forwarded-Proto`` are believed; empty: those headers are ignored."""
     register_rate_limit: int = Field(10, ge=1)
     """Failed agent registrations allowed per minute for one client address."""
+    nats_url: str | None = None
+    """``nats://host:4222`` (comma-separated for a NATS cluster): run as one replica of a fleet
+    that shares a PostgreSQL database; device requests, events, revocations and rate limits
+    cross replicas through NATS. None: one server alone (in-process routing)."""
+    replica_id: str | None = None
+    """This replica's name in NATS subjects and as the ``replica`` label of metrics (letters,
+    digits, ``-`` and ``_``); None: ``HOST-PID`` made at start."""
 
     @field_validator("listen")
     @classmethod
@@ -148,6 +158,27 @@ class ServerSettings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"public_url {value!r} must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("nats_url")
+    @classmethod
+    def _check_nats_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        for server in value.split(","):
+            if not server.strip().startswith(("nats://", "tls://", "ws://", "wss://")):
+                raise ValueError(f"NATS URL {server.strip()!r} must start with nats:// or tls://")
+        return value.strip()
+
+    @field_validator("replica_id")
+    @classmethod
+    def _check_replica_id(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not _REPLICA_ID.match(value):
+            raise ValueError(
+                f"replica id {value!r}: 1-64 letters, digits, - and _ (it is part of NATS subjects)"
+            )
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -41,9 +41,10 @@ class PrincipalCache:
     (an AI agent's screenshot-click loop) does not read the database for each one.
 
     Any change to users, sessions or API tokens made by this process clears it, so a logout,
-    a revocation or a disabled user takes effect here at once; another server replica sharing
-    the database sees such a change within ``ttl_s``. An entry never outlives the session or
-    token it stands for.
+    a revocation or a disabled user takes effect here at once; replicas sharing NATS clear
+    each other's (:class:`~remotehands.server.cluster.shared.SharedPrincipalCache`), and any
+    other process sharing the database sees such a change within ``ttl_s``. An entry never
+    outlives the session or token it stands for.
     """
 
     def __init__(

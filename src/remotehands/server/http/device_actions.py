@@ -56,6 +56,7 @@ from remotehands.protocol.results import failed_step
 from remotehands.protocol.streams import DEFAULT_CHUNK
 from remotehands.protocol.validation import check_int_range, describe_validation
 from remotehands.server.auth import Principal, can_act, can_see_device, require_role
+from remotehands.server.cluster.router import NatsRouter
 from remotehands.server.db.models import Device
 from remotehands.server.http.metrics import ServerMetrics, metrics_for
 from remotehands.server.services import Services, get_services
@@ -211,7 +212,9 @@ async def load_device(services: Services, principal: Principal, device_id: str) 
     (a device outside a token's tags is not revealed).
 
     A device whose link this process holds is known from the link (its hello and the tag
-    changes the hub follows), which spares a database read on the hot path.
+    changes the hub follows), which spares a database read on the hot path; so is one linked to
+    another replica, from what that replica announced
+    (:meth:`~remotehands.server.cluster.router.NatsRouter.known`).
     """
     link = services.hub.get(device_id)
     if link is not None:
@@ -219,6 +222,12 @@ async def load_device(services: Services, principal: Principal, device_id: str) 
             raise NotFoundError(f"no device {device_id}")
         return DeviceTarget(link.device_id, link.name, list(link.tags),
                             [str(c) for c in link.hello.capabilities])  # fmt: skip
+    # linked to another replica: what its holder announced, as current as the events
+    known = services.router.known(device_id) if isinstance(services.router, NatsRouter) else None
+    if known is not None:
+        if not can_see_device(principal, known.tags):
+            raise NotFoundError(f"no device {device_id}")
+        return DeviceTarget(device_id, known.name, list(known.tags), list(known.capabilities))
     async with asyncio.timeout(_DB_TIMEOUT_S), services.db.session() as session:
         row = (
             await session.execute(

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from remotehands.server.cluster.router import NatsRouter
 from remotehands.server.db.storage import storage_problem
 from remotehands.server.services import get_services
 
@@ -57,7 +58,8 @@ async def health(request: Request) -> JSONResponse:
     """``{"status": "ok", "db": "ok", "links": N}`` when the database answers and takes
     writes; 503 with ``"db": "error"`` when it does not answer, ``"db": "not_writable"`` when
     it answers but takes no writes, both with ``"problem"`` (what is wrong, what to do).
-    ``"audit_spooled": N`` counts audit entries waiting for the database, when there are."""
+    ``"audit_spooled": N`` counts audit entries waiting for the database, when there are.
+    A replica of several adds ``"replica"`` (its id) and ``"nats"`` (``ok`` or ``down``)."""
     services = get_services(request)
     db = "ok"
     problem: str | None = None
@@ -76,6 +78,12 @@ async def health(request: Request) -> JSONResponse:
         "db": db,
         "links": services.hub.links,
     }
+    if services.replica_id is not None:
+        # one of several replicas: which one, and whether it reaches the others (without NATS
+        # it still serves its own devices, so the status stays "ok")
+        body["replica"] = services.replica_id
+        router = services.router
+        body["nats"] = "ok" if isinstance(router, NatsRouter) and router.connected else "down"
     if problem is not None:
         body["problem"] = problem
     if services.audit.spooled:

@@ -8,6 +8,8 @@ process-wide one), so several apps in one process, as in tests, count separately
 - ``remotehands_actions_total{action,result}``: device actions by name and result code
   (``ok`` or an error code such as ``device_offline``);
 - ``remotehands_action_seconds{action}``: how long device actions took, as a histogram.
+
+A replica of several (NATS configured) adds a ``replica`` label with its id to every metric.
 """
 
 from __future__ import annotations
@@ -43,43 +45,49 @@ router = APIRouter()
 class ServerMetrics:
     """The metrics of one app, in a registry of its own."""
 
-    def __init__(self) -> None:
+    def __init__(self, replica: str | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.devices_online = Gauge(
+        self._replica: tuple[str, ...] = (replica,) if replica else ()
+        extra: tuple[str, ...] = ("replica",) if replica else ()
+        devices_online = Gauge(
             "remotehands_devices_online",
             "Devices marked online in the database.",
+            extra,
             registry=self.registry,
         )
-        self.agent_links = Gauge(
+        agent_links = Gauge(
             "remotehands_agent_links",
             "Agent links held by this server process.",
+            extra,
             registry=self.registry,
         )
+        self.devices_online = devices_online.labels(*self._replica) if replica else devices_online
+        self.agent_links = agent_links.labels(*self._replica) if replica else agent_links
         self.actions = Counter(
             "remotehands_actions",
             "Device actions by name and result code.",
-            ("action", "result"),
+            (*extra, "action", "result"),
             registry=self.registry,
         )
         self.action_seconds = Histogram(
             "remotehands_action_seconds",
             "Time a device action took, from the request to its result.",
-            ("action",),
+            (*extra, "action"),
             buckets=_BUCKETS,
             registry=self.registry,
         )
 
     def observe(self, action: str, result: str, seconds: float) -> None:
         """Count one device action and its duration."""
-        self.actions.labels(action, result).inc()
-        self.action_seconds.labels(action).observe(seconds)
+        self.actions.labels(*self._replica, action, result).inc()
+        self.action_seconds.labels(*self._replica, action).observe(seconds)
 
 
 def metrics_for(app: Starlette) -> ServerMetrics:
     """The :class:`ServerMetrics` of ``app``, made on first use."""
     metrics: ServerMetrics | None = getattr(app.state, "metrics", None)
     if metrics is None:
-        metrics = app.state.metrics = ServerMetrics()
+        metrics = app.state.metrics = ServerMetrics(getattr(app.state, "replica_id", None))
     return metrics
 
 

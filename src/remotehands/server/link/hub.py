@@ -86,6 +86,7 @@ __all__ = [
     "AgentLink",
     "LinkHub",
     "LinkIdentity",
+    "LinkPresence",
     "LinkTransport",
     "restart_delay",
     "restart_spread",
@@ -149,6 +150,20 @@ def restart_delay(spread: float) -> float:
     """One agent's delay before coming back: :data:`RESTART_DELAY_S` plus its share of
     ``spread`` (uniform: the agents arrive at an even rate)."""
     return RESTART_DELAY_S + random.uniform(0, spread)
+
+
+class LinkPresence(Protocol):
+    """Told when a link starts and stops being held here: how replicas know which one holds a
+    device (:class:`~remotehands.server.cluster.router.NatsRouter`)."""
+
+    async def link_attached(self, link: AgentLink) -> None:
+        """``link`` is held here now (its device written online); never raises."""
+        ...
+
+    async def link_detached(self, link: AgentLink, marked_offline: bool) -> None:
+        """``link`` ended (another may hold its device already), and whether its end wrote the
+        device offline; never raises."""
+        ...
 
 
 class LinkTransport(Protocol):
@@ -403,6 +418,8 @@ class LinkHub:
         self._tasks: asyncio.TaskGroup | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._closing = False
+        self.presence: LinkPresence | None = None
+        """Told when links start and stop being held here (replicas); None: one server."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -516,6 +533,7 @@ class LinkHub:
                 await self._attach_locked(link)
             finally:
                 self._attaching.discard(device_id)
+        await self._presence_attached(link)
         self._publish(
             link,
             "device.online",
@@ -551,9 +569,37 @@ class LinkHub:
             if self._links.get(link.device_id) is link:
                 del self._links[link.device_id]
             self._dirty.pop(link.device_id, None)
-            if link.online_written and not link.superseded:
+            marked = link.online_written and not link.superseded
+            if marked:
                 link.superseded = True
                 await self._mark_offline([link], "link closed")
+        await self._presence_detached(link, marked)
+
+    # -- presence hooks (replicas) -----------------------------------------------------------
+
+    async def _presence_attached(self, link: AgentLink) -> None:
+        if self.presence is not None:
+            await self.presence.link_attached(link)
+
+    async def _presence_detached(self, link: AgentLink, marked_offline: bool) -> None:
+        if self.presence is not None and link.online_written:
+            await self.presence.link_detached(link, marked_offline)
+
+    async def reassert_online(self, device_id: str) -> bool:
+        """Write the device online again if this process holds its link: another replica whose
+        older link of it ended marked it offline after this one marked it online. Returns
+        whether it wrote."""
+        async with self._status_lock(device_id):
+            link = self.get(device_id)
+            if link is None or not link.online_written:
+                return False
+            if not await self._mark_online(link):
+                return False
+        self._publish(link, "device.online", name=link.name,
+                      agent_version=link.hello.agent_version, driver=link.hello.driver,
+                      device_type=link.hello.device_type,
+                      capabilities=link.hello.capabilities)  # fmt: skip
+        return True
 
     async def disconnect(
         self, device_id: str, code: int = CLOSE_GOING_AWAY, reason: str = "disconnected"

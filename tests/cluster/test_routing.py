@@ -1,0 +1,95 @@
+"""Two replicas, one fleet: a device linked to one replica is driven through the other."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from remotehands.agent.desktop import VirtualDesktop
+from remotehands.drivers.fake import FakeDriver
+from remotehands.drivers.x11 import X11Driver
+from remotehands.errors import AuthError
+from tests.cluster.conftest import Pair, cluster_router, until
+
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
+
+
+async def test_an_action_through_b_reaches_the_agent_linked_to_a(pair: Pair) -> None:
+    driver = FakeDriver(320, 200)
+    agent = await pair.agent(pair.a, "desk-a", driver)
+    base = f"/v1/devices/{agent.device_id}"
+    assert cluster_router(pair.b).owner(agent.device_id) == "a"
+    typed = await pair.b.http.post(base + "/keyboard/type", json={"text": "through b"})
+    assert typed.status_code == 200, typed.text
+    assert driver.typed == ["through b"]
+    via_a = (await pair.a.http.get(base + "/screenshot", params={"format": "png"})).json()
+    via_b = (await pair.b.http.get(base + "/screenshot", params={"format": "png"})).json()
+    assert base64.b64decode(via_b["image"]) == base64.b64decode(via_a["image"])
+    missing = await pair.b.http.post(base + "/windows/99/focus")
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+
+
+@pytest.mark.x11
+async def test_a_real_x11_agent_on_a_typed_and_seen_through_b(
+    pair: Pair, desktop: VirtualDesktop
+) -> None:
+    app = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("entryapp.py"))],
+        stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    driver = X11Driver()
+    await driver.start()
+    try:
+        out = app.stdout
+        assert out is not None
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(iter(out.readline, "")),
+                                  daemon=True)  # fmt: skip
+        reader.start()
+        await until(lambda: any('"text": ""' in line for line in lines), 15)
+        agent = await pair.agent(pair.a, "x11-desk", driver, driver_name="x11")
+        base = f"/v1/devices/{agent.device_id}"
+        typed = await pair.b.http.post(base + "/keyboard/type", json={"text": "via b"})
+        assert typed.status_code == 200, typed.text
+        await until(lambda: any('"text": "via b"' in line for line in lines), 10)
+        via_a = (await pair.a.http.get(base + "/screenshot", params={"format": "png"})).json()
+        via_b = (await pair.b.http.get(base + "/screenshot", params={"format": "png"})).json()
+        assert (via_b["width"], via_b["height"]) == (1280, 800)
+        assert base64.b64decode(via_b["image"]) == base64.b64decode(via_a["image"])
+    finally:
+        app.terminate()
+        app.wait(timeout=10)
+        await driver.close()
+
+
+async def test_a_bulk_action_through_a_over_devices_on_both_replicas(pair: Pair) -> None:
+    here = await pair.agent(pair.a, "bulk-a")
+    there = await pair.agent(pair.b, "bulk-b")
+    answer = await pair.a.http.post("/v1/bulk", json={
+        "action": "mouse.move", "params": {"x": 9, "y": 9},
+        "selector": {"ids": [here.device_id, there.device_id]},
+    })  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [r["ok"] for r in results] == [True, True], results
+    assert here.driver.pointer == there.driver.pointer == (9, 9)
+    metrics = await pair.a.http.get("/metrics")
+    assert 'remotehands_agent_links{replica="a"} 1.0' in metrics.text
+    assert 'action="mouse.move",replica="a",result="ok"' in metrics.text
+    health = (await pair.b.http.get("/health")).json()
+    assert health["replica"] == "b" and health["nats"] == "ok"
+
+
+async def test_a_device_deleted_through_a_loses_its_link_on_b(pair: Pair) -> None:
+    agent = await pair.agent(pair.b, "doomed")
+    deleted = await pair.a.http.delete(f"/v1/devices/{agent.device_id}")
+    assert deleted.status_code == 204
+    await until(lambda: pair.b.services.hub.get(agent.device_id) is None)
+    with pytest.raises(AuthError):
+        await asyncio.wait_for(agent.task, 15)
