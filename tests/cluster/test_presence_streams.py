@@ -14,6 +14,8 @@ from remotehands.agent.transfers import PROBE, probe_pattern
 from remotehands.drivers.fake import FakeDriver
 from remotehands.errors import DeviceOfflineError, ValidationError
 from remotehands.protocol.link import CLOSE_FENCED
+from remotehands.protocol.models import Bounds
+from remotehands.protocol.streams import KeyframeRequests
 from remotehands.server.cluster.router import PRESENCE
 from remotehands.server.cluster.wire import pack
 from remotehands.server.db.models import Device
@@ -68,6 +70,23 @@ async def test_a_watch_through_b_of_a_device_on_a(pair: Pair) -> None:
                 async for _ in frames:
                     pass
 
+
+
+async def test_a_delta_watch_through_b_starts_and_restarts_on_key_frames(pair: Pair) -> None:
+    driver = FakeDriver(320, 200)
+    agent = await pair.agent(pair.a, "desk-rect", driver)
+    router = pair.b.services.router
+    async with router.watch(agent.device_id, 0, rate=20, quality=60, codec="jpeg-rect") as frames:
+        first = await asyncio.wait_for(anext(frames), 10)
+        assert first.format == "jpeg-rect" and first.key
+        driver.fill((0, 0, 255), Bounds(x=40, y=30, width=20, height=10))
+        delta = await asyncio.wait_for(anext(frames), 10)
+        assert not delta.key and delta.x <= 40 and delta.y <= 30  # the changed rectangle's corner
+        assert isinstance(frames, KeyframeRequests)
+        await frames.request_key()  # a viewer whose decoder failed, on the other replica
+        again = await asyncio.wait_for(anext(frames), 10)
+    assert again.key and (again.width, again.height) == (320, 200)
+    assert again.seq > delta.seq
 
 async def _chunks(total: int, piece: int = 300_000) -> AsyncIterator[bytes]:
     block = bytes(range(256)) * (piece // 256 + 1)

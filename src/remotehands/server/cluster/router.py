@@ -50,7 +50,7 @@ from remotehands.errors import (
     ValidationError,
 )
 from remotehands.protocol.link import CLOSE_CREDENTIAL_REFUSED, CLOSE_FENCED
-from remotehands.protocol.streams import DropOldest, Frame
+from remotehands.protocol.streams import DropOldest, Frame, KeyframeRequests, KeyGate
 from remotehands.server.cluster.bus import Outbox, guarded
 from remotehands.server.cluster.connection import NatsConnection
 from remotehands.server.cluster.wire import (
@@ -96,6 +96,8 @@ WINDOW_CHUNKS = 8
 """Chunks of a transfer in flight between replicas."""
 CHUNK_BYTES = 512 * 1024
 """The size of a transfer chunk between replicas (under NATS's default 1 MiB payload)."""
+KEYFRAME_ASK_TIMEOUT_S = 2.0
+"""How long a consumer's request for a key frame may take to leave for the holder."""
 
 
 def frame_message(frame: Frame) -> dict[str, Any]:
@@ -132,6 +134,41 @@ class RemoteDevice:
 class _Replica:
     last_seen: float
     devices: set[str] = field(default_factory=set)
+
+
+class _RemoteFeed:
+    """The frames of a watch held by another replica, as a consumer reads them: like the
+    holder's own feed, a consumer that missed a frame of a delta stream (a gap in ``seq``)
+    skips to the next key frame and asks the holder for one over the watch's control subject;
+    a viewer whose decoder failed asks with :meth:`request_key`."""
+
+    def __init__(self, queue: DropOldest[Frame], ask: Callable[[], Awaitable[None]]) -> None:
+        self.queue = queue
+        self._ask_holder = ask
+        self.gate = KeyGate()
+
+    def __aiter__(self) -> _RemoteFeed:
+        return self
+
+    async def __anext__(self) -> Frame:
+        while True:
+            frame = await self.queue.get()
+            admit, ask = self.gate.admit(frame, time.monotonic())
+            if ask:
+                await self._ask()
+            if admit:
+                return frame
+
+    async def request_key(self) -> None:
+        """Skip to the next key frame, and ask the holder for one now."""
+        self.gate.reset()
+        await self._ask()
+
+    async def _ask(self) -> None:
+        # A lost request is asked again by the gate; it must not end the consumer's stream.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(KEYFRAME_ASK_TIMEOUT_S):
+                await self._ask_holder()
 
 
 class NatsRouter:
@@ -486,16 +523,22 @@ class NatsRouter:
         heard = [self._clock()]
         stop = asyncio.Event()
 
+        feed: list[object] = []
+
         async def on_control(control: dict[str, Any], _: Msg) -> None:
             heard[0] = self._clock()
-            if control.get("op") == "stop":
+            op = control.get("op")
+            if op == "stop":
                 stop.set()
+            elif op == "key" and feed and isinstance(feed[0], KeyframeRequests):
+                await feed[0].request_key()
 
         control = client.new_inbox()
         sub = await client.subscribe(control, cb=guarded("watch control", on_control))
         answered = False
         try:
             async with self._local.watch(device_id, **options) as frames:
+                feed.append(frames)
                 await self._respond(msg, pack({"control": control}))
                 answered = True
 
@@ -792,7 +835,7 @@ class NatsRouter:
 
             keeping = asyncio.ensure_future(keepalive())
             try:
-                yield queue
+                yield _RemoteFeed(queue, lambda: client.publish(control, pack({"op": "key"})))
             finally:
                 keeping.cancel()
                 await asyncio.gather(keeping, return_exceptions=True)
