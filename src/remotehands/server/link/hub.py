@@ -7,7 +7,9 @@ the links by device id and keeps the database and the event bus in step with the
 - a device whose agent said hello is marked ``online`` (with what the hello says) before the
   agent is welcomed, and ``device.online`` is published;
 - heartbeats update ``health`` and ``last_seen``; they are written in batches (one transaction
-  for every heartbeat that arrived since the last write), and ``device.health`` is published;
+  for every heartbeat that arrived since the last write); ``device.health`` is published only
+  when the health changed meaningfully (:func:`health_changed`), not on every heartbeat: at ten
+  thousand links an event per heartbeat is a thousand events a second that say nothing new;
 - a link that carried no frame for ``offline_after_s`` (by the hub's monotonic clock, checked by
   a watchdog several times per heartbeat interval) is closed and its device marked ``offline``
   (``device.offline``); a sweeper does the same for devices left ``online`` in the database that
@@ -21,7 +23,9 @@ the links by device id and keeps the database and the event bus in step with the
   sockets) each agent is told when to come back, each its own delay spread over a few seconds,
   and every device held here goes offline;
 - the online marks of hellos that arrive together (a restarted server's whole fleet) are
-  written in one transaction.
+  written in one transaction, and so are the offline marks of links that end together (a
+  network outage drops ten thousand at once: one session each would queue on the pool and
+  time out, leaving the devices "online" until the sweeper came).
 
 Events of a link carry its device's ``tags`` (kept current from ``device.updated``), so that the
 events stream can filter them for tag-limited tokens without a lookup.
@@ -45,13 +49,14 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Protocol, Self, cast
 
 import pydantic
 from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy.exc import DBAPIError
 
 from remotehands.errors import (
     AuthError,
@@ -87,6 +92,7 @@ __all__ = [
     "LinkHub",
     "LinkIdentity",
     "LinkTransport",
+    "health_changed",
     "restart_delay",
     "restart_spread",
 ]
@@ -138,6 +144,39 @@ _ONLINE_UPDATE = (
 )
 _ONLINE_UPDATE_HEALTH = _ONLINE_UPDATE.values(health=bindparam("b_health"))
 _IN_CHUNK = 500  # ids per ``IN (...)``: well under every database's parameter limit
+_OFFLINE_BATCH = 4 * _IN_CHUNK  # offline marks per transaction (a few statements of _IN_CHUNK)
+_HEARTBEAT_BATCH = 1000  # heartbeat rows per transaction
+
+
+HEALTH_STEP_PERCENT = 10.0
+"""How far CPU or memory use (in points of percent) must move from what was last published for
+a heartbeat to publish ``device.health``."""
+
+
+def health_changed(before: dict[str, Any] | None, after: dict[str, Any] | None) -> bool:
+    """Whether ``after`` says something ``before`` (the health last published) did not: health
+    that appears or goes, a different device condition, a restarted machine (its uptime went
+    back), CPU or memory use moved by :data:`HEALTH_STEP_PERCENT` or more, a field added or
+    dropped. The uptime going forward and small wobbles of load are not news."""
+    if before is None or after is None:
+        return before is not after
+    if before.keys() != after.keys():
+        return True
+    for key, value in after.items():
+        old = before[key]
+        if key == "uptime_seconds":
+            if _number(value) and _number(old) and value < old:
+                return True
+        elif key in ("cpu_percent", "memory_percent") and _number(value) and _number(old):
+            if abs(value - old) >= HEALTH_STEP_PERCENT:
+                return True
+        elif value != old:
+            return True
+    return False
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def restart_spread(links: int) -> float:
@@ -204,6 +243,9 @@ class AgentLink:
         self.health: dict[str, Any] | None = (
             hello.health.model_dump() if hello.health is not None else None
         )
+        self.published_health: dict[str, Any] | None = None
+        """The health last published in ``device.health``: none yet, so that the first
+        heartbeat of a link is published (``device.online`` carries no health)."""
         self.connected_at = hub.now()
         self.last_frame_at = self.connected_at
         self.last_frame_mono = hub.clock()
@@ -400,6 +442,10 @@ class LinkHub:
         self._dirty_event = asyncio.Event()
         self._online = Batcher(self._write_online, max_batch=_IN_CHUNK)
         """Online marks of the hellos that arrive together, written in one transaction."""
+        self._offline = Batcher(self._write_offline, max_batch=_OFFLINE_BATCH)
+        """Offline marks of the links that end together, written in one transaction."""
+        self.offline_batches = 0
+        """Transactions that marked devices offline since the start (a counter)."""
         self._tasks: asyncio.TaskGroup | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._closing = False
@@ -473,34 +519,61 @@ class LinkHub:
 
     # -- one link's life ---------------------------------------------------------------------
 
-    async def serve(self, identity: LinkIdentity, hello: Hello, transport: LinkTransport) -> None:
+    async def serve(
+        self,
+        identity: LinkIdentity,
+        hello: Hello,
+        transport: LinkTransport,
+        *,
+        attached: Callable[[], None] | None = None,
+    ) -> None:
         """Run the link of an authenticated agent that said hello, until it ends.
 
         Fences an older link of the same device, marks the device online, welcomes the agent,
         then reads its frames; when the link ends, the device goes offline (unless a newer link
         or a deletion took it over). A device deleted in the meantime is refused with
-        :data:`~remotehands.protocol.link.CLOSE_CREDENTIAL_REFUSED`.
+        :data:`~remotehands.protocol.link.CLOSE_CREDENTIAL_REFUSED`. ``attached`` is called
+        once the database work of the start is done (welcomed or refused): the endpoint lets
+        the next agent in then.
         """
+        try:
+            link = await self._open(identity, hello, transport)
+        finally:
+            if attached is not None:
+                attached()
+        if link is None:
+            return
+        try:
+            await link.run()
+        finally:
+            await self._detach(link)
+
+    async def _open(
+        self, identity: LinkIdentity, hello: Hello, transport: LinkTransport
+    ) -> AgentLink | None:
+        """The link of ``identity``, attached and welcomed; None when it was refused or left."""
         if self._closing:
             await transport.close(
                 CLOSE_GOING_AWAY, restart_reason(restart_delay(restart_spread(1)))
             )
-            return
+            return None
         link = AgentLink(self, identity, hello, transport)
         try:
-            try:
-                await self._attach(link)
-            except AuthError:
-                await link.close(CLOSE_CREDENTIAL_REFUSED, "device credential refused")
-                return
-            except DeviceOfflineError:  # the agent left before its welcome
-                return
-            if self._closing:  # the stop began while it was welcomed: it missed the word
-                await link.close(CLOSE_GOING_AWAY, restart_reason(restart_delay(restart_spread(1))))
-                return
-            await link.run()
-        finally:
+            await self._attach(link)
+        except AuthError:
+            await link.close(CLOSE_CREDENTIAL_REFUSED, "device credential refused")
+        except DeviceOfflineError:  # the agent left before its welcome
+            pass
+        except BaseException:
             await self._detach(link)
+            raise
+        else:
+            if not self._closing:
+                return link
+            # the stop began while it was welcomed: it missed the word
+            await link.close(CLOSE_GOING_AWAY, restart_reason(restart_delay(restart_spread(1))))
+        await self._detach(link)
+        return None
 
     def _status_lock(self, device_id: str) -> asyncio.Lock:
         lock = self._status_locks.get(device_id)
@@ -553,7 +626,7 @@ class LinkHub:
             self._dirty.pop(link.device_id, None)
             if link.online_written and not link.superseded:
                 link.superseded = True
-                await self._mark_offline([link], "link closed")
+                await self._mark_offline_batched(link, "link closed")
 
     async def disconnect(
         self, device_id: str, code: int = CLOSE_GOING_AWAY, reason: str = "disconnected"
@@ -604,16 +677,27 @@ class LinkHub:
             else:
                 without_health.append(row)
         ids = [link.device_id for link in links]
+        # every batch of the hub writes its rows in id order: see _write_offline
+        with_health.sort(key=_row_id)
+        without_health.sort(key=_row_id)
         found: set[str] = set()
-        async with asyncio.timeout(DB_TIMEOUT_S), self._db.session() as session:
-            if with_health:
-                await session.execute(_ONLINE_UPDATE_HEALTH, with_health)
-            if without_health:
-                await session.execute(_ONLINE_UPDATE, without_health)
-            # in the same transaction, after the writes: a device deleted meanwhile is gone
-            for chunk in _chunks(ids, _IN_CHUNK):
-                found.update(await session.scalars(select(Device.id).where(Device.id.in_(chunk))))
-            await session.commit()
+
+        async def write() -> None:
+            found.clear()
+            async with self._db.session() as session:
+                if with_health:
+                    await session.execute(_ONLINE_UPDATE_HEALTH, with_health)
+                if without_health:
+                    await session.execute(_ONLINE_UPDATE, without_health)
+                # in the same transaction, after the writes: a device deleted meanwhile is gone
+                for chunk in _chunks(ids, _IN_CHUNK):
+                    found.update(
+                        await session.scalars(select(Device.id).where(Device.id.in_(chunk)))
+                    )
+                await session.commit()
+
+        async with asyncio.timeout(DB_TIMEOUT_S):
+            await _retry_deadlocks(write)
         return [device_id in found for device_id in ids]
 
     async def _mark_offline(self, links: list[AgentLink], reason: str) -> None:
@@ -622,24 +706,61 @@ class LinkHub:
             return
         by_id = {link.device_id: link for link in links}
         try:
-            async with asyncio.timeout(DB_TIMEOUT_S), self._db.session() as session:
-                for chunk in _chunks(list(by_id), _IN_CHUNK):
-                    await session.execute(
-                        update(Device)
-                        .where(Device.id.in_(chunk), Device.status == "online")
-                        .values(status="offline", last_seen=self.now())
-                    )
-                await session.commit()
+            async with asyncio.timeout(DB_TIMEOUT_S):
+                await self._write_offline(list(by_id.values()))
         except Exception:
             logger.exception("could not mark %d device(s) offline", len(by_id))
             return
         for link in by_id.values():
             self._publish(link, "device.offline", reason=reason)
 
+    async def _mark_offline_batched(self, link: AgentLink, reason: str) -> None:
+        """Mark one ended link's device offline, in one transaction with the other links that
+        ended meanwhile (:meth:`_write_offline`); publish it; logs instead of raising (the
+        sweeper then marks it)."""
+        try:
+            # its batch's turn (a few batches when ten thousand links drop), then its write
+            async with asyncio.timeout(4 * DB_TIMEOUT_S):
+                await self._offline.submit(link)
+        except Exception:
+            logger.exception("could not mark device %s offline", link.device_id)
+            return
+        self._publish(link, "device.offline", reason=reason)
+
+    async def _write_offline(self, links: list[AgentLink]) -> list[None]:
+        """Mark the devices of ``links`` offline (those still online) in one transaction."""
+        ids = sorted({link.device_id for link in links})
+        self.offline_batches += 1
+
+        async def write() -> None:
+            async with self._db.session() as session:
+                for chunk in _chunks(ids, _IN_CHUNK):
+                    if self._db.dialect != "sqlite":
+                        # rows locked in id order, as every batch of the hub locks them, so
+                        # that two batches over the same devices queue instead of deadlocking
+                        await session.execute(
+                            select(Device.id)
+                            .where(Device.id.in_(chunk))
+                            .order_by(Device.id)
+                            .with_for_update()
+                        )
+                    await session.execute(
+                        update(Device)
+                        .where(Device.id.in_(chunk), Device.status == "online")
+                        .values(status="offline", last_seen=self.now())
+                    )
+                await session.commit()
+
+        async with asyncio.timeout(DB_TIMEOUT_S):
+            await _retry_deadlocks(write)
+        return [None] * len(links)
+
     def _on_heartbeat(self, link: AgentLink) -> None:
         self._dirty[link.device_id] = link
         self._dirty_event.set()
-        self._publish(link, "device.health", health=link.health)
+        if health_changed(link.published_health, link.health):
+            link.published_health = link.health
+            self._publish(link, "device.health", health=link.health)
 
     async def _write_heartbeats(self) -> None:
         """Write heartbeat health and ``last_seen`` in batches: one transaction for all the
@@ -649,21 +770,29 @@ class LinkHub:
             await self._dirty_event.wait()
             self._dirty_event.clear()
             batch, self._dirty = self._dirty, {}
-            rows = [
-                {"b_id": link.device_id, "b_health": link.health, "b_seen": link.last_frame_at}
-                for link in batch.values()
-                if not link.closed
-            ]
-            if rows:
-                try:
-                    async with (
-                        asyncio.timeout(DB_TIMEOUT_S),
-                        self._db.session() as session,
-                    ):
-                        await session.execute(_HEARTBEAT_UPDATE, rows)
+            rows = sorted(  # in id order, as every batch of the hub: see _write_offline
+                (
+                    {"b_id": link.device_id, "b_health": link.health, "b_seen": link.last_frame_at}
+                    for link in batch.values()
+                    if not link.closed
+                ),
+                key=_row_id,
+            )
+            # a few transactions of a bounded size: one slow write loses a few heartbeats'
+            # rows (the next heartbeats write them again), never the whole fleet's
+            for start in range(0, len(rows), _HEARTBEAT_BATCH):
+                chunk = rows[start : start + _HEARTBEAT_BATCH]
+
+                async def write(chunk: list[dict[str, Any]] = chunk) -> None:
+                    async with self._db.session() as session:
+                        await session.execute(_HEARTBEAT_UPDATE, chunk)
                         await session.commit()
+
+                try:
+                    async with asyncio.timeout(DB_TIMEOUT_S):
+                        await _retry_deadlocks(write)
                 except Exception:
-                    logger.exception("could not write %d heartbeat(s)", len(rows))
+                    logger.exception("could not write %d heartbeat(s)", len(chunk))
             await asyncio.sleep(gap)
 
     async def _follow_tag_changes(self) -> None:
@@ -760,6 +889,32 @@ class LinkHub:
                 }
             )
         return [device_id for device_id, _ in stale]
+
+
+def _row_id(row: dict[str, Any]) -> str:
+    return str(row["b_id"])
+
+
+_DEADLOCK_RETRIES = 3
+
+
+async def _retry_deadlocks(write: Callable[[], Awaitable[None]]) -> None:
+    """Run ``write`` (one transaction), again when PostgreSQL chose it as a deadlock's victim
+    (rolled back, so running it again is safe): a batch of bookkeeping must not be lost to a
+    crossing transaction of the API's."""
+    for attempt in range(_DEADLOCK_RETRIES):
+        try:
+            await write()
+            return
+        except DBAPIError as err:
+            if attempt + 1 == _DEADLOCK_RETRIES or not _is_deadlock(err):
+                raise
+            logger.info("a bookkeeping write met a deadlock; writing it again")
+
+
+def _is_deadlock(err: DBAPIError) -> bool:
+    state = getattr(err.orig, "sqlstate", None) or getattr(err.orig, "pgcode", None)
+    return state == "40P01" or "deadlock detected" in str(err.orig)
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
