@@ -215,6 +215,7 @@ def _serve(settings: Any, log_level: str, as_json: bool = False) -> None:
 
     from remotehands.protocol.link import LINK_PATH
     from remotehands.server.app import announce_shutdown, create_app
+    from remotehands.server.link.ws import AgentLinkRoute
     from remotehands.server.tuning import raise_open_files_limit, tune_gc
     from remotehands.serving import (
         GracefulServer,
@@ -252,7 +253,7 @@ def _serve(settings: Any, log_level: str, as_json: bool = False) -> None:
         )
     app = create_app(settings)
     config = uvicorn.Config(
-        app,
+        AgentLinkRoute(app, fleet=app),  # the agent links past every layer of the app
         loop="uvloop",
         http=HeaderTimeoutProtocol,
         # websockets' sans-I/O protocol (uvicorn's legacy one is deprecated); the agent link

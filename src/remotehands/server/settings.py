@@ -112,7 +112,7 @@ class ServerSettings(BaseSettings):
     ``X-Forwarded-Proto`` are believed; empty: those headers are ignored."""
     register_rate_limit: int = Field(10, ge=1)
     """Failed agent registrations allowed per minute for one client address."""
-    admission_limit: int = Field(64, ge=1)
+    admission_limit: int = Field(256, ge=1)
     """Agent registrations and link handshakes worked on at once (each reads and writes the
     database); more wait their turn."""
     admission_queue: int = Field(1024, ge=0)

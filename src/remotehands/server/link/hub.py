@@ -146,6 +146,7 @@ _ONLINE_UPDATE_HEALTH = _ONLINE_UPDATE.values(health=bindparam("b_health"))
 _IN_CHUNK = 500  # ids per ``IN (...)``: well under every database's parameter limit
 _OFFLINE_BATCH = 4 * _IN_CHUNK  # offline marks per transaction (a few statements of _IN_CHUNK)
 _HEARTBEAT_BATCH = 1000  # heartbeat rows per transaction
+_OFFLINE_ATTEMPTS = 3  # batches an offline mark is tried in before the sweeper is left to it
 
 
 HEALTH_STEP_PERCENT = 10.0
@@ -264,13 +265,33 @@ class AgentLink:
         self.superseded = False
         """Whether something else took over the device's status (a newer link, a deletion,
         the shutdown), so this link must not mark it offline when it ends."""
-        self.watches = LinkWatches(self.device_id, self.send)
-        """The screen streams on this link."""
-        self.transfers = LinkTransfers(self.device_id, self.send)
-        """The chunked transfers on this link."""
+        # made on first use: most of ten thousand idle links never stream nor transfer
+        self._watches: LinkWatches | None = None
+        self._transfers: LinkTransfers | None = None
 
     def __repr__(self) -> str:
         return f"<AgentLink {self.device_id} {'closed' if self.closed else 'open'}>"
+
+    @property
+    def watches(self) -> LinkWatches:
+        """The screen streams on this link."""
+        if self._watches is None:
+            self._watches = LinkWatches(self.device_id, self.send)
+            if self.closed:
+                self._watches.close(DeviceOfflineError(self._gone_details()))
+        return self._watches
+
+    @property
+    def transfers(self) -> LinkTransfers:
+        """The chunked transfers on this link."""
+        if self._transfers is None:
+            self._transfers = LinkTransfers(self.device_id, self.send)
+            if self.closed:
+                self._transfers.close(DeviceOfflineError(self._gone_details()))
+        return self._transfers
+
+    def _gone_details(self) -> str:
+        return f"device {self.device_id} went offline: link closed"
 
     @property
     def pending(self) -> int:
@@ -389,8 +410,10 @@ class AgentLink:
         self.close_code = code
         gone = DeviceOfflineError(f"device {self.device_id} went offline: link closed ({reason})")
         self.fail_pending(gone)
-        self.watches.close(gone)
-        self.transfers.close(gone)
+        if self._watches is not None:
+            self._watches.close(gone)
+        if self._transfers is not None:
+            self._transfers.close(gone)
         # Interrupt a read in progress in the link's own task (never our own: a timeout that
         # fires in a task leaving its block would cancel that task's next await).
         if (
@@ -718,13 +741,18 @@ class LinkHub:
         """Mark one ended link's device offline, in one transaction with the other links that
         ended meanwhile (:meth:`_write_offline`); publish it; logs instead of raising (the
         sweeper then marks it)."""
-        try:
-            # its batch's turn (a few batches when ten thousand links drop), then its write
-            async with asyncio.timeout(4 * DB_TIMEOUT_S):
-                await self._offline.submit(link)
-        except Exception:
-            logger.exception("could not mark device %s offline", link.device_id)
-            return
+        for attempt in range(_OFFLINE_ATTEMPTS):
+            try:
+                # its batch's turn (a few batches when ten thousand links drop), then its write
+                async with asyncio.timeout(4 * DB_TIMEOUT_S):
+                    await self._offline.submit(link)
+                break
+            except Exception:
+                # a batch that failed (a database busy with a bulk's audit) is not the end:
+                # its devices go into the next one
+                if attempt + 1 == _OFFLINE_ATTEMPTS:
+                    logger.exception("could not mark device %s offline", link.device_id)
+                    return
         self._publish(link, "device.offline", reason=reason)
 
     async def _write_offline(self, links: list[AgentLink]) -> list[None]:

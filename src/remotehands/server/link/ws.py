@@ -214,15 +214,20 @@ async def serve_agent_link(services: Services, scope: Scope, receive: Receive, s
 
 class AgentLinkRoute:
     """ASGI middleware taking ``/v1/agent/ws`` WebSockets to :func:`serve_agent_link`;
-    everything else goes on to ``app``. Add it last (outermost): it needs only the services in
-    ``scope["app"].state``."""
+    everything else goes on to ``app``.
 
-    def __init__(self, app: ASGIApp) -> None:
+    As the app's outermost middleware it finds the services in ``scope["app"].state``; given
+    the ``fleet`` app itself, it can wrap that app from the outside (what ``remotehands
+    server`` serves), so that a link holds no frame of FastAPI's own layers either."""
+
+    def __init__(self, app: ASGIApp, fleet: Any = None) -> None:
         self.app = app
+        self.fleet = fleet
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == LINK_PATH:
-            await serve_agent_link(scope["app"].state.services, scope, receive, send)
+            fleet = self.fleet if self.fleet is not None else scope["app"]
+            await serve_agent_link(fleet.state.services, scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
