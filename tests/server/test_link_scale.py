@@ -24,7 +24,7 @@ from tests.server.link_harness import LiveFleet, fleet_fixture  # noqa: F401 - t
 
 pytestmark = pytest.mark.anyio
 
-CROWD = 60
+CROWD = 40
 
 
 async def _online(fleet: LiveFleet) -> int:

@@ -146,7 +146,7 @@ _ONLINE_UPDATE_HEALTH = _ONLINE_UPDATE.values(health=bindparam("b_health"))
 _IN_CHUNK = 500  # ids per ``IN (...)``: well under every database's parameter limit
 _OFFLINE_BATCH = 4 * _IN_CHUNK  # offline marks per transaction (a few statements of _IN_CHUNK)
 _HEARTBEAT_BATCH = 1000  # heartbeat rows per transaction
-_OFFLINE_ATTEMPTS = 3  # batches an offline mark is tried in before the sweeper is left to it
+_OFFLINE_RETRY_S = 1.0  # the pause before a batch of offline marks the database refused is retried
 
 
 HEALTH_STEP_PERCENT = 10.0
@@ -465,8 +465,11 @@ class LinkHub:
         self._dirty_event = asyncio.Event()
         self._online = Batcher(self._write_online, max_batch=_IN_CHUNK)
         """Online marks of the hellos that arrive together, written in one transaction."""
-        self._offline = Batcher(self._write_offline, max_batch=_OFFLINE_BATCH)
-        """Offline marks of the links that end together, written in one transaction."""
+        self._offline_pending: dict[str, tuple[AgentLink, str]] = {}
+        """Ended links whose devices are still to be written offline (with why), by device."""
+        self._offline_writing: dict[str, asyncio.Future[None]] = {}
+        """Devices whose offline mark is being written now: done when the write is over."""
+        self._offline_event = asyncio.Event()
         self.offline_batches = 0
         """Transactions that marked devices offline since the start (a counter)."""
         self._tasks: asyncio.TaskGroup | None = None
@@ -484,6 +487,7 @@ class LinkHub:
         await self._tasks.__aenter__()
         self._loops = [
             self._tasks.create_task(self._write_heartbeats(), name="link-heartbeat-writer"),
+            self._tasks.create_task(self._write_offline_marks(), name="link-offline-writer"),
             self._tasks.create_task(self._sweep_stale(), name="link-stale-sweeper"),
             self._tasks.create_task(self._watch_silence(), name="link-silence-watchdog"),
             self._tasks.create_task(self._follow_tag_changes(), name="link-tag-follower"),
@@ -523,6 +527,11 @@ class LinkHub:
                     link.close(CLOSE_GOING_AWAY, restart_reason(restart_delay(spread)))
                 )
         await self._mark_offline([link for link in links if link.online_written], "shutdown")
+        # and the links that ended just before, whose offline marks were not written yet
+        for writing in set(self._offline_writing.values()):
+            await asyncio.shield(writing)
+        ended, self._offline_pending = self._offline_pending, {}
+        await self._mark_offline([link for link, _ in ended.values()], "link closed")
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -625,6 +634,11 @@ class LinkHub:
     async def _attach_locked(self, link: AgentLink) -> None:
         """Fence an older link of the device, write it online, welcome it, hold it."""
         device_id = link.device_id
+        # the offline mark of the device's previous link must not land after this online one:
+        # wait for it if it is being written, drop it if it is not yet
+        while (writing := self._offline_writing.get(device_id)) is not None:
+            await asyncio.shield(writing)
+        self._offline_pending.pop(device_id, None)
         old = self._links.pop(device_id, None)
         if old is not None:
             old.superseded = True
@@ -649,7 +663,8 @@ class LinkHub:
             self._dirty.pop(link.device_id, None)
             if link.online_written and not link.superseded:
                 link.superseded = True
-                await self._mark_offline_batched(link, "link closed")
+                self._offline_pending[link.device_id] = (link, "link closed")
+                self._offline_event.set()
 
     async def disconnect(
         self, device_id: str, code: int = CLOSE_GOING_AWAY, reason: str = "disconnected"
@@ -737,25 +752,41 @@ class LinkHub:
         for link in by_id.values():
             self._publish(link, "device.offline", reason=reason)
 
-    async def _mark_offline_batched(self, link: AgentLink, reason: str) -> None:
-        """Mark one ended link's device offline, in one transaction with the other links that
-        ended meanwhile (:meth:`_write_offline`); publish it; logs instead of raising (the
-        sweeper then marks it)."""
-        for attempt in range(_OFFLINE_ATTEMPTS):
-            try:
-                # its batch's turn (a few batches when ten thousand links drop), then its write
-                async with asyncio.timeout(4 * DB_TIMEOUT_S):
-                    await self._offline.submit(link)
-                break
-            except Exception:
-                # a batch that failed (a database busy with a bulk's audit) is not the end:
-                # its devices go into the next one
-                if attempt + 1 == _OFFLINE_ATTEMPTS:
-                    logger.exception("could not mark device %s offline", link.device_id)
-                    return
-        self._publish(link, "device.offline", reason=reason)
+    async def _write_offline_marks(self) -> None:
+        """Write the offline marks of ended links in batches (one transaction for all that
+        ended since the previous write, up to :data:`_OFFLINE_BATCH`), then publish
+        ``device.offline``. A batch the database did not take (busy with a bulk action's audit,
+        say) stays pending and is tried again after a pause: no device is left "online" for
+        the sweeper, and no link waits for the database as it ends."""
+        while True:
+            await self._offline_event.wait()
+            self._offline_event.clear()
+            while self._offline_pending:
+                ids = sorted(self._offline_pending)[:_OFFLINE_BATCH]
+                batch = {device_id: self._offline_pending.pop(device_id) for device_id in ids}
+                done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self._offline_writing.update(dict.fromkeys(ids, done))
+                written = False
+                try:
+                    async with asyncio.timeout(DB_TIMEOUT_S):
+                        await self._write_offline([link for link, _ in batch.values()])
+                    written = True
+                except Exception:
+                    logger.exception("could not mark %d device(s) offline; trying again",
+                                     len(batch))  # fmt: skip
+                    for device_id, item in batch.items():
+                        self._offline_pending.setdefault(device_id, item)
+                finally:
+                    for device_id in ids:
+                        self._offline_writing.pop(device_id, None)
+                    done.set_result(None)
+                if not written:
+                    await asyncio.sleep(_OFFLINE_RETRY_S)
+                    continue
+                for link, reason in batch.values():
+                    self._publish(link, "device.offline", reason=reason)
 
-    async def _write_offline(self, links: list[AgentLink]) -> list[None]:
+    async def _write_offline(self, links: list[AgentLink]) -> None:
         """Mark the devices of ``links`` offline (those still online) in one transaction."""
         ids = sorted({link.device_id for link in links})
         self.offline_batches += 1
@@ -781,7 +812,6 @@ class LinkHub:
 
         async with asyncio.timeout(DB_TIMEOUT_S):
             await _retry_deadlocks(write)
-        return [None] * len(links)
 
     def _on_heartbeat(self, link: AgentLink) -> None:
         self._dirty[link.device_id] = link
