@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 OWNER_PASSWORD = "bench-owner-password-123"
 AGENT_PROCESSES = 2
+BACKOFF_BASE_S = 0.5  # the agent's default
 CREDENTIALS = "credentials.json"
 
 
@@ -65,6 +66,7 @@ async def _agents_main(ws_url: str, credentials: list[str]) -> None:
     answer a line on stdout)."""
     from websockets.exceptions import InvalidStatus
 
+    from remotehands.agent.link import QUICK_CAP_S, busy_retry_after
     from remotehands.errors import DeviceOfflineError
     from remotehands.testing.simagent import SimulatedAgent
 
@@ -76,13 +78,11 @@ async def _agents_main(ws_url: str, credentials: list[str]) -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
 
     def retry_after(err: BaseException) -> float | None:
+        """The real agent's wait after a 503 with Retry-After (None for other failures)."""
         cause = err.__cause__
-        if isinstance(cause, InvalidStatus) and cause.response.status_code == 503:
-            value = cause.response.headers.get("Retry-After", "1")
-            try:
-                return float(value)
-            except ValueError:
-                return 1.0
+        if isinstance(cause, InvalidStatus):
+            response = cause.response
+            return busy_retry_after(response.status_code, response.headers.get("Retry-After"))
         return None
 
     async def connect_once(agent: SimulatedAgent) -> None:
@@ -90,12 +90,13 @@ async def _agents_main(ws_url: str, credentials: list[str]) -> None:
             await agent.connect()
 
     async def reconnect(agent: SimulatedAgent) -> tuple[int, int]:
-        """As the agent does: full jitter over a capped exponential backoff, or the server's
+        """As the agent does after losing a server that had welcomed it: full jitter over a
+        capped exponential backoff (capped at QUICK_CAP_S for a while), or the server's
         Retry-After. Returns (attempts, 503 answers)."""
         attempt = 0
         refused = 0
+        delay = random.uniform(0, min(QUICK_CAP_S, BACKOFF_BASE_S))
         while True:
-            delay = random.uniform(0, min(30.0, 0.5 * 2**attempt))
             await asyncio.sleep(delay)
             try:
                 agent.closed.clear()
@@ -103,11 +104,13 @@ async def _agents_main(ws_url: str, credentials: list[str]) -> None:
                 await agent.connect()
                 return attempt + 1, refused
             except DeviceOfflineError as err:
+                attempt = min(attempt + 1, 20)
                 wait = retry_after(err)
                 if wait is not None:
                     refused += 1
-                    await asyncio.sleep(random.uniform(0, wait))  # the server said: not before
-                attempt = min(attempt + 1, 20)
+                    delay = wait  # the server said when, and spread it
+                else:
+                    delay = random.uniform(0, min(QUICK_CAP_S, BACKOFF_BASE_S * 2**attempt))
 
     while line := (await reader.readline()).decode().strip():
         command, _, argument = line.partition(" ")
