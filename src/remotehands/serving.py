@@ -107,6 +107,14 @@ class KeepaliveExemptProtocol(WebSocketsSansIOProtocol):
             return
         super().start_keepalive()
 
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        # uvicorn leaves a refusal by HTTP response (503 to an agent told to come back later)
+        # marked as an unfinished handshake and logs an error for each: in a reconnection
+        # storm, thousands of false errors
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            self.handshake_complete = True
+
 
 def websocket_protocol(keepalive_exempt: Sequence[str] = ()) -> type[KeepaliveExemptProtocol]:
     """The WebSocket protocol class to give uvicorn (``ws=``): no keepalive ping on the paths

@@ -77,9 +77,15 @@ class AsgiTransport:
         self._send = send
         self._gone = False
 
-    async def accept(self) -> None:
-        """Accept the WebSocket (no subprotocol, no extra header)."""
-        await self._send({"type": "websocket.accept"})
+    async def accept(self) -> bool:
+        """Accept the WebSocket (no subprotocol, no extra header); False when the agent has
+        gone already (it gave up waiting)."""
+        try:
+            await self._send({"type": "websocket.accept"})
+        except (RuntimeError, OSError):  # uvicorn: ClientDisconnected
+            self._gone = True
+            return False
+        return True
 
     async def refuse(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
         """Answer the upgrade request with an HTTP error instead of accepting it (uvicorn's
@@ -150,7 +156,8 @@ async def _handshake(
         async with asyncio.timeout(HELLO_TIMEOUT_S):
             credential = _bearer(scope)
             device = await services.authenticator.agent(credential) if credential else None
-            await transport.accept()
+            if not await transport.accept():
+                return None
             if device is None:
                 await transport.close(CLOSE_CREDENTIAL_REFUSED, "device credential refused")
                 return None
