@@ -18,6 +18,7 @@ from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from remotehands.errors import ConfigError
 
@@ -28,11 +29,13 @@ __all__ = [
     "STARTUP_TIMEOUT_S",
     "GracefulServer",
     "HeaderTimeoutProtocol",
+    "KeepaliveExemptProtocol",
     "bound_address",
     "check_trusted_proxies",
     "parse_listen",
     "proxy_options",
     "serve_http",
+    "websocket_protocol",
 ]
 
 logger = logging.getLogger(__name__)
@@ -89,6 +92,38 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_header_timer()
         super().connection_lost(exc)
+
+
+class KeepaliveExemptProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol, without its keepalive ping on the paths in
+    :attr:`exempt_paths`: WebSockets that carry a heartbeat of their own (the agent link: the
+    agent beats, the server closes a silent link), where a ping every 20 s per connection is a
+    second keepalive, a timer and a few hundred wakeups a second at ten thousand links."""
+
+    exempt_paths: frozenset[str] = frozenset()
+
+    def start_keepalive(self) -> None:
+        if self.scope["path"] in self.exempt_paths:
+            return
+        super().start_keepalive()
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        # uvicorn leaves a refusal by HTTP response (503 to an agent told to come back later)
+        # marked as an unfinished handshake and logs an error for each: in a reconnection
+        # storm, thousands of false errors
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            self.handshake_complete = True
+
+
+def websocket_protocol(keepalive_exempt: Sequence[str] = ()) -> type[KeepaliveExemptProtocol]:
+    """The WebSocket protocol class to give uvicorn (``ws=``): no keepalive ping on the paths
+    ``keepalive_exempt``, uvicorn's ping everywhere else."""
+    return type(
+        "WebSocketProtocol",
+        (KeepaliveExemptProtocol,),
+        {"exempt_paths": frozenset(keepalive_exempt)},
+    )
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -150,9 +185,18 @@ class GracefulServer(uvicorn.Server):
         config: uvicorn.Config,
         *,
         before_shutdown: Callable[[], Awaitable[None]] | None = None,
+        after_startup: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(config)
         self.before_shutdown = before_shutdown
+        self.after_startup = after_startup
+        """Called once the server has started (the app's lifespan started, sockets listen)."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's start, then :attr:`after_startup`."""
+        await super().startup(sockets)
+        if self.started and self.after_startup is not None:
+            self.after_startup()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """Stop accepting, run ``before_shutdown``, then uvicorn's own shutdown."""
@@ -200,6 +244,7 @@ async def serve_http(
     ssl: Mapping[str, Any] | None = None,
     header_timeout_s: float = HEADER_TIMEOUT_S,
     before_shutdown: Callable[[], Awaitable[None]] | None = None,
+    keepalive_exempt: Sequence[str] = (),
 ) -> AsyncIterator[uvicorn.Server]:
     """Serve an ASGI app on ``listen`` (or on the bound socket ``sock``) until the block ends;
     yields once it accepts requests.
@@ -211,7 +256,8 @@ async def serve_http(
     ``ssl`` holds uvicorn's ``ssl_certfile``/``ssl_keyfile`` to serve HTTPS. A client gets
     ``header_timeout_s`` to send a request's headers (see :class:`HeaderTimeoutProtocol`).
     ``before_shutdown`` runs when the block ends, before the open connections are closed (see
-    :class:`GracefulServer`).
+    :class:`GracefulServer`). WebSockets on the paths ``keepalive_exempt`` get no keepalive
+    ping (see :class:`KeepaliveExemptProtocol`).
     """
     if (listen is None) == (sock is None):
         raise ValueError("give serve_http one of listen or sock")
@@ -224,7 +270,7 @@ async def serve_http(
         lifespan="on" if lifespan else "off",
         access_log=False,
         http=type("Protocol", (HeaderTimeoutProtocol,), {"header_timeout_s": header_timeout_s}),
-        ws="websockets-sansio" if websockets else "none",
+        ws=websocket_protocol(keepalive_exempt) if websockets else "none",
         ws_per_message_deflate=False,
         # bounds the wait at the end of the block: open connections get this long to finish
         timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from typing import Any
 
@@ -22,6 +23,7 @@ from remotehands.protocol.events import (
     DeviceUpdated,
     parse_event,
 )
+from remotehands.protocol.link import encode
 from remotehands.server.events import InProcessEventBus
 from tests.server.link_harness import LiveFleet, fleet_fixture  # noqa: F401 (fixture)
 
@@ -91,11 +93,25 @@ async def test_events_follow_a_device_moved_to_other_tags(fleet: LiveFleet) -> N
     (device,) = await fleet.enroll(1, tags=["lab"])
     token = await fleet.api_token("viewer", tags=["prod"])
     url = _events_url(fleet, f"?token={token}&types=device.health")
-    async with connect(url) as ws, fleet.agent(device):
+    async with connect(url) as ws, fleet.agent(device, heartbeat_interval_s=3600) as agent:
         moved = await fleet.owner.patch(f"/v1/devices/{device.device_id}", json={"tags": ["prod"]})
         assert moved.status_code == 200
-        # Hidden while the device was in "lab"; its heartbeats show once it is in "prod".
-        event = await _next(ws)
+
+        async def news() -> None:
+            # health that changes at every beat (only news is published), until it shows
+            for beat in itertools.count():
+                health = {"uptime_seconds": beat, "cpu_percent": 90 * (beat % 2),
+                          "memory_percent": 50}  # fmt: skip
+                await agent.send_raw(encode({"type": "heartbeat", "health": health}))
+                await asyncio.sleep(0.05)
+
+        # Hidden while the device was in "lab"; its health shows once it is in "prod".
+        beating = asyncio.create_task(news())
+        try:
+            event = await _next(ws)
+        finally:
+            beating.cancel()
+            await asyncio.gather(beating, return_exceptions=True)
     assert event["device_id"] == device.device_id
     assert event["tags"] == ["prod"]
 

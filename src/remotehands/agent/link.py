@@ -11,7 +11,10 @@ back (``retry_after_ms`` in its close reason, spread by the server; a bare "serv
 close, 1012, gets a delay drawn from :data:`RESTART_COME_BACK_S`), and for a while after losing
 a server that had welcomed it (:data:`QUICK_WINDOW_S`) an agent retries within
 :data:`QUICK_CAP_S` rather than backing off to half a minute: a restarted server has its agents
-back within seconds, and a server that stays down is tried less and less often.
+back within seconds, and a server that stays down is tried less and less often. A server
+admitting too many agents at once answers ``503`` with ``Retry-After`` (to the link's upgrade
+and to a registration): the agent comes back when it said (:func:`busy_retry_after`), which is
+not a failure.
 
 Beside requests it serves the link's streams: a ``watch`` subscribes to the screen's
 :class:`~remotehands.agent.framesource.FrameSource` and pushes its frames, tagged with the
@@ -63,7 +66,15 @@ from remotehands.protocol.models import DeviceCondition, Health
 from remotehands.protocol.streams import KeyGate
 from remotehands.tls import pinned_context
 
-__all__ = ["AgentLink", "Credential", "enroll", "hardware_id", "health", "load_or_enroll"]
+__all__ = [
+    "AgentLink",
+    "Credential",
+    "busy_retry_after",
+    "enroll",
+    "hardware_id",
+    "health",
+    "load_or_enroll",
+]
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +123,12 @@ async def enroll(
     tags: Sequence[str] = (),
     timeout_s: float = 15.0,
     pin: str | None = None,
+    busy_wait_s: float = 600.0,
 ) -> Credential:
     """Register this device with an ``ekvent_`` token; the token is used up. ``tags`` are
     added to the token's own. With ``pin`` (``sha256:HEX``) the server must show that
-    certificate before the token is sent."""
+    certificate before the token is sent. A server that answers ``503`` with ``Retry-After``
+    (too many agents at once) is asked again when it said, for up to ``busy_wait_s``."""
     body: dict[str, Any] = {"enrollment_token": token, "hardware_id": hardware,
                             "device_type": device_type}  # fmt: skip
     if name:
@@ -123,10 +136,18 @@ async def enroll(
     if tags:
         body["tags"] = list(tags)
     url = server_url.rstrip("/") + "/v1/agent/register"
+    deadline = time.monotonic() + busy_wait_s
     try:
         verify = await _server_context(server_url, pin)
         async with httpx.AsyncClient(timeout=timeout_s, verify=verify) as client:
-            response = await client.post(url, json=body)
+            while True:
+                response = await client.post(url, json=body)
+                wait = busy_retry_after(response.status_code, response.headers.get("Retry-After"))
+                if wait is None or time.monotonic() + wait > deadline:
+                    break
+                # the server admits registrations at the pace its database takes: not a failure
+                log.info("the server is busy enrolling others; trying again in %.1f s", wait)
+                await asyncio.sleep(wait)
     except (httpx.HTTPError, OSError, TimeoutError) as err:
         raise ConfigError(f"cannot reach the server at {server_url} to enroll: {err}") from err
     data = _json(response)
@@ -224,6 +245,21 @@ def _check_refused(close_code: int | None) -> None:
                         "its credential revoked; enroll again")  # fmt: skip
 
 
+def busy_retry_after(status: int, header: str | None) -> float | None:
+    """How long to wait before trying again after a ``503`` (or ``429``) answer with
+    ``Retry-After`` (seconds): at least what the server asked, plus up to half of it again
+    (capped at :data:`QUICK_CAP_S`) so that a crowd told the same comes back spread out; None
+    for any other answer."""
+    if status not in (429, 503) or header is None:
+        return None
+    try:
+        asked = float(header)
+    except ValueError:
+        return None  # an HTTP date: not what our server sends; the backoff applies
+    asked = min(max(asked, 0.0), 300.0)
+    return asked + random.uniform(0, min(asked / 2, QUICK_CAP_S))
+
+
 QUICK_WINDOW_S = 60.0
 """How long after losing a server that had welcomed it an agent keeps retrying quickly."""
 QUICK_CAP_S = 2.0
@@ -290,6 +326,8 @@ class AgentLink:
         self.last_close: tuple[int | None, str | None] | None = None
         """The close code and reason that ended the last session (1006 and no reason when the
         connection broke without a close frame); None before the first."""
+        self.heartbeat_interval_s: float | None = None
+        """The heartbeat interval the server asked for in its last welcome."""
         self._come_back_s: float | None = None
         """When the server that closed the last session asked to be tried again."""
         self._ws: ClientConnection | None = None
@@ -365,11 +403,15 @@ class AgentLink:
                                compression=None, max_size=None, open_timeout=10,
                                ping_interval=None, **tls)  # fmt: skip
         except websockets.exceptions.InvalidStatus as err:
-            if err.response.status_code in (401, 403):
+            status = err.response.status_code
+            if status in (401, 403):
                 raise AuthError(
-                    f"the server refused this device's credential "
-                    f"({err.response.status_code}): enroll again"
+                    f"the server refused this device's credential ({status}): enroll again"
                 ) from err
+            wait = busy_retry_after(status, err.response.headers.get("Retry-After"))
+            if wait is not None:  # admission is full: come back when the server said
+                self.last_close = (None, f"{status} Retry-After {wait:g}")
+                self._come_back_s = wait
             raise
         async with ws:
             self._ws = ws
@@ -381,6 +423,7 @@ class AgentLink:
                 _check_refused(ws.close_code)
                 self._note_come_back(ws)
                 raise
+            self.heartbeat_interval_s = welcome.heartbeat_interval_s
             self.connections += 1
             self.connected.set()
             log.info("linked to %s as %s", self.credential.ws_url, welcome.device_id)

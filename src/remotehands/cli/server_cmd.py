@@ -242,14 +242,21 @@ async def _prepare(settings: Any) -> bool:
 def _serve(settings: Any, log_level: str, as_json: bool = False) -> None:
     import uvicorn
 
+    from remotehands.protocol.link import LINK_PATH
     from remotehands.server.app import announce_shutdown, create_app
+    from remotehands.server.link.ws import AgentLinkRoute
+    from remotehands.server.tuning import raise_open_files_limit, tune_gc
     from remotehands.serving import (
         GracefulServer,
         HeaderTimeoutProtocol,
         parse_listen,
         proxy_options,
+        websocket_protocol,
     )
 
+    files = raise_open_files_limit()
+    if files.short:
+        click.echo(f"remotehands server: {files.advice()}", err=True)
     host, port = parse_listen(settings.listen)
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]
@@ -275,10 +282,12 @@ def _serve(settings: Any, log_level: str, as_json: bool = False) -> None:
         )
     app = create_app(settings)
     config = uvicorn.Config(
-        app,
+        AgentLinkRoute(app, fleet=app),  # the agent links past every layer of the app
         loop="uvloop",
         http=HeaderTimeoutProtocol,
-        ws="websockets-sansio",  # uvicorn's legacy websockets implementation is deprecated
+        # websockets' sans-I/O protocol (uvicorn's legacy one is deprecated); the agent link
+        # has its heartbeat as its one keepalive, without uvicorn's ping beside it
+        ws=websocket_protocol(keepalive_exempt=[LINK_PATH]),
         ws_per_message_deflate=False,  # the agent link carries images: compression is off
         log_level=log_level,
         **proxy_options(settings.trusted_proxies),
@@ -293,8 +302,13 @@ def _serve(settings: Any, log_level: str, as_json: bool = False) -> None:
         from remotehands.cli.logs import configure_logging
 
         configure_logging(getattr(logging, log_level.upper()), as_json=True)
-    # each agent hears when to come back before uvicorn closes the links (SIGTERM, Ctrl-C)
-    instance = GracefulServer(config, before_shutdown=functools.partial(announce_shutdown, app))
+    # each agent hears when to come back before uvicorn closes the links (SIGTERM, Ctrl-C);
+    # once started, what is alive is frozen out of the garbage collector's scans
+    instance = GracefulServer(
+        config,
+        before_shutdown=functools.partial(announce_shutdown, app),
+        after_startup=tune_gc,
+    )
     if as_json:
         from remotehands.server.db.engine import safe_url
 

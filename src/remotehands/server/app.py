@@ -23,6 +23,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from remotehands import __version__
 from remotehands.private import private_dir, read_or_create_secret
+from remotehands.server.admission import Admission
 from remotehands.server.audit import AuditLog
 from remotehands.server.auth import Authenticator, Passwords, PrincipalCache
 from remotehands.server.clock import Clock, utc_now
@@ -62,6 +63,7 @@ from remotehands.server.http.headers import SecurityHeaders
 from remotehands.server.http.limits import BodyLimit
 from remotehands.server.link import ws as link_ws
 from remotehands.server.link.hub import LinkHub
+from remotehands.server.link.ws import AgentLinkRoute
 from remotehands.server.logredact import install_log_redaction
 from remotehands.server.ratelimit import LoginLimiter, RateLimiter
 from remotehands.server.router import DeviceRouter, InProcessRouter
@@ -161,6 +163,7 @@ def create_app(
                 passwords=passwords or Passwords(),
                 login_limiter=login_limiter,
                 register_limiter=register_limiter,
+                admission=Admission(settings.admission_limit, settings.admission_queue),
                 principals=principals,
                 authenticator=authenticator,
                 tls=tls,
@@ -186,7 +189,10 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
-    app.add_middleware(SecurityHeaders, https=settings.uses_tls)  # outermost: every answer
+    app.add_middleware(SecurityHeaders, https=settings.uses_tls)  # every HTTP answer
+    # Outermost: the agent links go past the rest of the stack (they need none of it, and ten
+    # thousand of them would each hold a frame of every middleware for days).
+    app.add_middleware(AgentLinkRoute)
     # Routes with static paths first: one under /v1/devices/ (bulk, enrollment...) must win
     # over the {device_id} of the device routes.
     for module in (

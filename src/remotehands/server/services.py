@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
+from remotehands.server.admission import Admission
 from remotehands.server.audit import AuditLog
 from remotehands.server.auth.authentication import Authenticator, PrincipalCache
 from remotehands.server.auth.passwords import Passwords
@@ -47,6 +48,8 @@ class Services:
     """Failed password checks per client address and username, per address, per username."""
     register_limiter: RateLimiter
     """Failed agent registrations per client address."""
+    admission: Admission
+    """Agent registrations and link handshakes at the pace the database can take."""
     principals: PrincipalCache
     """Recent authentications; cleared by every change to users, sessions and tokens."""
     authenticator: Authenticator

@@ -122,6 +122,12 @@ class ServerSettings(BaseSettings):
     replica_id: str | None = None
     """This replica's name in NATS subjects and as the ``replica`` label of metrics (letters,
     digits, ``-`` and ``_``); None: ``HOST-PID`` made at start."""
+    admission_limit: int = Field(256, ge=1)
+    """Agent registrations and link handshakes worked on at once (each reads and writes the
+    database); more wait their turn."""
+    admission_queue: int = Field(1024, ge=0)
+    """Agent registrations and link handshakes that may wait for their turn; past that an
+    agent is answered ``503`` with ``Retry-After`` and comes back then."""
 
     @field_validator("listen")
     @classmethod

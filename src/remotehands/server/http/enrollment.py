@@ -152,6 +152,11 @@ async def register(body: RegisterIn, request: Request) -> RegisterOut:
     services = get_services(request)
     ip = client_ip(request)
     services.register_limiter.check(ip, "registrations")
+    async with services.admission.admit("register"):
+        return await _register(services, body, ip)
+
+
+async def _register(services: Services, body: RegisterIn, ip: str) -> RegisterOut:
     digest = hash_secret(body.enrollment_token)
     device_id = new_id("dev")
     credential = new_secret(AGENT_PREFIX)

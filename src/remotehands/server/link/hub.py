@@ -7,7 +7,9 @@ the links by device id and keeps the database and the event bus in step with the
 - a device whose agent said hello is marked ``online`` (with what the hello says) before the
   agent is welcomed, and ``device.online`` is published;
 - heartbeats update ``health`` and ``last_seen``; they are written in batches (one transaction
-  for every heartbeat that arrived since the last write), and ``device.health`` is published;
+  for every heartbeat that arrived since the last write); ``device.health`` is published only
+  when the health changed meaningfully (:func:`health_changed`), not on every heartbeat: at ten
+  thousand links an event per heartbeat is a thousand events a second that say nothing new;
 - a link that carried no frame for ``offline_after_s`` (by the hub's monotonic clock, checked by
   a watchdog several times per heartbeat interval) is closed and its device marked ``offline``
   (``device.offline``); a sweeper does the same for devices left ``online`` in the database that
@@ -21,7 +23,9 @@ the links by device id and keeps the database and the event bus in step with the
   sockets) each agent is told when to come back, each its own delay spread over a few seconds,
   and every device held here goes offline;
 - the online marks of hellos that arrive together (a restarted server's whole fleet) are
-  written in one transaction.
+  written in one transaction, and so are the offline marks of links that end together (a
+  network outage drops ten thousand at once: one session each would queue on the pool and
+  time out, leaving the devices "online" until the sweeper came).
 
 Events of a link carry its device's ``tags`` (kept current from ``device.updated``), so that the
 events stream can filter them for tag-limited tokens without a lookup.
@@ -45,13 +49,14 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Protocol, Self, cast
 
 import pydantic
 from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy.exc import DBAPIError
 
 from remotehands.errors import (
     AuthError,
@@ -88,6 +93,7 @@ __all__ = [
     "LinkIdentity",
     "LinkPresence",
     "LinkTransport",
+    "health_changed",
     "restart_delay",
     "restart_spread",
 ]
@@ -139,6 +145,40 @@ _ONLINE_UPDATE = (
 )
 _ONLINE_UPDATE_HEALTH = _ONLINE_UPDATE.values(health=bindparam("b_health"))
 _IN_CHUNK = 500  # ids per ``IN (...)``: well under every database's parameter limit
+_OFFLINE_BATCH = 4 * _IN_CHUNK  # offline marks per transaction (a few statements of _IN_CHUNK)
+_HEARTBEAT_BATCH = 1000  # heartbeat rows per transaction
+_OFFLINE_RETRY_S = 1.0  # the pause before a batch of offline marks the database refused is retried
+
+
+HEALTH_STEP_PERCENT = 10.0
+"""How far CPU or memory use (in points of percent) must move from what was last published for
+a heartbeat to publish ``device.health``."""
+
+
+def health_changed(before: dict[str, Any] | None, after: dict[str, Any] | None) -> bool:
+    """Whether ``after`` says something ``before`` (the health last published) did not: health
+    that appears or goes, a different device condition, a restarted machine (its uptime went
+    back), CPU or memory use moved by :data:`HEALTH_STEP_PERCENT` or more, a field added or
+    dropped. The uptime going forward and small wobbles of load are not news."""
+    if before is None or after is None:
+        return before is not after
+    if before.keys() != after.keys():
+        return True
+    for key, value in after.items():
+        old = before[key]
+        if key == "uptime_seconds":
+            if _number(value) and _number(old) and value < old:
+                return True
+        elif key in ("cpu_percent", "memory_percent") and _number(value) and _number(old):
+            if abs(value - old) >= HEALTH_STEP_PERCENT:
+                return True
+        elif value != old:
+            return True
+    return False
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def restart_spread(links: int) -> float:
@@ -219,6 +259,9 @@ class AgentLink:
         self.health: dict[str, Any] | None = (
             hello.health.model_dump() if hello.health is not None else None
         )
+        self.published_health: dict[str, Any] | None = None
+        """The health last published in ``device.health``: none yet, so that the first
+        heartbeat of a link is published (``device.online`` carries no health)."""
         self.connected_at = hub.now()
         self.last_frame_at = self.connected_at
         self.last_frame_mono = hub.clock()
@@ -237,13 +280,33 @@ class AgentLink:
         self.superseded = False
         """Whether something else took over the device's status (a newer link, a deletion,
         the shutdown), so this link must not mark it offline when it ends."""
-        self.watches = LinkWatches(self.device_id, self.send)
-        """The screen streams on this link."""
-        self.transfers = LinkTransfers(self.device_id, self.send)
-        """The chunked transfers on this link."""
+        # made on first use: most of ten thousand idle links never stream nor transfer
+        self._watches: LinkWatches | None = None
+        self._transfers: LinkTransfers | None = None
 
     def __repr__(self) -> str:
         return f"<AgentLink {self.device_id} {'closed' if self.closed else 'open'}>"
+
+    @property
+    def watches(self) -> LinkWatches:
+        """The screen streams on this link."""
+        if self._watches is None:
+            self._watches = LinkWatches(self.device_id, self.send)
+            if self.closed:
+                self._watches.close(DeviceOfflineError(self._gone_details()))
+        return self._watches
+
+    @property
+    def transfers(self) -> LinkTransfers:
+        """The chunked transfers on this link."""
+        if self._transfers is None:
+            self._transfers = LinkTransfers(self.device_id, self.send)
+            if self.closed:
+                self._transfers.close(DeviceOfflineError(self._gone_details()))
+        return self._transfers
+
+    def _gone_details(self) -> str:
+        return f"device {self.device_id} went offline: link closed"
 
     @property
     def pending(self) -> int:
@@ -362,8 +425,10 @@ class AgentLink:
         self.close_code = code
         gone = DeviceOfflineError(f"device {self.device_id} went offline: link closed ({reason})")
         self.fail_pending(gone)
-        self.watches.close(gone)
-        self.transfers.close(gone)
+        if self._watches is not None:
+            self._watches.close(gone)
+        if self._transfers is not None:
+            self._transfers.close(gone)
         # Interrupt a read in progress in the link's own task (never our own: a timeout that
         # fires in a task leaving its block would cancel that task's next await).
         if (
@@ -415,6 +480,13 @@ class LinkHub:
         self._dirty_event = asyncio.Event()
         self._online = Batcher(self._write_online, max_batch=_IN_CHUNK)
         """Online marks of the hellos that arrive together, written in one transaction."""
+        self._offline_pending: dict[str, tuple[AgentLink, str]] = {}
+        """Ended links whose devices are still to be written offline (with why), by device."""
+        self._offline_writing: dict[str, asyncio.Future[None]] = {}
+        """Devices whose offline mark is being written now: done when the write is over."""
+        self._offline_event = asyncio.Event()
+        self.offline_batches = 0
+        """Transactions that marked devices offline since the start (a counter)."""
         self._tasks: asyncio.TaskGroup | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._closing = False
@@ -432,6 +504,7 @@ class LinkHub:
         await self._tasks.__aenter__()
         self._loops = [
             self._tasks.create_task(self._write_heartbeats(), name="link-heartbeat-writer"),
+            self._tasks.create_task(self._write_offline_marks(), name="link-offline-writer"),
             self._tasks.create_task(self._sweep_stale(), name="link-stale-sweeper"),
             self._tasks.create_task(self._watch_silence(), name="link-silence-watchdog"),
             self._tasks.create_task(self._follow_tag_changes(), name="link-tag-follower"),
@@ -471,6 +544,13 @@ class LinkHub:
                     link.close(CLOSE_GOING_AWAY, restart_reason(restart_delay(spread)))
                 )
         await self._mark_offline([link for link in links if link.online_written], "shutdown")
+        # and the links that ended just before, whose offline marks were not written yet
+        for writing in set(self._offline_writing.values()):
+            await asyncio.shield(writing)
+        ended, self._offline_pending = self._offline_pending, {}
+        await self._mark_offline([link for link, _ in ended.values()], "link closed")
+        for link, _ in ended.values():
+            await self._presence_detached(link, True)
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -490,34 +570,61 @@ class LinkHub:
 
     # -- one link's life ---------------------------------------------------------------------
 
-    async def serve(self, identity: LinkIdentity, hello: Hello, transport: LinkTransport) -> None:
+    async def serve(
+        self,
+        identity: LinkIdentity,
+        hello: Hello,
+        transport: LinkTransport,
+        *,
+        attached: Callable[[], None] | None = None,
+    ) -> None:
         """Run the link of an authenticated agent that said hello, until it ends.
 
         Fences an older link of the same device, marks the device online, welcomes the agent,
         then reads its frames; when the link ends, the device goes offline (unless a newer link
         or a deletion took it over). A device deleted in the meantime is refused with
-        :data:`~remotehands.protocol.link.CLOSE_CREDENTIAL_REFUSED`.
+        :data:`~remotehands.protocol.link.CLOSE_CREDENTIAL_REFUSED`. ``attached`` is called
+        once the database work of the start is done (welcomed or refused): the endpoint lets
+        the next agent in then.
         """
+        try:
+            link = await self._open(identity, hello, transport)
+        finally:
+            if attached is not None:
+                attached()
+        if link is None:
+            return
+        try:
+            await link.run()
+        finally:
+            await self._detach(link)
+
+    async def _open(
+        self, identity: LinkIdentity, hello: Hello, transport: LinkTransport
+    ) -> AgentLink | None:
+        """The link of ``identity``, attached and welcomed; None when it was refused or left."""
         if self._closing:
             await transport.close(
                 CLOSE_GOING_AWAY, restart_reason(restart_delay(restart_spread(1)))
             )
-            return
+            return None
         link = AgentLink(self, identity, hello, transport)
         try:
-            try:
-                await self._attach(link)
-            except AuthError:
-                await link.close(CLOSE_CREDENTIAL_REFUSED, "device credential refused")
-                return
-            except DeviceOfflineError:  # the agent left before its welcome
-                return
-            if self._closing:  # the stop began while it was welcomed: it missed the word
-                await link.close(CLOSE_GOING_AWAY, restart_reason(restart_delay(restart_spread(1))))
-                return
-            await link.run()
-        finally:
+            await self._attach(link)
+        except AuthError:
+            await link.close(CLOSE_CREDENTIAL_REFUSED, "device credential refused")
+        except DeviceOfflineError:  # the agent left before its welcome
+            pass
+        except BaseException:
             await self._detach(link)
+            raise
+        else:
+            if not self._closing:
+                return link
+            # the stop began while it was welcomed: it missed the word
+            await link.close(CLOSE_GOING_AWAY, restart_reason(restart_delay(restart_spread(1))))
+        await self._detach(link)
+        return None
 
     def _status_lock(self, device_id: str) -> asyncio.Lock:
         lock = self._status_locks.get(device_id)
@@ -547,6 +654,11 @@ class LinkHub:
     async def _attach_locked(self, link: AgentLink) -> None:
         """Fence an older link of the device, write it online, welcome it, hold it."""
         device_id = link.device_id
+        # the offline mark of the device's previous link must not land after this online one:
+        # wait for it if it is being written, drop it if it is not yet
+        while (writing := self._offline_writing.get(device_id)) is not None:
+            await asyncio.shield(writing)
+        self._offline_pending.pop(device_id, None)
         old = self._links.pop(device_id, None)
         if old is not None:
             old.superseded = True
@@ -572,8 +684,12 @@ class LinkHub:
             marked = link.online_written and not link.superseded
             if marked:
                 link.superseded = True
-                await self._mark_offline([link], "link closed")
-        await self._presence_detached(link, marked)
+                self._offline_pending[link.device_id] = (link, "link closed")
+                self._offline_event.set()
+        if not marked:
+            # a marked link tells the other replicas once its offline mark is written (in
+            # _write_offline_marks), so that none acts on the database before it lands
+            await self._presence_detached(link, False)
 
     # -- presence hooks (replicas) -----------------------------------------------------------
 
@@ -650,16 +766,27 @@ class LinkHub:
             else:
                 without_health.append(row)
         ids = [link.device_id for link in links]
+        # every batch of the hub writes its rows in id order: see _write_offline
+        with_health.sort(key=_row_id)
+        without_health.sort(key=_row_id)
         found: set[str] = set()
-        async with asyncio.timeout(DB_TIMEOUT_S), self._db.session() as session:
-            if with_health:
-                await session.execute(_ONLINE_UPDATE_HEALTH, with_health)
-            if without_health:
-                await session.execute(_ONLINE_UPDATE, without_health)
-            # in the same transaction, after the writes: a device deleted meanwhile is gone
-            for chunk in _chunks(ids, _IN_CHUNK):
-                found.update(await session.scalars(select(Device.id).where(Device.id.in_(chunk))))
-            await session.commit()
+
+        async def write() -> None:
+            found.clear()
+            async with self._db.session() as session:
+                if with_health:
+                    await session.execute(_ONLINE_UPDATE_HEALTH, with_health)
+                if without_health:
+                    await session.execute(_ONLINE_UPDATE, without_health)
+                # in the same transaction, after the writes: a device deleted meanwhile is gone
+                for chunk in _chunks(ids, _IN_CHUNK):
+                    found.update(
+                        await session.scalars(select(Device.id).where(Device.id.in_(chunk)))
+                    )
+                await session.commit()
+
+        async with asyncio.timeout(DB_TIMEOUT_S):
+            await _retry_deadlocks(write)
         return [device_id in found for device_id in ids]
 
     async def _mark_offline(self, links: list[AgentLink], reason: str) -> None:
@@ -668,24 +795,82 @@ class LinkHub:
             return
         by_id = {link.device_id: link for link in links}
         try:
-            async with asyncio.timeout(DB_TIMEOUT_S), self._db.session() as session:
-                for chunk in _chunks(list(by_id), _IN_CHUNK):
-                    await session.execute(
-                        update(Device)
-                        .where(Device.id.in_(chunk), Device.status == "online")
-                        .values(status="offline", last_seen=self.now())
-                    )
-                await session.commit()
+            async with asyncio.timeout(DB_TIMEOUT_S):
+                await self._write_offline(list(by_id.values()))
         except Exception:
             logger.exception("could not mark %d device(s) offline", len(by_id))
             return
         for link in by_id.values():
             self._publish(link, "device.offline", reason=reason)
 
+    async def _write_offline_marks(self) -> None:
+        """Write the offline marks of ended links in batches (one transaction for all that
+        ended since the previous write, up to :data:`_OFFLINE_BATCH`), then publish
+        ``device.offline``. A batch the database did not take (busy with a bulk action's audit,
+        say) stays pending and is tried again after a pause: no device is left "online" for
+        the sweeper, and no link waits for the database as it ends."""
+        while True:
+            await self._offline_event.wait()
+            self._offline_event.clear()
+            while self._offline_pending:
+                ids = sorted(self._offline_pending)[:_OFFLINE_BATCH]
+                batch = {device_id: self._offline_pending.pop(device_id) for device_id in ids}
+                done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self._offline_writing.update(dict.fromkeys(ids, done))
+                written = False
+                try:
+                    async with asyncio.timeout(DB_TIMEOUT_S):
+                        await self._write_offline([link for link, _ in batch.values()])
+                    written = True
+                except Exception:
+                    logger.exception("could not mark %d device(s) offline; trying again",
+                                     len(batch))  # fmt: skip
+                    for device_id, item in batch.items():
+                        self._offline_pending.setdefault(device_id, item)
+                finally:
+                    for device_id in ids:
+                        self._offline_writing.pop(device_id, None)
+                    done.set_result(None)
+                if not written:
+                    await asyncio.sleep(_OFFLINE_RETRY_S)
+                    continue
+                for link, reason in batch.values():
+                    self._publish(link, "device.offline", reason=reason)
+                    await self._presence_detached(link, True)
+
+    async def _write_offline(self, links: list[AgentLink]) -> None:
+        """Mark the devices of ``links`` offline (those still online) in one transaction."""
+        ids = sorted({link.device_id for link in links})
+        self.offline_batches += 1
+
+        async def write() -> None:
+            async with self._db.session() as session:
+                for chunk in _chunks(ids, _IN_CHUNK):
+                    if self._db.dialect != "sqlite":
+                        # rows locked in id order, as every batch of the hub locks them, so
+                        # that two batches over the same devices queue instead of deadlocking
+                        await session.execute(
+                            select(Device.id)
+                            .where(Device.id.in_(chunk))
+                            .order_by(Device.id)
+                            .with_for_update()
+                        )
+                    await session.execute(
+                        update(Device)
+                        .where(Device.id.in_(chunk), Device.status == "online")
+                        .values(status="offline", last_seen=self.now())
+                    )
+                await session.commit()
+
+        async with asyncio.timeout(DB_TIMEOUT_S):
+            await _retry_deadlocks(write)
+
     def _on_heartbeat(self, link: AgentLink) -> None:
         self._dirty[link.device_id] = link
         self._dirty_event.set()
-        self._publish(link, "device.health", health=link.health)
+        if health_changed(link.published_health, link.health):
+            link.published_health = link.health
+            self._publish(link, "device.health", health=link.health)
 
     async def _write_heartbeats(self) -> None:
         """Write heartbeat health and ``last_seen`` in batches: one transaction for all the
@@ -695,21 +880,29 @@ class LinkHub:
             await self._dirty_event.wait()
             self._dirty_event.clear()
             batch, self._dirty = self._dirty, {}
-            rows = [
-                {"b_id": link.device_id, "b_health": link.health, "b_seen": link.last_frame_at}
-                for link in batch.values()
-                if not link.closed
-            ]
-            if rows:
-                try:
-                    async with (
-                        asyncio.timeout(DB_TIMEOUT_S),
-                        self._db.session() as session,
-                    ):
-                        await session.execute(_HEARTBEAT_UPDATE, rows)
+            rows = sorted(  # in id order, as every batch of the hub: see _write_offline
+                (
+                    {"b_id": link.device_id, "b_health": link.health, "b_seen": link.last_frame_at}
+                    for link in batch.values()
+                    if not link.closed
+                ),
+                key=_row_id,
+            )
+            # a few transactions of a bounded size: one slow write loses a few heartbeats'
+            # rows (the next heartbeats write them again), never the whole fleet's
+            for start in range(0, len(rows), _HEARTBEAT_BATCH):
+                chunk = rows[start : start + _HEARTBEAT_BATCH]
+
+                async def write(chunk: list[dict[str, Any]] = chunk) -> None:
+                    async with self._db.session() as session:
+                        await session.execute(_HEARTBEAT_UPDATE, chunk)
                         await session.commit()
+
+                try:
+                    async with asyncio.timeout(DB_TIMEOUT_S):
+                        await _retry_deadlocks(write)
                 except Exception:
-                    logger.exception("could not write %d heartbeat(s)", len(rows))
+                    logger.exception("could not write %d heartbeat(s)", len(chunk))
             await asyncio.sleep(gap)
 
     async def _follow_tag_changes(self) -> None:
@@ -806,6 +999,32 @@ class LinkHub:
                 }
             )
         return [device_id for device_id, _ in stale]
+
+
+def _row_id(row: dict[str, Any]) -> str:
+    return str(row["b_id"])
+
+
+_DEADLOCK_RETRIES = 3
+
+
+async def _retry_deadlocks(write: Callable[[], Awaitable[None]]) -> None:
+    """Run ``write`` (one transaction), again when PostgreSQL chose it as a deadlock's victim
+    (rolled back, so running it again is safe): a batch of bookkeeping must not be lost to a
+    crossing transaction of the API's."""
+    for attempt in range(_DEADLOCK_RETRIES):
+        try:
+            await write()
+            return
+        except DBAPIError as err:
+            if attempt + 1 == _DEADLOCK_RETRIES or not _is_deadlock(err):
+                raise
+            logger.info("a bookkeeping write met a deadlock; writing it again")
+
+
+def _is_deadlock(err: DBAPIError) -> bool:
+    state = getattr(err.orig, "sqlstate", None) or getattr(err.orig, "pgcode", None)
+    return state == "40P01" or "deadlock detected" in str(err.orig)
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
