@@ -46,6 +46,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 from common import free_port, is_up, measure, row, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -402,10 +403,13 @@ def _input_rows(clients: dict[str, Any], rounds: int) -> None:
             print(row(f"{action} - {label}", samples))
 
 
-def bench_hop(info: dict[str, Any], rounds: int, cua: str | None = None) -> None:
+def bench_hop(
+    info: dict[str, Any], rounds: int, cua: str | None = None, env: dict[str, str] | None = None
+) -> None:
     """Input through the server: a request per action, over HTTP and against one WebSocket per
     device, in turns; with ``cua``, in turns with cua's computer server (pyautogui's pause off)
-    on the same desktop, so that the hop meets the peer under the same load."""
+    on the same desktop (``env``: its DISPLAY and XAUTHORITY, else the demo's), so that the hop
+    meets the peer under the same load."""
     with (
         FleetClient(info["url"], token=info["token"]) as over_http,
         FleetClient(info["url"], token=info["token"], websocket=True) as over_ws,
@@ -415,10 +419,49 @@ def bench_hop(info: dict[str, Any], rounds: int, cua: str | None = None) -> None
                                    "SDK via server, WebSocket": over_ws.device(info["device_name"])}  # fmt: skip
         if cua:
             clients[f"cua {_cua_version(cua)} WS, pyautogui pause 0"] = stack.enter_context(
-                _cua_server(cua, _x_env(info), CUA_NO_PAUSE)
+                _cua_server(cua, env or _x_env(info), CUA_NO_PAUSE)
             )
         print(f"load average {os.getloadavg()[0]:.2f}")
         _input_rows(clients, rounds)
+
+
+def bench_hop_split(rounds: int, cua: str | None) -> None:
+    """:func:`bench_hop` as deployed: the fleet server and the x11 agent as two processes (the
+    demo runs both in one, where they share one interpreter lock)."""
+    from remotehands.agent.desktop import VirtualDesktop
+
+    procs: list[subprocess.Popen[bytes]] = []
+    with VirtualDesktop(size=(1920, 1080)) as desktop, tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, **desktop.env, "REMOTEHANDS_OWNER_PASSWORD": "bench-owner-pw"}
+        try:
+            data = Path(tmp) / "server"
+            subprocess.run([REMOTEHANDS, "server", "init", "--data", str(data)], env=env,
+                           check=True, capture_output=True)  # fmt: skip
+            url = f"http://127.0.0.1:{free_port()}"
+            procs.append(subprocess.Popen(
+                [REMOTEHANDS, "server", "--data", str(data), "--listen", url.split("//")[1],
+                 "--log-level", "warning"], env=env))  # fmt: skip
+            wait_for(lambda: is_up(url), "the server start")
+            session = httpx.post(url + "/v1/auth/login", timeout=30,
+                                 json={"username": "owner", "password": "bench-owner-pw"})  # fmt: skip
+            with FleetClient(url, token=session.json()["token"]) as owner:
+                token = owner.tokens_create("bench", role="operator")["token"]
+                enrollment = owner.enrollment_create()["token"]
+            procs.append(subprocess.Popen(
+                [REMOTEHANDS, "agent", "--driver", "x11", "--display", str(desktop.display),
+                 "--server", url, "--token", enrollment, "--name", "hop-desktop",
+                 "--state-dir", str(Path(tmp) / "agent")],
+                env=env))  # fmt: skip
+            with FleetClient(url, token=token) as fleet:
+                wait_for(lambda: any(d["name"] == "hop-desktop" for d in fleet.devices(
+                    status="online")), "the agent enrolment")  # fmt: skip
+            print("server and agent as two processes (as deployed)")
+            bench_hop({"url": url, "token": token, "device_name": "hop-desktop"}, rounds, cua, env)
+        finally:
+            for proc in reversed(procs):
+                proc.terminate()
+            for proc in procs:
+                proc.wait(15)
 
 
 async def _mcp_vs_sdk(info: dict[str, Any], device_name: str, rounds: int) -> None:
@@ -580,14 +623,17 @@ def main() -> None:
         "--cua", metavar="PYTHON", help="A Python with cua-computer-server, run beside the agent."
     )
     parser.add_argument("--cua-rounds", type=int, default=20)
-    parser.add_argument("--only", choices=["act", "ocr", "mcp", "input", "hop"], action="append")
+    parser.add_argument("--only", choices=["act", "ocr", "mcp", "input", "hop", "hop-split"],
+                        action="append")  # fmt: skip
     args = parser.parse_args()
-    parts = set(args.only or ["act", "ocr", "mcp", "input", "hop"])
+    parts = set(args.only or ["act", "ocr", "mcp", "input", "hop", "hop-split"])
     if "input" in parts:
         bench_input(args.mcp_rounds * 10, args.cua, args.cua_rounds)
-        if parts == {"input"}:
-            return
-    parts.discard("input")
+    if "hop-split" in parts:
+        bench_hop_split(args.mcp_rounds * 10, args.cua)
+    parts -= {"input", "hop-split"}
+    if not parts:
+        return
     with tempfile.TemporaryDirectory() as data:
         demo, info = _start_demo(Path(data))
         try:

@@ -71,7 +71,6 @@ async def test_a_watch_through_b_of_a_device_on_a(pair: Pair) -> None:
                     pass
 
 
-
 async def test_a_delta_watch_through_b_starts_and_restarts_on_key_frames(pair: Pair) -> None:
     driver = FakeDriver(320, 200)
     agent = await pair.agent(pair.a, "desk-rect", driver)
@@ -87,6 +86,7 @@ async def test_a_delta_watch_through_b_starts_and_restarts_on_key_frames(pair: P
         again = await asyncio.wait_for(anext(frames), 10)
     assert again.key and (again.width, again.height) == (320, 200)
     assert again.seq > delta.seq
+
 
 async def _chunks(total: int, piece: int = 300_000) -> AsyncIterator[bytes]:
     block = bytes(range(256)) * (piece // 256 + 1)
