@@ -415,8 +415,9 @@ class AgentLink:
             raise
         async with ws:
             self._ws = ws
-            await ws.send(wire.encode(await self._hello()))
             try:
+                # a server that refuses the credential may close before the hello is out
+                await ws.send(wire.encode(await self._hello()))
                 async with asyncio.timeout(10):
                     welcome = wire.Welcome.model_validate(wire.decode(await ws.recv()))
             except websockets.exceptions.ConnectionClosed:
