@@ -197,6 +197,9 @@ def test_an_expired_session_returns_to_signin_and_back_to_the_page(
     web_watch.allow("status of 401")
     page = page_as("operator", path="/admin?tab=tokens")
     expect(page.locator("#tokens-section")).to_be_visible()
+    # the page's script is running (it names the user once it has its session), so the form
+    # below is handled by it and not submitted by the browser itself
+    expect(page.locator("#who")).to_have_text("operator (operator)")
     cookies = {c["name"]: c["value"] for c in page.context.cookies()}
     ended = httpx.post(
         f"{web.url}/v1/auth/logout",

@@ -291,16 +291,7 @@ async function audit() {
   let cursor = null;
   let last = null;
 
-  try {
-    const { devices } = await api("GET", "/v1/devices");
-    const select = document.getElementById("audit-device");
-    for (const device of devices) {
-      names.set(device.id, device.name);
-      select.append(el("option", { value: device.id, text: device.name }));
-    }
-  } catch (err) {
-    failure("audit-error")(err);
-  }
+  let asked = 0; // the latest load: an older answer arriving after it is dropped
 
   function filters() {
     const query = new URLSearchParams();
@@ -326,8 +317,10 @@ async function audit() {
       extra = AUDIT_PAGE;
     }
     query.set("limit", String(AUDIT_PAGE + 1 + extra));
+    const mine = ++asked;
     try {
       let { entries } = await api("GET", "/v1/audit?" + query);
+      if (mine !== asked) return; // a newer load (a filter, a page) was asked meanwhile
       if (cursor) entries = entries.filter((e) => older(e, cursor));
       const shown = entries.slice(0, AUDIT_PAGE);
       body.replaceChildren(...shown.map((entry) => el("tr", {},
@@ -346,10 +339,11 @@ async function audit() {
       document.getElementById("audit-page").textContent = `page ${pages.length + 1}`;
       show("audit-error", "");
     } catch (err) {
-      failure("audit-error")(err);
+      if (mine === asked) failure("audit-error")(err);
     }
   }
 
+  // The controls work from the first moment the section shows, before the device names come.
   document.getElementById("audit-form").addEventListener("submit", (event) => {
     event.preventDefault();
     pages.length = 0;
@@ -366,7 +360,17 @@ async function audit() {
     cursor = pages.pop() ?? null;
     load();
   });
-  await load();
+  try {
+    const { devices } = await api("GET", "/v1/devices");
+    const select = document.getElementById("audit-device");
+    for (const device of devices) {
+      names.set(device.id, device.name);
+      select.append(el("option", { value: device.id, text: device.name }));
+    }
+  } catch (err) {
+    failure("audit-error")(err);
+  }
+  if (asked === 0) await load(); // unless the user filtered already
 }
 
 async function main() {
