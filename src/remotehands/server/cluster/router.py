@@ -61,7 +61,7 @@ from remotehands.server.cluster.wire import (
     pack_error,
     unpack,
 )
-from remotehands.server.link.streams import DEFAULT_DEPTH
+from remotehands.server.link.streams import DEFAULT_DEPTH, WatchFeed
 from remotehands.server.router import Incoming, InProcessRouter
 
 if TYPE_CHECKING:
@@ -134,41 +134,6 @@ class RemoteDevice:
 class _Replica:
     last_seen: float
     devices: set[str] = field(default_factory=set)
-
-
-class _RemoteFeed:
-    """The frames of a watch held by another replica, as a consumer reads them: like the
-    holder's own feed, a consumer that missed a frame of a delta stream (a gap in ``seq``)
-    skips to the next key frame and asks the holder for one over the watch's control subject;
-    a viewer whose decoder failed asks with :meth:`request_key`."""
-
-    def __init__(self, queue: DropOldest[Frame], ask: Callable[[], Awaitable[None]]) -> None:
-        self.queue = queue
-        self._ask_holder = ask
-        self.gate = KeyGate()
-
-    def __aiter__(self) -> _RemoteFeed:
-        return self
-
-    async def __anext__(self) -> Frame:
-        while True:
-            frame = await self.queue.get()
-            admit, ask = self.gate.admit(frame, time.monotonic())
-            if ask:
-                await self._ask()
-            if admit:
-                return frame
-
-    async def request_key(self) -> None:
-        """Skip to the next key frame, and ask the holder for one now."""
-        self.gate.reset()
-        await self._ask()
-
-    async def _ask(self) -> None:
-        # A lost request is asked again by the gate; it must not end the consumer's stream.
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(KEYFRAME_ASK_TIMEOUT_S):
-                await self._ask_holder()
 
 
 class NatsRouter:
@@ -833,9 +798,16 @@ class NatsRouter:
                         await client.publish(control, pack({"op": "alive"}))
                     await asyncio.sleep(KEEPALIVE_S)
 
+            async def ask_holder() -> None:
+                # a lost request is asked again by the consumer's gate: never an error here
+                with contextlib.suppress(Exception):
+                    await client.publish(control, pack({"op": "key"}))
+
             keeping = asyncio.ensure_future(keepalive())
             try:
-                yield _RemoteFeed(queue, lambda: client.publish(control, pack({"op": "key"})))
+                yield WatchFeed(
+                    queue, lambda: client.publish(control, pack({"op": "key"})), KeyGate()
+                )
             finally:
                 keeping.cancel()
                 await asyncio.gather(keeping, return_exceptions=True)

@@ -57,13 +57,21 @@ class ScreenWatch:
 
 
 class WatchFeed:
-    """One consumer's frames of a link stream (``async for``): the frames it can decode, see
-    the module docstring."""
+    """One consumer's frames of a watch (``async for``): the frames it can decode, see the
+    module docstring. ``ask`` asks the frames' source for a key frame: the agent over its link,
+    or the replica holding the device."""
 
-    def __init__(self, stream: int, queue: DropOldest[Frame], send: Send, gate: KeyGate) -> None:
-        self.stream = stream
+    def __init__(
+        self,
+        queue: DropOldest[Frame],
+        ask: Callable[[], Awaitable[None]],
+        gate: KeyGate,
+        *,
+        ask_timeout_s: float = KEYFRAME_SEND_TIMEOUT_S,
+    ) -> None:
         self.queue = queue
-        self._send = send
+        self._ask_source = ask
+        self._ask_timeout_s = ask_timeout_s
         self.gate = gate
 
     @property
@@ -88,15 +96,15 @@ class WatchFeed:
                 return frame
 
     async def request_key(self) -> None:
-        """Skip to the next key frame, and ask the agent for one now."""
+        """Skip to the next key frame, and ask the source for one now."""
         self.gate.reset()
         await self._ask()
 
     async def _ask(self) -> None:
         # A lost request is asked again by the gate; it must not end the consumer's stream.
         with contextlib.suppress(RemoteHandsError, TimeoutError):
-            async with asyncio.timeout(KEYFRAME_SEND_TIMEOUT_S):
-                await self._send(encode(Keyframe(stream=self.stream)))
+            async with asyncio.timeout(self._ask_timeout_s):
+                await self._ask_source()
 
 
 class LinkWatches:
@@ -109,6 +117,14 @@ class LinkWatches:
         self._by_key: dict[WatchKey, ScreenWatch] = {}
         self._by_stream: dict[int, ScreenWatch] = {}
         self._closed: RemoteHandsError | None = None
+
+    def _key_asker(self, stream: int) -> Callable[[], Awaitable[None]]:
+        """What a feed of ``stream`` calls to ask the agent for a key frame."""
+
+        async def ask() -> None:
+            await self._send(encode(Keyframe(stream=stream)))
+
+        return ask
 
     @property
     def streams(self) -> list[ScreenWatch]:
@@ -136,7 +152,7 @@ class LinkWatches:
             self._by_key[key] = watch
             self._by_stream[watch.stream] = watch
             watch.consumers.append(queue)
-            feed = WatchFeed(watch.stream, queue, self._send, KeyGate())
+            feed = WatchFeed(queue, self._key_asker(watch.stream), KeyGate())
             try:
                 await self._send(encode(settings.model_copy(update={"stream": watch.stream})))
             except BaseException:
@@ -144,7 +160,8 @@ class LinkWatches:
                 raise
         else:
             watch.consumers.append(queue)
-            feed = WatchFeed(watch.stream, queue, self._send, KeyGate(asked_at=time.monotonic()))
+            feed = WatchFeed(queue, self._key_asker(watch.stream),
+                             KeyGate(asked_at=time.monotonic()))  # fmt: skip
             if settings.format != "jpeg":
                 await feed._ask()  # joined a delta stream midway: it needs a key frame
         try:
