@@ -21,6 +21,8 @@ def test_the_enrollment_dialogs_command_enrolls_an_agent_that_appears_live(
     page_as: PageFactory, web: WebFleet, web_watch: PageWatch
 ) -> None:
     web_watch.allow(THUMBNAIL_OF_A_DEVICE_GOING_AWAY)
+    # the cleanup deletes the device: a row refresh already on its way then finds it gone
+    web_watch.allow(r"status of 404 .*/v1/devices/dev_[0-9a-f]+'")
     dashboard = page_as("admin", path="/")
     expect(dashboard.locator("#live")).to_have_text("live")
     admin = dashboard.context.new_page()
@@ -59,8 +61,11 @@ def test_users_are_created_given_a_role_and_deleted(page_as: PageFactory, web: W
     section.get_by_role("button", name="Create user").click()
     row = section.locator("tr[data-username=newbie]")
     expect(row.get_by_label("role of newbie")).to_have_value("operator")
-    with page.expect_response(lambda r: r.request.method == "PATCH") as patched:
-        row.get_by_label("role of newbie").select_option("viewer")
+    # the change is saved, then the table is drawn again from the server's list: the Delete
+    # button below must be the new table's, not one a redraw replaces between its two clicks
+    with page.expect_response(lambda r: r.request.method == "GET" and r.url.endswith("/v1/users")):
+        with page.expect_response(lambda r: r.request.method == "PATCH") as patched:
+            row.get_by_label("role of newbie").select_option("viewer")
     assert patched.value.status == 200
     users = web.http("owner").get("/v1/users").json()["users"]
     assert [u["role"] for u in users if u["username"] == "newbie"] == ["viewer"]
