@@ -51,3 +51,42 @@ async def test_a_call_past_its_timeout_is_a_timeout_and_the_thread_goes_on() -> 
         await asyncio.to_thread(thread.shutdown)
     with pytest.raises(DeviceError, match="stopped"):
         await thread.call("after", lambda: None)
+
+
+async def test_try_here_runs_on_the_caller_only_when_the_thread_is_idle() -> None:
+    thread = XThread("x11-test", timeout_s=5)
+    release, started = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def here() -> bool:
+        ran.append(threading.current_thread().name)
+        return True
+
+    try:
+        await thread.call("warm", lambda: None)  # the thread counts a call finished at once
+        assert thread.try_here("move", here) is True
+        assert ran == [threading.current_thread().name]
+
+        def hold() -> None:
+            started.set()
+            release.wait(10)
+
+        busy = asyncio.ensure_future(thread.call("hold", hold))
+        assert await asyncio.to_thread(started.wait, 5)
+        # busy (or with work queued): running here would overtake it
+        assert thread.try_here("move", here) is False
+        assert ran == [threading.current_thread().name]
+        release.set()
+        await busy
+        assert thread.try_here("move", lambda: False) is False  # declined: nothing was done
+
+        def refused() -> bool:
+            raise Xlib.error.ConnectionClosedError("server")
+
+        with pytest.raises(DeviceError, match="move: the X server closed the connection"):
+            thread.try_here("move", refused)
+        assert thread.try_here("move", here) is True  # an error leaves the thread idle
+    finally:
+        release.set()
+        await asyncio.to_thread(thread.shutdown)
+    assert thread.try_here("after", here) is False

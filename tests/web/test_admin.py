@@ -63,9 +63,11 @@ def test_users_are_created_given_a_role_and_deleted(page_as: PageFactory, web: W
     expect(row.get_by_label("role of newbie")).to_have_value("operator")
     # the change is saved, then the table is drawn again from the server's list: the Delete
     # button below must be the new table's, not one a redraw replaces between its two clicks
-    with page.expect_response(lambda r: r.request.method == "GET" and r.url.endswith("/v1/users")):
-        with page.expect_response(lambda r: r.request.method == "PATCH") as patched:
-            row.get_by_label("role of newbie").select_option("viewer")
+    with (
+        page.expect_response(lambda r: r.request.method == "GET" and r.url.endswith("/v1/users")),
+        page.expect_response(lambda r: r.request.method == "PATCH") as patched,
+    ):
+        row.get_by_label("role of newbie").select_option("viewer")
     assert patched.value.status == 200
     users = web.http("owner").get("/v1/users").json()["users"]
     assert [u["role"] for u in users if u["username"] == "newbie"] == ["viewer"]

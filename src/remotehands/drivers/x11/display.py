@@ -1,9 +1,11 @@
 """One X connection, owned by one thread.
 
-python-xlib is not thread-safe and every call blocks on a socket, so the driver opens its
-connection on a dedicated single-thread executor (:class:`XThread`) and runs every Xlib call
-there; the event loop only awaits. Foreign errors are translated here, where they enter:
-Xlib and mss errors become :mod:`remotehands.errors`.
+Every python-xlib call may block on a socket and our connection state is not meant for two
+threads at once, so the driver opens its connection on a dedicated thread (:class:`XThread`)
+and runs Xlib calls there, one at a time; the event loop only awaits. The exception: a call
+that never waits on the X server (a pointer motion) runs on the event loop itself when the
+thread is idle (:meth:`XThread.try_here`), still one at a time. Foreign errors are translated
+here, where they enter: Xlib and mss errors become :mod:`remotehands.errors`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import os
 import queue
 import threading
@@ -101,19 +104,57 @@ class XThread:
 
     def __init__(self, name: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.timeout_s = timeout_s
-        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        # A job runs its Xlib calls and returns what hands the outcome to its caller: that runs
+        # once the job is counted finished, so the caller's next call finds the thread idle.
+        self._jobs: queue.SimpleQueue[Callable[[], Callable[[], None]] | None] = queue.SimpleQueue()
         self._stopped = False
+        # Held while an Xlib call runs, on this thread or (see :meth:`try_here`) the caller's.
+        self._exclusive = threading.Lock()
+        # Jobs submitted and not yet finished (queued or running), counted under _counting.
+        self._unfinished = 0
+        self._counting = threading.Lock()
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
-            job()
+            with self._exclusive:
+                hand_over = job()
+            with self._counting:
+                self._unfinished -= 1
+            hand_over()
 
-    def _submit(self, job: Callable[[], None]) -> None:
+    def _submit(self, job: Callable[[], Callable[[], None]]) -> None:
         if self._stopped:
             raise DeviceError("the X connection's thread is stopped: the x11 driver was closed")
+        with self._counting:
+            self._unfinished += 1
         self._jobs.put(job)
+
+    def try_here(self, what: str, fn: Callable[[], bool]) -> bool:
+        """Run ``fn`` on the calling thread, when the X thread is idle with nothing queued.
+
+        For calls that never wait on the X server (a pointer motion is written and flushed,
+        nothing read): the hop to the thread and back is two thread wake-ups, most of such a
+        call's cost. ``fn`` returns False when it cannot do its work without waiting (then it
+        did nothing); so does this, also when the thread is busy or has work queued (running
+        here would overtake it): then submit the call with :meth:`call`. Errors come back as
+        :mod:`remotehands.errors`, ``what`` naming the action.
+        """
+        with self._counting:
+            if self._unfinished or self._stopped:
+                return False
+            self._unfinished += 1  # a job submitted meanwhile waits for this one
+        try:
+            with self._exclusive:
+                return fn()
+        except RemoteHandsError:
+            raise
+        except (Xlib.error.XError, Xlib.error.ConnectionClosedError, OSError) as err:
+            raise translate_error(err, what) from err
+        finally:
+            with self._counting:
+                self._unfinished -= 1
 
     async def call(
         self, what: str, fn: Callable[..., T], *args: Any, timeout_s: float | None = None
@@ -125,13 +166,12 @@ class XThread:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[T] = loop.create_future()
 
-        def job() -> None:
+        def job() -> Callable[[], None]:
             try:
                 result = fn(*args)
             except BaseException as err:  # noqa: BLE001 -- handed to the caller, the thread lives on
-                _post(loop, answer, None, err)
-            else:
-                _post(loop, answer, result, None)
+                return functools.partial(_post, loop, answer, None, err)
+            return functools.partial(_post, loop, answer, result, None)
 
         limit = self.timeout_s if timeout_s is None else timeout_s
         try:
@@ -153,11 +193,12 @@ class XThread:
         """Run ``fn(*args)`` on the thread and wait, from a thread that is not the event loop."""
         done: concurrent.futures.Future[T] = concurrent.futures.Future()
 
-        def job() -> None:
+        def job() -> Callable[[], None]:
             try:
-                done.set_result(fn(*args))
+                result = fn(*args)
             except BaseException as err:  # noqa: BLE001 -- handed to the caller, the thread lives on
-                done.set_exception(err)
+                return functools.partial(done.set_exception, err)
+            return functools.partial(done.set_result, result)
 
         self._submit(job)
         return done.result()

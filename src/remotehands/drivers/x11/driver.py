@@ -349,8 +349,12 @@ class X11Driver(Driver):
     # -- pointer -------------------------------------------------------------------------
 
     async def move(self, x: int, y: int) -> None:
-        """Move the pointer to ``(x, y)``."""
-        await self._x("move the pointer", self._inp().move, x, y)
+        """Move the pointer to ``(x, y)``: here, when the X thread is idle (a motion does not
+        wait on the X server), else on the X thread."""
+        thread, what = self._thread, "move the pointer"
+        if thread is not None and thread.try_here(what, lambda: self._inp().move_now(x, y)):
+            return
+        await self._x(what, self._inp().move, x, y)
 
     async def button(self, button: Button, down: bool) -> None:
         """Press or release a button where the pointer is."""

@@ -10,6 +10,7 @@ Everything here runs on the driver's X thread.
 
 from __future__ import annotations
 
+import select
 from collections import Counter
 from collections.abc import Iterator
 
@@ -129,6 +130,16 @@ class Input:
         """
         self._fake_motion(x, y)
         self._display.flush()
+
+    def move_now(self, x: int, y: int) -> bool:
+        """:meth:`move`, if it can be done without waiting on the X server: no event to read
+        first and room to write in the connection. False: nothing was done."""
+        if self._display.pending_events():
+            return False
+        if not select.select([], [self._display.fileno()], [], 0)[1]:
+            return False
+        self.move(x, y)
+        return True
 
     def _fake_motion(self, x: int, y: int) -> None:
         self.handle_events()
