@@ -12,7 +12,6 @@ cannot open or breaks as :class:`DeviceOfflineError`, no answer in time as
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import threading
 from collections.abc import Callable
@@ -27,9 +26,8 @@ from websockets.exceptions import (
     InvalidStatus,
     WebSocketException,
 )
-from websockets.sync.client import ClientConnection as SyncConnection
-from websockets.sync.client import connect as connect_sync
 
+from remotehands.client.blocking import BlockingWebSocket
 from remotehands.client.request import action_request, find_action, validate_params, wait_seconds
 from remotehands.errors import (
     AuthError,
@@ -144,29 +142,26 @@ class AsyncActionSocket:
 
 
 class SyncActionSocket:
-    """:class:`AsyncActionSocket` for blocking code."""
+    """:class:`AsyncActionSocket` for blocking code: it reads its answers on the calling
+    thread (:class:`~remotehands.client.blocking.BlockingWebSocket`), with no thread of its own
+    to wake for each one."""
 
     def __init__(self, base_url: str, token: Callable[[], str | None], timeout: float) -> None:
         self.url = socket_url(base_url)
         self._token = token
         self.timeout = timeout
-        self._conn: SyncConnection | None = None
-        self._stack: contextlib.ExitStack | None = None
+        self._conn: BlockingWebSocket | None = None
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
 
-    def _open(self) -> SyncConnection:
+    def _open(self) -> BlockingWebSocket:
         if self._conn is None:
             token = self._token()
             headers = {"Authorization": f"Bearer {token}"} if token else {}
             try:
-                # websockets wants its sync connection entered as a context: the stack holds it
-                stack = contextlib.ExitStack()
-                self._conn = stack.enter_context(
-                    connect_sync(self.url, additional_headers=headers, compression=None,
-                                 max_size=None, open_timeout=self.timeout)
-                )  # fmt: skip
-                self._stack = stack
+                self._conn = BlockingWebSocket.connect(
+                    self.url, headers=headers, timeout=self.timeout
+                )
             except TimeoutError as err:
                 raise DeviceTimeoutError(
                     f"no WebSocket to {self.url} within {self.timeout:g} s"
@@ -198,6 +193,6 @@ class SyncActionSocket:
 
     def close(self) -> None:
         """Close the socket, if open."""
-        stack, self._stack, self._conn = self._stack, None, None
-        if stack is not None:
-            stack.close()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()

@@ -28,9 +28,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, or_, select, text
+from sqlalchemy import Table, insert, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from remotehands.server.auth.principals import Principal
@@ -40,6 +40,7 @@ from remotehands.server.logredact import mask_credentials
 
 __all__ = ["ACTOR_KINDS", "AuditLog", "ChainCheck", "entry_hash", "redact"]
 
+_AUDIT_TABLE = cast(Table, AuditEntry.__table__)
 logger = logging.getLogger(__name__)
 
 ACTOR_KINDS = ("user", "token", "agent", "system")
@@ -285,7 +286,8 @@ class AuditLog:
                 row["at"], row["prev_hash"] = entry.at, prev
                 row["hash"] = prev = _chain_hash(prev, entry)
                 rows.append(row)
-            await session.execute(insert(AuditEntry), rows)
+            # the table, not the ORM class: a plain executemany, without the ORM's bulk bookkeeping
+            await session.execute(insert(_AUDIT_TABLE), rows)
             await session.commit()
 
     async def export(self) -> AsyncIterator[dict[str, Any]]:
