@@ -4,7 +4,9 @@
 // flags, x, y, screen width, screen height, seq) and the encoded bytes. H.264 goes through
 // WebCodecs' VideoDecoder where VideoDecoder.isConfigSupported says it can; otherwise JPEG
 // rectangles are drawn with createImageBitmap at their x, y. The canvas has the device's own
-// size (so coordinates and screenshots are the device's); CSS scales it to the page.
+// size (so coordinates and screenshots are the device's); CSS scales it to the page. A decoded
+// H.264 picture is drawn over the whole canvas whatever its own size: while the whole screen
+// moves the agent sends it at half size, and at full size again once the screen settles.
 //
 // Frames come only while the page is visible (the socket is closed while it is hidden); a
 // lost socket reconnects with capped exponential backoff and full jitter; a decoder error
@@ -42,6 +44,18 @@ function codecOfSps(data) {
     }
   }
   return null;
+}
+
+/** Whether a decoder configured for `configured` decodes `codec` too: the same profile and
+ * constraints, at a level no higher. The agent encodes at half size while the whole screen moves
+ * (a lower level) and at full size again once it settles; a key frame of either size carries its
+ * SPS, and the decoder takes the new size from it, so no new decoder (and no lost frame) is
+ * needed for the switch. */
+function covers(configured, codec) {
+  if (configured === null) return false;
+  if (configured === codec) return true;
+  const level = (c) => parseInt(c.slice(9, 11), 16);
+  return configured.slice(0, 9) === codec.slice(0, 9) && level(codec) <= level(configured);
 }
 
 export class ScreenView {
@@ -221,7 +235,7 @@ export class ScreenView {
   decodeH264(data, key, seq, width, height) {
     if (key) {
       const codec = codecOfSps(data) || PROBE.codec;
-      if (!this.decoder || this.decoder.state === "closed" || codec !== this.decoderCodec) {
+      if (!this.decoder || this.decoder.state === "closed" || !covers(this.decoderCodec, codec)) {
         this.newDecoder(codec);
       }
     }
