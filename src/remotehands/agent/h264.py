@@ -74,11 +74,13 @@ _SMALL = 256 * 256 * 4
 """A changed rectangle up to this many bytes is converted on one thread (threads cost more)."""
 
 
-MOTION_SHARE = 0.5
-"""A change over at least this share of the screen's area is the whole screen moving."""
+MOTION_SHARE = 0.1
+"""A change over at least this share of the screen's area is motion. A scrolling terminal is
+caught between its repaints: its changed rectangle is often a fifth of the screen, rarely all of
+it; a key typed is a thousandth."""
 MOTION_GAP_S = 0.25
 """Two such changes at most this far apart: the screen is moving; frames go at half size."""
-SETTLE_S = 0.15
+SETTLE_S = 0.3
 """No such change for this long: the screen has settled; frames go at full size again."""
 REDUCE_FROM = 1280 * 720
 """Only a screen of at least this many pixels is reduced while it moves: a smaller one is cheap
@@ -300,7 +302,11 @@ class H264Encoder:
         return picture
 
     def _bgra_frame(self, pixels: FrameArray) -> av.VideoFrame:
-        """All of ``pixels`` in the reused BGRA buffer."""
+        """All of ``pixels`` as a BGRA picture: over their own memory when they are contiguous
+        (the frame source's kept frame always is; swscale only reads it, during this call), else
+        through the reused BGRA buffer."""
+        if pixels.flags.c_contiguous:
+            return av.VideoFrame.from_numpy_buffer(pixels, format="bgra")
         height, width = pixels.shape[:2]
         if self._bgra is None or (self._bgra.width, self._bgra.height) != (width, height):
             self._bgra = av.VideoFrame(width, height, "bgra")
