@@ -85,7 +85,7 @@ export class ScreenView {
     this.height = 0;
     // Figures for tests and the benchmark (window.__console.screen).
     this.stats = { frames: 0, painted: 0, bytes: 0, keyframes: 0, lastPaint: 0, codec: null,
-                   errors: 0 };
+                   errors: 0, pictureWidth: 0, pictureHeight: 0 };
     this.onVisibility = () => this.visibilityChanged();
     document.addEventListener("visibilitychange", this.onVisibility);
   }
@@ -261,6 +261,9 @@ export class ScreenView {
     if (this.decoder && this.decoder.state !== "closed") this.decoder.close();
     const decoder = new VideoDecoder({
       output: (frame) => {
+        // The picture's own size: half the screen's while the whole screen moves.
+        this.stats.pictureWidth = frame.displayWidth;
+        this.stats.pictureHeight = frame.displayHeight;
         this.context.drawImage(frame, 0, 0, this.width, this.height);
         frame.close();
         this.painted();
