@@ -114,24 +114,34 @@ def test_a_moving_screen_comes_at_half_size_and_settles_sharp_at_full_size(
 ) -> None:
     page = open_console(page_as, web, codec="h264")
     picture = "() => window.__console.screen.stats.pictureWidth === {w}"
-    size = "() => ['width', 'height'].map((k) => document.getElementById('screen')[k])"
-    expected_size = [x_screen().shape[1], x_screen().shape[0]]
+    bitmap = "() => ['width', 'height'].map((k) => document.getElementById('screen')[k])"
+    device = [x_screen().shape[1], x_screen().shape[0]]
+    page.wait_for_function(picture.format(w=device[0]))
+    shown = page.locator("#screen").bounding_box()
     with launch_color_window("console-motion", "#203040", x=0, y=0, width=1000,
                              height=600) as window:  # fmt: skip
         window.animate(["#c03020", "#20c040", "#2040c0"], interval_ms=30)
-        # Most of the screen changes at every frame: the agent sends half-size pictures, the
-        # canvas keeps the screen's own size (input coordinates and screenshots are the screen's).
-        page.wait_for_function(picture.format(w=expected_size[0] // 2), timeout=15_000)
-        assert page.evaluate(size) == expected_size
+        # Most of the screen changes at every frame: the agent sends half-size pictures; the
+        # canvas's bitmap takes their size and is shown where and as big as the full one was.
+        page.wait_for_function(picture.format(w=device[0] // 2), timeout=15_000)
+        assert page.evaluate(bitmap) == [device[0] // 2, device[1] // 2]
+        assert page.locator("#screen").bounding_box() == pytest.approx(shown, abs=1.5)
+        # The device's own size still counts for input and the screenshot.
+        size = page.evaluate(
+            "() => [window.__console.screen.width, window.__console.screen.height]"
+        )
+        assert size == device
         window.still()
         # Still again: a full-size key frame, and the canvas shows the screen as it is.
-        page.wait_for_function(picture.format(w=expected_size[0]), timeout=15_000)
-        assert page.evaluate(size) == expected_size
+        page.wait_for_function(picture.format(w=device[0]), timeout=15_000)
+        assert page.evaluate(bitmap) == device
+        assert page.locator("#screen").bounding_box() == pytest.approx(shown, abs=1.5)
 
         def close_enough() -> bool:
             shown, screen = canvas_pixels(page), x_screen()
             return bool(float(np.abs(shown.astype(np.int16) - screen).mean()) < 4.0)
 
+        # Colours too: the stream says its colour matrix, which the browser follows.
         wait_until(close_enough, timeout=10)
     assert page.evaluate("() => window.__console.screen.stats.errors") == 0
 

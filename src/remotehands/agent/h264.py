@@ -187,8 +187,11 @@ class H264Encoder:
             "crf": str(crf_for_quality(self.quality)),
             # A frame forced to I is an IDR frame, where a decoder can start.
             "forced-idr": "1",
-            # No scene-cut keyframes: a viewer asks when it needs one.
-            "x264-params": "scenecut=0:repeat-headers=1",
+            # No scene-cut keyframes: a viewer asks when it needs one. The colour matrix is
+            # swscale's (BT.601), said in the SPS: a browser assumes BT.709 for a stream that
+            # says nothing, and shows #c03020 as #cd3e20.
+            "x264-params": "scenecut=0:repeat-headers=1:colorprim=bt709:transfer=bt709"
+            ":colormatrix=smpte170m",
         }
         context.open()
         return _Stream(context, self._clock())

@@ -4,9 +4,10 @@
 // flags, x, y, screen width, screen height, seq) and the encoded bytes. H.264 goes through
 // WebCodecs' VideoDecoder where VideoDecoder.isConfigSupported says it can; otherwise JPEG
 // rectangles are drawn with createImageBitmap at their x, y. The canvas has the device's own
-// size (so coordinates and screenshots are the device's); CSS scales it to the page. A decoded
-// H.264 picture is drawn over the whole canvas whatever its own size: while the whole screen
-// moves the agent sends it at half size, and at full size again once the screen settles.
+// size (so coordinates and screenshots are the device's); CSS scales it to the page. While the
+// whole screen moves the agent sends H.264 pictures at half size (at full size again once the
+// screen settles): the canvas then takes the picture's size, shown as big as the device's own
+// (ScreenView.width/height keep the device's size, for input coordinates and screenshots).
 //
 // Frames come only while the page is visible (the socket is closed while it is hidden); a
 // lost socket reconnects with capped exponential backoff and full jitter; a decoder error
@@ -88,6 +89,8 @@ export class ScreenView {
                    errors: 0, pictureWidth: 0, pictureHeight: 0 };
     this.onVisibility = () => this.visibilityChanged();
     document.addEventListener("visibilitychange", this.onVisibility);
+    this.onResize = () => this.pinDisplaySize();
+    window.addEventListener("resize", this.onResize);
   }
 
   async start() {
@@ -161,6 +164,7 @@ export class ScreenView {
     this.stopped = true;
     clearTimeout(this.timer);
     document.removeEventListener("visibilitychange", this.onVisibility);
+    window.removeEventListener("resize", this.onResize);
     this.closeSocket();
     if (this.decoder && this.decoder.state !== "closed") this.decoder.close();
   }
@@ -170,11 +174,36 @@ export class ScreenView {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send("keyframe");
   }
 
+  /** The device's screen is `width` x `height` (every frame's header says so). */
   resize(width, height) {
-    if (width !== this.width || height !== this.height) {
-      this.width = this.canvas.width = width;
-      this.height = this.canvas.height = height;
+    this.width = width;
+    this.height = height;
+  }
+
+  /** The canvas's bitmap is `width` x `height`: the device's size for JPEG, the decoded
+   * picture's for H.264 (half the device's while the whole screen moves: drawing it unscaled
+   * costs a third of drawing it scaled up, and CSS scales it anyway). A smaller bitmap is shown
+   * at the size the device's own would be, so the view does not jump. */
+  fitCanvas(width, height) {
+    const canvas = this.canvas;
+    if (canvas.width !== width || canvas.height !== height) {
+      canvas.width = width;
+      canvas.height = height;
+      this.pinDisplaySize();
     }
+  }
+
+  pinDisplaySize() {
+    const canvas = this.canvas;
+    const stage = canvas.parentElement;
+    if (!stage || !this.width || (canvas.width === this.width && canvas.height === this.height)) {
+      canvas.style.width = canvas.style.height = "";
+      return;
+    }
+    // What max-width/max-height: 100% make of the device's size (no bigger than it).
+    const scale = Math.min(1, stage.clientWidth / this.width, stage.clientHeight / this.height);
+    canvas.style.width = Math.floor(this.width * scale) + "px";
+    canvas.style.height = Math.floor(this.height * scale) + "px";
   }
 
   frame(buffer) {
@@ -221,6 +250,7 @@ export class ScreenView {
         this.pending -= 1;
       }
       this.resize(width, height);
+      this.fitCanvas(width, height);
       this.context.drawImage(bitmap, x, y);
       bitmap.close();
       this.painted();
@@ -264,7 +294,8 @@ export class ScreenView {
         // The picture's own size: half the screen's while the whole screen moves.
         this.stats.pictureWidth = frame.displayWidth;
         this.stats.pictureHeight = frame.displayHeight;
-        this.context.drawImage(frame, 0, 0, this.width, this.height);
+        this.fitCanvas(frame.displayWidth, frame.displayHeight);
+        this.context.drawImage(frame, 0, 0);
         frame.close();
         this.painted();
       },
