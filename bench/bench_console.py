@@ -1,7 +1,7 @@
 """The web console in a real Chromium, on loopback, against a 1920x1080 desktop: H.264 against
 JPEG rectangles against whole JPEG frames, side by side in one run.
 
-    .venv/bin/python bench/bench_console.py [--seconds 6] [--keys 25]
+    .venv/bin/python bench/bench_console.py [--seconds 6] [--keys 25] [--codecs h264,jpeg]
 
 ``remotehands server`` and ``remotehands agent --driver x11`` as processes on an Xvfb
 1920x1080 desktop with openbox and a full-screen xterm; Debian's Chromium (headless, through

@@ -38,7 +38,9 @@ changed rectangle as JPEG after a whole first frame (:class:`JpegRectEncoder`), 
 one encoding of each frame. A frame of a delta encoding (``key`` false on the
 :class:`~remotehands.protocol.streams.Frame`) needs the one before it: a consumer that missed
 one asks for a key frame with :meth:`FrameStream.request_key`, which makes the next capture
-whole (and an H.264 encoder start an IDR) even if nothing changed.
+whole (and an H.264 encoder start an IDR) even if nothing changed. An encoder that lowers its
+picture while the screen moves (H.264 at half size) gets the kept frame again through its
+``settle`` once the screen has been still long enough, so that the last picture is sharp.
 
 :class:`FrameSources` keeps one source per screen of a device; every consumer (the fleet link,
 a face's live view) takes its source from there.
