@@ -148,7 +148,7 @@ def main() -> None:
                     proc.wait(15)
                 except subprocess.TimeoutExpired:
                     # The figures are taken: a process slow to stop must not lose them.
-                    print(f"{proc.args[1]} did not stop within 15 s of SIGTERM: killed",
+                    print(f"process {proc.pid} did not stop within 15 s of SIGTERM: killed",
                           file=sys.stderr)  # fmt: skip
                     proc.kill()
                     proc.wait(10)
