@@ -268,3 +268,18 @@ async def test_a_frame_source_settles_a_halved_h264_stream_at_full_size() -> Non
     assert sizes[-1] == (1280, 720, True) and (640, 360, True) in sizes
     shown = picture.to_ndarray(format="rgb24").astype(int)
     assert np.abs(shown - driver.framebuffer[:, :, 2::-1].astype(int)).mean() < 3
+
+
+def test_h264_a_key_frame_asked_for_is_not_motion() -> None:
+    clock = _Clock()
+    encoder = H264Encoder(80, clock=clock)
+    encoder.encode(_wide(20), WIDE)  # the first frame: whole, a key frame
+    clock.now += 0.03
+    encoder.encode(_wide(60), WIDE)  # one big change after it: not yet motion
+    assert not encoder.reduced
+    encoder.request_key()
+    clock.now += 0.03
+    assert encoder.encode(_wide(60), WIDE).key and not encoder.reduced
+    clock.now += 0.03
+    encoder.encode(_wide(100), WIDE)  # the second big change in a row: motion
+    assert encoder.reduced

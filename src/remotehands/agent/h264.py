@@ -206,7 +206,10 @@ class H264Encoder:
             self._streams.clear()
             self._full, self._reduced, self._last_motion = full, False, -math.inf
         now = self._clock()
-        if changed.width * changed.height >= MOTION_SHARE * full[0] * full[1]:
+        big = changed.width * changed.height >= MOTION_SHARE * full[0] * full[1]
+        # A key frame asked for at full size (a first frame, a viewer joining) is whole because
+        # it was asked for, not because the screen moves.
+        if big and not (self._want_key and not self._reduced):
             moving = now - self._last_motion <= MOTION_GAP_S
             self._last_motion = now
             if moving and not self._reduced and self._reducible(full):
