@@ -19,7 +19,7 @@ from PIL import Image
 from playwright.sync_api import Page, expect
 
 from remotehands.agent.ocrengine import engine
-from remotehands.testing.xapps import Probe, launch_probe, wait_until
+from remotehands.testing.xapps import Probe, launch_color_window, launch_probe, wait_until
 from tests.web.conftest import ARTIFACTS, FAKE_DEVICE, X11_DEVICE, PageFactory, PageWatch, WebFleet
 
 Pixels = npt.NDArray[np.uint8]
@@ -107,6 +107,43 @@ def test_the_screen_on_the_canvas_is_the_x_screen(
     assert expected.std() > 10  # a real desktop (a terminal and its title bar), not a blank
     expect(page.locator("#overlay")).to_be_hidden()
     expect(page.locator("#state")).to_have_text("online")
+
+
+def test_a_moving_screen_comes_at_half_size_and_settles_sharp_at_full_size(
+    page_as: PageFactory, web: WebFleet
+) -> None:
+    page = open_console(page_as, web, codec="h264")
+    picture = "() => window.__console.screen.stats.pictureWidth === {w}"
+    bitmap = "() => ['width', 'height'].map((k) => document.getElementById('screen')[k])"
+    device = [x_screen().shape[1], x_screen().shape[0]]
+    page.wait_for_function(picture.format(w=device[0]))
+    shown = page.locator("#screen").bounding_box()
+    with launch_color_window("console-motion", "#203040", x=0, y=0, width=1000,
+                             height=600) as window:  # fmt: skip
+        window.animate(["#c03020", "#20c040", "#2040c0"], interval_ms=30)
+        # Most of the screen changes at every frame: the agent sends half-size pictures; the
+        # canvas's bitmap takes their size and is shown where and as big as the full one was.
+        page.wait_for_function(picture.format(w=device[0] // 2), timeout=15_000)
+        assert page.evaluate(bitmap) == [device[0] // 2, device[1] // 2]
+        assert page.locator("#screen").bounding_box() == pytest.approx(shown, abs=1.5)
+        # The device's own size still counts for input and the screenshot.
+        size = page.evaluate(
+            "() => [window.__console.screen.width, window.__console.screen.height]"
+        )
+        assert size == device
+        window.still()
+        # Still again: a full-size key frame, and the canvas shows the screen as it is.
+        page.wait_for_function(picture.format(w=device[0]), timeout=15_000)
+        assert page.evaluate(bitmap) == device
+        assert page.locator("#screen").bounding_box() == pytest.approx(shown, abs=1.5)
+
+        def close_enough() -> bool:
+            shown, screen = canvas_pixels(page), x_screen()
+            return bool(float(np.abs(shown.astype(np.int16) - screen).mean()) < 4.0)
+
+        # Colours too: the stream says its colour matrix, which the browser follows.
+        wait_until(close_enough, timeout=10)
+    assert page.evaluate("() => window.__console.screen.stats.errors") == 0
 
 
 def test_without_videodecoder_the_console_falls_back_to_jpeg_rectangles(

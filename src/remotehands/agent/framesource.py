@@ -38,7 +38,9 @@ changed rectangle as JPEG after a whole first frame (:class:`JpegRectEncoder`), 
 one encoding of each frame. A frame of a delta encoding (``key`` false on the
 :class:`~remotehands.protocol.streams.Frame`) needs the one before it: a consumer that missed
 one asks for a key frame with :meth:`FrameStream.request_key`, which makes the next capture
-whole (and an H.264 encoder start an IDR) even if nothing changed.
+whole (and an H.264 encoder start an IDR) even if nothing changed. An encoder that lowers its
+picture while the screen moves (H.264 at half size) gets the kept frame again through its
+``settle`` once the screen has been still long enough, so that the last picture is sharp.
 
 :class:`FrameSources` keeps one source per screen of a device; every consumer (the fleet link,
 a face's live view) takes its source from there.
@@ -126,7 +128,11 @@ class FrameEncoder(Protocol):
     request). It answers bytes (a whole key frame) or an :class:`Encoded`. Encoders with equal
     :attr:`key` produce the same bytes, so the source encodes once for all their consumers; a
     stateful encoder (H.264) gives each consumer a key of its own, and may have a
-    ``request_key()`` method, which :meth:`FrameStream.request_key` calls.
+    ``request_key()`` method, which :meth:`FrameStream.request_key` calls. An encoder that
+    lowers its quality while the screen moves (H.264 at half size) has a ``settle_due``
+    attribute (``time.monotonic()`` seconds, or ``None``) and a ``settle(frame)`` method: once
+    ``settle_due`` has passed, a capture that finds the screen unchanged calls ``settle`` with
+    the kept frame, and what it answers (unless ``None``) goes to that encoder's consumers.
     """
 
     @property
@@ -576,6 +582,7 @@ class FrameSource:
             log.exception("encoding screen %s failed", self.screen_id)
             raise DeviceError(f"encoding screen {self.screen_id} failed: {err}") from err
         if box is None:
+            await self._settle(encoders)
             return False
         if kept is not self._previous:
             # Assigned here, not in the thread: a run cancelled meanwhile must not keep them.
@@ -590,6 +597,33 @@ class FrameSource:
             self._encoding = asyncio.create_task(self._encode(kept, box, self._seq, captured_at,
                                                               encoders))  # fmt: skip
         return True
+
+    async def _settle(self, encoders: dict[Hashable, FrameEncoder]) -> None:
+        """The screen did not change: each encoder whose last frame was a reduced one (H.264
+        at half size while the screen moved) and whose ``settle_due`` has passed sends the
+        kept frame again at full quality, to its own consumers."""
+        now = time.monotonic()
+        due = {}
+        for key, encoder in encoders.items():
+            at = getattr(encoder, "settle_due", None)
+            if at is not None and at <= now:
+                due[key] = encoder
+        previous = self._previous
+        if not due or previous is None:
+            return
+        if self._encoding is not None:
+            await self._encoding  # frames leave in order
+            self._encoding = None
+        try:
+            settled = await asyncio.to_thread(_settle_all, previous, due)
+        except RemoteHandsError:
+            raise
+        except Exception as err:  # an encoder bug must end the streams, not the agent
+            log.exception("encoding screen %s failed", self.screen_id)
+            raise DeviceError(f"encoding screen {self.screen_id} failed: {err}") from err
+        if settled:
+            self._seq += 1
+            self._deliver(previous, self._seq, time.time(), encoders, settled, only=True)
 
     async def _encode(
         self,
@@ -617,7 +651,11 @@ class FrameSource:
         captured_at: float,
         encoders: dict[Hashable, FrameEncoder],
         encoded: dict[Hashable, bytes | Encoded],
+        *,
+        only: bool = False,
     ) -> None:
+        """Hands ``encoded`` out to the consumers of each encoder (``only``: those of the
+        encoders in it; the others' latest frames stay as they were)."""
         self.frames += 1
         height, width = kept.shape[:2]
         frames: dict[Hashable, Frame] = {}
@@ -629,7 +667,7 @@ class FrameSource:
                                         out.y, out.key)  # fmt: skip
             else:
                 frames[key] = Frame(seq, captured_at, width, height, fmt, out)
-        self._latest = frames
+        self._latest = {**self._latest, **frames} if only else frames
         for consumer in self._consumers:
             frame = frames.get(consumer.encoder.key)
             if frame is not None:
@@ -649,6 +687,20 @@ def _encode_all(
 ) -> dict[Hashable, bytes | Encoded]:
     """In a worker thread: ``frame`` encoded by each encoder."""
     return {key: encoder.encode(frame, box) for key, encoder in encoders.items()}
+
+
+def _settle_all(
+    frame: FrameArray, encoders: dict[Hashable, FrameEncoder]
+) -> dict[Hashable, bytes | Encoded]:
+    """In a worker thread: ``frame`` (unchanged) again from each encoder's ``settle`` that has
+    something to send."""
+    settled: dict[Hashable, bytes | Encoded] = {}
+    for key, encoder in encoders.items():
+        settle = getattr(encoder, "settle", None)
+        out = settle(frame) if callable(settle) else None
+        if isinstance(out, bytes | Encoded):
+            settled[key] = out
+    return settled
 
 
 def _compare_and_keep(

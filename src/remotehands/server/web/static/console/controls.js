@@ -273,8 +273,17 @@ export class Controls {
   }
 
   screenshot() {
-    const canvas = this.screen.canvas;
+    let canvas = this.screen.canvas;
     if (!canvas.width) return;
+    const { width, height } = this.screen;
+    if (width && (canvas.width !== width || canvas.height !== height)) {
+      // A half-size H.264 picture (the screen is moving): saved at the device's own size.
+      const whole = document.createElement("canvas");
+      whole.width = width;
+      whole.height = height;
+      whole.getContext("2d").drawImage(canvas, 0, 0, width, height);
+      canvas = whole;
+    }
     canvas.toBlob((blob) => {
       const link = el("a", { href: URL.createObjectURL(blob),
                              download: `${this.device.name}-${stamp()}.png` });

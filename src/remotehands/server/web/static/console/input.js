@@ -98,11 +98,12 @@ export class Input {
     this.buttons.clear();
   }
 
-  /** The device pixel under a mouse event (the canvas is scaled by CSS). */
+  /** The device pixel under a mouse event (the canvas is scaled by CSS; while the screen
+   * moves its bitmap may be the half-size H.264 picture: the device's own size counts). */
   point(event) {
     const rect = this.canvas.getBoundingClientRect();
-    const width = this.canvas.width || 1;
-    const height = this.canvas.height || 1;
+    const width = this.screen.width || this.canvas.width || 1;
+    const height = this.screen.height || this.canvas.height || 1;
     const x = Math.round(((event.clientX - rect.left) / rect.width) * width);
     const y = Math.round(((event.clientY - rect.top) / rect.height) * height);
     return { x: Math.min(width - 1, Math.max(0, x)), y: Math.min(height - 1, Math.max(0, y)) };

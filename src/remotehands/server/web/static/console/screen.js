@@ -4,7 +4,10 @@
 // flags, x, y, screen width, screen height, seq) and the encoded bytes. H.264 goes through
 // WebCodecs' VideoDecoder where VideoDecoder.isConfigSupported says it can; otherwise JPEG
 // rectangles are drawn with createImageBitmap at their x, y. The canvas has the device's own
-// size (so coordinates and screenshots are the device's); CSS scales it to the page.
+// size (so coordinates and screenshots are the device's); CSS scales it to the page. While the
+// whole screen moves the agent sends H.264 pictures at half size (at full size again once the
+// screen settles): the canvas then takes the picture's size, shown as big as the device's own
+// (ScreenView.width/height keep the device's size, for input coordinates and screenshots).
 //
 // Frames come only while the page is visible (the socket is closed while it is hidden); a
 // lost socket reconnects with capped exponential backoff and full jitter; a decoder error
@@ -44,6 +47,18 @@ function codecOfSps(data) {
   return null;
 }
 
+/** Whether a decoder configured for `configured` decodes `codec` too: the same profile and
+ * constraints, at a level no higher. The agent encodes at half size while the whole screen moves
+ * (a lower level) and at full size again once it settles; a key frame of either size carries its
+ * SPS, and the decoder takes the new size from it, so no new decoder (and no lost frame) is
+ * needed for the switch. */
+function covers(configured, codec) {
+  if (configured === null) return false;
+  if (configured === codec) return true;
+  const level = (c) => parseInt(c.slice(9, 11), 16);
+  return configured.slice(0, 9) === codec.slice(0, 9) && level(codec) <= level(configured);
+}
+
 export class ScreenView {
   /**
    * `onState(state, detail)`: "connecting", "live", "offline" (detail: the reason) or "ended".
@@ -71,9 +86,11 @@ export class ScreenView {
     this.height = 0;
     // Figures for tests and the benchmark (window.__console.screen).
     this.stats = { frames: 0, painted: 0, bytes: 0, keyframes: 0, lastPaint: 0, codec: null,
-                   errors: 0 };
+                   errors: 0, pictureWidth: 0, pictureHeight: 0 };
     this.onVisibility = () => this.visibilityChanged();
     document.addEventListener("visibilitychange", this.onVisibility);
+    this.onResize = () => this.pinDisplaySize();
+    window.addEventListener("resize", this.onResize);
   }
 
   async start() {
@@ -147,6 +164,7 @@ export class ScreenView {
     this.stopped = true;
     clearTimeout(this.timer);
     document.removeEventListener("visibilitychange", this.onVisibility);
+    window.removeEventListener("resize", this.onResize);
     this.closeSocket();
     if (this.decoder && this.decoder.state !== "closed") this.decoder.close();
   }
@@ -156,11 +174,36 @@ export class ScreenView {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send("keyframe");
   }
 
+  /** The device's screen is `width` x `height` (every frame's header says so). */
   resize(width, height) {
-    if (width !== this.width || height !== this.height) {
-      this.width = this.canvas.width = width;
-      this.height = this.canvas.height = height;
+    this.width = width;
+    this.height = height;
+  }
+
+  /** The canvas's bitmap is `width` x `height`: the device's size for JPEG, the decoded
+   * picture's for H.264 (half the device's while the whole screen moves: drawing it unscaled
+   * costs a third of drawing it scaled up, and CSS scales it anyway). A smaller bitmap is shown
+   * at the size the device's own would be, so the view does not jump. */
+  fitCanvas(width, height) {
+    const canvas = this.canvas;
+    if (canvas.width !== width || canvas.height !== height) {
+      canvas.width = width;
+      canvas.height = height;
+      this.pinDisplaySize();
     }
+  }
+
+  pinDisplaySize() {
+    const canvas = this.canvas;
+    const stage = canvas.parentElement;
+    if (!stage || !this.width || (canvas.width === this.width && canvas.height === this.height)) {
+      canvas.style.width = canvas.style.height = "";
+      return;
+    }
+    // What max-width/max-height: 100% make of the device's size (no bigger than it).
+    const scale = Math.min(1, stage.clientWidth / this.width, stage.clientHeight / this.height);
+    canvas.style.width = Math.floor(this.width * scale) + "px";
+    canvas.style.height = Math.floor(this.height * scale) + "px";
   }
 
   frame(buffer) {
@@ -207,6 +250,7 @@ export class ScreenView {
         this.pending -= 1;
       }
       this.resize(width, height);
+      this.fitCanvas(width, height);
       this.context.drawImage(bitmap, x, y);
       bitmap.close();
       this.painted();
@@ -221,7 +265,7 @@ export class ScreenView {
   decodeH264(data, key, seq, width, height) {
     if (key) {
       const codec = codecOfSps(data) || PROBE.codec;
-      if (!this.decoder || this.decoder.state === "closed" || codec !== this.decoderCodec) {
+      if (!this.decoder || this.decoder.state === "closed" || !covers(this.decoderCodec, codec)) {
         this.newDecoder(codec);
       }
     }
@@ -247,7 +291,11 @@ export class ScreenView {
     if (this.decoder && this.decoder.state !== "closed") this.decoder.close();
     const decoder = new VideoDecoder({
       output: (frame) => {
-        this.context.drawImage(frame, 0, 0, this.width, this.height);
+        // The picture's own size: half the screen's while the whole screen moves.
+        this.stats.pictureWidth = frame.displayWidth;
+        this.stats.pictureHeight = frame.displayHeight;
+        this.fitCanvas(frame.displayWidth, frame.displayHeight);
+        this.context.drawImage(frame, 0, 0);
         frame.close();
         this.painted();
       },
