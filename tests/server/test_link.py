@@ -254,6 +254,12 @@ async def test_a_bad_hello_is_a_protocol_error(fleet: LiveFleet, first_frame: st
         '{"no": "type"}',
         '{"type": "surprise"}',
         '{"type": "heartbeat", "health": "fine"}',
+        '{"type": "heartbeat"}',
+        '{"type": "heartbeat", "health": {"uptime_seconds": 1, "cpu_percent": 1}}',
+        '{"type": "heartbeat", "health": {"uptime_seconds": "soon", "cpu_percent": 1, '
+        '"memory_percent": 1}}',
+        '{"type": "heartbeat", "health": {"uptime_seconds": 1, "cpu_percent": 1, '
+        '"memory_percent": null}}',
         '{"type": "reply"}',
         b"\x00\x00\x00\x05",
         b"\x00\x00\x00\x02{}extra",
