@@ -55,6 +55,7 @@ import functools
 import itertools
 import logging
 import random
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -157,6 +158,8 @@ _ONLINE_UPDATE_HEALTH = _ONLINE_UPDATE.values(health=bindparam("b_health"))
 _IN_CHUNK = 500  # ids per ``IN (...)``: well under every database's parameter limit
 _OFFLINE_BATCH = 4 * _IN_CHUNK  # offline marks per transaction (a few statements of _IN_CHUNK)
 _HEARTBEAT_BATCH = 2 * _IN_CHUNK  # last_seen marks per transaction (two statements)
+_SHARED_MAX = 4096  # distinct hello values shared between links (a fleet has a few)
+_HELLO_FIELDS = set(Hello.model_fields)  # every kept hello's fields set (never changed)
 _OFFLINE_RETRY_S = 1.0  # the pause before a batch of offline marks the database refused is retried
 
 
@@ -257,7 +260,6 @@ class AgentLink:
 
     # ten thousand of them: no per-instance __dict__
     __slots__ = (
-        "_connected_mono",
         "_deadline",
         "_hub",
         "_ids",
@@ -273,10 +275,12 @@ class AgentLink:
         "device_id",
         "health",
         "hello",
+        "last_frame_at",
         "last_frame_mono",
         "name",
         "online_written",
         "published_health",
+        "stored_health",
         "superseded",
         "tags",
     )
@@ -291,16 +295,22 @@ class AgentLink:
         self.device_id = identity.device_id
         self.name = identity.name
         self.tags = identity.tags
-        self.hello = hello
         self.health: dict[str, Any] | None = (
             hello.health.model_dump() if hello.health is not None else None
         )
+        """The health the agent last reported (its hello's, then each heartbeat's): live."""
+        self.hello = hub._compact(hello, identity)
+        """What the agent said in its hello (its health in :attr:`health`)."""
         self.published_health: dict[str, Any] | None = None
         """The health last published in ``device.health`` (and written to the database): none
         yet, so that the first heartbeat of a link is published (``device.online`` carries no
-        health). The same object as :attr:`health` when nothing newer came since."""
+        health)."""
+        self.stored_health = self.health
+        """The health last written to the database (the online mark writes the hello's): the
+        same object as :attr:`health` when nothing newer came since."""
         self.connected_at = hub.now()
-        self.last_frame_mono = self._connected_mono = hub.clock()
+        self.last_frame_at = self.connected_at
+        self.last_frame_mono = hub.clock()
         """When the last frame came, by the hub's monotonic clock (what silence is measured by)."""
         self._hub = hub
         self._transport = transport
@@ -322,12 +332,6 @@ class AgentLink:
 
     def __repr__(self) -> str:
         return f"<AgentLink {self.device_id} {'closed' if self.closed else 'open'}>"
-
-    @property
-    def last_frame_at(self) -> datetime:
-        """When the last frame came, as an aware UTC datetime (worked out from the monotonic
-        clock: a frame costs no wall-clock reading)."""
-        return self.connected_at + timedelta(seconds=self.last_frame_mono - self._connected_mono)
 
     @property
     def watches(self) -> LinkWatches:
@@ -408,6 +412,7 @@ class AgentLink:
                     if frame is None:
                         return
                     self.last_frame_mono = self._hub.clock()
+                    self.last_frame_at = self._hub.now()
                     self._handle(decode(frame))
         except TimeoutError:
             return  # close() interrupted the read: nothing more to do
@@ -535,6 +540,8 @@ class LinkHub:
         self._closing = False
         self.presence: LinkPresence | None = None
         """Told when links start and stop being held here (replicas); None: one server."""
+        self._shared: dict[tuple[Any, ...], Any] = {}
+        """One copy of the hello values many links have alike (see :meth:`_compact`)."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -595,6 +602,38 @@ class LinkHub:
         for link, _ in ended.values():
             await self._presence_detached(link, True)
 
+    def _compact(self, hello: Hello, identity: LinkIdentity) -> Hello:
+        """``hello`` as a link keeps it for days: without its health (the link keeps that
+        live), and with the values most links of a fleet have alike (capabilities, screens,
+        versions) shared between them instead of one copy per link. The shared values are
+        never changed in place; at most :data:`_SHARED_MAX` distinct ones are kept, so that
+        odd agents cannot grow the table without bound."""
+        capabilities = [sys.intern(c) for c in hello.capabilities]
+        # built without validation (the values are the validated ones), and with one shared
+        # set of field names instead of a copy per link
+        return Hello.model_construct(
+            _HELLO_FIELDS,
+            type="hello",
+            device_id=(
+                identity.device_id if hello.device_id == identity.device_id else hello.device_id
+            ),
+            agent_version=sys.intern(hello.agent_version),
+            driver=sys.intern(hello.driver),
+            device_type=sys.intern(hello.device_type),
+            capabilities=self._share(("capabilities", *capabilities), capabilities),
+            screens=self._share(("screens", repr(hello.screens)), hello.screens),
+            hardware_id=hello.hardware_id,
+            health=None,
+        )
+
+    def _share(self, key: tuple[Any, ...], value: Any) -> Any:
+        shared = self._shared.get(key)
+        if shared is not None:
+            return shared
+        if len(self._shared) < _SHARED_MAX:
+            self._shared[key] = value
+        return value
+
     # -- queries -----------------------------------------------------------------------------
 
     def get(self, device_id: str) -> AgentLink | None:
@@ -635,6 +674,8 @@ class LinkHub:
         finally:
             if attached is not None:
                 attached()
+        # the link keeps what it needs of them: not this frame for the link's days
+        del identity, hello
         if link is None:
             return
         try:
@@ -691,7 +732,7 @@ class LinkHub:
             agent_version=link.hello.agent_version,
             driver=link.hello.driver,
             device_type=link.hello.device_type,
-            capabilities=link.hello.capabilities,
+            capabilities=list(link.hello.capabilities),
         )
 
     async def _attach_locked(self, link: AgentLink) -> None:
@@ -758,7 +799,7 @@ class LinkHub:
         self._publish(link, "device.online", name=link.name,
                       agent_version=link.hello.agent_version, driver=link.hello.driver,
                       device_type=link.hello.device_type,
-                      capabilities=link.hello.capabilities)  # fmt: skip
+                      capabilities=list(link.hello.capabilities))  # fmt: skip
         return True
 
     async def disconnect(
@@ -890,7 +931,7 @@ class LinkHub:
             (
                 {"b_id": link.device_id, "b_health": link.health}
                 for link in {link.device_id: link for link in links}.values()
-                if link.health is not link.published_health
+                if link.health is not link.stored_health
             ),
             key=_row_id,
         )
@@ -923,9 +964,11 @@ class LinkHub:
     def _on_heartbeat(self, link: AgentLink) -> None:
         self._seen[link.device_id] = link
         self._dirty_event.set()
+        if health_changed(link.stored_health, link.health):
+            link.stored_health = link.health
+            self._health_due[link.device_id] = link
         if health_changed(link.published_health, link.health):
             link.published_health = link.health
-            self._health_due[link.device_id] = link
             self._publish(link, "device.health", health=link.health)
 
     async def _write_heartbeats(self) -> None:
