@@ -191,7 +191,7 @@ def health_changed(before: dict[str, Any] | None, after: dict[str, Any] | None) 
 
 
 def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return type(value) is float or type(value) is int  # not a bool, nor a subclass
 
 
 def restart_spread(links: int) -> float:
@@ -964,12 +964,20 @@ class LinkHub:
     def _on_heartbeat(self, link: AgentLink) -> None:
         self._seen[link.device_id] = link
         self._dirty_event.set()
-        if health_changed(link.stored_health, link.health):
-            link.stored_health = link.health
+        health = link.health
+        stored = health_changed(link.stored_health, health)
+        # the two are the same object but on a link's first beats: one comparison then
+        published = (
+            stored
+            if link.published_health is link.stored_health
+            else health_changed(link.published_health, health)
+        )
+        if stored:
+            link.stored_health = health
             self._health_due[link.device_id] = link
-        if health_changed(link.published_health, link.health):
-            link.published_health = link.health
-            self._publish(link, "device.health", health=link.health)
+        if published:
+            link.published_health = health
+            self._publish(link, "device.health", health=health)
 
     async def _write_heartbeats(self) -> None:
         """Write what heartbeats brought, at most every quarter interval (and every second):
