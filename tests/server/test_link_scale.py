@@ -255,3 +255,18 @@ def test_heartbeat_health_reads_as_the_model_does(health: Any) -> None:
     else:
         assert heartbeat_health(message) == expected
         assert list(heartbeat_health(message)) == list(expected)
+
+
+async def test_links_share_what_their_hellos_have_alike(fleet: LiveFleet) -> None:
+    first, second = await fleet.enroll(2)
+    hub = fleet.services.hub
+    async with fleet.agent(first), fleet.agent(second):
+        one, other = hub.get(first.device_id), hub.get(second.device_id)
+        assert one is not None and other is not None
+        assert one.hello.capabilities == ["screen", "keyboard", "mouse", "clipboard"]
+        assert one.hello.capabilities is other.hello.capabilities
+        assert one.hello.screens is other.hello.screens
+        # the health lives on the link, not in the kept hello; the rest is as the agent said
+        assert one.hello.health is None and one.health is not None
+        assert one.hello.driver == "sim" and one.hello.agent_version == other.hello.agent_version
+        assert other.hello.hardware_id != one.hello.hardware_id
