@@ -109,6 +109,18 @@ class KeepaliveExemptProtocol(WebSocketsSansIOProtocol):
 
     async def send(self, message: Any) -> None:
         await super().send(message)
+        if (
+            message["type"] == "websocket.accept"
+            and self.handshake_complete
+            and self.scope["path"] in self.exempt_paths
+        ):
+            # a long-lived link: the upgrade request and its response (their headers, a few
+            # kilobytes) are of no use once the handshake is done (uvicorn reads them only
+            # until the accept). websockets' parser holds on to the request for the
+            # connection's life, so its headers are emptied in place to be freed.
+            self.request.headers.clear()
+            self.response.headers.clear()
+            del self.request, self.response
         # uvicorn leaves a refusal by HTTP response (503 to an agent told to come back later)
         # marked as an unfinished handshake and logs an error for each: in a reconnection
         # storm, thousands of false errors

@@ -80,10 +80,14 @@ async def test_heartbeats_update_health_and_last_seen(fleet: LiveFleet) -> None:
             async def refreshed() -> bool:
                 row = await fleet.device(device.device_id)
                 assert row is not None and row.last_seen is not None and row.health is not None
-                return row.last_seen > seen and row.health["uptime_seconds"] > uptime
+                return row.last_seen > seen
 
             await eventually(refreshed)
             assert agent.heartbeats_sent >= 1
+            # the live health, from the link (the stored one is written on news: see
+            # test_link_scale's test_live_health_is_shown_while_online_and_stored_on_change)
+            shown = await fleet.owner.get(f"/v1/devices/{device.device_id}")
+            assert shown.json()["health"]["uptime_seconds"] > uptime
             while (event := await asyncio.wait_for(events.get(), 5)) is not None:
                 if event["type"] == "device.health":
                     break
@@ -254,6 +258,12 @@ async def test_a_bad_hello_is_a_protocol_error(fleet: LiveFleet, first_frame: st
         '{"no": "type"}',
         '{"type": "surprise"}',
         '{"type": "heartbeat", "health": "fine"}',
+        '{"type": "heartbeat"}',
+        '{"type": "heartbeat", "health": {"uptime_seconds": 1, "cpu_percent": 1}}',
+        '{"type": "heartbeat", "health": {"uptime_seconds": "soon", "cpu_percent": 1, '
+        '"memory_percent": 1}}',
+        '{"type": "heartbeat", "health": {"uptime_seconds": 1, "cpu_percent": 1, '
+        '"memory_percent": null}}',
         '{"type": "reply"}',
         b"\x00\x00\x00\x05",
         b"\x00\x00\x00\x02{}extra",

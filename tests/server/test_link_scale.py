@@ -9,14 +9,16 @@ import asyncio
 import logging
 from typing import Any
 
+import pydantic
 import pytest
 from sqlalchemy import func, select
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from remotehands.protocol.link import decode, encode
+from remotehands.protocol.link import Heartbeat, decode, encode, heartbeat_health
 from remotehands.server.admission import Admission
 from remotehands.server.db.models import Device
+from remotehands.server.events import EventSubscription
 from remotehands.server.link.hub import HEALTH_STEP_PERCENT, health_changed
 from remotehands.testing.simagent import run_many
 from remotehands.testing.xapps import eventually
@@ -144,16 +146,67 @@ async def test_health_events_come_only_on_meaningful_change(fleet: LiveFleet) ->
             await beat(uptime_seconds=2, cpu_percent=61, memory_percent=41,
                        device={"state": "down", "reason": "no video"})  # fmt: skip
             seen = [await asyncio.wait_for(events.get(), 10) for _ in range(4)]
-            await beat(uptime_seconds=3, cpu_percent=62, memory_percent=41,
-                       device={"state": "down", "reason": "no video"})  # fmt: skip
-
-            async def written() -> bool:  # every heartbeat is written, published or not
-                row = await fleet.device(device.device_id)
-                return row is not None and (row.health or {}).get("uptime_seconds") == 3
-
-            await eventually(written, timeout=10)
     assert [(e or {})["health"]["uptime_seconds"] for e in seen] == [10, 30, 1, 2]
     assert (seen[3] or {})["health"]["device"]["state"] == "down"
+
+
+async def _nothing_queued(events: EventSubscription) -> bool:
+    """Whether no event is waiting in ``events`` (taken at once when one is)."""
+    try:
+        async with asyncio.timeout(0):
+            await events.get()
+    except TimeoutError:
+        return True
+    return False
+
+
+async def _shown_health(fleet: LiveFleet, device_id: str) -> tuple[Any, Any]:
+    """The health the API shows for the device: by its own route, and in the list."""
+    one = await fleet.owner.get(f"/v1/devices/{device_id}")
+    listed = await fleet.owner.get("/v1/devices")
+    assert one.status_code == 200 and listed.status_code == 200
+    (row,) = [d for d in listed.json()["devices"] if d["id"] == device_id]
+    return one.json()["health"], row["health"]
+
+
+async def test_live_health_is_shown_while_online_and_stored_on_change(fleet: LiveFleet) -> None:
+    (device,) = await fleet.enroll(1)
+    news = {"uptime_seconds": 10.0, "cpu_percent": 5.0, "memory_percent": 40.0}
+    wobble = {"uptime_seconds": 20.0, "cpu_percent": 7.0, "memory_percent": 41.0}
+    async with fleet.agent(device, heartbeat_interval_s=3600) as agent:
+        with fleet.services.events.subscribe(types=("device.health",)) as events:
+            # the first heartbeat of a link is news: published and stored
+            await agent.send_raw(encode({"type": "heartbeat", "health": news}))
+            assert (await asyncio.wait_for(events.get(), 10) or {})["health"] == news
+
+            async def stored(health: dict[str, float]) -> bool:
+                row = await fleet.device(device.device_id)
+                return row is not None and row.health == health
+
+            await eventually(lambda: stored(news), timeout=10)
+            row = await fleet.device(device.device_id)
+            assert row is not None and row.last_seen is not None
+            before = row.last_seen
+
+            # a wobble: shown at once (from the link), not stored, last_seen still refreshed
+            await agent.send_raw(encode({"type": "heartbeat", "health": wobble}))
+
+            async def shown(health: dict[str, float]) -> bool:
+                return await _shown_health(fleet, device.device_id) == (health, health)
+
+            await eventually(lambda: shown(wobble), timeout=10)
+
+            async def refreshed() -> bool:
+                row = await fleet.device(device.device_id)
+                return row is not None and row.last_seen is not None and row.last_seen > before
+
+            await eventually(refreshed, timeout=10)
+            assert await stored(news)
+            assert await _nothing_queued(events)  # nor published
+    # going offline stores the last health it reported, which the API shows from then on
+    await fleet.wait_status(device.device_id, "offline")
+    assert await stored(wobble)
+    assert await _shown_health(fleet, device.device_id) == (wobble, wobble)
 
 
 def test_what_counts_as_meaningful() -> None:
@@ -169,3 +222,51 @@ def test_what_counts_as_meaningful() -> None:
     assert health_changed(base, {**base, "device": {"state": "ok", "reason": None}})
     ok = {**base, "device": {"state": "ok", "reason": None}}
     assert health_changed(ok, {**ok, "device": {"state": "failing", "reason": "no signal"}})
+
+
+@pytest.mark.parametrize(
+    "health",
+    [
+        {"uptime_seconds": 10, "cpu_percent": 5.5, "memory_percent": 40},
+        {"uptime_seconds": 10.0, "cpu_percent": 0, "memory_percent": 100.0},
+        {"uptime_seconds": True, "cpu_percent": 5, "memory_percent": 40},
+        {"uptime_seconds": "10", "cpu_percent": 5, "memory_percent": 40},
+        {"uptime_seconds": 10, "cpu_percent": 5, "memory_percent": 40, "load": [1, 2]},
+        {
+            "uptime_seconds": 10,
+            "cpu_percent": 5,
+            "memory_percent": 40,
+            "device": {"state": "down", "reason": "no video"},
+        },
+        {"uptime_seconds": 10, "cpu_percent": 5, "memory_percent": None},
+        {"uptime_seconds": 10, "cpu_percent": 5},
+        {"uptime_seconds": "soon", "cpu_percent": 5, "memory_percent": 40},
+        "fine",
+        None,
+    ],
+)
+def test_heartbeat_health_reads_as_the_model_does(health: Any) -> None:
+    message = {"type": "heartbeat", "health": health}
+    try:
+        expected = Heartbeat.model_validate(message).health.model_dump()
+    except pydantic.ValidationError:
+        with pytest.raises(pydantic.ValidationError):
+            heartbeat_health(message)
+    else:
+        assert heartbeat_health(message) == expected
+        assert list(heartbeat_health(message)) == list(expected)
+
+
+async def test_links_share_what_their_hellos_have_alike(fleet: LiveFleet) -> None:
+    first, second = await fleet.enroll(2)
+    hub = fleet.services.hub
+    async with fleet.agent(first), fleet.agent(second):
+        one, other = hub.get(first.device_id), hub.get(second.device_id)
+        assert one is not None and other is not None
+        assert one.hello.capabilities == ["screen", "keyboard", "mouse", "clipboard"]
+        assert one.hello.capabilities is other.hello.capabilities
+        assert one.hello.screens is other.hello.screens
+        # the health lives on the link, not in the kept hello; the rest is as the agent said
+        assert one.hello.health is None and one.health is not None
+        assert one.hello.driver == "sim" and one.hello.agent_version == other.hello.agent_version
+        assert other.hello.hardware_id != one.hello.hardware_id

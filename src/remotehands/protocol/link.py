@@ -78,6 +78,7 @@ __all__ = [
     "Welcome",
     "decode",
     "encode",
+    "heartbeat_health",
     "restart_reason",
     "retry_after",
 ]
@@ -151,6 +152,34 @@ class Heartbeat(_Msg):
 
     type: Literal["heartbeat"] = "heartbeat"
     health: Health
+
+
+_PLAIN_HEALTH = frozenset(("uptime_seconds", "cpu_percent", "memory_percent"))
+
+
+def heartbeat_health(message: dict[str, Any]) -> dict[str, Any]:
+    """The health a decoded ``heartbeat`` message reports, exactly as
+    ``Heartbeat.model_validate(message).health.model_dump()`` gives it.
+
+    Ten thousand links send a thousand heartbeats a second, nearly all of the same plain shape
+    (three numbers): those are read here without building models. Anything else (a ``device``
+    condition, a field this version does not know, a value that is not a plain number, no
+    health at all) goes through :class:`Heartbeat`, so that it is validated, and refused, as
+    ever: raises :class:`pydantic.ValidationError` on a malformed heartbeat."""
+    health = message.get("health")
+    if type(health) is dict and health.keys() == _PLAIN_HEALTH:
+        uptime = health["uptime_seconds"]
+        cpu = health["cpu_percent"]
+        memory = health["memory_percent"]
+        # exact types: anything else (a bool, a numeric string) takes the model's way
+        plain = (float, int)
+        if type(uptime) in plain and type(cpu) in plain and type(memory) in plain:
+            return {
+                "uptime_seconds": float(uptime),
+                "cpu_percent": float(cpu),
+                "memory_percent": float(memory),
+            }
+    return Heartbeat.model_validate(message).health.model_dump()
 
 
 class Request(_Msg):

@@ -181,6 +181,8 @@ class SimulatedAgent:
                     additional_headers={"Authorization": f"Bearer {self.credential}"},
                     compression=None,
                     max_size=64 * 1024 * 1024,
+                    # as the real agent: its heartbeat is the link's keepalive, no ping beside
+                    ping_interval=None,
                     open_timeout=None,
                     close_timeout=2,
                 )

@@ -4,6 +4,11 @@ Tag-limited tokens see only devices with one of their tags; any other device is 
 404, as if it did not exist. Changes are published on the event bus (``device.updated``,
 ``device.deleted``); deleting a device cuts its agent's link at once, and its credential no
 longer authenticates.
+
+The ``health`` of a device whose link this process holds is the link's live health (its last
+heartbeat): the stored copy is written only when it changes meaningfully and when the device
+goes offline (see :mod:`remotehands.server.link.hub`), so it may lag by small wobbles of load
+and the uptime's progress. Other devices show the stored copy.
 """
 
 from __future__ import annotations
@@ -104,8 +109,9 @@ def _health(value: dict[str, Any] | None) -> HealthOut | None:
         return None
 
 
-def device_out(device: Device) -> DeviceOut:
-    """The API view of a device row."""
+def device_out(device: Device, live_health: dict[str, Any] | None = None) -> DeviceOut:
+    """The API view of a device row; ``live_health``, when given, is shown instead of the
+    stored health (the health its live link last reported)."""
     return DeviceOut(
         id=device.id,
         name=device.name,
@@ -114,7 +120,7 @@ def device_out(device: Device) -> DeviceOut:
         device_type=device.device_type,
         agent_version=device.agent_version,
         last_seen=device.last_seen,
-        health=_health(device.health),
+        health=_health(live_health if live_health is not None else device.health),
         capabilities=[str(c) for c in device.capabilities or []],
         screens=[s for s in device.screens or [] if isinstance(s, dict)],
     )
@@ -126,6 +132,14 @@ async def _visible(services: Services, principal: Principal, device_id: str) -> 
     if device is None or not can_see_device(principal, device.tags):
         raise NotFoundError(f"no device {device_id}")
     return device
+
+
+def _live_health(services: Services, device: Device) -> dict[str, Any] | None:
+    """The health the device's link held here last reported, if it is online here."""
+    if device.status != "online":
+        return None
+    link = services.hub.get(device.id)
+    return link.health if link is not None else None
 
 
 def _publish(services: Services, event: dict[str, Any]) -> None:
@@ -154,7 +168,7 @@ async def list_devices(
     wanted = set(tag or ())
     return DevicesOut(
         devices=[
-            device_out(d)
+            device_out(d, _live_health(services, d))
             for d in devices
             if wanted <= set(d.tags or ()) and can_see_device(principal, d.tags)
         ]
@@ -166,7 +180,9 @@ async def get_device(
     device_id: str, request: Request, principal: Annotated[Principal, require_role("viewer")]
 ) -> DeviceOut:
     """One device."""
-    return device_out(await _visible(get_services(request), principal, device_id))
+    services = get_services(request)
+    device = await _visible(services, principal, device_id)
+    return device_out(device, _live_health(services, device))
 
 
 @router.patch("/{device_id}")
@@ -193,7 +209,7 @@ async def update_device(
         if body.tags is not None:
             device.tags = body.tags
         await db.commit()
-    out = device_out(device)
+    out = device_out(device, _live_health(services, device))
     changes = body.model_dump(exclude_none=True)
     await services.audit.record_for(
         principal,

@@ -6,10 +6,16 @@ the links by device id and keeps the database and the event bus in step with the
 
 - a device whose agent said hello is marked ``online`` (with what the hello says) before the
   agent is welcomed, and ``device.online`` is published;
-- heartbeats update ``health`` and ``last_seen``; they are written in batches (one transaction
-  for every heartbeat that arrived since the last write); ``device.health`` is published only
-  when the health changed meaningfully (:func:`health_changed`), not on every heartbeat: at ten
-  thousand links an event per heartbeat is a thousand events a second that say nothing new;
+- heartbeats keep the link's live ``health`` (:attr:`AgentLink.health`: what the device routes
+  show for a device online here) and refresh ``last_seen``. Ten thousand links beat a thousand
+  times a second, and nearly every beat says what the previous one said, so the database is
+  written only what is new: ``last_seen`` of every link that beat since the last write in one
+  statement (``UPDATE ... WHERE id IN (...)``, stamped with the time of the write, at most
+  a quarter interval and a second after the beat), and the stored ``health`` only when it
+  changed meaningfully (:func:`health_changed`: then ``device.health`` is published too) and
+  when the device goes offline (the last health it reported). The stored health of a device
+  online here may therefore lag its live health by small wobbles of load and the uptime's
+  progress; ``last_seen`` is as fresh as before, which the stale sweeper relies on;
 - a link that carried no frame for ``offline_after_s`` (by the hub's monotonic clock, checked by
   a watchdog several times per heartbeat interval) is closed and its device marked ``offline``
   (``device.offline``); a sweeper does the same for devices left ``online`` in the database that
@@ -45,9 +51,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import itertools
 import logging
 import random
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -72,11 +80,11 @@ from remotehands.protocol.link import (
     CLOSE_PROTOCOL_ERROR,
     STREAM_MESSAGES,
     TRANSFER_MESSAGES,
-    Heartbeat,
     Hello,
     Reply,
     decode,
     encode,
+    heartbeat_health,
     restart_reason,
 )
 from remotehands.server.batch import Batcher
@@ -119,13 +127,16 @@ DB_TIMEOUT_S = 10.0
 """The longest one bookkeeping write may take."""
 _MAX_REASON = 120  # a close reason must fit in a control frame (123 bytes)
 
-# One statement run for many rows (executemany); a Core UPDATE, so that a row deleted meanwhile
-# is skipped instead of failing the batch.
+# Core UPDATEs, so that a row deleted meanwhile is skipped instead of failing the batch: the
+# last_seen of many devices in one statement, and the health of a few (executemany).
 _devices = cast(Table, Device.__table__)
-_HEARTBEAT_UPDATE = (
+_SEEN_UPDATE = (
     update(_devices)
-    .where(_devices.c.id == bindparam("b_id"))
-    .values(health=bindparam("b_health"), last_seen=bindparam("b_seen"))
+    .where(_devices.c.id.in_(bindparam("b_ids", expanding=True)))
+    .values(last_seen=bindparam("b_seen"))
+)
+_HEALTH_UPDATE = (
+    update(_devices).where(_devices.c.id == bindparam("b_id")).values(health=bindparam("b_health"))
 )
 # The online mark of a hello, many at once (a restarted server's whole fleet says hello within
 # seconds): health only when the hello carries it, so two statements.
@@ -146,7 +157,9 @@ _ONLINE_UPDATE = (
 _ONLINE_UPDATE_HEALTH = _ONLINE_UPDATE.values(health=bindparam("b_health"))
 _IN_CHUNK = 500  # ids per ``IN (...)``: well under every database's parameter limit
 _OFFLINE_BATCH = 4 * _IN_CHUNK  # offline marks per transaction (a few statements of _IN_CHUNK)
-_HEARTBEAT_BATCH = 1000  # heartbeat rows per transaction
+_HEARTBEAT_BATCH = 2 * _IN_CHUNK  # last_seen marks per transaction (two statements)
+_SHARED_MAX = 4096  # distinct hello values shared between links (a fleet has a few)
+_HELLO_FIELDS = set(Hello.model_fields)  # every kept hello's fields set (never changed)
 _OFFLINE_RETRY_S = 1.0  # the pause before a batch of offline marks the database refused is retried
 
 
@@ -178,7 +191,7 @@ def health_changed(before: dict[str, Any] | None, after: dict[str, Any] | None) 
 
 
 def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return type(value) is float or type(value) is int  # not a bool, nor a subclass
 
 
 def restart_spread(links: int) -> float:
@@ -245,6 +258,33 @@ class LinkIdentity:
 class AgentLink:
     """The link to one device's agent: requests out, replies and heartbeats in."""
 
+    # ten thousand of them: no per-instance __dict__
+    __slots__ = (
+        "_deadline",
+        "_hub",
+        "_ids",
+        "_pending",
+        "_send_lock",
+        "_task",
+        "_transfers",
+        "_transport",
+        "_watches",
+        "close_code",
+        "closed",
+        "connected_at",
+        "device_id",
+        "health",
+        "hello",
+        "last_frame_at",
+        "last_frame_mono",
+        "name",
+        "online_written",
+        "published_health",
+        "stored_health",
+        "superseded",
+        "tags",
+    )
+
     def __init__(
         self,
         hub: LinkHub,
@@ -255,13 +295,19 @@ class AgentLink:
         self.device_id = identity.device_id
         self.name = identity.name
         self.tags = identity.tags
-        self.hello = hello
         self.health: dict[str, Any] | None = (
             hello.health.model_dump() if hello.health is not None else None
         )
+        """The health the agent last reported (its hello's, then each heartbeat's): live."""
+        self.hello = hub._compact(hello, identity)
+        """What the agent said in its hello (its health in :attr:`health`)."""
         self.published_health: dict[str, Any] | None = None
-        """The health last published in ``device.health``: none yet, so that the first
-        heartbeat of a link is published (``device.online`` carries no health)."""
+        """The health last published in ``device.health`` (and written to the database): none
+        yet, so that the first heartbeat of a link is published (``device.online`` carries no
+        health)."""
+        self.stored_health = self.health
+        """The health last written to the database (the online mark writes the hello's): the
+        same object as :attr:`health` when nothing newer came since."""
         self.connected_at = hub.now()
         self.last_frame_at = self.connected_at
         self.last_frame_mono = hub.clock()
@@ -379,12 +425,11 @@ class AgentLink:
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
-        if kind == "reply":
-            self._on_reply(Reply.model_validate(message))
-        elif kind == "heartbeat":
-            heartbeat = Heartbeat.model_validate(message)
-            self.health = heartbeat.health.model_dump()
+        if kind == "heartbeat":  # the most frequent by far
+            self.health = heartbeat_health(message)
             self._hub._on_heartbeat(self)
+        elif kind == "reply":
+            self._on_reply(Reply.model_validate(message))
         elif kind in TRANSFER_MESSAGES:
             self.transfers.handle(message)
         elif kind in STREAM_MESSAGES:
@@ -476,7 +521,10 @@ class LinkHub:
         self._attaching: set[str] = set()
         """Devices whose link is being attached: online in the database, not yet in _links."""
         self._status_locks: dict[str, asyncio.Lock] = {}
-        self._dirty: dict[str, AgentLink] = {}
+        self._seen: dict[str, AgentLink] = {}
+        """Links that beat since the last write: their ``last_seen`` is due."""
+        self._health_due: dict[str, AgentLink] = {}
+        """Links whose health changed meaningfully since the last write."""
         self._dirty_event = asyncio.Event()
         self._online = Batcher(self._write_online, max_batch=_IN_CHUNK)
         """Online marks of the hellos that arrive together, written in one transaction."""
@@ -492,6 +540,8 @@ class LinkHub:
         self._closing = False
         self.presence: LinkPresence | None = None
         """Told when links start and stop being held here (replicas); None: one server."""
+        self._shared: dict[tuple[Any, ...], Any] = {}
+        """One copy of the hello values many links have alike (see :meth:`_compact`)."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -552,6 +602,38 @@ class LinkHub:
         for link, _ in ended.values():
             await self._presence_detached(link, True)
 
+    def _compact(self, hello: Hello, identity: LinkIdentity) -> Hello:
+        """``hello`` as a link keeps it for days: without its health (the link keeps that
+        live), and with the values most links of a fleet have alike (capabilities, screens,
+        versions) shared between them instead of one copy per link. The shared values are
+        never changed in place; at most :data:`_SHARED_MAX` distinct ones are kept, so that
+        odd agents cannot grow the table without bound."""
+        capabilities = [sys.intern(c) for c in hello.capabilities]
+        # built without validation (the values are the validated ones), and with one shared
+        # set of field names instead of a copy per link
+        return Hello.model_construct(
+            _HELLO_FIELDS,
+            type="hello",
+            device_id=(
+                identity.device_id if hello.device_id == identity.device_id else hello.device_id
+            ),
+            agent_version=sys.intern(hello.agent_version),
+            driver=sys.intern(hello.driver),
+            device_type=sys.intern(hello.device_type),
+            capabilities=self._share(("capabilities", *capabilities), capabilities),
+            screens=self._share(("screens", repr(hello.screens)), hello.screens),
+            hardware_id=hello.hardware_id,
+            health=None,
+        )
+
+    def _share(self, key: tuple[Any, ...], value: Any) -> Any:
+        shared = self._shared.get(key)
+        if shared is not None:
+            return shared
+        if len(self._shared) < _SHARED_MAX:
+            self._shared[key] = value
+        return value
+
     # -- queries -----------------------------------------------------------------------------
 
     def get(self, device_id: str) -> AgentLink | None:
@@ -592,6 +674,8 @@ class LinkHub:
         finally:
             if attached is not None:
                 attached()
+        # the link keeps what it needs of them: not this frame for the link's days
+        del identity, hello
         if link is None:
             return
         try:
@@ -648,7 +732,7 @@ class LinkHub:
             agent_version=link.hello.agent_version,
             driver=link.hello.driver,
             device_type=link.hello.device_type,
-            capabilities=link.hello.capabilities,
+            capabilities=list(link.hello.capabilities),
         )
 
     async def _attach_locked(self, link: AgentLink) -> None:
@@ -680,7 +764,8 @@ class LinkHub:
         async with self._status_lock(link.device_id):
             if self._links.get(link.device_id) is link:
                 del self._links[link.device_id]
-            self._dirty.pop(link.device_id, None)
+            self._seen.pop(link.device_id, None)
+            self._health_due.pop(link.device_id, None)  # the offline mark writes the last
             marked = link.online_written and not link.superseded
             if marked:
                 link.superseded = True
@@ -714,7 +799,7 @@ class LinkHub:
         self._publish(link, "device.online", name=link.name,
                       agent_version=link.hello.agent_version, driver=link.hello.driver,
                       device_type=link.hello.device_type,
-                      capabilities=link.hello.capabilities)  # fmt: skip
+                      capabilities=list(link.hello.capabilities))  # fmt: skip
         return True
 
     async def disconnect(
@@ -839,8 +924,17 @@ class LinkHub:
                     await self._presence_detached(link, True)
 
     async def _write_offline(self, links: list[AgentLink]) -> None:
-        """Mark the devices of ``links`` offline (those still online) in one transaction."""
+        """Mark the devices of ``links`` offline (those still online) in one transaction,
+        with the last health each reported where it was not written yet."""
         ids = sorted({link.device_id for link in links})
+        health = sorted(
+            (
+                {"b_id": link.device_id, "b_health": link.health}
+                for link in {link.device_id: link for link in links}.values()
+                if link.health is not link.stored_health
+            ),
+            key=_row_id,
+        )
         self.offline_batches += 1
 
         async def write() -> None:
@@ -860,50 +954,84 @@ class LinkHub:
                         .where(Device.id.in_(chunk), Device.status == "online")
                         .values(status="offline", last_seen=self.now())
                     )
+                if health:
+                    await session.execute(_HEALTH_UPDATE, health)
                 await session.commit()
 
         async with asyncio.timeout(DB_TIMEOUT_S):
             await _retry_deadlocks(write)
 
     def _on_heartbeat(self, link: AgentLink) -> None:
-        self._dirty[link.device_id] = link
+        self._seen[link.device_id] = link
         self._dirty_event.set()
-        if health_changed(link.published_health, link.health):
-            link.published_health = link.health
-            self._publish(link, "device.health", health=link.health)
+        health = link.health
+        stored = health_changed(link.stored_health, health)
+        # the two are the same object but on a link's first beats: one comparison then
+        published = (
+            stored
+            if link.published_health is link.stored_health
+            else health_changed(link.published_health, health)
+        )
+        if stored:
+            link.stored_health = health
+            self._health_due[link.device_id] = link
+        if published:
+            link.published_health = health
+            self._publish(link, "device.health", health=health)
 
     async def _write_heartbeats(self) -> None:
-        """Write heartbeat health and ``last_seen`` in batches: one transaction for all the
-        links that beat since the previous write, at most every quarter interval."""
+        """Write what heartbeats brought, at most every quarter interval (and every second):
+        ``last_seen`` of all the links that beat since the previous write, in statements of
+        :data:`_IN_CHUNK` ids stamped with the time of the write, and the health of those
+        whose health changed meaningfully."""
         gap = min(1.0, self.heartbeat_interval_s / 4)
         while True:
             await self._dirty_event.wait()
             self._dirty_event.clear()
-            batch, self._dirty = self._dirty, {}
-            rows = sorted(  # in id order, as every batch of the hub: see _write_offline
+            seen, self._seen = self._seen, {}
+            due, self._health_due = self._health_due, {}
+            # in id order, as every batch of the hub: see _write_offline
+            ids = sorted(device_id for device_id, link in seen.items() if not link.closed)
+            health = sorted(
                 (
-                    {"b_id": link.device_id, "b_health": link.health, "b_seen": link.last_frame_at}
-                    for link in batch.values()
+                    {"b_id": link.device_id, "b_health": link.health}
+                    for link in due.values()
                     if not link.closed
                 ),
                 key=_row_id,
             )
+            stamp = self.now()
             # a few transactions of a bounded size: one slow write loses a few heartbeats'
-            # rows (the next heartbeats write them again), never the whole fleet's
-            for start in range(0, len(rows), _HEARTBEAT_BATCH):
-                chunk = rows[start : start + _HEARTBEAT_BATCH]
-
-                async def write(chunk: list[dict[str, Any]] = chunk) -> None:
-                    async with self._db.session() as session:
-                        await session.execute(_HEARTBEAT_UPDATE, chunk)
-                        await session.commit()
+            # marks (the next heartbeats write them again), never the whole fleet's
+            for start in range(0, max(len(ids), len(health)), _HEARTBEAT_BATCH):
+                id_chunk = ids[start : start + _HEARTBEAT_BATCH]
+                health_chunk = health[start : start + _HEARTBEAT_BATCH]
 
                 try:
                     async with asyncio.timeout(DB_TIMEOUT_S):
-                        await _retry_deadlocks(write)
+                        await _retry_deadlocks(
+                            functools.partial(self._write_beats, id_chunk, health_chunk, stamp)
+                        )
                 except Exception:
-                    logger.exception("could not write %d heartbeat(s)", len(chunk))
+                    logger.exception(
+                        "could not write %d heartbeat(s)", max(len(id_chunk), len(health_chunk))
+                    )
+                    # the health again with the next write (last_seen: with the next beat)
+                    for row in health_chunk:
+                        self._health_due.setdefault(str(row["b_id"]), due[str(row["b_id"])])
+                    self._dirty_event.set()
             await asyncio.sleep(gap)
+
+    async def _write_beats(
+        self, ids: list[str], health: list[dict[str, Any]], stamp: datetime
+    ) -> None:
+        """One transaction of :meth:`_write_heartbeats`."""
+        async with self._db.session() as session:
+            for part in _chunks(ids, _IN_CHUNK):
+                await session.execute(_SEEN_UPDATE, {"b_ids": part, "b_seen": stamp})
+            if health:
+                await session.execute(_HEALTH_UPDATE, health)
+            await session.commit()
 
     async def _follow_tag_changes(self) -> None:
         """Keep the tags and names of live links current, so that their events reach exactly

@@ -209,7 +209,13 @@ async def serve_agent_link(services: Services, scope: Scope, receive: Receive, s
             return
         opened = await _handshake(services, scope, transport)
         if opened is not None:
-            await services.hub.serve(*opened, transport, attached=ticket.release)
+            # the link lives for days, and its upgrade request's headers (a kilobyte) are of no
+            # use after the handshake: not kept for it (the server's log lines use the
+            # client's address and the path, not the headers)
+            scope["headers"] = []
+            served = services.hub.serve(*opened, transport, attached=ticket.release)
+            opened = None  # the link keeps what it needs of the hello, this frame none of it
+            await served
     except Exception:
         # A database outage or a bug must end this link only, never the server.
         logger.exception("agent link failed")
