@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,7 +18,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from remotehands.agent.link import load_or_enroll
-from remotehands.server.cluster.router import ALIVE
+from remotehands.server.cluster.router import ALIVE, KEEPALIVE_S, SILENCE_S
 from remotehands.server.cluster.wire import pack, unpack
 from remotehands.testing.xapps import eventually
 from tests.cluster.conftest import HEARTBEAT_S, Agent, Pair, Replica, cluster_router, until
@@ -177,3 +178,23 @@ async def test_a_holder_that_ends_without_a_device_result_gives_that_device_an_e
     assert by_id[answered]["duration_ms"] == 1.5
     error = by_id[forgotten]["error"]
     assert error["error"] == "device_error" and "liar" in error["details"], error
+
+
+async def test_a_holder_that_goes_silent_gives_its_devices_a_timeout(pair: Pair) -> None:
+    muted = await enrolled(pair, "muted")
+    async with bus(pair) as client:
+
+        async def serve(msg: Msg) -> None:
+            # takes the bulk action, then never says anything again (a replica hung or cut off)
+            await msg.respond(pack({"control": client.new_inbox(), "accepted": 1}))
+
+        await client.subscribe("rh.replica.mute.bulk", cb=serve)
+        async with fake_replica(pair, "mute", [muted], client):
+            started = time.monotonic()
+            answer = await pair.a.http.post("/v1/bulk", json={**MOVE, "selector": {"ids": [muted]}})
+            waited = time.monotonic() - started
+    assert answer.status_code == 200, answer.text
+    error = answer.json()["results"][0]["error"]
+    assert error["error"] == "timeout" and "stopped answering" in error["details"], error
+    # the silence bound, not the action's timeout
+    assert SILENCE_S <= waited < SILENCE_S + 2 * KEEPALIVE_S + 2, waited

@@ -1005,6 +1005,7 @@ class NatsRouter:
                 settle_rest(lambda _: error)
                 return
             control = str(answer.get("control"))
+            heard[0] = max(heard[0], self._clock())  # silence counts from the acceptance
             lost = self._nats.lost()
             while outstanding and not ended.is_set():
                 ending: asyncio.Future[Any] = asyncio.ensure_future(ended.wait())
