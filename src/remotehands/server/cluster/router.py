@@ -110,6 +110,10 @@ WINDOW_CHUNKS = 8
 """Chunks of a transfer in flight between replicas."""
 CHUNK_BYTES = 512 * 1024
 """The size of a transfer chunk between replicas (under NATS's default 1 MiB payload)."""
+BULK_SILENCE_S = 5 * KEEPALIVE_S
+"""A holder of devices of a bulk action not heard from for this long is gone (more than a
+stream's :data:`SILENCE_S`: a holder running thousands of devices on a busy machine may be late
+with its keepalives; a dead one is caught all the same)."""
 BULK_BATCH = 1000
 """The most results of a bulk action in one message from the holder to the asker."""
 KEYFRAME_ASK_TIMEOUT_S = 2.0
@@ -1009,17 +1013,21 @@ class NatsRouter:
             lost = self._nats.lost()
             while outstanding and not ended.is_set():
                 ending: asyncio.Future[Any] = asyncio.ensure_future(ended.wait())
+                asleep = self._clock()
                 try:
                     await asyncio.wait({ending, lost}, timeout=KEEPALIVE_S,
                                        return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
                 finally:
                     ending.cancel()
+                # A wake-up late by a stall of this replica's own loop is not the holder's
+                # silence: what it sent meanwhile is still unread on the socket.
+                heard[0] += max(0.0, self._clock() - asleep - KEEPALIVE_S)
                 if lost.done():
                     settle_rest(self._unreachable)
-                elif self._clock() - heard[0] > SILENCE_S:
+                elif self._clock() - heard[0] > BULK_SILENCE_S:
                     settle_rest(lambda d: DeviceTimeoutError(
                         f"device {d}: replica {owner}, which holds its link, stopped answering "
-                        f"for {SILENCE_S:g} s during the bulk action"))  # fmt: skip
+                        f"for {BULK_SILENCE_S:g} s during the bulk action"))  # fmt: skip
             settle_rest(lambda d: DeviceError(
                 f"device {d}: replica {owner} sent no result for it"))  # fmt: skip
         finally:
