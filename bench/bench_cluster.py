@@ -373,9 +373,23 @@ async def _kill_storm(
                     raise SystemExit("HAProxy did not start (is Debian's haproxy installed?)")
                 await asyncio.sleep(0.1)
         started = time.perf_counter()
-        async with run_many(front.replace("http", "ws") + "/v1/agent/ws",
-                            [d.credential for d in devices], connect_concurrency=100,
-                            open_timeout_s=30.0) as agents:  # fmt: skip
+        url = front.replace("http", "ws") + "/v1/agent/ws"
+        agents = [SimulatedAgent(url, d.credential, open_timeout_s=30.0) for d in devices]
+        gate = asyncio.Semaphore(100)
+
+        async def link(agent: SimulatedAgent) -> None:
+            # an agent that is refused (503) or times out in the crowd tries again, as the real
+            # one does
+            async with gate:
+                try:
+                    await agent.connect()
+                    return
+                except Exception:  # retried below
+                    pass
+            await _come_back(agent)
+
+        await asyncio.gather(*(link(a) for a in agents))
+        try:
             held = {name: await _links(client, name) for name, client in clients.items()}
             print(f"{'linked ' + str(n) + ' agents through HAProxy':<58} "
                   f"{time.perf_counter() - started:8.2f} s   (A holds {held['a']}, "
@@ -426,6 +440,8 @@ async def _kill_storm(
                 for follower in followers:
                     follower.cancel()
                 await asyncio.gather(*followers, return_exceptions=True)
+        finally:
+            await asyncio.gather(*(a.disconnect() for a in agents), return_exceptions=True)
     finally:
         for client in clients.values():
             await client.aclose()
