@@ -317,7 +317,10 @@ async def _come_back(agent: SimulatedAgent) -> tuple[float, int, int]:
 
 async def _links(client: httpx.AsyncClient, replica: str) -> int:
     """The agent links ``replica`` holds, from its metrics."""
-    text = (await client.get("/metrics")).text
+    try:
+        text = (await client.get("/metrics")).text
+    except httpx.HTTPError:  # a replica too busy to answer now: asked again
+        return -1
     found = re.search(rf'remotehands_agent_links{{replica="{replica}"}} (\S+)', text)
     return int(float(found.group(1))) if found else -1
 
