@@ -56,7 +56,8 @@ async def test_garbage_on_the_bus_is_dropped_and_nothing_breaks(
     agent = await pair.agent(pair.a, "desk-a")
     subjects = [
         "rh.presence", "rh.replica.alive", "rh.replica.sync", "rh.events", "rh.auth.clear",
-        "rh.ratelimit", f"rh.dev.{agent.device_id}.req", f"rh.dev.{agent.device_id}.watch",
+        "rh.ratelimit", "rh.replica.a.bulk", "rh.replica.b.bulk",
+        f"rh.dev.{agent.device_id}.req", f"rh.dev.{agent.device_id}.watch",
         f"rh.dev.{agent.device_id}.upload", f"rh.dev.{agent.device_id}.nonsense",
     ]  # fmt: skip
     payloads = [

@@ -9,22 +9,48 @@ the same Protocol.
 
 Three operations, as the link has them: :meth:`~DeviceRouter.request` (one action, one
 answer), :meth:`~DeviceRouter.watch` (the frames of a screen while it changes) and the chunked
-transfers :meth:`~DeviceRouter.upload` and :meth:`~DeviceRouter.download`.
+transfers :meth:`~DeviceRouter.upload` and :meth:`~DeviceRouter.download`; and one for bulk
+actions, :meth:`~DeviceRouter.request_many` (one action on many devices, each device's answer as
+soon as it comes).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from remotehands.errors import DeviceOfflineError
+from remotehands.errors import DeviceOfflineError, RemoteHandsError
 from remotehands.protocol.streams import Frame
 
 if TYPE_CHECKING:
     from remotehands.server.link.hub import AgentLink, LinkHub
 
-__all__ = ["DeviceRouter", "InProcessRouter", "Incoming"]
+__all__ = ["DeviceRouter", "InProcessRouter", "Incoming", "Reply", "run_many"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reply:
+    """One device's answer in :meth:`DeviceRouter.request_many`: ``result``, or ``error`` when
+    the action failed (or never reached the device), and how long it took there."""
+
+    device_id: str
+    result: Any = None
+    error: RemoteHandsError | None = None
+    duration_ms: float = 0.0
 
 
 class Incoming(Protocol):
@@ -52,6 +78,26 @@ class DeviceRouter(Protocol):
         the device, :class:`~remotehands.errors.DeviceTimeoutError` when no reply came within
         ``timeout_s``, and the agent's own error (rebuilt with
         :func:`~remotehands.errors.error_from_wire`) when the action failed there.
+        """
+        ...
+
+    def request_many(
+        self,
+        device_ids: Sequence[str],
+        action: str,
+        params: dict[str, Any],
+        timeout_s: float,
+        *,
+        concurrency: int,
+    ) -> AsyncGenerator[Reply, None]:
+        """Run ``action`` with ``params`` on every device of ``device_ids`` (no more than
+        ``concurrency`` at a time wherever their links are held) and yield each device's
+        :class:`Reply` as soon as it is in, in no particular order: exactly one per device.
+
+        Never raises for one device: its :class:`Reply` carries the error that
+        :meth:`request` would have raised (``device_offline``, ``timeout``, the agent's own),
+        and a device whose holder stopped answering gets a ``timeout`` reply. Closing the
+        iterator early (``aclose``) stops what has not started.
         """
         ...
 
@@ -131,6 +177,22 @@ class InProcessRouter:
         """See :meth:`DeviceRouter.request`."""
         return await self._link(device_id).request(action, params, timeout_s)
 
+    def request_many(
+        self,
+        device_ids: Sequence[str],
+        action: str,
+        params: dict[str, Any],
+        timeout_s: float,
+        *,
+        concurrency: int,
+    ) -> AsyncGenerator[Reply, None]:
+        """See :meth:`DeviceRouter.request_many`."""
+
+        async def one(device_id: str) -> Any:
+            return await self.request(device_id, action, params, timeout_s)
+
+        return run_many(device_ids, one, concurrency)
+
     def is_online(self, device_id: str) -> bool:
         """See :meth:`DeviceRouter.is_online`."""
         return self._hub.get(device_id) is not None
@@ -166,3 +228,44 @@ class InProcessRouter:
     ) -> AbstractAsyncContextManager[Incoming]:
         """See :meth:`DeviceRouter.download`."""
         return self._link(device_id).transfers.download(target, name)
+
+
+async def run_many(
+    device_ids: Sequence[str],
+    call: Callable[[str], Awaitable[Any]],
+    concurrency: int,
+) -> AsyncGenerator[Reply, None]:
+    """``call`` for every device, ``concurrency`` at a time, each :class:`Reply` yielded as
+    soon as it is in (the body of :meth:`DeviceRouter.request_many` for local links).
+
+    ``concurrency`` workers take the devices in turn (rather than one task per device waiting
+    on a semaphore: at 10,000 devices that is 10,000 tasks and their frames for nothing).
+    Closing the iterator cancels the calls under way and starts no other.
+    """
+    pending = iter(device_ids)
+    replies: asyncio.Queue[Reply] = asyncio.Queue()
+
+    async def work() -> None:
+        for device_id in pending:
+            start = time.perf_counter()
+            result: Any = None
+            error: RemoteHandsError | None = None
+            try:
+                result = await call(device_id)
+            except RemoteHandsError as err:
+                error = err
+            except Exception as err:  # a bug must cost one device's result, not the others'
+                logger.exception("a call on device %s failed", device_id)
+                error = RemoteHandsError(f"server error: {err!r}")
+            elapsed_ms = round((time.perf_counter() - start) * 1000, 3)
+            replies.put_nowait(Reply(device_id, result, error, elapsed_ms))
+
+    loop = asyncio.get_running_loop()
+    workers = [loop.create_task(work()) for _ in range(max(1, min(concurrency, len(device_ids))))]
+    try:
+        for _ in range(len(device_ids)):
+            yield await replies.get()
+    finally:
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)

@@ -12,7 +12,12 @@ Subjects (see :mod:`~remotehands.server.cluster.wire`):
 - ``rh.replica.alive``: every heartbeat interval, each replica's whole list of devices (so that
   a lost message is repaired); a replica not heard for the offline bound is dropped with its
   devices, and the database sweeper of the others marks those devices offline;
-- ``rh.replica.sync``: a replica that starts or reconnects asks every other to announce now.
+- ``rh.replica.sync``: a replica that starts or reconnects asks every other to announce now;
+- ``rh.replica.<name>.bulk``: one action on many devices held by replica ``name``, in one
+  request (a few, when the list of devices would not fit in one NATS message): the holder runs
+  them as bulk actions run here and streams the results back to the asker's inbox in batches
+  (every result in as the holder sends it, a batch never over NATS's ``max_payload``), with
+  keepalives while nothing is done, then an end.
 
 Streams cross replicas on per-stream inbox subjects: a watch's frames are pushed to the
 watcher's inbox (every :class:`~remotehands.protocol.streams.Frame` field, the data as raw bytes)
@@ -32,7 +37,15 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -59,10 +72,11 @@ from remotehands.server.cluster.wire import (
     error_of,
     pack,
     pack_error,
+    replica_subject,
     unpack,
 )
 from remotehands.server.link.streams import DEFAULT_DEPTH, WatchFeed
-from remotehands.server.router import Incoming, InProcessRouter
+from remotehands.server.router import Incoming, InProcessRouter, Reply
 
 if TYPE_CHECKING:
     from remotehands.server.events import EventBus
@@ -96,6 +110,12 @@ WINDOW_CHUNKS = 8
 """Chunks of a transfer in flight between replicas."""
 CHUNK_BYTES = 512 * 1024
 """The size of a transfer chunk between replicas (under NATS's default 1 MiB payload)."""
+BULK_SILENCE_S = 5 * KEEPALIVE_S
+"""A holder of devices of a bulk action not heard from for this long is gone (more than a
+stream's :data:`SILENCE_S`: a holder running thousands of devices on a busy machine may be late
+with its keepalives; a dead one is caught all the same)."""
+BULK_BATCH = 1000
+"""The most results of a bulk action in one message from the holder to the asker."""
 KEYFRAME_ASK_TIMEOUT_S = 2.0
 """How long a consumer's request for a key frame may take to leave for the holder."""
 
@@ -182,6 +202,9 @@ class NatsRouter:
             await client.subscribe(PRESENCE, cb=guarded("presence", self._on_presence)),
             await client.subscribe(ALIVE, cb=guarded("alive", self._on_alive)),
             await client.subscribe(SYNC, cb=guarded("sync", self._on_sync)),
+            await client.subscribe(
+                replica_subject(self.replica_id, "bulk"), cb=guarded("bulk", self._on_bulk)
+            ),
         ]
         self._spawn(self._tick())
         if self._events is not None:
@@ -674,6 +697,99 @@ class NatsRouter:
         finally:
             await self._unsubscribe(sub)
 
+    # -- bulk actions ------------------------------------------------------------------------
+
+    async def _on_bulk(self, message: dict[str, Any], msg: Msg) -> None:
+        self._spawn(self._answering(msg, self._serve_bulk(message, msg)))
+
+    async def _serve_bulk(self, message: dict[str, Any], msg: Msg) -> None:
+        """Run a bulk action on devices held here for another replica; results to its inbox."""
+        devices, action, params = (
+            message.get("devices"),
+            message.get("action"),
+            message.get("params"),
+        )
+        timeout_s, concurrency = message.get("timeout_s"), message.get("concurrency")
+        inbox = message.get("inbox")
+        if (
+            not isinstance(devices, list)
+            or not isinstance(action, str)
+            or not isinstance(params, dict)
+            or not isinstance(timeout_s, int | float)
+            or not isinstance(concurrency, int)
+            or not isinstance(inbox, str)
+        ):
+            raise ValidationError(
+                "a bulk request without devices, action, params, timeout or inbox"
+            )
+        client = self._nats.client
+        queue: asyncio.Queue[Reply | None] = asyncio.Queue()
+
+        async def collect() -> None:
+            try:
+                replies = self._local.request_many(
+                    [str(d) for d in devices], action, params, float(timeout_s),
+                    concurrency=max(1, concurrency),
+                )  # fmt: skip
+                async with contextlib.aclosing(replies):
+                    async for reply in replies:
+                        queue.put_nowait(reply)
+            finally:
+                queue.put_nowait(None)
+
+        async def on_control(control: dict[str, Any], _: Msg) -> None:
+            if control.get("op") == "cancel":
+                collecting.cancel()  # the asker went away: start nothing more
+
+        control = client.new_inbox()
+        sub = await client.subscribe(control, cb=guarded("bulk control", on_control))
+        collecting = asyncio.ensure_future(collect())
+        try:
+            await self._respond(msg, pack({"control": control, "accepted": len(devices)}))
+            finished = False
+            while not finished:
+                try:
+                    async with asyncio.timeout(KEEPALIVE_S):
+                        first = await queue.get()
+                except TimeoutError:
+                    await client.publish(inbox, pack({"type": "alive"}))
+                    continue
+                # one turn of the loop lets the replies that came with this one join its batch
+                await asyncio.sleep(0)
+                batch = [first]
+                while not queue.empty():
+                    batch.append(queue.get_nowait())
+                finished = batch[-1] is None
+                await self._send_results(inbox, [r for r in batch if r is not None])
+            await client.publish(inbox, pack({"type": "end"}))
+        finally:
+            collecting.cancel()
+            await asyncio.gather(collecting, return_exceptions=True)
+            await self._unsubscribe(sub)
+
+    async def _send_results(self, inbox: str, replies: list[Reply]) -> None:
+        """``replies`` to ``inbox``, in as few messages as fit NATS's ``max_payload``."""
+        limit = self._nats.client.max_payload
+        pending = [replies[i : i + BULK_BATCH] for i in range(0, len(replies), BULK_BATCH)]
+        while pending:
+            batch = pending.pop(0)
+            if not batch:
+                continue
+            data = pack({"type": "results", "results": [_reply_entry(r) for r in batch]})
+            if len(data) > limit and len(batch) > 1:
+                half = len(batch) // 2
+                pending[:0] = [batch[:half], batch[half:]]
+                continue
+            if len(data) > limit:
+                too_big = DeviceError(
+                    f"the result ({len(data)} bytes) is larger than NATS's max_payload ({limit}): "
+                    "raise max_payload in the NATS server's configuration (deploy/nats-server.conf)"
+                )
+                reply = batch[0]
+                entry = _reply_entry(Reply(reply.device_id, None, too_big, reply.duration_ms))
+                data = pack({"type": "results", "results": [entry]})
+            await self._nats.client.publish(inbox, data)
+
     # -- the asker's side --------------------------------------------------------------------
 
     def _unreachable(self, device_id: str) -> DeviceOfflineError:
@@ -737,6 +853,188 @@ class NatsRouter:
             timeout_s + REPLY_MARGIN_S,
         )  # fmt: skip
         return answer.get("result")
+
+    async def request_many(
+        self,
+        device_ids: Sequence[str],
+        action: str,
+        params: dict[str, Any],
+        timeout_s: float,
+        *,
+        concurrency: int,
+    ) -> AsyncGenerator[Reply, None]:
+        """See :meth:`remotehands.server.router.DeviceRouter.request_many`: the devices linked
+        here run here, those of each other replica go to it in one request (a few when their
+        list would not fit one NATS message) and run there, ``concurrency`` at a time on each
+        replica."""
+        replies: asyncio.Queue[Reply] = asyncio.Queue()
+        local: list[str] = []
+        remote: dict[str, list[str]] = {}
+        for device_id in device_ids:
+            if self._hub.get(device_id) is not None:
+                local.append(device_id)
+            elif not self._nats.up:
+                replies.put_nowait(Reply(device_id, error=self._unreachable(device_id)))
+            elif (owner := self._owners.get(device_id)) is None:
+                offline = DeviceOfflineError(
+                    f"device {device_id} is offline: no replica holds its agent's link"
+                )
+                replies.put_nowait(Reply(device_id, error=offline))
+            else:
+                remote.setdefault(owner, []).append(device_id)
+        request = {"action": action, "params": params, "timeout_s": timeout_s}
+        loop = asyncio.get_running_loop()
+        tasks: list[asyncio.Task[None]] = []
+        if local:
+            tasks.append(loop.create_task(
+                self._run_local(local, action, params, timeout_s, concurrency, replies.put_nowait)
+            ))  # fmt: skip
+        for owner, held in remote.items():
+            chunks = self._bulk_chunks(held, len(pack(request)))
+            share = max(1, concurrency // len(chunks))  # the bound holds across the chunks
+            for chunk in chunks:
+                tasks.append(loop.create_task(self._ask_bulk(
+                    owner, chunk, {**request, "concurrency": share}, replies.put_nowait
+                )))  # fmt: skip
+        try:
+            for _ in range(len(device_ids)):
+                yield await replies.get()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _bulk_chunks(self, device_ids: list[str], base: int) -> list[list[str]]:
+        """``device_ids`` cut so that each request naming them fits NATS's ``max_payload``
+        (with room to spare)."""
+        room = max(1024, self._nats.client.max_payload // 2 - base)
+        chunks: list[list[str]] = [[]]
+        used = 0
+        for device_id in device_ids:
+            size = len(device_id) + 3  # quotes and comma
+            if chunks[-1] and used + size > room:
+                chunks.append([])
+                used = 0
+            chunks[-1].append(device_id)
+            used += size
+        return chunks
+
+    async def _run_local(
+        self,
+        device_ids: list[str],
+        action: str,
+        params: dict[str, Any],
+        timeout_s: float,
+        concurrency: int,
+        put: Callable[[Reply], None],
+    ) -> None:
+        """The devices of a bulk action linked here; each one's reply to ``put``."""
+        outstanding = set(device_ids)
+        try:
+            replies = self._local.request_many(
+                device_ids, action, params, timeout_s, concurrency=concurrency
+            )
+            async with contextlib.aclosing(replies):
+                async for reply in replies:
+                    outstanding.discard(reply.device_id)
+                    put(reply)
+        finally:
+            for device_id in outstanding:  # only on a bug: a device never goes unanswered
+                put(Reply(device_id, error=DeviceError(f"device {device_id}: no result")))
+
+    async def _ask_bulk(
+        self,
+        owner: str,
+        device_ids: list[str],
+        request: dict[str, Any],
+        put: Callable[[Reply], None],
+    ) -> None:
+        """The devices of a bulk action held by replica ``owner``: one request, the results
+        streamed back to an inbox; each device's reply to ``put``, exactly once."""
+        client = self._nats.client
+        outstanding = dict.fromkeys(device_ids)
+        heard = [self._clock()]
+        ended = asyncio.Event()
+
+        def settle(reply: Reply) -> None:
+            if reply.device_id in outstanding:
+                del outstanding[reply.device_id]
+                put(reply)
+
+        def settle_rest(error: Callable[[str], RemoteHandsError]) -> None:
+            for device_id in list(outstanding):
+                settle(Reply(device_id, error=error(device_id)))
+
+        async def on_message(message: dict[str, Any], _: Msg) -> None:
+            heard[0] = self._clock()
+            kind = message.get("type")
+            if kind == "results":
+                entries = message.get("results")
+                if not isinstance(entries, list):
+                    raise ValidationError("bulk results that are not a list")
+                for entry in entries:
+                    reply = _reply_of(entry)
+                    if reply is not None:
+                        settle(reply)
+                if not outstanding:
+                    ended.set()
+            elif kind == "end":
+                ended.set()
+
+        inbox = client.new_inbox()
+        sub = await client.subscribe(inbox, cb=guarded("bulk results", on_message))
+        control: str | None = None
+        try:
+            try:
+                reply = await client.request(
+                    replica_subject(owner, "bulk"),
+                    pack({**request, "devices": device_ids, "inbox": inbox}),
+                    timeout=CONTROL_TIMEOUT_S,
+                )
+                answer = unpack(reply.data)
+            except nats.errors.NoRespondersError:
+                settle_rest(lambda d: DeviceOfflineError(
+                    f"device {d} is offline: replica {owner}, which held it, is gone"))  # fmt: skip
+                return
+            except (nats.errors.TimeoutError, TimeoutError):
+                settle_rest(lambda d: DeviceTimeoutError(
+                    f"device {d}: replica {owner}, which holds its link, did not take the bulk "
+                    f"action within {CONTROL_TIMEOUT_S:g} s"))  # fmt: skip
+                return
+            except (nats.errors.Error, RemoteHandsError):
+                settle_rest(self._unreachable)
+                return
+            error = error_of(answer)
+            if error is not None:
+                settle_rest(lambda _: error)
+                return
+            control = str(answer.get("control"))
+            heard[0] = max(heard[0], self._clock())  # silence counts from the acceptance
+            lost = self._nats.lost()
+            while outstanding and not ended.is_set():
+                ending: asyncio.Future[Any] = asyncio.ensure_future(ended.wait())
+                asleep = self._clock()
+                try:
+                    await asyncio.wait({ending, lost}, timeout=KEEPALIVE_S,
+                                       return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                finally:
+                    ending.cancel()
+                # A wake-up late by a stall of this replica's own loop is not the holder's
+                # silence: what it sent meanwhile is still unread on the socket.
+                heard[0] += max(0.0, self._clock() - asleep - KEEPALIVE_S)
+                if lost.done():
+                    settle_rest(self._unreachable)
+                elif self._clock() - heard[0] > BULK_SILENCE_S:
+                    settle_rest(lambda d: DeviceTimeoutError(
+                        f"device {d}: replica {owner}, which holds its link, stopped answering "
+                        f"for {BULK_SILENCE_S:g} s during the bulk action"))  # fmt: skip
+            settle_rest(lambda d: DeviceError(
+                f"device {d}: replica {owner} sent no result for it"))  # fmt: skip
+        finally:
+            if outstanding and control is not None:  # cancelled: the holder starts no more
+                with contextlib.suppress(Exception):
+                    await client.publish(control, pack({"op": "cancel"}))
+            await self._unsubscribe(sub)
 
     def is_online(self, device_id: str) -> bool:
         """See :meth:`remotehands.server.router.DeviceRouter.is_online`: linked here, or to a
@@ -923,6 +1221,30 @@ class NatsRouter:
                             await self._respond(item[1], pack({"op": "cancel"}))
         finally:
             await self._unsubscribe(sub)
+
+
+def _reply_entry(reply: Reply) -> dict[str, Any]:
+    """``reply`` as a bulk results message carries it."""
+    entry: dict[str, Any] = {"device": reply.device_id, "ms": reply.duration_ms}
+    if reply.error is None:
+        entry["result"] = reply.result
+    else:
+        entry["error"] = reply.error.to_wire()
+    return entry
+
+
+def _reply_of(entry: Any) -> Reply | None:
+    """The :class:`Reply` of :func:`_reply_entry`; None (logged) for a malformed entry."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("device"), str):
+        logger.warning("cluster: dropped a bulk result without a device: %r", entry)
+        return None
+    duration = entry.get("ms")
+    return Reply(
+        entry["device"],
+        entry.get("result"),
+        error_of(entry),
+        float(duration) if isinstance(duration, int | float) else 0.0,
+    )
 
 
 async def _acquire_unless(window: asyncio.Semaphore, stop: asyncio.Event) -> bool:

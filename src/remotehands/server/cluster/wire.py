@@ -18,6 +18,7 @@ __all__ = [
     "error_of",
     "pack",
     "pack_error",
+    "replica_subject",
     "unpack",
 ]
 
@@ -29,6 +30,12 @@ def device_subject(device_id: str, operation: str) -> str:
     """The subject the replica holding ``device_id``'s link answers ``operation`` on
     (``rh.dev.<id>.req``, ``.watch``, ``.upload``, ``.download``)."""
     return f"{PREFIX}.dev.{device_id}.{operation}"
+
+
+def replica_subject(replica: str, operation: str) -> str:
+    """The subject replica ``replica`` answers ``operation`` on (``rh.replica.<name>.bulk``: a
+    bulk action on devices it holds)."""
+    return f"{PREFIX}.replica.{replica}.{operation}"
 
 
 def pack(message: dict[str, Any]) -> bytes:

@@ -21,12 +21,16 @@ finishes, then a last line ``{"total_duration_ms": ..., "devices": N}``.
 
 Authentication, roles, parameter validation, capability checks, auditing and metrics are those
 of single device actions (:mod:`remotehands.server.http.device_actions`), per device; the audit
-entries are written once the results are out.
+entries are written once the results are out, by the replica that took the request. With several
+replicas, the devices linked to another replica go to it in one request
+(:meth:`~remotehands.server.router.DeviceRouter.request_many`), and ``concurrency`` bounds the
+devices in flight on each replica holding links.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -39,7 +43,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from starlette.background import BackgroundTask
 
-from remotehands.errors import NotFoundError, RemoteHandsError, ValidationError
+from remotehands.errors import (
+    DeviceError,
+    DeviceOfflineError,
+    NotFoundError,
+    RemoteHandsError,
+    ValidationError,
+)
 from remotehands.protocol.actions import ACTIONS_BY_NAME, ActionSpec, Params, required_access
 from remotehands.protocol.encoding import jsonable
 from remotehands.server.auth import Principal, can_act, can_see_device, require_role
@@ -47,7 +57,8 @@ from remotehands.server.db.models import Device
 from remotehands.server.http.device_actions import (
     DeviceTarget,
     Outcome,
-    perform,
+    action_timeout_s,
+    check_capabilities,
     record,
     validate_params,
 )
@@ -131,6 +142,22 @@ async def _select(
     return selected
 
 
+def _refused(
+    services: Services, spec: ActionSpec, params: Params, target: DeviceTarget
+) -> RemoteHandsError | None:
+    """Why the action cannot go to ``target`` at all (the checks :func:`perform` makes before
+    it asks the router), or None."""
+    try:
+        check_capabilities(spec, params, target)
+    except RemoteHandsError as err:
+        return err
+    if not services.router.is_online(target.id):
+        return DeviceOfflineError(
+            f"device {target.id} ({target.name}) is offline: its agent is not connected"
+        )
+    return None
+
+
 async def _run_all(
     services: Services,
     metrics: ServerMetrics,
@@ -142,24 +169,48 @@ async def _run_all(
     deliver: Callable[[int, Outcome], None],
 ) -> None:
     """Run the action on every selected device, ``concurrency`` at a time; ``deliver`` gets
-    each device's outcome (with its index in ``selected``) as soon as it is done."""
-    gate = asyncio.Semaphore(concurrency)
+    each device's outcome (with its index in ``selected``) as soon as it is done.
 
-    async def one(index: int, target: DeviceTarget | Outcome) -> None:
+    Every device goes through one :meth:`~remotehands.server.router.DeviceRouter.request_many`
+    (the router sends the devices held by another replica to it in one request, not one each);
+    outcomes, metrics and durations are those :func:`perform` gives a single action.
+    """
+    index_of: dict[str, int] = {}
+    for index, target in enumerate(selected):
         if isinstance(target, Outcome):
             deliver(index, target)
-            return
-        async with gate:
-            try:
-                outcome = await perform(services, metrics, spec, params, wire_params, target)
-            except Exception as err:  # a bug must cost one device's result, not the others'
-                logger.exception("bulk %s on %s failed", spec.name, target.id)
-                outcome = Outcome(target, error=RemoteHandsError(f"server error: {err!r}"))
-        deliver(index, outcome)
-
-    async with asyncio.TaskGroup() as group:
-        for index, target in enumerate(selected):
-            group.create_task(one(index, target))
+            continue
+        start = time.perf_counter()
+        error = _refused(services, spec, params, target)
+        if error is None:
+            index_of[target.id] = index
+            continue
+        elapsed = time.perf_counter() - start
+        metrics.observe(spec.name, error.code, elapsed)
+        deliver(index, Outcome(target, error=error, duration_ms=round(elapsed * 1000, 3)))
+    if not index_of:
+        return
+    timeout_s = action_timeout_s(wire_params, services.settings.request_timeout_s)
+    replies = services.router.request_many(
+        list(index_of), spec.name, wire_params, timeout_s, concurrency=concurrency
+    )
+    async with contextlib.aclosing(replies):
+        async for reply in replies:
+            index = index_of.pop(reply.device_id, -1)
+            if index < 0:  # a router bug: never two results for one device
+                logger.warning("bulk %s: a second reply for %s dropped", spec.name, reply.device_id)
+                continue
+            target = selected[index]
+            assert isinstance(target, DeviceTarget)
+            outcome = Outcome(target, reply.result, reply.error, reply.duration_ms)
+            metrics.observe(spec.name, outcome.code, reply.duration_ms / 1000)
+            deliver(index, outcome)
+    for device_id, index in index_of.items():  # a router bug: never a device without result
+        target = selected[index]
+        assert isinstance(target, DeviceTarget)
+        error = DeviceError(f"device {device_id}: the server lost this device's result")
+        metrics.observe(spec.name, error.code, 0.0)
+        deliver(index, Outcome(target, error=error))
 
 
 async def _audit_all(
