@@ -64,18 +64,22 @@ def serve(data_dir: str, database_url: str, nats_url: str, replica: str) -> None
     import uvicorn
     from argon2 import PasswordHasher
 
+    from remotehands.protocol.link import LINK_PATH
     from remotehands.server.app import create_app
     from remotehands.server.auth import Passwords
     from remotehands.server.http.users import create_user
     from remotehands.server.settings import ServerSettings
+    from remotehands.serving import websocket_protocol
 
     settings = ServerSettings(data_dir=Path(data_dir) / replica, database_url=database_url,
                               nats_url=nats_url, replica_id=replica)  # fmt: skip
     passwords = Passwords(PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
     app = create_app(settings, passwords=passwords)
+    # the WebSocket protocol of `remotehands server`: no uvicorn ping on agent links, and a
+    # refused link handshake (503) is not logged as an error
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                            ws="websockets-sansio", ws_per_message_deflate=False,
-                            backlog=4096)  # fmt: skip
+                            ws=websocket_protocol(keepalive_exempt=[LINK_PATH]),
+                            ws_per_message_deflate=False, backlog=4096)  # fmt: skip
     server = uvicorn.Server(config)
 
     async def main() -> None:

@@ -74,6 +74,7 @@ __all__ = [
     "hardware_id",
     "health",
     "load_or_enroll",
+    "stop_if_cancelled",
 ]
 
 log = logging.getLogger(__name__)
@@ -360,6 +361,7 @@ class AgentLink:
             finally:
                 self.connected.clear()
                 self._ws = None
+            stop_if_cancelled()
             if self.connections > before:
                 attempt = 0  # the server welcomed us: the next outage starts a new backoff
                 quick_until = time.monotonic() + QUICK_WINDOW_S
@@ -579,6 +581,16 @@ class AgentLink:
             reply = {"type": "reply", "id": request.id, "result": None, "error": failure}
         with contextlib.suppress(websockets.exceptions.ConnectionClosed):
             await ws.send(wire.encode(reply))
+
+
+def stop_if_cancelled() -> None:
+    """Raise :class:`asyncio.CancelledError` if the current task was asked to stop and the
+    request was lost on the way. Python 3.11's TaskGroup drops a cancellation that arrives
+    while it is cancelling its tasks for an error of its own. That happens when the link closes
+    just as SIGTERM comes, and the agent would then link again instead of stopping."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class _LinkClosed(Exception):
