@@ -6,11 +6,14 @@ from __future__ import annotations
 import functools
 import json
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -165,12 +168,28 @@ def test_json_logs_are_one_object_per_line_and_start_up_is_info() -> None:
     agent = subprocess.Popen([REMOTEHANDS, "agent", "--driver", "fake", "--json", "--listen",
                               f"127.0.0.1:{port}"], env=env, stderr=subprocess.PIPE,
                              text=True)  # fmt: skip
+    assert agent.stderr is not None
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read(stream: IO[str]) -> None:
+        for line in stream:
+            lines.put(line)
+
+    reader = threading.Thread(target=read, args=(agent.stderr,), daemon=True)
+    reader.start()
+    records: list[dict[str, Any]] = []
     try:
         wait_until(functools.partial(_answers, f"http://127.0.0.1:{port}/health"), timeout=30)
+        # /health may answer while start-up is still under way (the line comes once the
+        # listener is up): wait for the line itself before the signal
+        while not any(str(r["msg"]).startswith("device ") for r in records):
+            records.append(json.loads(lines.get(timeout=30)))
     finally:
         agent.send_signal(signal.SIGINT)
-        _, stderr = agent.communicate(timeout=30)
-    records = [json.loads(line) for line in stderr.splitlines()]
-    started = [r for r in records if r["msg"].startswith("device ")]
+        agent.wait(timeout=30)
+        reader.join(timeout=30)
+    while not lines.empty():
+        records.append(json.loads(lines.get_nowait()))
+    started = [r for r in records if str(r["msg"]).startswith("device ")]
     assert started and started[0]["level"] == "INFO"
     assert f"on http://127.0.0.1:{port}" in started[0]["msg"]
