@@ -37,6 +37,9 @@ class MemoryTransport:
     async def receive(self) -> str | bytes | None:
         return await self.incoming.get()
 
+    def writable(self) -> bool:
+        return False  # unknown: the hub takes its lock and deadline
+
     async def close(self, code: int, reason: str) -> None:
         if not self.closed.done():
             self.closed.set_result(code)

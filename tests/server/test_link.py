@@ -19,6 +19,7 @@ from remotehands.protocol.link import (
 )
 from remotehands.server.db.engine import Database
 from remotehands.server.db.models import Device
+from remotehands.server.link import hub as hub_module
 from remotehands.testing.simagent import SimulatedAgent
 from remotehands.testing.xapps import eventually
 from tests.server.link_harness import HEARTBEAT_S, LiveFleet, fleet_fixture, running_fleet  # noqa: F401 (fixture)
@@ -151,6 +152,32 @@ async def test_requests_fail_fast_when_offline_and_time_out_when_unanswered(
         assert await router.request(device.device_id, "screens", {}, 5) == {
             "screens": [{"id": 0, "width": 1920, "height": 1080}]
         }
+
+
+async def test_an_agent_that_stops_reading_loses_its_link(
+    fleet: LiveFleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub_module, "SEND_TIMEOUT_S", 0.5)
+    (device,) = await fleet.enroll(1)
+    router = fleet.services.router
+    async with fleet.agent(device) as agent:
+        link = fleet.services.hub.get(device.device_id)
+        assert link is not None
+        # uvicorn's socket says when a write cannot wait: the hub then writes without its lock
+        assert link._transport.writable()
+        agent.stop_reading()
+        # far more than the sockets' buffers hold: the server's writes must wait, then give up
+        big = {"text": "x" * 1_000_000}
+        requests = [
+            asyncio.create_task(router.request(device.device_id, "keyboard.type", big, 60))
+            for _ in range(48)
+        ]
+        async with asyncio.timeout(WAIT_S):
+            results = await asyncio.gather(*requests, return_exceptions=True)
+        assert all(isinstance(r, DeviceOfflineError) for r in results), results
+        assert any("stopped reading" in str(r) for r in results)
+        assert not link._transport.writable()
+        await fleet.wait_status(device.device_id, "offline", WAIT_S)
 
 
 async def test_agent_errors_come_back_as_the_same_error(fleet: LiveFleet) -> None:

@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -220,23 +220,66 @@ class AuditLog:
         never dropped. Without a running writer the entry is written at once.
         """
         try:
-            entry = _Pending(
-                at=self._clock(),
-                actor=actor[:128],
-                actor_kind=actor_kind,
-                device_id=device_id,
-                action=action[:64],
-                params=redact(params) if params is not None else None,
-                result=result[:32],
-                duration_ms=float(duration_ms),
-                details=redact(details) if details is not None else None,
-            )
+            entry = self._pending(actor, actor_kind, action, device_id,
+                                  redact(params) if params is not None else None,
+                                  result, duration_ms, details)  # fmt: skip
             if not wait and self._queue is not None:
                 await self._queue.put(entry)
             else:
                 await self._write_or_spool([entry])
         except Exception:
             logger.exception("could not write the audit entry %s by %s", action, actor)
+
+    def _pending(
+        self,
+        actor: str,
+        actor_kind: str,
+        action: str,
+        device_id: str | None,
+        redacted_params: dict[str, Any] | None,
+        result: str,
+        duration_ms: float,
+        details: str | None,
+    ) -> _Pending:
+        return _Pending(
+            at=self._clock(),
+            actor=actor[:128],
+            actor_kind=actor_kind,
+            device_id=device_id,
+            action=action[:64],
+            params=redacted_params,
+            result=result[:32],
+            duration_ms=float(duration_ms),
+            details=redact(details) if details is not None else None,
+        )
+
+    async def record_many(
+        self,
+        *,
+        actor: str,
+        actor_kind: str,
+        action: str,
+        params: dict[str, Any] | None,
+        outcomes: Iterable[tuple[str | None, str, float, str | None]],
+    ) -> None:
+        """:meth:`record` (``wait=False``) one entry per ``(device_id, result, duration_ms,
+        details)`` of ``outcomes``: one action with the same ``params`` on many devices (a bulk
+        action), whose parameters are redacted once rather than once a device."""
+        try:
+            redacted = redact(params) if params is not None else None
+        except Exception:
+            logger.exception("could not redact the audit entries of %s by %s", action, actor)
+            return
+        for device_id, result, duration_ms, details in outcomes:
+            try:
+                entry = self._pending(actor, actor_kind, action, device_id, redacted, result,
+                                      duration_ms, details)  # fmt: skip
+                if self._queue is not None:
+                    await self._queue.put(entry)
+                else:
+                    await self._write_or_spool([entry])
+            except Exception:
+                logger.exception("could not write the audit entry %s by %s", action, actor)
 
     async def record_for(
         self,

@@ -252,6 +252,12 @@ class SimulatedAgent:
         """Keep receiving requests but never reply (the server should time them out)."""
         self.answering = False
 
+    def stop_reading(self) -> None:
+        """Read nothing more from the socket (an agent stuck: what the server sends piles up in
+        the socket's buffers until the server's writes must wait)."""
+        if self._ws is not None:
+            self._ws.transport.pause_reading()
+
     def stop_heartbeats(self) -> None:
         """Send no more heartbeats (the server should mark the device offline)."""
         self.heartbeating = False

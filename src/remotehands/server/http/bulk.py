@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -58,8 +58,8 @@ from remotehands.server.http.device_actions import (
     DeviceTarget,
     Outcome,
     action_timeout_s,
+    audit_params,
     check_capabilities,
-    record,
     validate_params,
 )
 from remotehands.server.http.metrics import ServerMetrics, metrics_for
@@ -220,12 +220,21 @@ async def _audit_all(
     wire_params: dict[str, Any],
     outcomes: list[Outcome],
 ) -> None:
-    """Audit every device the action went to, one entry after the other: concurrent writers
-    would only queue up on the database (SQLite has one writer)."""
-    for outcome in outcomes:
-        result, details = outcome.audited
-        await record(services, principal, spec.name, outcome.device.id, wire_params, result,
-                     outcome.duration_ms, details)  # fmt: skip
+    """Audit every device the action went to, one entry after the other (concurrent writers
+    would only queue up on the database: SQLite has one writer), the parameters masked once."""
+
+    def entries() -> Iterator[tuple[str | None, str, float, str | None]]:
+        for outcome in outcomes:
+            result, details = outcome.audited
+            yield outcome.device.id, result, outcome.duration_ms, details
+
+    await services.audit.record_many(
+        actor=principal.actor,
+        actor_kind=principal.kind,
+        action=spec.name,
+        params=audit_params(dict(wire_params), services.audit.key),
+        outcomes=entries(),
+    )
 
 
 @router.post("/v1/bulk")

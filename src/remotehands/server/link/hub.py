@@ -231,6 +231,11 @@ class LinkTransport(Protocol):
         """The next frame, or ``None`` once the agent has gone."""
         ...
 
+    def writable(self) -> bool:
+        """True when :meth:`send` would finish without waiting (no back-pressure from the
+        agent's side): the caller may then skip its lock and deadline. False when unknown."""
+        ...
+
     async def close(self, code: int, reason: str) -> None:
         """Close the connection; never raises."""
         ...
@@ -386,11 +391,24 @@ class AgentLink:
             ) from err
         finally:
             self._pending.pop(request_id, None)
+            if not future.done():
+                future.cancel()
+            elif not future.cancelled():
+                future.exception()  # failed by close() while the write itself failed: seen
 
     async def send(self, frame: str | bytes) -> None:
         """Write one frame to the agent, one writer at a time, within :data:`SEND_TIMEOUT_S`."""
+        if not self._send_lock.locked() and self._transport.writable():
+            # the usual case: nobody else is writing and the write cannot wait, so it cannot
+            # interleave with another one or run late (a lock and a deadline cost more)
+            await self._transport.send(frame)
+            return
         try:
             async with self._send_lock, asyncio.timeout(SEND_TIMEOUT_S):
+                if self.closed:  # closed while this write waited its turn
+                    raise DeviceOfflineError(
+                        f"device {self.device_id} is offline: its link just closed"
+                    )
                 await self._transport.send(frame)
         except TimeoutError:
             # An agent that does not read its socket is as good as gone.

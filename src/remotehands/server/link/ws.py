@@ -70,12 +70,17 @@ class AsgiTransport:
     :class:`~remotehands.server.link.hub.LinkTransport`: foreign errors of a gone connection
     become :class:`~remotehands.errors.DeviceOfflineError` (on send) or the end (on receive)."""
 
-    __slots__ = ("_gone", "_receive", "_send")
+    __slots__ = ("_gone", "_receive", "_send", "_writable")
 
     def __init__(self, receive: Receive, send: Send) -> None:
         self._receive = receive
         self._send = send
         self._gone = False
+        # uvicorn's WebSocket protocols hand their own bound ``send`` to the app and pause it on
+        # an Event while the socket's buffer is full: with that Event, a send known not to wait
+        self._writable: asyncio.Event | None = getattr(
+            getattr(send, "__self__", None), "writable", None
+        )
 
     async def accept(self) -> bool:
         """Accept the WebSocket (no subprotocol, no extra header); False when the agent has
@@ -114,6 +119,11 @@ class AsgiTransport:
             await self._send(message)
         except (RuntimeError, OSError) as err:  # uvicorn: ClientDisconnected, or sent after close
             raise DeviceOfflineError("the agent's link is closed") from err
+
+    def writable(self) -> bool:
+        return (
+            not self._gone and isinstance(self._writable, asyncio.Event) and self._writable.is_set()
+        )
 
     async def receive(self) -> str | bytes | None:
         if self._gone:
