@@ -11,7 +11,10 @@ each replica (:class:`~remotehands.testing.simagent.SimulatedAgent`, from this p
   (B -> NATS -> A -> link -> agent and back): median and p99;
 - beside them the floor: the same agent over a bare link, no server (``bench_fleet``'s);
 - a bulk pointer move through A over every device (half of them on B): until every result is
-  in;
+  in, the replicas' CPU time and this process's (the simulated agents'), and until the audit
+  entries A writes after its answer are in the database; each round starts once the round
+  before is audited. The replicas and this process keep their collectors off long-lived
+  objects as ``remotehands server`` does (:func:`~remotehands.server.tuning.tune_gc`);
 - with ``--kill`` (after the rest) or ``--kill-only`` (instead of it): the kill storm. Debian's
   ``haproxy``, started here with ``deploy/haproxy.cfg`` (its listen address and servers pointed
   at the two replicas), spreads every agent over both replicas; replica B is killed (SIGKILL)
@@ -53,6 +56,7 @@ sys.path.insert(0, str(ROOT))
 from tests.natsd import start_nats  # noqa: E402
 from tests.pg import start_postgres  # noqa: E402
 
+from remotehands.server.tuning import tune_gc  # noqa: E402
 from remotehands.testing.simagent import Enrolled, SimulatedAgent, enroll, run_many  # noqa: E402
 
 OWNER_PASSWORD = "bench-owner-password"
@@ -91,6 +95,7 @@ def serve(data_dir: str, database_url: str, nats_url: str, replica: str) -> None
             await asyncio.sleep(0.01)
         if replica == "a":
             await create_user(app.state.services, "owner", OWNER_PASSWORD, "owner")
+        tune_gc()  # as `remotehands server` does once started
         port = server.servers[0].sockets[0].getsockname()[1]
         print(f"READY {port}", flush=True)
         await task
@@ -145,7 +150,7 @@ async def bench(args: argparse.Namespace) -> None:
             devices = await enroll(owner, n, name_prefix="bench", tags=["bench"], concurrency=8)
         if not args.kill_only:
             await _routing_and_bulk(
-                args, base, headers, devices, [c.pid for c in children.values()]
+                args, base, headers, devices, [c.pid for c in children.values()], database
             )
         if args.kill or args.kill_only:
             await _kill_storm(args, children, ports, headers, devices, database, data_dir)
@@ -187,6 +192,7 @@ async def _routing_and_bulk(
     headers: dict[str, str],
     devices: list[Enrolled],
     replicas: list[int],
+    database: str,
 ) -> None:
     """Half the agents linked to each replica: an action through either, and bulk actions."""
     n = len(devices)
@@ -201,6 +207,9 @@ async def _routing_and_bulk(
     ):  # fmt: skip
         print(f"{'linked ' + str(n) + ' agents, half to each replica':<58} "
               f"{time.perf_counter() - started:8.2f} s")  # fmt: skip
+        # the simulated agents stand for as many machines: their process keeps its collector
+        # off their long-lived objects, as a replica does (tune_gc), to take less of the cores
+        tune_gc()
         on_a = devices[0].device_id
         clients = {name: httpx.Client(base_url=url, headers=headers, timeout=120)
                    for name, url in base.items()}  # fmt: skip
@@ -234,21 +243,40 @@ async def _routing_and_bulk(
         print(_row("pointer move over a bare link to a simulated agent (floor)",
                    await _direct_link_round_trips(args.rounds)))  # fmt: skip
 
-        def bulk(selector: dict[str, object], count: int) -> tuple[list[float], list[float]]:
+        loop = asyncio.get_running_loop()
+
+        def audited() -> int:
+            # from the bulk's thread: the query runs on the loop, as the agents do
+            return asyncio.run_coroutine_threadsafe(_audit_count(database), loop).result(60)
+
+        def bulk(
+            selector: dict[str, object], count: int
+        ) -> tuple[list[float], list[float], list[float], list[float]]:
+            """Each round from a quiet start: the audit entries of the round before written
+            (the replica that took the bulk writes them after its answer)."""
             body = {"action": "mouse.move", "params": {"x": 1, "y": 1},
                     "selector": selector, "concurrency": 256}  # fmt: skip
             samples: list[float] = []
             cpu: list[float] = []
+            agents_cpu: list[float] = []
+            audit: list[float] = []
             for _ in range(args.bulk_rounds + 1):
+                entries = audited()
                 started, cpu_before = time.perf_counter(), _cpu(replicas)
+                agents_before = _cpu([os.getpid()])
                 results = clients["a"].post("/v1/bulk", json=body).json()["results"]
                 samples.append((time.perf_counter() - started) * 1000)
                 cpu.append((_cpu(replicas) - cpu_before) * 1000)
+                agents_cpu.append((_cpu([os.getpid()]) - agents_before) * 1000)
                 failed = [r for r in results if not r["ok"]]
                 if len(results) != count or failed:  # told, and the bench goes on
                     print(f"  {len(results)} results of {count}, {len(failed)} failed: "
                           f"{failed[:1]}")  # fmt: skip
-            return samples[1:], cpu[1:]
+                deadline = time.monotonic() + 120
+                while audited() < entries + len(results) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                audit.append((time.perf_counter() - started) * 1000)
+            return samples[1:], cpu[1:], agents_cpu[1:], audit[1:]
 
         ids = [d.device_id for d in devices]
         for label, selector, count in (
@@ -257,10 +285,12 @@ async def _routing_and_bulk(
              {"ids": ids[half:]}, n - half),
             (f"bulk pointer move through A over all {n} (half on B)", {"tags": ["bench"]}, n),
         ):  # fmt: skip
-            samples, cpu = await asyncio.to_thread(bulk, selector, count)
+            samples, cpu, agents_cpu, audit = await asyncio.to_thread(bulk, selector, count)
             print(_row(label, samples))
             # the replicas' own CPU time: what a busy machine's wall clock cannot hide
             print(_row("  CPU time of both replicas per bulk", cpu))
+            print(_row("  CPU time of the simulated agents (this process)", agents_cpu))
+            print(_row("  until its audit entries are written too", audit))
         for client in clients.values():
             client.close()
 
@@ -327,6 +357,17 @@ async def _links(client: httpx.AsyncClient, replica: str) -> int:
         return -1
     found = re.search(rf'remotehands_agent_links{{replica="{replica}"}} (\S+)', text)
     return int(float(found.group(1))) if found else -1
+
+
+async def _audit_count(database: str) -> int:
+    """How many audit entries the database holds."""
+    import asyncpg
+
+    connection = await asyncpg.connect(database.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        return int(await connection.fetchval("SELECT count(*) FROM audit"))
+    finally:
+        await connection.close()
 
 
 async def _device_counts(database: str, names: list[str]) -> tuple[int, int, int]:
