@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -95,6 +96,7 @@ _SECRET_HEADER = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_secret_key(key: str) -> bool:
     normal = key.strip().lower().replace("-", "_")
     return normal in _SECRET_KEYS or any(part in normal for part in _SECRET_KEY_PARTS)

@@ -8,12 +8,14 @@ other instead of failing; PostgreSQL is reached through asyncpg. Foreign errors 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
@@ -60,6 +62,16 @@ def _set_sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
         cursor.close()
 
 
+def _json_text(value: Any) -> str:
+    """A JSON column's text: orjson's (several times faster than the standard library's on the
+    audit log's hot path), the standard library's for what orjson refuses (keys that are not
+    strings, integers over 64 bits)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
 class Database:
     """An async engine plus a session factory; an async context manager that disposes it.
 
@@ -80,7 +92,7 @@ class Database:
                 # files the database file's mode
                 private_file(Path(database))
             kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self.engine: AsyncEngine = create_async_engine(url, json_serializer=_json_text, **kwargs)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _set_sqlite_pragmas)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
