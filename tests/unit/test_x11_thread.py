@@ -90,3 +90,50 @@ async def test_try_here_runs_on_the_caller_only_when_the_thread_is_idle() -> Non
         release.set()
         await asyncio.to_thread(thread.shutdown)
     assert thread.try_here("after", here) is False
+
+
+async def test_soon_runs_after_the_callers_step_here_or_after_the_threads_work(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    thread = XThread("x11-test", timeout_s=5)
+    release, started = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def flush() -> None:
+        ran.append(threading.current_thread().name)
+
+    try:
+        await thread.call("warm", lambda: None)
+        thread.soon("flush", flush)
+        assert ran == []  # not during the caller's step
+        await asyncio.sleep(0)
+        assert ran == [threading.current_thread().name]  # the thread was idle: here
+
+        def hold() -> None:
+            started.set()
+            release.wait(10)
+
+        busy = asyncio.ensure_future(thread.call("hold", hold))
+        assert await asyncio.to_thread(started.wait, 5)
+        thread.soon("flush", flush)
+        await asyncio.sleep(0)
+        assert len(ran) == 1  # the thread is busy: queued behind its work, not run over it
+        release.set()
+        await busy
+        # a call queued after it is served after it: by then the flush has run on the thread
+        assert await thread.call("after", lambda: list(ran)) == [
+            threading.current_thread().name,
+            "x11-test",
+        ]
+
+        def broken() -> None:
+            raise Xlib.error.ConnectionClosedError("server")
+
+        with caplog.at_level("WARNING"):
+            thread.soon("flush", broken)
+            await asyncio.sleep(0)
+        assert "flush: the X server closed the connection" in caplog.text
+        assert await thread.call("next", lambda: "served") == "served"
+    finally:
+        release.set()
+        await asyncio.to_thread(thread.shutdown)

@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import logging
 import os
 import queue
 import threading
@@ -58,6 +59,9 @@ def display_name(display: str | None) -> str:
             "driver, or start a virtual one with `remotehands desktop`"
         )
     return name
+
+
+logger = logging.getLogger(__name__)
 
 
 def open_display(name: str) -> Display:
@@ -156,6 +160,35 @@ class XThread:
             with self._counting:
                 self._unfinished -= 1
 
+    def soon(self, what: str, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once the calling task's step is done (``call_soon``): on the event loop
+        when the thread is idle then, else as the thread's next job. Nobody waits for it: an
+        error is logged (the connection's next call reports a broken connection anyway).
+
+        For work the caller need not wait for, such as writing a motion already queued (the
+        thread's own calls write what is queued before theirs, so order is kept either way).
+        """
+        asyncio.get_running_loop().call_soon(self._run_soon, what, fn)
+
+    def _run_soon(self, what: str, fn: Callable[[], None]) -> None:
+        def here() -> bool:
+            fn()
+            return True
+
+        def job() -> Callable[[], None]:
+            try:
+                fn()
+            except Exception as err:  # noqa: BLE001 -- logged: nobody waits for this job
+                logger.warning("%s: %s", what, translate_error(err, what))
+            return _nothing
+
+        try:
+            if self.try_here(what, here) or self._stopped:
+                return
+            self._submit(job)
+        except RemoteHandsError as err:
+            logger.warning("%s: %s", what, err)
+
     async def call(
         self, what: str, fn: Callable[..., T], *args: Any, timeout_s: float | None = None
     ) -> T:
@@ -209,6 +242,10 @@ class XThread:
             self._stopped = True
             self._jobs.put(None)
         self._thread.join()
+
+
+def _nothing() -> None:
+    pass
 
 
 def _post(

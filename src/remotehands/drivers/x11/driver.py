@@ -350,10 +350,19 @@ class X11Driver(Driver):
 
     async def move(self, x: int, y: int) -> None:
         """Move the pointer to ``(x, y)``: here, when the X thread is idle (a motion does not
-        wait on the X server), else on the X thread."""
+        wait on the X server), else on the X thread.
+
+        Here, the motion is queued on the connection and written once the caller's step is
+        done (:meth:`XThread.soon`): the agent's reply goes out first, and waking the X server
+        is off the action's path. It is written before anything else runs on the connection
+        and before the agent reads its next request.
+        """
         thread, what = self._thread, "move the pointer"
-        if thread is not None and thread.try_here(what, lambda: self._inp().move_now(x, y)):
-            return
+        if thread is not None:
+            inp = self._inp()
+            if thread.try_here(what, lambda: inp.move_now(x, y)):
+                thread.soon(what, inp.flush)
+                return
         await self._x(what, self._inp().move, x, y)
 
     async def button(self, button: Button, down: bool) -> None:

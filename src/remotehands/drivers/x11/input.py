@@ -132,14 +132,19 @@ class Input:
         self._display.flush()
 
     def move_now(self, x: int, y: int) -> bool:
-        """:meth:`move`, if it can be done without waiting on the X server: no event to read
-        first and room to write in the connection. False: nothing was done."""
+        """:meth:`move` without its flush (the caller flushes: :meth:`flush`), if it can be done
+        without waiting on the X server: no event to read first and room to write in the
+        connection. False: nothing was done."""
         if self._display.pending_events():
             return False
         if not select.select([], [self._display.fileno()], [], 0)[1]:
             return False
-        self.move(x, y)
+        self._fake_motion(x, y)
         return True
+
+    def flush(self) -> None:
+        """Write the requests queued on the connection (a motion of :meth:`move_now`)."""
+        self._display.flush()
 
     def _fake_motion(self, x: int, y: int) -> None:
         self.handle_events()
