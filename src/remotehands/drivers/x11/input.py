@@ -11,6 +11,7 @@ Everything here runs on the driver's X thread.
 from __future__ import annotations
 
 import select
+import struct
 from collections import Counter
 from collections.abc import Iterator
 
@@ -38,6 +39,24 @@ MAX_SCROLL = 1000
 """The most wheel notches one ``scroll`` sends on each axis."""
 
 
+_MOTION = struct.Struct("=BBHBBxxIIxxxxxxxxhhxxxxxxxx")
+"""XTEST's FakeInput request (minor opcode 2, nine 4-byte units) for a pointer motion: major
+opcode, minor opcode, length, event type, detail, time, root window, x, y; in the client's byte
+order, as python-xlib writes it."""
+
+
+class _RawRequest:
+    """A request already in its wire form, for python-xlib's queue (it reads ``_binary`` and
+    numbers it in ``_serial``): a motion's bytes packed directly cost a few microseconds where
+    python-xlib's request classes take tens."""
+
+    __slots__ = ("_binary", "_serial")
+
+    def __init__(self, binary: bytes) -> None:
+        self._binary = binary
+        self._serial = 0
+
+
 class Input:
     """XTEST pointer and keyboard on one connection, with the keys and buttons it holds."""
 
@@ -49,6 +68,7 @@ class Input:
             )
         self._conn = conn
         self._display = conn.display
+        self._xtest_opcode = conn.display.display.get_extension_major(xtest.extname)
         self.keymap = Keymap(conn.display)
         # Keys held through ``key(down=True)``, to the keycodes pressed for them (in order).
         self._held_keys: dict[Key, list[int]] = {}
@@ -139,22 +159,26 @@ class Input:
             return False
         if not select.select([], [self._display.fileno()], [], 0)[1]:
             return False
-        self._fake_motion(x, y)
+        self._fake_motion(x, y, events_read=True)
         return True
 
     def flush(self) -> None:
         """Write the requests queued on the connection (a motion of :meth:`move_now`)."""
         self._display.flush()
 
-    def _fake_motion(self, x: int, y: int) -> None:
-        self.handle_events()
+    def _fake_motion(self, x: int, y: int, *, events_read: bool = False) -> None:
+        if not events_read:
+            self.handle_events()
         width, height = self._root_size
         if not (0 <= x < width and 0 <= y < height):
             raise ValidationError(
                 f"({x}, {y}) is off the screen: the desktop is {width}x{height}, so use "
                 f"0 <= x < {width} and 0 <= y < {height}"
             )
-        xtest.fake_input(self._display, X.MotionNotify, x=x, y=y)
+        # xtest.fake_input(self._display, X.MotionNotify, x=x, y=y), packed directly
+        motion = _MOTION.pack(self._xtest_opcode, 2, _MOTION.size // 4, X.MotionNotify, 0,
+                              X.CurrentTime, X.NONE, x, y)  # fmt: skip
+        self._display.display.send_request(_RawRequest(motion), False)
 
     def button(self, button: Button, down: bool) -> None:
         """Press or release ``button`` where the pointer is."""
