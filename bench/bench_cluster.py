@@ -17,9 +17,11 @@ each replica (:class:`~remotehands.testing.simagent.SimulatedAgent`, from this p
   objects as ``remotehands server`` does (:func:`~remotehands.server.tuning.tune_gc`);
 - with ``--kill`` (after the rest) or ``--kill-only`` (instead of it): the kill storm. Debian's
   ``haproxy``, started here with ``deploy/haproxy.cfg`` (its listen address and servers pointed
-  at the two replicas), spreads every agent over both replicas; replica B is killed (SIGKILL)
-  and every agent it held reconnects through HAProxy as the real agent does (full jitter over a
-  backoff capped at ``QUICK_CAP_S`` after a lost link, a ``503``'s ``Retry-After`` honoured).
+  at the two replicas; two or more HAProxy processes when one cannot hold every link under the
+  machine's open-files limit), spreads every agent over both replicas; replica B is killed
+  (SIGKILL) and every agent it held reconnects through HAProxy as the real agent does (full
+  jitter over a backoff capped at ``QUICK_CAP_S`` after a lost link, a ``503``'s
+  ``Retry-After`` honoured).
   Prints the time until every agent is welcomed again and until replica A holds every link,
   then (after ``--kill-settle-s``, past the offline bound: the sweepers have run) the devices
   the database has online, lost (not online), duplicated, and whether every agent kept its id.
@@ -400,29 +402,44 @@ async def _kill_storm(
     """Every agent through HAProxy to both replicas; kill B; measure until all are back."""
     n = len(devices)
     haproxy_bin = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    listen = _free_port()
-    config = Path(data_dir) / "haproxy.cfg"
-    config.write_text(_haproxy_config(ports, listen))
-    haproxy = subprocess.Popen([haproxy_bin, "-db", "-f", str(config)],
-                               stdout=subprocess.DEVNULL)  # fmt: skip
-    front = f"http://127.0.0.1:{listen}"
+    # HAProxy derives its connection limit from its open-files limit, two descriptors a proxied
+    # link (deploy/haproxy.cfg says so): where the hard limit is too low for every agent (20,000
+    # here, and not raisable: HAProxy then takes 9,986), the agents are spread over as many
+    # HAProxy processes, each in front of both replicas, as that limit needs
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    per_haproxy = max(1000, (hard - 1000) // 2) if hard != resource.RLIM_INFINITY else n
+    count = max(1, -(-n // per_haproxy))
+    fronts: list[str] = []
+    haproxies: list[subprocess.Popen[bytes]] = []
+    for index in range(count):
+        listen = _free_port()
+        config = Path(data_dir) / f"haproxy-{index}.cfg"
+        config.write_text(_haproxy_config(ports, listen))
+        haproxies.append(subprocess.Popen([haproxy_bin, "-db", "-f", str(config)],
+                                          stdout=subprocess.DEVNULL))  # fmt: skip
+        fronts.append(f"http://127.0.0.1:{listen}")
+    if count > 1:
+        print(f"  {count} HAProxy processes (the open-files limit of {hard} lets one hold about "
+              f"{per_haproxy} links), the agents spread over them")  # fmt: skip
     clients = {name: httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers,
                                        timeout=60) for name, port in ports.items()}  # fmt: skip
     try:
-        async with httpx.AsyncClient(base_url=front, timeout=5) as probe:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if (await probe.get("/health")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or haproxy.poll() is not None:
-                    raise SystemExit("HAProxy did not start (is Debian's haproxy installed?)")
-                await asyncio.sleep(0.1)
+        for front, haproxy in zip(fronts, haproxies, strict=True):
+            async with httpx.AsyncClient(base_url=front, timeout=5) as probe:
+                deadline = time.monotonic() + 30
+                while True:
+                    try:
+                        if (await probe.get("/health")).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    if time.monotonic() > deadline or haproxy.poll() is not None:
+                        raise SystemExit("HAProxy did not start (is Debian's haproxy installed?)")
+                    await asyncio.sleep(0.1)
         started = time.perf_counter()
-        url = front.replace("http", "ws") + "/v1/agent/ws"
-        agents = [SimulatedAgent(url, d.credential, open_timeout_s=30.0) for d in devices]
+        urls = [front.replace("http", "ws") + "/v1/agent/ws" for front in fronts]
+        agents = [SimulatedAgent(urls[i % count], d.credential, open_timeout_s=30.0)
+                  for i, d in enumerate(devices)]  # fmt: skip
         gate = asyncio.Semaphore(100)
 
         async def link(agent: SimulatedAgent) -> None:
@@ -506,11 +523,13 @@ async def _kill_storm(
     finally:
         for client in clients.values():
             await client.aclose()
-        haproxy.terminate()
-        try:
-            await asyncio.to_thread(haproxy.wait, 10)
-        except subprocess.TimeoutExpired:
-            haproxy.kill()
+        for haproxy in haproxies:
+            haproxy.terminate()
+        for haproxy in haproxies:
+            try:
+                await asyncio.to_thread(haproxy.wait, 10)
+            except subprocess.TimeoutExpired:
+                haproxy.kill()
 
 
 def main() -> None:
