@@ -40,6 +40,9 @@ class MemoryTransport:
     def writable(self) -> bool:
         return False  # unknown: the hub takes its lock and deadline
 
+    def deliver(self, on_frame: object) -> bool:
+        return False  # frames come through receive()
+
     async def close(self, code: int, reason: str) -> None:
         if not self.closed.done():
             self.closed.set_result(code)

@@ -236,6 +236,12 @@ class LinkTransport(Protocol):
         agent's side): the caller may then skip its lock and deadline. False when unknown."""
         ...
 
+    def deliver(self, on_frame: Callable[[str | bytes], None] | None) -> bool:
+        """Hand each frame to ``on_frame`` as it is read, frames already read first, instead
+        of through :meth:`receive` (which then answers only the end); ``None`` stops it.
+        False: this transport cannot, and frames keep coming through :meth:`receive`."""
+        ...
+
     async def close(self, code: int, reason: str) -> None:
         """Close the connection; never raises."""
         ...
@@ -266,6 +272,7 @@ class AgentLink:
     # ten thousand of them: no per-instance __dict__
     __slots__ = (
         "_deadline",
+        "_failure",
         "_hub",
         "_ids",
         "_pending",
@@ -323,6 +330,8 @@ class AgentLink:
         self._ids = itertools.count(1)
         self._send_lock = asyncio.Lock()
         self._deadline: asyncio.Timeout | None = None
+        self._failure: Exception | None = None
+        """What a frame handed over directly failed with, for run() to raise."""
         self._task: asyncio.Task[Any] | None = None
         self.closed = False
         self.close_code: int | None = None
@@ -422,24 +431,48 @@ class AgentLink:
         another task: the hub's watchdog closes a link silent for too long)."""
         self._task = asyncio.current_task()
         try:
-            # No deadline of its own: close() sets one to interrupt a read in progress.
-            async with asyncio.timeout(None) as deadline:
-                self._deadline = deadline
-                while not self.closed:
-                    frame = await self._transport.receive()
-                    if frame is None:
-                        return
-                    self.last_frame_mono = self._hub.clock()
-                    self.last_frame_at = self._hub.now()
-                    self._handle(decode(frame))
-        except TimeoutError:
-            return  # close() interrupted the read: nothing more to do
+            try:
+                # No deadline of its own: close() sets one to interrupt a read in progress, and
+                # so does a frame handed over directly that fails (_deliver).
+                async with asyncio.timeout(None) as deadline:
+                    self._deadline = deadline
+                    direct = self._transport.deliver(self._deliver)
+                    try:
+                        while not self.closed:
+                            frame = await self._transport.receive()
+                            if frame is None:
+                                return
+                            self._on_frame(frame)
+                    finally:
+                        if direct:
+                            self._transport.deliver(None)
+            except TimeoutError:
+                if self._failure is None:
+                    return  # close() interrupted the read: nothing more to do
+                raise self._failure from None
         except (ValidationError, pydantic.ValidationError) as err:
             logger.warning("agent link %s: protocol error, closing: %s", self.device_id, err)
             reason = err.details if isinstance(err, ValidationError) else "invalid message"
             await self.close(CLOSE_PROTOCOL_ERROR, reason)
         finally:
             self._deadline = None
+
+    def _on_frame(self, frame: str | bytes) -> None:
+        self.last_frame_mono = self._hub.clock()
+        self.last_frame_at = self._hub.now()
+        self._handle(decode(frame))
+
+    def _deliver(self, frame: str | bytes) -> None:
+        """A frame handed over by the transport as it was read (:meth:`LinkTransport.deliver`):
+        handled at once, without a wake-up of :meth:`run`'s task; a failure is raised there."""
+        if self.closed or self._failure is not None:
+            return
+        try:
+            self._on_frame(frame)
+        except Exception as err:  # noqa: BLE001 -- raised again in run(), as a read's would be
+            self._failure = err
+            if self._deadline is not None and not self._deadline.expired():
+                self._deadline.reschedule(asyncio.get_running_loop().time())
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -44,6 +45,7 @@ from remotehands.protocol.link import (
 from remotehands.server.admission import AdmissionFull, Ticket
 from remotehands.server.link.hub import LinkIdentity
 from remotehands.server.services import Services
+from remotehands.serving import DIRECT_FRAMES
 
 __all__ = [
     "HELLO_TIMEOUT_S",
@@ -70,12 +72,16 @@ class AsgiTransport:
     :class:`~remotehands.server.link.hub.LinkTransport`: foreign errors of a gone connection
     become :class:`~remotehands.errors.DeviceOfflineError` (on send) or the end (on receive)."""
 
-    __slots__ = ("_gone", "_receive", "_send", "_writable")
+    __slots__ = ("_deliver", "_gone", "_receive", "_send", "_writable")
 
-    def __init__(self, receive: Receive, send: Send) -> None:
+    def __init__(self, receive: Receive, send: Send, scope: Scope | None = None) -> None:
         self._receive = receive
         self._send = send
         self._gone = False
+        extension = (scope or {}).get("extensions", {}).get(DIRECT_FRAMES) or {}
+        self._deliver: Callable[[Callable[[str | bytes], None] | None], None] | None = (
+            extension.get("deliver")
+        )
         # uvicorn's WebSocket protocols hand their own bound ``send`` to the app and pause it on
         # an Event while the socket's buffer is full: with that Event, a send known not to wait
         self._writable: asyncio.Event | None = getattr(
@@ -119,6 +125,12 @@ class AsgiTransport:
             await self._send(message)
         except (RuntimeError, OSError) as err:  # uvicorn: ClientDisconnected, or sent after close
             raise DeviceOfflineError("the agent's link is closed") from err
+
+    def deliver(self, on_frame: Callable[[str | bytes], None] | None) -> bool:
+        if self._deliver is None or self._gone:
+            return False
+        self._deliver(on_frame)
+        return True
 
     def writable(self) -> bool:
         return (
@@ -203,7 +215,7 @@ async def _handshake(
 
 async def serve_agent_link(services: Services, scope: Scope, receive: Receive, send: Send) -> None:
     """One agent's link, from the upgrade request to the close, on raw ASGI."""
-    transport = AsgiTransport(receive, send)
+    transport = AsgiTransport(receive, send, scope)
     if (await receive())["type"] != "websocket.connect":
         return
     ticket: Ticket | None = None
