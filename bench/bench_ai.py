@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import free_port, is_up, measure, row, wait_for
+from common import free_port, is_up, measure, measure_together, row, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -362,27 +362,6 @@ def bench_ocr(device: Any, env: dict[str, str], rounds: int, rapid: str | None) 
             finally:
                 proc.terminate()
                 proc.wait(10)
-
-
-def measure_together(calls: dict[str, Any], rounds: int, warmup: int = 5) -> dict[str, list[float]]:
-    """Milliseconds per call of each of ``calls``, taken in turns (in a new order each round)
-    so that every transport meets the same load of a busy machine: measured one after the
-    other, a transport measured in a noisier second looks slower than it is. The order is
-    shuffled rather than rotated: a rotation keeps each call behind the same one every round,
-    and one that leaves work behind it (an HTTP request's connection, a server's audit entry)
-    would slow the same neighbour every time."""
-    for call in calls.values():
-        for _ in range(warmup):
-            call()
-    names = list(calls)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    order = random.Random(7)
-    for _ in range(rounds):
-        for name in order.sample(names, len(names)):
-            started = time.perf_counter()
-            calls[name]()
-            samples[name].append((time.perf_counter() - started) * 1000)
-    return samples
 
 
 TEXT_100 = ("The quick brown fox jumps over the lazy dog 0123456789 " * 2)[:100]

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import httpx
 import psutil
-from common import measure
+from common import measure_together
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -235,10 +235,13 @@ async def _routing_and_bulk(
                                           json={"x": i % 500, "y": 200})  # fmt: skip
             assert response.status_code == 200, response.text
 
+        # in turns, in a shuffled order: a drift of the machine's load falls on both alike
+        timed = await asyncio.to_thread(
+            measure_together, {name: lambda n=name: move_through(n) for name in ("a", "b")},
+            args.rounds, 20,
+        )  # fmt: skip
         for name, label in (("a", "the replica holding it (A)"), ("b", "the other one (B)")):
-            samples = await asyncio.to_thread(measure, lambda n=name: move_through(n),
-                                              args.rounds, 20)  # fmt: skip
-            print(_row(f"pointer move to a device on A, through {label}", samples))
+            print(_row(f"pointer move to a device on A, through {label}", timed[name]))
 
         from bench_fleet import _direct_link_round_trips
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import random
 import socket
 import statistics
 import time
@@ -34,6 +35,29 @@ def measure(fn: Callable[[], object], rounds: int, warmup: int = 5) -> list[floa
         started = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def measure_together(
+    calls: dict[str, Callable[[], object]], rounds: int, warmup: int = 5
+) -> dict[str, list[float]]:
+    """Milliseconds per call of each of ``calls``, taken in turns (in a new order each round)
+    so that every transport meets the same load of a busy machine: measured one after the
+    other, a transport measured in a noisier second looks slower than it is. The order is
+    shuffled rather than rotated: a rotation keeps each call behind the same one every round,
+    and one that leaves work behind it (an HTTP request's connection, a server's audit entry)
+    would slow the same neighbour every time."""
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    names = list(calls)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    order = random.Random(7)
+    for _ in range(rounds):
+        for name in order.sample(names, len(names)):
+            started = time.perf_counter()
+            calls[name]()
+            samples[name].append((time.perf_counter() - started) * 1000)
     return samples
 
 
