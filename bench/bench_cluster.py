@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
 import re
 import resource
 import shutil
@@ -49,7 +48,7 @@ from pathlib import Path
 
 import httpx
 import psutil
-from common import measure_together
+from common import come_back, measure_together
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -62,7 +61,6 @@ from remotehands.server.tuning import tune_gc  # noqa: E402
 from remotehands.testing.simagent import Enrolled, SimulatedAgent, enroll, run_many  # noqa: E402
 
 OWNER_PASSWORD = "bench-owner-password"
-BACKOFF_BASE_S = 0.5  # the agent's default
 
 
 def serve(data_dir: str, database_url: str, nats_url: str, replica: str) -> None:
@@ -319,41 +317,6 @@ def _free_port() -> int:
         return port
 
 
-async def _come_back(agent: SimulatedAgent) -> tuple[float, int, int]:
-    """Reconnect ``agent`` after its link was lost, as the real agent does
-    (:meth:`remotehands.agent.link.AgentLink.run`): full jitter over an exponential backoff
-    capped at ``QUICK_CAP_S`` (a server had welcomed it), or the ``Retry-After`` of a ``503``
-    (:func:`~remotehands.agent.link.busy_retry_after`). Returns when it was welcomed again
-    (``time.monotonic``), its attempts and the 503 answers among them."""
-    from websockets.exceptions import InvalidStatus
-
-    from remotehands.agent.link import QUICK_CAP_S, busy_retry_after
-    from remotehands.errors import DeviceOfflineError
-
-    attempt, refused = 0, 0
-    delay = random.uniform(0, min(QUICK_CAP_S, BACKOFF_BASE_S))
-    while True:
-        await asyncio.sleep(delay)
-        try:
-            agent.closed.clear()
-            agent.close_code = None
-            await agent.connect()
-            return time.monotonic(), attempt + 1, refused
-        except DeviceOfflineError as err:
-            attempt = min(attempt + 1, 20)
-            cause = err.__cause__
-            wait = None
-            if isinstance(cause, InvalidStatus):
-                wait = busy_retry_after(
-                    cause.response.status_code, cause.response.headers.get("Retry-After")
-                )
-            if wait is not None:
-                refused += 1
-                delay = wait
-            else:
-                delay = random.uniform(0, min(QUICK_CAP_S, BACKOFF_BASE_S * 2**attempt))
-
-
 async def _links(client: httpx.AsyncClient, replica: str) -> int:
     """The agent links ``replica`` holds, from its metrics."""
     try:
@@ -454,7 +417,7 @@ async def _kill_storm(
                     return
                 except Exception:  # retried below
                     pass
-            await _come_back(agent)
+            await come_back(agent)
 
         linking = [asyncio.ensure_future(link(a)) for a in agents]
         _done, stragglers = await asyncio.wait(linking, timeout=args.link_timeout_s)
@@ -481,7 +444,7 @@ async def _kill_storm(
 
             async def follow(agent: SimulatedAgent) -> tuple[float, int, int]:
                 await agent.closed.wait()
-                return await _come_back(agent)
+                return await come_back(agent)
 
             followers = [asyncio.ensure_future(follow(a)) for a in agents]
             killed = time.monotonic()

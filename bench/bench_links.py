@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import signal
 import statistics
 import subprocess
@@ -46,13 +45,13 @@ from typing import Any
 
 import httpx
 import psutil
+from common import come_back
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 OWNER_PASSWORD = "bench-owner-password-123"
 AGENT_PROCESSES = 2
-BACKOFF_BASE_S = 0.5  # the agent's default
 CREDENTIALS = "credentials.json"
 
 
@@ -66,10 +65,6 @@ def _cli() -> list[str]:
 async def _agents_main(ws_url: str, credentials: list[str]) -> None:
     """Child process: link simulated agents on command (one command a line on stdin, one
     answer a line on stdout)."""
-    from websockets.exceptions import InvalidStatus
-
-    from remotehands.agent.link import QUICK_CAP_S, busy_retry_after
-    from remotehands.errors import DeviceOfflineError
     from remotehands.testing.simagent import SimulatedAgent
 
     agents = [SimulatedAgent(ws_url, c, open_timeout_s=30.0) for c in credentials]
@@ -79,40 +74,15 @@ async def _agents_main(ws_url: str, credentials: list[str]) -> None:
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
 
-    def retry_after(err: BaseException) -> float | None:
-        """The real agent's wait after a 503 with Retry-After (None for other failures)."""
-        cause = err.__cause__
-        if isinstance(cause, InvalidStatus):
-            response = cause.response
-            return busy_retry_after(response.status_code, response.headers.get("Retry-After"))
-        return None
-
     async def connect_once(agent: SimulatedAgent) -> None:
         async with gate:
             await agent.connect()
 
     async def reconnect(agent: SimulatedAgent) -> tuple[int, int]:
-        """As the agent does after losing a server that had welcomed it: full jitter over a
-        capped exponential backoff (capped at QUICK_CAP_S for a while), or the server's
-        Retry-After. Returns (attempts, 503 answers)."""
-        attempt = 0
-        refused = 0
-        delay = random.uniform(0, min(QUICK_CAP_S, BACKOFF_BASE_S))
-        while True:
-            await asyncio.sleep(delay)
-            try:
-                agent.closed.clear()
-                agent.close_code = None
-                await agent.connect()
-                return attempt + 1, refused
-            except DeviceOfflineError as err:
-                attempt = min(attempt + 1, 20)
-                wait = retry_after(err)
-                if wait is not None:
-                    refused += 1
-                    delay = wait  # the server said when, and spread it
-                else:
-                    delay = random.uniform(0, min(QUICK_CAP_S, BACKOFF_BASE_S * 2**attempt))
+        """As the agent does after losing a server that had welcomed it (``come_back``).
+        Returns (attempts, 503 answers)."""
+        _welcomed, attempts, refused = await come_back(agent)
+        return attempts, refused
 
     while line := (await reader.readline()).decode().strip():
         command, _, argument = line.partition(" ")

@@ -7,6 +7,7 @@ bench still runs as ``.venv/bin/python bench/X.py``.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import random
@@ -14,6 +15,7 @@ import socket
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -110,3 +112,43 @@ class Client:
     def close(self) -> None:
         """Close the connection."""
         self.conn.close()
+
+
+BACKOFF_BASE_S = 0.5
+"""The agent's first backoff (``AgentLink``'s ``backoff_base_s`` default)."""
+
+
+async def come_back(agent: Any) -> tuple[float, int, int]:
+    """Reconnect a :class:`~remotehands.testing.simagent.SimulatedAgent` after its link was
+    lost, as the real agent does (:meth:`remotehands.agent.link.AgentLink.run`): full jitter
+    over an exponential backoff capped at ``QUICK_CAP_S`` (a server had welcomed it), or the
+    ``Retry-After`` of a ``503`` (:func:`~remotehands.agent.link.busy_retry_after`). Returns
+    when it was welcomed again (``time.monotonic``), its attempts and the 503 answers among
+    them."""
+    from websockets.exceptions import InvalidStatus
+
+    from remotehands.agent.link import QUICK_CAP_S, busy_retry_after
+    from remotehands.errors import DeviceOfflineError
+
+    attempt, refused = 0, 0
+    delay = random.uniform(0, min(QUICK_CAP_S, BACKOFF_BASE_S))
+    while True:
+        await asyncio.sleep(delay)
+        try:
+            agent.closed.clear()
+            agent.close_code = None
+            await agent.connect()
+            return time.monotonic(), attempt + 1, refused
+        except DeviceOfflineError as err:
+            attempt = min(attempt + 1, 20)
+            cause = err.__cause__
+            wait = None
+            if isinstance(cause, InvalidStatus):
+                wait = busy_retry_after(
+                    cause.response.status_code, cause.response.headers.get("Retry-After")
+                )
+            if wait is not None:
+                refused += 1
+                delay = wait  # the server said when, and spread it
+            else:
+                delay = random.uniform(0, min(QUICK_CAP_S, BACKOFF_BASE_S * 2**attempt))
