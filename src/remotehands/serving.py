@@ -96,8 +96,10 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
 DIRECT_FRAMES = "remotehands.direct_frames"
 """The ASGI extension (in a WebSocket's ``scope["extensions"]``) of :func:`websocket_protocol`'s
-connections: ``{"deliver": fn}``, where ``fn(on_frame)`` makes the connection hand each
-message (``str`` or ``bytes``) to ``on_frame`` as it is read, and ``fn(None)`` stops it."""
+connections: ``{"deliver": fn, "writable": event}``. ``fn(on_frame)`` makes the connection hand
+each message (``str`` or ``bytes``) to ``on_frame`` as it is read, and ``fn(None)`` stops it;
+``event`` (an :class:`asyncio.Event`) is set while a ``websocket.send`` would not wait (the
+socket's buffer is not full)."""
 
 
 class KeepaliveExemptProtocol(WebSocketsSansIOProtocol):
@@ -112,8 +114,12 @@ class KeepaliveExemptProtocol(WebSocketsSansIOProtocol):
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         if self.response.status_code == 101:
-            # an ASGI extension: the app may take each message as it is read (see _deliver_to)
-            self.scope["extensions"][DIRECT_FRAMES] = {"deliver": self._deliver_to}
+            # an ASGI extension: the app may take each message as it is read (see _deliver_to),
+            # and see whether a send would wait (uvicorn clears the Event while writing pauses)
+            self.scope["extensions"][DIRECT_FRAMES] = {
+                "deliver": self._deliver_to,
+                "writable": self.writable,
+            }
 
     def _deliver_to(self, on_frame: Callable[[str | bytes], None] | None) -> None:
         """From now on hand each message to ``on_frame`` as it is read, instead of queueing it

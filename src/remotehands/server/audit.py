@@ -225,12 +225,16 @@ class AuditLog:
             entry = self._pending(actor, actor_kind, action, device_id,
                                   redact(params) if params is not None else None,
                                   result, duration_ms, details)  # fmt: skip
-            if not wait and self._queue is not None:
-                await self._queue.put(entry)
-            else:
-                await self._write_or_spool([entry])
+            await self._keep(entry, wait)
         except Exception:
             logger.exception("could not write the audit entry %s by %s", action, actor)
+
+    async def _keep(self, entry: _Pending, wait: bool) -> None:
+        """Queue ``entry`` for the writer (``wait=False`` with a writer running), else write it."""
+        if not wait and self._queue is not None:
+            await self._queue.put(entry)
+        else:
+            await self._write_or_spool([entry])
 
     def _pending(
         self,
@@ -276,10 +280,7 @@ class AuditLog:
             try:
                 entry = self._pending(actor, actor_kind, action, device_id, redacted, result,
                                       duration_ms, details)  # fmt: skip
-                if self._queue is not None:
-                    await self._queue.put(entry)
-                else:
-                    await self._write_or_spool([entry])
+                await self._keep(entry, wait=False)
             except Exception:
                 logger.exception("could not write the audit entry %s by %s", action, actor)
 

@@ -78,15 +78,13 @@ class AsgiTransport:
         self._receive = receive
         self._send = send
         self._gone = False
+        # the server's WebSocket protocol (remotehands.serving) offers both; another leaves the
+        # frames to receive() and every send to the link's lock and deadline
         extension = (scope or {}).get("extensions", {}).get(DIRECT_FRAMES) or {}
         self._deliver: Callable[[Callable[[str | bytes], None] | None], None] | None = (
             extension.get("deliver")
         )
-        # uvicorn's WebSocket protocols hand their own bound ``send`` to the app and pause it on
-        # an Event while the socket's buffer is full: with that Event, a send known not to wait
-        self._writable: asyncio.Event | None = getattr(
-            getattr(send, "__self__", None), "writable", None
-        )
+        self._writable: asyncio.Event | None = extension.get("writable")
 
     async def accept(self) -> bool:
         """Accept the WebSocket (no subprotocol, no extra header); False when the agent has
