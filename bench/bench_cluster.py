@@ -38,7 +38,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,7 +47,7 @@ from pathlib import Path
 
 import httpx
 import psutil
-from common import come_back, measure_together
+from common import come_back, free_port, measure_together
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -310,13 +309,6 @@ def _haproxy_config(ports: dict[str, int], listen: int) -> str:
     return text.rstrip("\n") + "\n" + servers
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def _links(client: httpx.AsyncClient, replica: str) -> int:
     """The agent links ``replica`` holds, from its metrics."""
     try:
@@ -327,11 +319,16 @@ async def _links(client: httpx.AsyncClient, replica: str) -> int:
     return int(float(found.group(1))) if found else -1
 
 
+def _dsn(database: str) -> str:
+    """asyncpg's form of the replicas' SQLAlchemy URL."""
+    return database.replace("postgresql+asyncpg://", "postgresql://")
+
+
 async def _audit_count(database: str) -> int:
     """How many audit entries the database holds."""
     import asyncpg
 
-    connection = await asyncpg.connect(database.replace("postgresql+asyncpg://", "postgresql://"))
+    connection = await asyncpg.connect(_dsn(database))
     try:
         return int(await connection.fetchval("SELECT count(*) FROM audit"))
     finally:
@@ -342,8 +339,7 @@ async def _device_counts(database: str, names: list[str]) -> tuple[int, int, int
     """How many rows the bench's devices have, how many distinct ids, how many online."""
     import asyncpg
 
-    dsn = database.replace("postgresql+asyncpg://", "postgresql://")
-    connection = await asyncpg.connect(dsn)
+    connection = await asyncpg.connect(_dsn(database))
     try:
         row = await connection.fetchrow(
             "SELECT count(*) AS total, count(DISTINCT id) AS ids, "
@@ -378,7 +374,7 @@ async def _kill_storm(
     fronts: list[str] = []
     haproxies: list[subprocess.Popen[bytes]] = []
     for index in range(count):
-        listen = _free_port()
+        listen = free_port()
         config = Path(data_dir) / f"haproxy-{index}.cfg"
         config.write_text(_haproxy_config(ports, listen))
         haproxies.append(subprocess.Popen([haproxy_bin, "-db", "-f", str(config)],
