@@ -3,8 +3,6 @@ take each message as it is read instead of through ``receive``. Real uvicorn on 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,15 +10,9 @@ from websockets.asyncio.client import connect
 from websockets.frames import Frame, Opcode
 
 from remotehands.serving import DIRECT_FRAMES, serve_http
+from remotehands.testing.xapps import eventually
 
 pytestmark = pytest.mark.anyio
-
-
-async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Wait for ``condition`` (polled) at most ``timeout_s``."""
-    async with asyncio.timeout(timeout_s):
-        while not condition():
-            await asyncio.sleep(0.005)
 
 
 class DirectApp:
@@ -59,8 +51,8 @@ async def test_messages_come_in_order_before_and_after_the_switch() -> None:
             assert await ws.recv() == "direct"
             await ws.send(b"\x00\xffbinary")
             await ws.send("last")
-            await until(lambda: len(app.frames) == 51)
-        await until(lambda: app.end is not None)
+            await eventually(lambda: len(app.frames) == 51)
+        await eventually(lambda: app.end is not None)
     assert app.offered
     assert app.first == {"type": "websocket.receive", "text": "0"}
     assert app.frames == [*(str(i) for i in range(1, 50)), b"\x00\xffbinary", "last"]
@@ -79,5 +71,5 @@ async def test_a_message_that_is_not_utf8_text_closes_the_socket() -> None:
             ws.send_data()
             await ws.wait_closed()
         assert ws.close_code == 1007
-        await until(lambda: app.end is not None)
+        await eventually(lambda: app.end is not None)
     assert app.frames == []
