@@ -149,7 +149,13 @@ async def bench(args: argparse.Namespace) -> None:
             devices = await enroll(owner, n, name_prefix="bench", tags=["bench"], concurrency=8)
         if not args.kill_only:
             await _routing_and_bulk(
-                args, base, headers, devices, [c.pid for c in children.values()], database
+                args,
+                base,
+                headers,
+                devices,
+                [c.pid for c in children.values()],
+                database,
+                nats.pid,
             )
         if args.kill or args.kill_only:
             await _kill_storm(args, children, ports, headers, devices, database, data_dir)
@@ -192,6 +198,7 @@ async def _routing_and_bulk(
     devices: list[Enrolled],
     replicas: list[int],
     database: str,
+    nats_pid: int | None,
 ) -> None:
     """Half the agents linked to each replica: an action through either, and bulk actions."""
     n = len(devices)
@@ -239,6 +246,16 @@ async def _routing_and_bulk(
         )  # fmt: skip
         for name, label in (("a", "the replica holding it (A)"), ("b", "the other one (B)")):
             print(_row(f"pointer move to a device on A, through {label}", timed[name]))
+        # CPU time per move of each process on the way: what the machine's noise cannot blur
+        parts = {"A": [replicas[0]], "B": [replicas[1]], "NATS": [nats_pid] if nats_pid else [],
+                 "agents+client": [os.getpid()]}  # fmt: skip
+        for name in ("a", "b"):
+            before = {part: _cpu(pids) for part, pids in parts.items()}
+            count = max(200, args.rounds // 2)
+            await asyncio.to_thread(lambda n=name, c=count: [move_through(n) for _ in range(c)])
+            spent = "  ".join(f"{part} {(_cpu(pids) - before[part]) / count * 1e6:5.0f}"
+                              for part, pids in parts.items())  # fmt: skip
+            print(f"  CPU per move through {name.upper()} (µs): {spent}")
 
         from bench_fleet import _direct_link_round_trips
 
@@ -281,12 +298,13 @@ async def _routing_and_bulk(
             return samples[1:], cpu[1:], agents_cpu[1:], audit[1:]
 
         ids = [d.device_id for d in devices]
-        for label, selector, count in (
+        bulks = [
             (f"bulk pointer move through A over {half} devices on A", {"ids": ids[:half]}, half),
             (f"bulk pointer move through A over {n - half} devices on B",
              {"ids": ids[half:]}, n - half),
             (f"bulk pointer move through A over all {n} (half on B)", {"tags": ["bench"]}, n),
-        ):  # fmt: skip
+        ]  # fmt: skip
+        for label, selector, count in bulks if args.bulk_rounds > 0 else []:
             samples, cpu, agents_cpu, audit = await asyncio.to_thread(bulk, selector, count)
             print(_row(label, samples))
             # the replicas' own CPU time: what a busy machine's wall clock cannot hide
@@ -498,7 +516,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=300)
-    parser.add_argument("--bulk-rounds", type=int, default=4)
+    parser.add_argument("--bulk-rounds", type=int, default=4, help="0: no bulk actions")
     parser.add_argument("--kill", action="store_true", help="then the kill storm")
     parser.add_argument("--kill-only", action="store_true", help="only the kill storm")
     parser.add_argument("--kill-settle-s", type=float, default=45.0)

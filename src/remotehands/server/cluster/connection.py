@@ -6,11 +6,16 @@ server answers within :data:`CONNECT_TIMEOUT_S`, so that ``remotehands server`` 
 at once instead of serving a replica that cannot reach the others. Once open, the client
 reconnects forever (nats-py's own loop, with jitter); while it is away :attr:`NatsConnection.up`
 is False and what needs another replica fails fast instead of waiting for its timeout.
+
+:meth:`NatsConnection.request` is the replicas' request and reply: one inbox subscription of
+the connection takes every reply, and a request in flight when the connection is lost fails
+then with :class:`NatsLost`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import socket
@@ -20,10 +25,18 @@ from typing import Self
 
 import nats
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from remotehands.errors import ConfigError
 
-__all__ = ["CONNECT_TIMEOUT_S", "NatsConnection", "default_replica_id", "safe_nats_url"]
+__all__ = [
+    "CONNECT_TIMEOUT_S",
+    "NatsConnection",
+    "NatsLost",
+    "default_replica_id",
+    "safe_nats_url",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +44,14 @@ CONNECT_TIMEOUT_S = 5.0
 """The longest the first connection may take at start."""
 RECONNECT_WAIT_S = 1
 """Seconds between reconnection attempts while running (nats-py adds jitter)."""
+
+
+NO_RESPONDERS = "503"
+"""The status NATS answers a request with when nobody subscribes to its subject."""
+
+
+class NatsLost(nats.errors.Error):
+    """The connection was lost (or is away) while a request waited for its reply."""
 
 
 def default_replica_id() -> str:
@@ -61,6 +82,10 @@ class NatsConnection:
         self._closing = False
         self._lost: asyncio.Future[None] | None = None
         self._on_reconnect: list[Callable[[], None]] = []
+        self._inbox = ""
+        self._replies: Subscription | None = None
+        self._waiting: dict[str, asyncio.Future[bytes]] = {}
+        self._tokens = itertools.count()
 
     def on_reconnect(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` each time the connection comes back (subscriptions are restored by
@@ -73,6 +98,43 @@ class NatsConnection:
         if self._lost is None or self._lost.done():
             self._lost = asyncio.get_running_loop().create_future()
         return self._lost
+
+    async def request(self, subject: str, data: bytes, timeout_s: float) -> bytes:
+        """Publish ``data`` on ``subject`` and return the first reply's data.
+
+        Raises :class:`TimeoutError` when no reply came within ``timeout_s``,
+        :class:`nats.errors.NoRespondersError` at once when nobody subscribes to ``subject``,
+        and :class:`NatsLost` when the connection is away or goes before the reply.
+
+        Lighter than nats-py's own ``request`` on the path every action through another
+        replica takes: no future wrapped in ``wait_for``, no random token per request.
+        """
+        if not self.up:
+            raise NatsLost("NATS is away")
+        token = str(next(self._tokens))
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = future
+        try:
+            await self.client.publish(subject, data, reply=self._inbox + token)
+            async with asyncio.timeout(timeout_s):
+                return await future
+        finally:
+            del self._waiting[token]
+
+    async def _on_reply(self, msg: Msg) -> None:
+        future = self._waiting.get(msg.subject[len(self._inbox) :])
+        if future is None or future.done():
+            return  # its asker gave up
+        headers = msg.headers
+        if not msg.data and headers and headers.get("Status") == NO_RESPONDERS:
+            future.set_exception(nats.errors.NoRespondersError())
+        else:
+            future.set_result(msg.data)
+
+    def _fail_waiting(self) -> None:
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(NatsLost("the connection to NATS was lost"))
 
     @property
     def up(self) -> bool:
@@ -92,6 +154,7 @@ class NatsConnection:
         async def on_disconnect() -> None:
             if self._lost is not None and not self._lost.done():
                 self._lost.set_result(None)
+            self._fail_waiting()
             if self._opened and not self._closing:
                 self.disconnects += 1
                 logger.warning("NATS %s: connection lost, reconnecting", shown)
@@ -129,6 +192,17 @@ class NatsConnection:
                 f"({cause or 'no answer'}): "
                 "start nats-server there (Debian: `apt-get install nats-server`), or correct "
                 "--nats-url / REMOTEHANDS_NATS_URL, or unset it to run one server alone"
+            ) from err
+        try:
+            # every reply of this connection's requests, to one subscription (restored by
+            # nats-py after a reconnection)
+            self._inbox = self.client.new_inbox() + "."
+            self._replies = await self.client.subscribe(self._inbox + "*", cb=self._on_reply)
+        except (TimeoutError, OSError, nats.errors.Error) as err:
+            await self._abandon()
+            raise ConfigError(
+                f"connected to NATS at {shown} but could not subscribe there ({err}): check "
+                "that its permissions let this user subscribe to _INBOX.>"
             ) from err
         self._opened = True
         return self

@@ -804,35 +804,23 @@ class NatsRouter:
         """One request to the replica holding ``device_id``; its reply, or its error raised."""
         if not self._nats.up:
             raise self._unreachable(device_id)
-        asking = asyncio.ensure_future(
-            self._nats.client.request(
-                device_subject(device_id, operation), pack(message), timeout=timeout_s
+        try:
+            # a request in flight when NATS goes fails then, not at its timeout (NatsLost)
+            reply = await self._nats.request(
+                device_subject(device_id, operation), pack(message), timeout_s
             )
-        )
-        try:
-            # a request in flight when NATS goes fails then, not at its timeout
-            waiting: set[asyncio.Future[Any]] = {asking, self._nats.lost()}
-            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not asking.done():
-                asking.cancel()
-                await asyncio.gather(asking, return_exceptions=True)
-        if asking.cancelled():
-            raise self._unreachable(device_id)
-        try:
-            reply = asking.result()
         except nats.errors.NoRespondersError as err:
             raise DeviceOfflineError(
                 f"device {device_id} is offline: no replica holds its agent's link"
             ) from err
-        except (nats.errors.TimeoutError, TimeoutError) as err:
+        except TimeoutError as err:
             raise DeviceTimeoutError(
                 f"device {device_id}: the replica holding it did not answer within {timeout_s:g} s"
             ) from err
         except nats.errors.Error as err:
             raise self._unreachable(device_id) from err
         try:
-            answer = unpack(reply.data)
+            answer = unpack(reply)
         except ValidationError as err:
             raise DeviceError(
                 f"device {device_id}: the replica holding it answered garbage ({err})"
