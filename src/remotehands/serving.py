@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
 
 from remotehands.errors import ConfigError
 
@@ -96,10 +97,12 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
 DIRECT_FRAMES = "remotehands.direct_frames"
 """The ASGI extension (in a WebSocket's ``scope["extensions"]``) of :func:`websocket_protocol`'s
-connections: ``{"deliver": fn, "writable": event}``. ``fn(on_frame)`` makes the connection hand
-each message (``str`` or ``bytes``) to ``on_frame`` as it is read, and ``fn(None)`` stops it;
-``event`` (an :class:`asyncio.Event`) is set while a ``websocket.send`` would not wait (the
-socket's buffer is not full)."""
+connections: ``{"deliver": fn, "send": send_now}``. ``fn(on_frame)`` makes the connection hand
+each message (``str`` or ``bytes``) to ``on_frame`` as it is read, and ``fn(None)`` stops it.
+``send_now(message)`` writes a message (``str``: text, ``bytes``: binary) at once and returns
+True when a ``websocket.send`` would not wait (the socket's buffer is not full); otherwise it
+writes nothing and returns False (then ``websocket.send`` it). It raises
+:class:`ConnectionError` once the connection is closed."""
 
 
 class KeepaliveExemptProtocol(WebSocketsSansIOProtocol):
@@ -118,8 +121,25 @@ class KeepaliveExemptProtocol(WebSocketsSansIOProtocol):
             # and see whether a send would wait (uvicorn clears the Event while writing pauses)
             self.scope["extensions"][DIRECT_FRAMES] = {
                 "deliver": self._deliver_to,
-                "writable": self.writable,
+                "send": self._send_now,
             }
+
+    def _send_now(self, message: str | bytes) -> bool:
+        """Write ``message`` unless that would wait (see :data:`DIRECT_FRAMES`): what uvicorn's
+        ``websocket.send`` does, without a coroutine and the app's ``send`` wrappers."""
+        if self.disconnected or self.close_sent:
+            raise ConnectionError("the WebSocket is closed")
+        if not self.writable.is_set() or not self.handshake_complete:
+            return False
+        try:
+            if isinstance(message, str):
+                self.conn.send_text(message.encode())
+            else:
+                self.conn.send_binary(message)
+        except InvalidState as err:
+            raise ConnectionError("the WebSocket is closed") from err
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        return True
 
     def _deliver_to(self, on_frame: Callable[[str | bytes], None] | None) -> None:
         """From now on hand each message to ``on_frame`` as it is read, instead of queueing it

@@ -35,6 +35,25 @@ async def test_an_action_through_b_reaches_the_agent_linked_to_a(pair: Pair) -> 
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
 
 
+async def test_an_answer_too_large_for_nats_comes_back_as_an_error_saying_so(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver = FakeDriver(320, 200)
+    agent = await pair.agent(pair.a, "desk-a", driver)
+    # A's NATS server as one with a small max_payload (the test server's is 8 MB)
+    monkeypatch.setattr(cluster_router(pair.a)._nats.client, "_max_payload", 100_000)
+    driver.clipboard = "x" * 500_000
+    base = f"/v1/devices/{agent.device_id}"
+    local = await pair.a.http.get(base + "/clipboard")
+    assert local.status_code == 200 and len(local.json()["text"]) == 500_000
+    remote = await pair.b.http.get(base + "/clipboard")
+    assert remote.status_code >= 500 and remote.json()["error"] == "device_error", remote.text
+    assert "max_payload" in remote.json()["details"]
+    driver.clipboard = "small"
+    again = await pair.b.http.get(base + "/clipboard")  # the device is still served through B
+    assert again.status_code == 200 and again.json()["text"] == "small", again.text
+
+
 @pytest.mark.x11
 async def test_a_real_x11_agent_on_a_typed_and_seen_through_b(
     pair: Pair, desktop: VirtualDesktop

@@ -37,8 +37,8 @@ class MemoryTransport:
     async def receive(self) -> str | bytes | None:
         return await self.incoming.get()
 
-    def writable(self) -> bool:
-        return False  # unknown: the hub takes its lock and deadline
+    def send_now(self, frame: str | bytes) -> bool:
+        return False  # unknown: the hub takes its lock and deadline and awaits send()
 
     def deliver(self, on_frame: object) -> bool:
         return False  # frames come through receive()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -154,6 +155,44 @@ async def test_requests_fail_fast_when_offline_and_time_out_when_unanswered(
         }
 
 
+async def test_a_call_answers_through_its_callback(fleet: LiveFleet) -> None:
+    """AgentLink.call: the reply, a timeout and the link's end each reach the callback once;
+    a call that cannot be written at once starts nothing."""
+    (device,) = await fleet.enroll(1)
+    async with fleet.agent(device) as agent:
+        link = fleet.services.hub.get(device.device_id)
+        assert link is not None
+        outcomes: list[tuple[object, object]] = []
+
+        def done(result: object, error: object) -> None:
+            outcomes.append((result, error))
+
+        assert link.call("mouse.move", {"x": 1, "y": 2}, 5, done)
+        await eventually(lambda: len(outcomes) == 1, WAIT_S)
+        assert outcomes[0] == ({"status": "ok"}, None)
+        assert agent.requests[-1]["params"] == {"x": 1, "y": 2}
+        assert link.pending == 0
+
+        async with link._send_lock:  # another writer: nothing starts, done is never called
+            assert not link.call("mouse.move", {"x": 3, "y": 3}, 5, done)
+        assert agent.requests[-1]["params"] == {"x": 1, "y": 2}
+
+        agent.stop_answering()
+        assert link.call("mouse.move", {"x": 4, "y": 4}, 0.2, done)
+        await eventually(lambda: len(outcomes) == 2, WAIT_S)
+        result, error = outcomes[1]
+        assert result is None and isinstance(error, DeviceTimeoutError)
+        assert "did not answer mouse.move within 0.2 s" in str(error)
+        assert link.pending == 0
+
+        assert link.call("mouse.move", {"x": 5, "y": 5}, 60, done)
+        await link.close(1001, "test")
+        await eventually(lambda: len(outcomes) == 3, WAIT_S)
+        assert isinstance(outcomes[2][1], DeviceOfflineError)
+        assert not link.call("mouse.move", {"x": 6, "y": 6}, 5, done)  # closed
+        assert len(outcomes) == 3  # each call settled once
+
+
 async def test_an_agent_that_stops_reading_loses_its_link(
     fleet: LiveFleet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -163,8 +202,8 @@ async def test_an_agent_that_stops_reading_loses_its_link(
     async with fleet.agent(device) as agent:
         link = fleet.services.hub.get(device.device_id)
         assert link is not None
-        # uvicorn's socket says when a write cannot wait: the hub then writes without its lock
-        assert link._transport.writable()
+        # uvicorn's socket writes at once when a write cannot wait (the hub skips its lock)
+        assert link._transport._send_now is not None  # type: ignore[attr-defined]
         agent.stop_reading()
         # far more than the sockets' buffers hold: the server's writes must wait, then give up
         big = {"text": "x" * 1_000_000}
@@ -176,7 +215,9 @@ async def test_an_agent_that_stops_reading_loses_its_link(
             results = await asyncio.gather(*requests, return_exceptions=True)
         assert all(isinstance(r, DeviceOfflineError) for r in results), results
         assert any("stopped reading" in str(r) for r in results)
-        assert not link._transport.writable()
+        # the socket is full (or closed by now): nothing more is written at once
+        with contextlib.suppress(DeviceOfflineError):
+            assert not link._transport.send_now(encode({"type": "request", "id": "late"}))
         await fleet.wait_status(device.device_id, "offline", WAIT_S)
 
 

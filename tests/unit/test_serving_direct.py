@@ -1,5 +1,6 @@
-"""The WebSocket protocol's direct delivery (``remotehands.serving.DIRECT_FRAMES``): an app may
-take each message as it is read instead of through ``receive``. Real uvicorn on loopback."""
+"""The WebSocket protocol's direct frames (``remotehands.serving.DIRECT_FRAMES``): an app may
+take each message as it is read instead of through ``receive``, and write one at once without
+``send``. Real uvicorn on loopback."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ class DirectApp:
         self.frames: list[str | bytes] = []
         self.end: dict[str, Any] | None = None
         self.offered = False
+        self.written_now: list[bool] = []
+        self.after_end: BaseException | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         assert scope["type"] == "websocket"
@@ -34,9 +37,14 @@ class DirectApp:
         if deliver is None:
             return
         deliver(self.frames.append)
-        await send({"type": "websocket.send", "text": "direct"})
+        send_now = scope["extensions"][DIRECT_FRAMES]["send"]
+        self.written_now = [send_now("direct"), send_now(b"\x01now")]
         self.end = await receive()  # only the end comes this way now
         deliver(None)
+        try:
+            send_now("too late")
+        except ConnectionError as err:
+            self.after_end = err
 
 
 async def test_messages_come_in_order_before_and_after_the_switch() -> None:
@@ -49,6 +57,7 @@ async def test_messages_come_in_order_before_and_after_the_switch() -> None:
             for index in range(50):
                 await ws.send(str(index))
             assert await ws.recv() == "direct"
+            assert await ws.recv() == b"\x01now"
             await ws.send(b"\x00\xffbinary")
             await ws.send("last")
             await eventually(lambda: len(app.frames) == 51)
@@ -57,6 +66,8 @@ async def test_messages_come_in_order_before_and_after_the_switch() -> None:
     assert app.first == {"type": "websocket.receive", "text": "0"}
     assert app.frames == [*(str(i) for i in range(1, 50)), b"\x00\xffbinary", "last"]
     assert app.end is not None and app.end["type"] == "websocket.disconnect"
+    assert app.written_now == [True, True]
+    assert isinstance(app.after_end, ConnectionError)
 
 
 async def test_a_message_that_is_not_utf8_text_closes_the_socket() -> None:

@@ -69,8 +69,15 @@ class Outbox:
         if not self._nats.up:
             self.dropped += 1
             return
+        self.send_packed(subject, pack(message))
+
+    def send_packed(self, subject: str, data: bytes) -> None:
+        """Queue ``data`` (a message :func:`pack` made) for ``subject``, as :meth:`send`."""
+        if not self._nats.up:
+            self.dropped += 1
+            return
         try:
-            self._queue.put_nowait((subject, pack(message)))
+            self._queue.put_nowait((subject, data))
         except asyncio.QueueFull:
             self.dropped += 1
 

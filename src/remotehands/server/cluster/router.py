@@ -449,7 +449,10 @@ class NatsRouter:
         }
 
         async def dispatch(message: dict[str, Any], msg: Msg) -> None:
-            handler = handlers.get(msg.subject.rpartition(".")[2])
+            operation = msg.subject.rpartition(".")[2]
+            if operation == "req" and self._answer_from_link(device_id, message, msg):
+                return
+            handler = handlers.get(operation)
             if handler is None:
                 logger.warning("cluster: dropped a message on unknown subject %s", msg.subject)
                 return
@@ -469,17 +472,44 @@ class NatsRouter:
                 msg, pack_error(DeviceError(f"the replica holding the device failed: {err}"))
             )
 
+    def _answer_from_link(self, device_id: str, message: dict[str, Any], msg: Msg) -> bool:
+        """A device request answered from the link's reader when its reply comes (through the
+        outbox): no task of its own. False when the link cannot take it at once (then a task
+        serves it, :meth:`_serve_request`, and says what was wrong)."""
+        link = self._hub.get(device_id)
+        params = message.get("params")
+        timeout_s = message.get("timeout_s")
+        reply_to = msg.reply
+        if (
+            link is None
+            or not reply_to
+            or not isinstance(params, dict)
+            or not isinstance(timeout_s, int | float)
+        ):
+            return False
+
+        def done(result: Any, error: RemoteHandsError | None) -> None:
+            data = pack_error(error) if error is not None else pack({"result": result})
+            self._outbox.send_packed(reply_to, self._fit(data))
+
+        return link.call(str(message.get("action")), params, float(timeout_s), done)
+
+    def _fit(self, data: bytes) -> bytes:
+        """``data``, or an error saying that it is too large for NATS."""
+        limit = self._nats.client.max_payload
+        if len(data) <= limit:
+            return data
+        return pack_error(
+            DeviceError(
+                f"the answer ({len(data)} bytes) is larger than NATS's max_payload ({limit}): "
+                "raise max_payload in the NATS server's configuration (deploy/nats-server.conf)"
+            )
+        )
+
     async def _respond(self, msg: Msg, data: bytes) -> None:
         if not msg.reply:
             return
-        limit = self._nats.client.max_payload
-        if len(data) > limit:
-            data = pack_error(
-                DeviceError(
-                    f"the answer ({len(data)} bytes) is larger than NATS's max_payload ({limit}): "
-                    "raise max_payload in the NATS server's configuration (deploy/nats-server.conf)"
-                )
-            )
+        data = self._fit(data)
         try:
             async with asyncio.timeout(2.0):
                 await msg.respond(data)

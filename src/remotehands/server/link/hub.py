@@ -68,6 +68,7 @@ from sqlalchemy.exc import DBAPIError
 
 from remotehands.errors import (
     AuthError,
+    DeviceError,
     DeviceOfflineError,
     DeviceTimeoutError,
     RemoteHandsError,
@@ -231,9 +232,11 @@ class LinkTransport(Protocol):
         """The next frame, or ``None`` once the agent has gone."""
         ...
 
-    def writable(self) -> bool:
-        """True when :meth:`send` would finish without waiting (no back-pressure from the
-        agent's side): the caller may then skip its lock and deadline. False when unknown."""
+    def send_now(self, frame: str | bytes) -> bool:
+        """Write one frame at once and return True when that needs no wait (no back-pressure
+        from the agent's side); otherwise write nothing and return False (then :meth:`send`
+        it: the caller takes its lock and deadline). Raises
+        :class:`~remotehands.errors.DeviceOfflineError` when the connection is gone."""
         ...
 
     def deliver(self, on_frame: Callable[[str | bytes], None] | None) -> bool:
@@ -264,6 +267,60 @@ class LinkIdentity:
     def of(cls, device: Device) -> LinkIdentity:
         """The identity of a device row."""
         return cls(device.id, device.name, [str(t) for t in device.tags or ()])
+
+
+class _Call:
+    """A request started by :meth:`AgentLink.call`: settled like the future of
+    :meth:`AgentLink.request` (by the reply, the link's end), or by its own timer."""
+
+    __slots__ = ("_action", "_done", "_id", "_link", "_timeout_s", "_timer")
+
+    def __init__(
+        self,
+        link: AgentLink,
+        request_id: str,
+        action: str,
+        timeout_s: float,
+        done: Callable[[Any, RemoteHandsError | None], None],
+    ) -> None:
+        self._link = link
+        self._id = request_id
+        self._action = action
+        self._timeout_s = timeout_s
+        self._done: Callable[[Any, RemoteHandsError | None], None] | None = done
+        self._timer = asyncio.get_running_loop().call_later(timeout_s, self._expire)
+
+    def done(self) -> bool:
+        return self._done is None
+
+    def set_result(self, result: Any) -> None:
+        self._settle(result, None)
+
+    def set_exception(self, error: BaseException) -> None:
+        if not isinstance(error, RemoteHandsError):
+            error = DeviceError(f"device {self._link.device_id}: {error}")
+        self._settle(None, error)
+
+    def _expire(self) -> None:
+        self._link._pending.pop(self._id, None)
+        self._settle(
+            None,
+            DeviceTimeoutError(
+                f"device {self._link.device_id} did not answer {self._action} within "
+                f"{self._timeout_s:g} s"
+            ),
+        )
+
+    def _settle(self, result: Any, error: RemoteHandsError | None) -> None:
+        done, self._done = self._done, None
+        if done is None:
+            return
+        self._timer.cancel()
+        try:
+            done(result, error)
+        except Exception:  # the caller's callback must not break the link's reader
+            logger.exception("agent link %s: answering %s failed", self._link.device_id,
+                             self._action)  # fmt: skip
 
 
 class AgentLink:
@@ -326,7 +383,7 @@ class AgentLink:
         """When the last frame came, by the hub's monotonic clock (what silence is measured by)."""
         self._hub = hub
         self._transport = transport
-        self._pending: dict[str, asyncio.Future[Any]] = {}
+        self._pending: dict[str, asyncio.Future[Any] | _Call] = {}
         self._ids = itertools.count(1)
         self._send_lock = asyncio.Lock()
         self._deadline: asyncio.Timeout | None = None
@@ -405,12 +462,49 @@ class AgentLink:
             elif not future.cancelled():
                 future.exception()  # failed by close() while the write itself failed: seen
 
+    def call(
+        self,
+        action: str,
+        params: dict[str, Any],
+        timeout_s: float,
+        done: Callable[[Any, RemoteHandsError | None], None],
+    ) -> bool:
+        """Start ``action`` without awaiting it: :meth:`request` for a caller that answers
+        from a callback (no task waits for the reply, and none is woken by it).
+
+        The request is written now, and ``done(result, None)`` or ``done(None, error)`` is
+        called once: from the link's reader when the reply comes, or with the errors
+        :meth:`request` raises (a :class:`~remotehands.errors.DeviceTimeoutError` after
+        ``timeout_s``, a :class:`~remotehands.errors.DeviceOfflineError` when the link
+        closes). Returns False, having started nothing (``done`` is never called), when the
+        request cannot be written at once (the link closed, another writer, a full socket):
+        await :meth:`request` instead.
+        """
+        if self.closed or self._send_lock.locked():
+            return False
+        request_id = str(next(self._ids))
+        frame = encode(
+            {
+                "type": "request",
+                "id": request_id,
+                "action": action,
+                "params": params,
+                "timeout_ms": max(1, round(timeout_s * 1000)),
+            }
+        )
+        try:
+            if not self._transport.send_now(frame):
+                return False
+        except DeviceOfflineError:
+            return False  # request() says so in its own words
+        self._pending[request_id] = _Call(self, request_id, action, timeout_s, done)
+        return True
+
     async def send(self, frame: str | bytes) -> None:
         """Write one frame to the agent, one writer at a time, within :data:`SEND_TIMEOUT_S`."""
-        if not self._send_lock.locked() and self._transport.writable():
-            # the usual case: nobody else is writing and the write cannot wait, so it cannot
-            # interleave with another one or run late (a lock and a deadline cost more)
-            await self._transport.send(frame)
+        if not self._send_lock.locked() and self._transport.send_now(frame):
+            # the usual case: nobody else is writing and the write could not wait, so it could
+            # not interleave with another one or run late (a lock and a deadline cost more)
             return
         try:
             async with self._send_lock, asyncio.timeout(SEND_TIMEOUT_S):

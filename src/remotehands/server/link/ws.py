@@ -72,7 +72,7 @@ class AsgiTransport:
     :class:`~remotehands.server.link.hub.LinkTransport`: foreign errors of a gone connection
     become :class:`~remotehands.errors.DeviceOfflineError` (on send) or the end (on receive)."""
 
-    __slots__ = ("_deliver", "_gone", "_receive", "_send", "_writable")
+    __slots__ = ("_deliver", "_gone", "_receive", "_send", "_send_now")
 
     def __init__(self, receive: Receive, send: Send, scope: Scope | None = None) -> None:
         self._receive = receive
@@ -84,7 +84,7 @@ class AsgiTransport:
         self._deliver: Callable[[Callable[[str | bytes], None] | None], None] | None = (
             extension.get("deliver")
         )
-        self._writable: asyncio.Event | None = extension.get("writable")
+        self._send_now: Callable[[str | bytes], bool] | None = extension.get("send")
 
     async def accept(self) -> bool:
         """Accept the WebSocket (no subprotocol, no extra header); False when the agent has
@@ -130,10 +130,13 @@ class AsgiTransport:
         self._deliver(on_frame)
         return True
 
-    def writable(self) -> bool:
-        return (
-            not self._gone and isinstance(self._writable, asyncio.Event) and self._writable.is_set()
-        )
+    def send_now(self, frame: str | bytes) -> bool:
+        if self._send_now is None or self._gone:
+            return False
+        try:
+            return self._send_now(frame)
+        except (ConnectionError, RuntimeError, OSError) as err:
+            raise DeviceOfflineError("the agent's link is closed") from err
 
     async def receive(self) -> str | bytes | None:
         if self._gone:
