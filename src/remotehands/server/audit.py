@@ -229,6 +229,34 @@ class AuditLog:
         except Exception:
             logger.exception("could not write the audit entry %s by %s", action, actor)
 
+    def record_soon(
+        self,
+        *,
+        actor: str,
+        actor_kind: str,
+        action: str,
+        device_id: str | None = None,
+        params: dict[str, Any] | None = None,
+        result: str = "ok",
+        duration_ms: float = 0.0,
+        details: str | None = None,
+    ) -> bool:
+        """:meth:`record` with ``wait=False`` without a coroutine, for callbacks: True when the
+        entry is queued for the writer (or failed and was logged, as :meth:`record` does);
+        False, nothing recorded, when that would wait (no writer running, its queue full):
+        then await :meth:`record`."""
+        queue = self._queue
+        if queue is None or queue.full():
+            return False
+        try:
+            entry = self._pending(actor, actor_kind, action, device_id,
+                                  redact(params) if params is not None else None,
+                                  result, duration_ms, details)  # fmt: skip
+            queue.put_nowait(entry)
+        except Exception:
+            logger.exception("could not write the audit entry %s by %s", action, actor)
+        return True
+
     async def _keep(self, entry: _Pending, wait: bool) -> None:
         """Queue ``entry`` for the writer (``wait=False`` with a writer running), else write it."""
         if not wait and self._queue is not None:

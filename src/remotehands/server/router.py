@@ -81,6 +81,21 @@ class DeviceRouter(Protocol):
         """
         ...
 
+    def call(
+        self,
+        device_id: str,
+        action: str,
+        params: dict[str, Any],
+        timeout_s: float,
+        done: Callable[[Any, RemoteHandsError | None], None],
+    ) -> bool:
+        """Start :meth:`request` without awaiting it, when that can be done at once: then
+        ``done(result, None)`` or ``done(None, error)`` is called once, later, with what
+        :meth:`request` would have returned or raised, and True is returned. False (nothing
+        started, ``done`` never called): await :meth:`request` instead. For callers that
+        answer from a callback (a WebSocket relay) and want no task woken by the reply."""
+        ...
+
     def request_many(
         self,
         device_ids: Sequence[str],
@@ -176,6 +191,18 @@ class InProcessRouter:
     ) -> Any:
         """See :meth:`DeviceRouter.request`."""
         return await self._link(device_id).request(action, params, timeout_s)
+
+    def call(
+        self,
+        device_id: str,
+        action: str,
+        params: dict[str, Any],
+        timeout_s: float,
+        done: Callable[[Any, RemoteHandsError | None], None],
+    ) -> bool:
+        """See :meth:`DeviceRouter.call`."""
+        link = self._hub.get(device_id)
+        return link is not None and link.call(action, params, timeout_s, done)
 
     def request_many(
         self,

@@ -872,6 +872,18 @@ class NatsRouter:
         )  # fmt: skip
         return answer.get("result")
 
+    def call(
+        self,
+        device_id: str,
+        action: str,
+        params: dict[str, Any],
+        timeout_s: float,
+        done: Callable[[Any, RemoteHandsError | None], None],
+    ) -> bool:
+        """See :meth:`remotehands.server.router.DeviceRouter.call`: a device linked here only
+        (another replica's answers through NATS: :meth:`request`)."""
+        return self._local.call(device_id, action, params, timeout_s, done)
+
     async def request_many(
         self,
         device_ids: Sequence[str],

@@ -72,6 +72,7 @@ __all__ = [
     "params_from_query",
     "perform",
     "record",
+    "record_soon",
     "router",
     "validate_params",
 ]
@@ -270,6 +271,30 @@ async def perform(
     outcome.duration_ms = round(elapsed * 1000, 3)
     metrics.observe(spec.name, outcome.code, elapsed)
     return outcome
+
+
+def record_soon(
+    services: Services,
+    principal: Principal,
+    action: str,
+    device_id: str | None,
+    params: Mapping[str, Any] | None,
+    result: str,
+    duration_ms: float,
+    details: str | None = None,
+) -> bool:
+    """:func:`record` without a coroutine, for callbacks; False (nothing recorded) when that
+    would wait: then await :func:`record` (see :meth:`AuditLog.record_soon`)."""
+    return services.audit.record_soon(
+        actor=principal.actor,
+        actor_kind=principal.kind,
+        action=action,
+        device_id=device_id,
+        params=audit_params(dict(params), services.audit.key) if params is not None else None,
+        result=result,
+        duration_ms=duration_ms,
+        details=details,
+    )
 
 
 async def record(
