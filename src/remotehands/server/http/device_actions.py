@@ -273,6 +273,29 @@ async def perform(
     return outcome
 
 
+def _entry(
+    services: Services,
+    principal: Principal,
+    action: str,
+    device_id: str | None,
+    params: Mapping[str, Any] | None,
+    result: str,
+    duration_ms: float,
+    details: str | None,
+) -> dict[str, Any]:
+    """The audit log's fields for one device action, its parameters masked."""
+    return {
+        "actor": principal.actor,
+        "actor_kind": principal.kind,
+        "action": action,
+        "device_id": device_id,
+        "params": audit_params(dict(params), services.audit.key) if params is not None else None,
+        "result": result,
+        "duration_ms": duration_ms,
+        "details": details,
+    }
+
+
 def record_soon(
     services: Services,
     principal: Principal,
@@ -285,16 +308,8 @@ def record_soon(
 ) -> bool:
     """:func:`record` without a coroutine, for callbacks; False (nothing recorded) when that
     would wait: then await :func:`record` (see :meth:`AuditLog.record_soon`)."""
-    return services.audit.record_soon(
-        actor=principal.actor,
-        actor_kind=principal.kind,
-        action=action,
-        device_id=device_id,
-        params=audit_params(dict(params), services.audit.key) if params is not None else None,
-        result=result,
-        duration_ms=duration_ms,
-        details=details,
-    )
+    entry = _entry(services, principal, action, device_id, params, result, duration_ms, details)
+    return services.audit.record_soon(**entry)
 
 
 async def record(
@@ -309,17 +324,8 @@ async def record(
 ) -> None:
     """Audit one device action (never raises; queued for the audit writer, so the caller's
     next request does not wait on the database)."""
-    await services.audit.record(
-        actor=principal.actor,
-        actor_kind=principal.kind,
-        action=action,
-        device_id=device_id,
-        params=audit_params(dict(params), services.audit.key) if params is not None else None,
-        result=result,
-        duration_ms=duration_ms,
-        details=details,
-        wait=False,
-    )
+    entry = _entry(services, principal, action, device_id, params, result, duration_ms, details)
+    await services.audit.record(**entry, wait=False)
 
 
 # -- the route ----------------------------------------------------------------------------------

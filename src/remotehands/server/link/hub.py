@@ -435,18 +435,9 @@ class AgentLink:
         :meth:`remotehands.server.router.DeviceRouter.request`."""
         if self.closed:
             raise DeviceOfflineError(f"device {self.device_id} is offline: its link just closed")
-        request_id = str(next(self._ids))
+        request_id, frame = self._request_frame(action, params, timeout_s)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        frame = encode(
-            {
-                "type": "request",
-                "id": request_id,
-                "action": action,
-                "params": params,
-                "timeout_ms": max(1, round(timeout_s * 1000)),
-            }
-        )
         try:
             async with asyncio.timeout(timeout_s):
                 await self.send(frame)
@@ -461,6 +452,22 @@ class AgentLink:
                 future.cancel()
             elif not future.cancelled():
                 future.exception()  # failed by close() while the write itself failed: seen
+
+    def _request_frame(
+        self, action: str, params: dict[str, Any], timeout_s: float
+    ) -> tuple[str, str | bytes]:
+        """A new request's id, and its frame."""
+        request_id = str(next(self._ids))
+        frame = encode(
+            {
+                "type": "request",
+                "id": request_id,
+                "action": action,
+                "params": params,
+                "timeout_ms": max(1, round(timeout_s * 1000)),
+            }
+        )
+        return request_id, frame
 
     def call(
         self,
@@ -482,16 +489,7 @@ class AgentLink:
         """
         if self.closed or self._send_lock.locked():
             return False
-        request_id = str(next(self._ids))
-        frame = encode(
-            {
-                "type": "request",
-                "id": request_id,
-                "action": action,
-                "params": params,
-                "timeout_ms": max(1, round(timeout_s * 1000)),
-            }
-        )
+        request_id, frame = self._request_frame(action, params, timeout_s)
         try:
             if not self._transport.send_now(frame):
                 return False
