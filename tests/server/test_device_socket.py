@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from remotehands.errors import BusyError
 from remotehands.server.http import device_socket
@@ -160,3 +161,30 @@ async def test_a_revoked_token_is_refused_at_the_next_check(
         await ws.send(orjson.dumps({**move, "id": 2}))
         (refused,) = await _replies(ws, 1)
         assert refused["id"] == 2 and refused["error"] == "unauthorized", refused
+
+
+async def test_a_fault_of_the_server_closes_the_socket_with_1011_and_nothing_else(
+    fleet: LiveFleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (device,) = await fleet.enroll(1)
+    token = await fleet.api_token("operator")
+    answer = device_socket._answer
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    move = {"id": 1, "action": "mouse.move", "params": {"x": 1, "y": 1}}
+    async with fleet.agent(device):
+        for recheck_s in (device_socket.RECHECK_S, 0.0):  # relayed, then served by the task
+            monkeypatch.setattr(device_socket, "RECHECK_S", recheck_s)
+            monkeypatch.setattr(device_socket, "_answer", broken)
+            async with _socket(fleet, device.device_id, token) as ws:
+                await ws.send(orjson.dumps(move))
+                with pytest.raises(ConnectionClosed):
+                    async with asyncio.timeout(WAIT_S):
+                        await ws.recv()
+                assert ws.close_code == 1011
+        monkeypatch.setattr(device_socket, "_answer", answer)
+        async with _socket(fleet, device.device_id, token) as ws:  # the server serves on
+            await ws.send(orjson.dumps(move))
+            assert (await _replies(ws, 1))[0]["result"] == {"status": "ok"}

@@ -18,9 +18,11 @@ a write wait) is served by a task, in turn.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Final
 
 import orjson
@@ -48,6 +50,8 @@ from remotehands.server.services import Services, get_services
 from remotehands.serving import DIRECT_FRAMES
 
 __all__ = ["RECHECK_S", "router"]
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter()
 
@@ -162,22 +166,31 @@ class _Relay:
 
     def _next(self) -> None:
         """Start the next message, if any: relayed at once, or served by a task."""
-        while self.backlog and not self.closed:
-            frame = self.backlog.popleft()
-            self.busy = True
-            if self._relay(frame):
-                return  # answered from the link's reader (_relayed)
-            self.task = asyncio.get_running_loop().create_task(self._in_task(self._serve(frame)))
+        if not self.backlog or self.closed:
+            self.busy = False
             return
-        self.busy = False
+        frame = self.backlog.popleft()
+        self.busy = True
+        if self._relay(frame):
+            return  # answered from the link's reader (_relayed)
+        self.task = asyncio.get_running_loop().create_task(self._in_task(self._serve(frame)))
 
-    async def _in_task(self, work: Any) -> None:
+    async def _in_task(self, work: Coroutine[Any, Any, bool]) -> None:
         try:
             if not await work:
                 self.closed = True  # the caller has gone
+        except Exception:  # a fault of ours: logged, the caller told (1011)
+            logger.exception("device socket of %s: an action failed", self.device.id)
+            await self._broken()
         finally:
             self.task = None
             self._next()
+
+    async def _broken(self) -> None:
+        """After a fault of ours (logged): the caller is told by closing the socket (1011)."""
+        self.closed = True
+        with contextlib.suppress(Exception):
+            await self.websocket.close(code=1011, reason="internal error: see the server's log")
 
     # -- relayed from the socket's reader ---------------------------------------------------
 
@@ -202,7 +215,11 @@ class _Relay:
         started = time.perf_counter()
 
         def done(result: Any, error: RemoteHandsError | None) -> None:
-            self._relayed(ident, spec, wire_params, started, result, error)
+            try:
+                self._relayed(ident, spec, wire_params, started, result, error)
+            except Exception:  # a fault of ours: logged, the caller told (1011)
+                logger.exception("device socket of %s: answering failed", device.id)
+                self.task = asyncio.get_running_loop().create_task(self._broken())
 
         timeout_s = action_timeout_s(wire_params, self.services.settings.request_timeout_s)
         return self.services.router.call(device.id, spec.name, wire_params, timeout_s, done)
