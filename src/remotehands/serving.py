@@ -97,12 +97,14 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
 DIRECT_FRAMES = "remotehands.direct_frames"
 """The ASGI extension (in a WebSocket's ``scope["extensions"]``) of :func:`websocket_protocol`'s
-connections: ``{"deliver": fn, "send": send_now}``. ``fn(on_frame)`` makes the connection hand
-each message (``str`` or ``bytes``) to ``on_frame`` as it is read, and ``fn(None)`` stops it.
-``send_now(message)`` writes a message (``str``: text, ``bytes``: binary) at once and returns
-True when a ``websocket.send`` would not wait (the socket's buffer is not full); otherwise it
-writes nothing and returns False (then ``websocket.send`` it). It raises
-:class:`ConnectionError` once the connection is closed."""
+connections: ``{"deliver": fn, "send": send_now, "reading": reading}``. ``fn(on_frame)`` makes
+the connection hand each message (``str`` or ``bytes``) to ``on_frame`` as it is read, and
+``fn(None)`` stops it. ``send_now(message)`` writes a message (``str``: text, ``bytes``: binary)
+at once and returns True when a ``websocket.send`` would not wait (the socket's buffer is not
+full); otherwise it writes nothing and returns False (then ``websocket.send`` it). It raises
+:class:`ConnectionError` once the connection is closed. ``reading(False)`` stops reading the
+socket (back-pressure for an app that keeps messages it cannot handle yet) and
+``reading(True)`` starts again."""
 
 
 class KeepaliveExemptProtocol(WebSocketsSansIOProtocol):
@@ -122,7 +124,18 @@ class KeepaliveExemptProtocol(WebSocketsSansIOProtocol):
             self.scope["extensions"][DIRECT_FRAMES] = {
                 "deliver": self._deliver_to,
                 "send": self._send_now,
+                "reading": self._reading,
             }
+
+    def _reading(self, on: bool) -> None:
+        """Pause or resume reading the socket (uvicorn's own flag, which its ``receive`` and
+        :meth:`_deliver_to` respect)."""
+        if on == self.read_paused and not self.transport.is_closing():
+            self.read_paused = not on
+            if on:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
 
     def _send_now(self, message: str | bytes) -> bool:
         """Write ``message`` unless that would wait (see :data:`DIRECT_FRAMES`): what uvicorn's

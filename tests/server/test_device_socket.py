@@ -188,3 +188,35 @@ async def test_a_fault_of_the_server_closes_the_socket_with_1011_and_nothing_els
         async with _socket(fleet, device.device_id, token) as ws:  # the server serves on
             await ws.send(orjson.dumps(move))
             assert (await _replies(ws, 1))[0]["result"] == {"status": "ok"}
+
+
+async def test_a_caller_that_floods_the_socket_is_held_back_then_served_in_order(
+    fleet: LiveFleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (device,) = await fleet.enroll(1)
+    token = await fleet.api_token("operator")
+    relays: list[device_socket._Relay] = []
+    init = device_socket._Relay.__init__
+
+    def kept(self: device_socket._Relay, *args: Any) -> None:
+        init(self, *args)
+        relays.append(self)
+
+    monkeypatch.setattr(device_socket._Relay, "__init__", kept)
+    monkeypatch.setattr(fleet.services.settings, "request_timeout_s", 1.0)
+    n = 2000
+    async with fleet.agent(device) as agent, _socket(fleet, device.device_id, token) as ws:
+        agent.stop_answering()  # the first move waits: everything after it waits its turn
+        for i in range(n):
+            move = {"id": i, "action": "mouse.move", "params": {"x": i % 500, "y": 2}}
+            await ws.send(orjson.dumps(move))
+        await eventually(lambda: bool(relays) and relays[0].paused, WAIT_S)
+        # the server stopped reading: what it holds is bounded, the rest waits in the sockets
+        assert len(relays[0].backlog) < n, len(relays[0].backlog)
+        agent.answering = True
+        async with asyncio.timeout(60):
+            replies = [orjson.loads(await ws.recv()) for _ in range(n)]
+    assert [r["id"] for r in replies] == list(range(n))
+    assert replies[0]["error"] == "timeout"  # the one the agent never answered
+    assert all(r["result"] == {"status": "ok"} for r in replies[1:])
+    assert not relays[0].paused

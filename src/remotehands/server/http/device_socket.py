@@ -57,6 +57,10 @@ router = APIRouter()
 
 RECHECK_S: Final = 30.0
 """How often the socket's credential is checked again (revocation, expiry, a changed role)."""
+MAX_WAITING = 64
+"""Messages read and waiting their turn beyond which the socket is no longer read until half
+of them are served: a caller that sends without reading the replies is held back by its own
+socket, not by the server's memory."""
 
 
 def _spec(action: object) -> ActionSpec:
@@ -125,6 +129,9 @@ class _Relay:
         self.closed = False
         self.task: asyncio.Task[None] | None = None
         self.send_now: Callable[[str | bytes], bool] | None = None
+        self.reading: Callable[[bool], None] | None = None
+        self.paused = False
+        """Whether the socket's reading is paused (too many messages waiting)."""
 
     async def run(self) -> None:
         """Serve the socket until the caller closes it."""
@@ -134,7 +141,7 @@ class _Relay:
                 if not await self._serve(frame):
                     return
             return
-        self.send_now = direct["send"]
+        self.send_now, self.reading = direct["send"], direct["reading"]
         direct["deliver"](self._on_frame)
         try:
             await self._receive()  # only the end comes this way now
@@ -163,6 +170,9 @@ class _Relay:
         self.backlog.append(frame)
         if not self.busy:
             self._next()
+        elif len(self.backlog) >= MAX_WAITING and not self.paused and self.reading is not None:
+            self.paused = True
+            self.reading(False)
 
     def _next(self) -> None:
         """Start the next message, if any: relayed at once, or served by a task."""
@@ -171,6 +181,9 @@ class _Relay:
             return
         frame = self.backlog.popleft()
         self.busy = True
+        if self.paused and len(self.backlog) <= MAX_WAITING // 2 and self.reading is not None:
+            self.paused = False
+            self.reading(True)
         if self._relay(frame):
             return  # answered from the link's reader (_relayed)
         self.task = asyncio.get_running_loop().create_task(self._in_task(self._serve(frame)))
