@@ -7,7 +7,9 @@ import base64
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +17,8 @@ from remotehands.agent.desktop import VirtualDesktop
 from remotehands.drivers.fake import FakeDriver
 from remotehands.drivers.x11 import X11Driver
 from remotehands.errors import AuthError
+from remotehands.server.cluster import router as cluster_router_module
+from remotehands.server.cluster.wire import pack
 from tests.cluster.conftest import Pair, cluster_router, until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
@@ -52,6 +56,26 @@ async def test_an_answer_too_large_for_nats_comes_back_as_an_error_saying_so(
     driver.clipboard = "small"
     again = await pair.b.http.get(base + "/clipboard")  # the device is still served through B
     assert again.status_code == 200 and again.json()["text"] == "small", again.text
+
+
+async def test_an_answer_the_holder_cannot_pack_comes_back_as_an_error_not_a_timeout(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = await pair.agent(pair.a, "desk-a")
+
+    def picky(message: dict[str, Any]) -> bytes:
+        if "result" in message:
+            raise TypeError("cannot pack this result")
+        return pack(message)
+
+    monkeypatch.setattr(cluster_router_module, "pack", picky)
+    started = time.monotonic()
+    moved = await pair.b.http.post(
+        f"/v1/devices/{agent.device_id}/mouse/move", json={"x": 1, "y": 1}
+    )
+    assert moved.status_code >= 500 and moved.json()["error"] == "device_error", moved.text
+    assert "cannot pack this result" in moved.json()["details"]
+    assert time.monotonic() - started < 5  # answered, not timed out
 
 
 @pytest.mark.x11

@@ -489,7 +489,11 @@ class NatsRouter:
             return False
 
         def done(result: Any, error: RemoteHandsError | None) -> None:
-            data = pack_error(error) if error is not None else pack({"result": result})
+            try:
+                data = pack_error(error) if error is not None else pack({"result": result})
+            except Exception as err:  # the asker gets an answer, not its timeout
+                logger.exception("cluster: answering a request for %s failed", device_id)
+                data = pack_error(DeviceError(f"the replica holding the device failed: {err}"))
             self._outbox.send_packed(reply_to, self._fit(data))
 
         return link.call(str(message.get("action")), params, float(timeout_s), done)
