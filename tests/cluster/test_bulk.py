@@ -65,6 +65,8 @@ async def test_one_request_carries_every_device_of_the_other_replica(pair: Pair)
 
         await client.subscribe("rh.replica.b.bulk", cb=bulk_request)
         await client.subscribe("rh.dev.*.req", cb=device_request)
+        # nats-py writes flush's PING ahead of pending SUBs: the second PONG follows them
+        await client.flush()
         await client.flush()
         answer = await pair.a.http.post("/v1/bulk", json={
             **MOVE, "selector": {"ids": [a.device_id for a in everyone]}, "concurrency": 2,

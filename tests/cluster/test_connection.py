@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import nats
 import nats.errors
@@ -35,6 +35,15 @@ async def peer(nats_url: str) -> AsyncIterator[Client]:
         await client.close()
 
 
+async def _subscribe(peer: Client, subject: str, cb: Callable[[Msg], Awaitable[None]]) -> None:
+    """Subscribe ``peer``, and return once the server has the subscription. nats-py's flush
+    writes its PING ahead of what is still pending: the SUB may follow the PONG, so a second
+    flush comes after it."""
+    await peer.subscribe(subject, cb=cb)
+    await peer.flush()
+    await peer.flush()
+
+
 async def test_concurrent_requests_each_get_their_own_reply(
     connection: NatsConnection, peer: Client
 ) -> None:
@@ -43,8 +52,7 @@ async def test_concurrent_requests_each_get_their_own_reply(
             await asyncio.sleep(0.05)
         await msg.respond(b"re:" + msg.data)
 
-    await peer.subscribe("rh.test.echo", cb=echo)
-    await peer.flush()
+    await _subscribe(peer, "rh.test.echo", cb=echo)
     asks = [b"slow", *(str(i).encode() for i in range(50))]
     replies = await asyncio.gather(
         *(connection.request("rh.test.echo", data, 5.0) for data in asks)
@@ -67,8 +75,7 @@ async def test_a_silent_listener_times_out_and_a_late_reply_is_dropped(
     async def keep(msg: Msg) -> None:
         heard.append(msg)
 
-    await peer.subscribe("rh.test.silent", cb=keep)
-    await peer.flush()
+    await _subscribe(peer, "rh.test.silent", cb=keep)
     with pytest.raises(TimeoutError):
         await connection.request("rh.test.silent", b"?", 0.2)
     assert len(heard) == 1
@@ -77,8 +84,7 @@ async def test_a_silent_listener_times_out_and_a_late_reply_is_dropped(
     async def echo(msg: Msg) -> None:
         await msg.respond(msg.data)
 
-    await peer.subscribe("rh.test.echo2", cb=echo)
-    await peer.flush()
+    await _subscribe(peer, "rh.test.echo2", cb=echo)
     assert await connection.request("rh.test.echo2", b"next", 5.0) == b"next"
 
 
@@ -90,8 +96,7 @@ async def test_a_lost_connection_fails_the_waiting_request_then(
     async def never(_: Msg) -> None:
         heard.set()
 
-    await peer.subscribe("rh.test.never", cb=never)
-    await peer.flush()
+    await _subscribe(peer, "rh.test.never", cb=never)
     waiting = asyncio.create_task(connection.request("rh.test.never", b"?", 60.0))
     await asyncio.wait_for(heard.wait(), 10)
     lost_at = time.monotonic()
