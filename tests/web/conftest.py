@@ -427,6 +427,14 @@ def page_as(browser: Browser, web: WebFleet, web_watch: PageWatch) -> Iterator[P
             context.close()
 
 
+def sign_in(page: Page, username: str, password: str) -> None:
+    """Fill the sign-in form once its script handles it, and press Enter."""
+    expect(page.locator("#submit")).to_be_enabled()  # enabled by signin.js once loaded
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_label("Password").press("Enter")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every web test drives a real browser against agents on Xvfb: marked ``x11`` and
     ``slow`` (the inner loop's ``-m 'not slow'`` leaves them out)."""

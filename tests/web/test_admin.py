@@ -14,6 +14,7 @@ from tests.web.conftest import (
     PageFactory,
     PageWatch,
     WebFleet,
+    sign_in,
 )
 
 
@@ -219,8 +220,6 @@ def test_an_expired_session_returns_to_signin_and_back_to_the_page(
     page.locator("#tokens-section").get_by_label("Name").fill("after expiry")
     page.get_by_role("button", name="Create token").click()
     expect(page).to_have_url(f"{web.url}/signin?next=%2Fadmin%3Ftab%3Dtokens")
-    page.get_by_label("Username").fill("operator")
-    page.get_by_label("Password").fill(PASSWORDS["operator"])
-    page.get_by_label("Password").press("Enter")
+    sign_in(page, "operator", PASSWORDS["operator"])
     expect(page).to_have_url(f"{web.url}/admin?tab=tokens")
     expect(page.locator("#who")).to_have_text("operator (operator)")

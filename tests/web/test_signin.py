@@ -8,7 +8,14 @@ from urllib.parse import quote
 import httpx
 from playwright.sync_api import Page, expect
 
-from tests.web.conftest import PASSWORDS, X11_DEVICE, PageFactory, PageWatch, WebFleet
+from tests.web.conftest import (
+    PASSWORDS,
+    X11_DEVICE,
+    PageFactory,
+    PageWatch,
+    WebFleet,
+    sign_in,
+)
 
 
 def test_sign_in_with_enter_returns_to_next_and_shows_the_x11_device(
@@ -17,9 +24,7 @@ def test_sign_in_with_enter_returns_to_next_and_shows_the_x11_device(
     page: Page = page_as(None)
     page.goto("/admin")
     expect(page).to_have_url(f"{web.url}/signin?next=%2Fadmin")
-    page.get_by_label("Username").fill("operator")
-    page.get_by_label("Password").fill(PASSWORDS["operator"])
-    page.get_by_label("Password").press("Enter")
+    sign_in(page, "operator", PASSWORDS["operator"])
     expect(page).to_have_url(f"{web.url}/admin")
     page.goto("/")
     row = page.locator("#devices tbody tr", has_text=X11_DEVICE)
@@ -30,9 +35,7 @@ def test_sign_in_with_enter_returns_to_next_and_shows_the_x11_device(
 def test_a_wrong_password_says_so(page_as: PageFactory, web_watch: PageWatch) -> None:
     web_watch.allow("status of 401")
     page = page_as(None, path="/signin")
-    page.get_by_label("Username").fill("viewer")
-    page.get_by_label("Password").fill("not the password")
-    page.get_by_label("Password").press("Enter")
+    sign_in(page, "viewer", "not the password")
     expect(page.get_by_role("alert")).to_have_text("Wrong username or password.")
     expect(page.get_by_label("Password")).to_be_focused()
 
@@ -63,9 +66,7 @@ def test_the_rate_limit_says_when_to_try_again(
 def test_next_leads_only_to_this_servers_pages(page_as: PageFactory, web: WebFleet) -> None:
     for target in ("//evil.test/x", "https://evil.test/", "/\\evil.test", "javascript:alert(1)"):
         page = page_as(None, path="/signin?next=" + quote(target, safe=""))
-        page.get_by_label("Username").fill("viewer")
-        page.get_by_label("Password").fill(PASSWORDS["viewer"])
-        page.get_by_label("Password").press("Enter")
+        sign_in(page, "viewer", PASSWORDS["viewer"])
         expect(page).to_have_url(f"{web.url}/")
         page.close()
 

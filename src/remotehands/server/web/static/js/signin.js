@@ -67,3 +67,4 @@ async function submit(event) {
 }
 
 document.getElementById("signin").addEventListener("submit", submit);
+document.getElementById("submit").disabled = false;
