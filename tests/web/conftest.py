@@ -3,8 +3,8 @@
 Fixtures (all real parts, started once per session so the web tests stay fast):
 
 - ``web``: a :class:`WebFleet`: the fleet server (SQLite) serving on loopback in a thread of its
-  own, with an owner, an operator and a viewer (:data:`PASSWORDS`); an x11 agent on the session's
-  Xvfb desktop (openbox and an xterm, the ``desktop`` fixture) enrolled as :data:`X11_DEVICE`; a
+  own, with an owner, an operator and a viewer (:data:`PASSWORDS`); an x11 agent on an
+  Xvfb desktop of its own (openbox and an xterm, ``web_desktop``) enrolled as :data:`X11_DEVICE`; a
   FakeDriver agent enrolled as :data:`FAKE_DEVICE`, which declares power, media, switch and audio.
   ``web.http(role)`` is a signed-in ``httpx.Client``; ``web.agent_process(...)`` starts a real
   ``remotehands agent`` process (killed at the end of the test).
@@ -88,7 +88,7 @@ PASSWORDS = {
 }
 """The users of the test fleet, one per role, named after it."""
 X11_DEVICE = "desk-x11"
-"""The x11 agent's device: the session's Xvfb desktop with an xterm."""
+"""The x11 agent's device: its own Xvfb desktop with an xterm (``web_desktop``)."""
 FAKE_DEVICE = "kvm-fake"
 """The FakeDriver device: power, media, switch and audio among its capabilities."""
 ARTIFACTS = Path(os.environ.get("REMOTEHANDS_ARTIFACTS", "artifacts")) / "web"
@@ -268,8 +268,30 @@ class _FleetThread(threading.Thread):
 
 
 @pytest.fixture(scope="session")
-def web(desktop: VirtualDesktop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebFleet]:
+def web_desktop() -> Iterator[VirtualDesktop]:
+    """The x11 device's desktop: one of its own (the tests compare its screen with the console's,
+    type into its terminal and open windows on it), not the session's shared one, which the
+    tests before these have used for a quarter of an hour. It is this process's DISPLAY while
+    it runs, for the windows the tests open and the screen they read."""
+    saved = {key: os.environ.get(key) for key in ("DISPLAY", "XAUTHORITY")}
+    with VirtualDesktop(size=(1280, 800)) as running:
+        os.environ.update(running.env)
+        try:
+            yield running
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def web(
+    web_desktop: VirtualDesktop, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WebFleet]:
     """The running test fleet (module docstring)."""
+    desktop = web_desktop
     assert desktop.display is not None
     thread = _FleetThread(tmp_path_factory.mktemp("web"), desktop.display)
     thread.start()
