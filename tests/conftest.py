@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -28,10 +29,11 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="session")
-def desktop() -> Iterator[VirtualDesktop]:
+@contextlib.contextmanager
+def desktop_as_display(size: tuple[int, int] = (1280, 800)) -> Iterator[VirtualDesktop]:
+    """A virtual desktop, this process's DISPLAY (and XAUTHORITY) while it runs."""
     saved = {key: os.environ.get(key) for key in ("DISPLAY", "XAUTHORITY")}
-    with VirtualDesktop(size=(1280, 800)) as running:
+    with VirtualDesktop(size=size) as running:
         os.environ.update(running.env)
         try:
             yield running
@@ -41,6 +43,12 @@ def desktop() -> Iterator[VirtualDesktop]:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def desktop() -> Iterator[VirtualDesktop]:
+    with desktop_as_display() as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

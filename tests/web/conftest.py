@@ -60,6 +60,7 @@ from remotehands.server.services import Services
 from remotehands.server.settings import ServerSettings
 from remotehands.serving import serve_http
 from remotehands.testing.xapps import eventually
+from tests.conftest import desktop_as_display
 from tests.server.conftest import FAST_PASSWORDS
 
 __all__ = [
@@ -273,17 +274,8 @@ def web_desktop() -> Iterator[VirtualDesktop]:
     type into its terminal and open windows on it), not the session's shared one, which the
     tests before these have used for a quarter of an hour. It is this process's DISPLAY while
     it runs, for the windows the tests open and the screen they read."""
-    saved = {key: os.environ.get(key) for key in ("DISPLAY", "XAUTHORITY")}
-    with VirtualDesktop(size=(1280, 800)) as running:
-        os.environ.update(running.env)
-        try:
-            yield running
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    with desktop_as_display() as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
